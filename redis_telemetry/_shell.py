@@ -1,0 +1,84 @@
+"""What the blocking and asyncio stores share: construction, connection settings, script shas.
+
+Only sending a batch differs between them (``pipe.execute()`` or ``await pipe.execute()``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Self, cast
+
+from redis.backoff import ExponentialWithJitterBackoff
+
+from .core.ops import DEFAULT_CONNECTION, ConnectionSettings, StoreCore, check_client
+from .core.scripts import SCRIPTS
+from .errors import TelemetryError
+
+
+class StoreShell:
+    """Base of both stores. Subclasses name their redis-py client and Retry classes."""
+
+    _client_types: ClassVar[tuple[type, ...]]
+    _redis_cls: ClassVar[Any]
+    _retry_cls: ClassVar[Any]
+    _wrong_client: ClassVar[str]
+
+    def __init__(
+        self,
+        client: Any,
+        window_secs: int = 3600,
+        subscription_limit_ttl_secs: int = 3600,
+        namespace: str = "telemetry",
+    ) -> None:
+        if not isinstance(client, self._client_types):
+            raise TelemetryError(self._wrong_client)
+        check_client(client)
+        self._core = StoreCore(namespace, window_secs, subscription_limit_ttl_secs)
+        #: The redis-py client, used as it was given.
+        self.client: Any = cast(Any, client)
+        self._scripts = {name: self.client.register_script(s) for name, s in SCRIPTS.items()}
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        window_secs: int = 3600,
+        subscription_limit_ttl_secs: int = 3600,
+        namespace: str = "telemetry",
+        connection: ConnectionSettings = DEFAULT_CONNECTION,
+        **redis_kwargs: Any,
+    ) -> Self:
+        """Connect with bounded timeouts and retries (``ConnectionSettings``); keyword
+        arguments for redis-py override them."""
+        kwargs: dict[str, Any] = {
+            "socket_timeout": connection.socket_timeout,
+            "socket_connect_timeout": connection.socket_connect_timeout,
+            "health_check_interval": connection.health_check_interval,
+            "retry": cls._retry_cls(
+                ExponentialWithJitterBackoff(
+                    base=connection.backoff_base, cap=connection.backoff_cap
+                ),
+                connection.retries,
+            ),
+            **redis_kwargs,
+        }
+        if kwargs.get("decode_responses"):
+            raise TelemetryError("redis-telemetry needs decode_responses=False")
+        return cls(
+            cls._redis_cls.from_url(url, **kwargs),
+            window_secs,
+            subscription_limit_ttl_secs,
+            namespace,
+        )
+
+    @property
+    def namespace(self) -> str:
+        """The namespace's key prefix."""
+        return self._core.namespace
+
+    @property
+    def window_secs(self) -> int:
+        """The rolling window, shared by every store of the namespace."""
+        return self._core.window_secs
+
+    def _shas(self) -> dict[str, str]:
+        return {name: script.sha for name, script in self._scripts.items()}

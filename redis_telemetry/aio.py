@@ -1,0 +1,93 @@
+"""The asyncio store: the same core operations, sent over ``redis.asyncio``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+import redis.asyncio
+from redis.asyncio.retry import Retry
+from redis.exceptions import RedisError
+
+from ._shell import StoreShell
+from .core.ops import Batch, Op, RecordResult, queue, recovering, translate
+from .models import CompletionEvent, ModelPerformanceSnapshot, TelemetrySummary, UsageSnapshot
+
+T = TypeVar("T")
+
+
+class AsyncTelemetryStore(StoreShell):
+    """Shared, live model telemetry in Redis (asyncio API; same methods, awaited).
+
+    The constructor is plain (not awaited); ``client`` is a ``redis.asyncio.Redis``.
+    """
+
+    _client_types = (redis.asyncio.Redis,)
+    _redis_cls = redis.asyncio.Redis
+    _retry_cls = Retry
+    _wrong_client = "AsyncTelemetryStore needs a redis.asyncio client"
+
+    async def _execute(self, batch: Batch) -> list[Any]:
+        pipe = self.client.pipeline(transaction=False)
+        queue(pipe, batch, self._shas())
+        try:
+            return list(await pipe.execute(raise_on_error=False))
+        except RedisError as exc:
+            raise translate(exc) from exc
+
+    async def _run(self, op: Op[T]) -> T:
+        driven = recovering(op)
+        try:
+            batch = next(driven)
+            while True:
+                batch = driven.send(await self._execute(batch))
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    async def record(self, event: CompletionEvent) -> RecordResult:
+        """Store one event (one round trip)."""
+        return await self._run(self._core.record(event))
+
+    async def record_batch(self, events: Iterable[CompletionEvent]) -> RecordResult:
+        """Store many events in one round trip; if one is invalid, none is written."""
+        return await self._run(self._core.record_batch(events))
+
+    async def model_performance(self, model: str) -> ModelPerformanceSnapshot:
+        """One model's snapshot over the window, exact at the server's current time."""
+        return await self._run(self._core.model_performance(model))
+
+    async def all_model_performances(self) -> list[ModelPerformanceSnapshot]:
+        """Snapshots of every known model, sorted by model."""
+        return await self._run(self._core.all_model_performances())
+
+    async def session_usage(self, session_id: str) -> UsageSnapshot:
+        """One session's tokens and cost per model within the window."""
+        return await self._run(self._core.session_usage(session_id))
+
+    async def known_models(self) -> list[str]:
+        """Models with events in the window or an active limit, sorted."""
+        return await self._run(self._core.known_models())
+
+    async def export_summary(self) -> TelemetrySummary:
+        """The reference's summary of every model."""
+        return await self._run(self._core.export_summary())
+
+    async def import_summary(self, summary: TelemetrySummary) -> RecordResult:
+        """Restore limits and synthesise events from a summary (idempotent per summary)."""
+        return await self._run(self._core.import_summary(summary))
+
+    async def mark_subscription_limited(self, model: str, ttl_secs: int | None = None) -> None:
+        """Block a model for ``ttl_secs`` (default: ``subscription_limit_ttl_secs``)."""
+        await self._run(self._core.mark_subscription_limited(model, ttl_secs))
+
+    async def clear_subscription_limit(self, model: str) -> bool:
+        """Lift a model's block; True when there was one."""
+        return await self._run(self._core.clear_subscription_limit(model))
+
+    async def set_window(self, window_secs: int) -> None:
+        """Change the namespace's shared window on purpose (other stores then refuse)."""
+        await self._run(self._core.set_window(window_secs))
+
+    async def aclose(self) -> None:
+        """Close the client's connections."""
+        await self.client.aclose()

@@ -1,0 +1,55 @@
+"""Key names: the public layout of a namespace in Redis.
+
+``<ns>:{<model>}:events`` and ``<ns>:{<model>}:limit`` share the ``{<model>}`` hash tag, so one
+model's keys always sit in one cluster slot. ``<ns>:models`` and ``<ns>:config`` sit apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import InvalidInputError
+
+DEFAULT_NAMESPACE = "telemetry"
+MAX_NAMESPACE_LEN = 128
+
+
+def check_namespace(namespace: object) -> str:
+    """A namespace: 1..128 printable characters without braces."""
+    if not isinstance(namespace, str) or not namespace:
+        raise InvalidInputError("namespace must be a non-empty string")
+    if len(namespace) > MAX_NAMESPACE_LEN:
+        raise InvalidInputError(f"namespace is longer than {MAX_NAMESPACE_LEN} characters")
+    if "{" in namespace or "}" in namespace:
+        raise InvalidInputError(f"namespace {namespace!r} must not contain '{{' or '}}'")
+    if not namespace.isprintable():
+        raise InvalidInputError(f"namespace {namespace!r} contains non-printable characters")
+    return namespace
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Builds every key name of one namespace."""
+
+    namespace: str = DEFAULT_NAMESPACE
+
+    def __post_init__(self) -> None:
+        check_namespace(self.namespace)
+
+    def events(self, model: str) -> str:
+        """Sorted set of one model's events, scored by completed_at (epoch ms)."""
+        return f"{self.namespace}:{{{model}}}:events"
+
+    def limit(self, model: str) -> str:
+        """String present while the model is subscription-limited; its TTL is the time left."""
+        return f"{self.namespace}:{{{model}}}:limit"
+
+    @property
+    def models(self) -> str:
+        """Sorted set registry: model -> epoch ms until which it has data or a limit."""
+        return f"{self.namespace}:models"
+
+    @property
+    def config(self) -> str:
+        """Hash of the namespace's shared settings (``window_secs``)."""
+        return f"{self.namespace}:config"

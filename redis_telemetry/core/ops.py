@@ -1,0 +1,509 @@
+"""Every store operation as an I/O-free generator.
+
+An operation yields a *batch* (a list of commands) and receives the batch's results; the
+sync and async stores only send each batch to Redis as one non-transactional pipeline, one
+round trip, and feed the results back. So the two stores cannot drift apart: every decision
+(what to send, in what order, how to read the replies) is made here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, NamedTuple, TypeVar
+
+from redis.exceptions import AuthenticationError, NoPermissionError, NoScriptError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ..errors import InvalidInputError, TelemetryError, TelemetryUnavailable, WindowMismatchError
+from ..models import (
+    CompletionEvent,
+    ModelPerformanceSnapshot,
+    TelemetrySummary,
+    TokenBreakdown,
+    UsageSnapshot,
+)
+from . import codec, rules, snapshot
+from .keys import Keys, check_namespace
+from .scripts import SCRIPTS
+
+log = logging.getLogger("redis_telemetry")
+T = TypeVar("T")
+
+#: How far past the data they govern the keys' TTLs reach.
+GRACE_MS = 2000
+#: Reads fetch from a little before the estimated cutoff, then filter by the server's TIME.
+CLOCK_MARGIN_MS = 1000
+#: Events per ``record.lua`` call; keeps each script run short.
+SCRIPT_CHUNK = 1000
+#: How often a batch is retried after NOSCRIPT (the script cache was flushed) before giving up.
+NOSCRIPT_RETRIES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Cmd:
+    """A redis-py client method and its arguments."""
+
+    method: str
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Eval:
+    """A call of one of the package's Lua scripts, by name (sent as EVALSHA)."""
+
+    script: str
+    keys: tuple[str, ...]
+    args: tuple[Any, ...]
+
+
+Command = Cmd | Eval
+Batch = list[Command]
+Op = Generator[Batch, list[Any], T]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordResult:
+    """What a write did: events newly stored, already present (same id), or too old."""
+
+    stored: int = 0
+    duplicates: int = 0
+    outside_window: int = 0
+
+
+class Reading(NamedTuple):
+    """The window's decoded events and limit TTLs, at the server's time ``now_ms``."""
+
+    now_ms: int
+    models: list[str]
+    events: dict[str, list[codec.StoredEvent]]
+    limit_pttl: dict[str, int]
+
+
+def queue(pipe: Any, batch: Batch, shas: Mapping[str, str]) -> None:
+    """Put ``batch`` on a redis-py pipeline (sync or async: queueing is the same)."""
+    for c in batch:
+        if isinstance(c, Eval):
+            pipe.evalsha(shas[c.script], len(c.keys), *c.keys, *c.args)
+        else:
+            getattr(pipe, c.method)(*c.args, **c.kwargs)
+
+
+def translate(exc: BaseException) -> TelemetryError:
+    """A redis-py error as the package's exception, naming what went wrong."""
+    if isinstance(exc, TelemetryError):
+        return exc
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError) and not isinstance(
+        exc, AuthenticationError
+    ):
+        return TelemetryUnavailable(f"Redis is unreachable: {exc}")
+    if isinstance(exc, NoPermissionError) or "NOPERM" in str(exc):
+        return TelemetryError(f"Redis refused the command (permission denied): {exc}")
+    return TelemetryError(f"Redis error: {type(exc).__name__}: {exc}")
+
+
+def raise_errors(results: Sequence[Any]) -> None:
+    """Raise the first error reply of a batch as a :class:`TelemetryError`."""
+    for r in results:
+        if isinstance(r, BaseException):
+            raise translate(r) from r
+
+
+def recovering(op: Op[T]) -> Op[T]:
+    """Wrap ``op`` so that a flushed script cache (NOSCRIPT) is reloaded and retried.
+
+    Only the failed EVALSHAs are re-sent. That is safe: a script that got NOSCRIPT did not
+    run, and a re-sent event keeps its id, so it can never be counted twice.
+    """
+    try:
+        batch = next(op)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+    while True:
+        results = list((yield batch))
+        for _ in range(NOSCRIPT_RETRIES):
+            missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+            if not missing:
+                break
+            names = sorted({c.script for i in missing if isinstance(c := batch[i], Eval)})
+            raise_errors((yield [Cmd("script_load", (SCRIPTS[n],)) for n in names]))
+            retried = yield [batch[i] for i in missing]
+            for i, r in zip(missing, retried, strict=True):
+                results[i] = r
+        raise_errors(results)
+        try:
+            batch = op.send(results)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+
+def _register(keys: Keys, entries: Iterable[tuple[str, int, int]]) -> Eval:
+    args: list[Any] = [GRACE_MS]
+    for model, keep_until_ms, keep_for_ms in entries:
+        args += (model, keep_until_ms, keep_for_ms)
+    return Eval("register", (keys.models,), tuple(args))
+
+
+def _event_id(*parts: object) -> str:
+    return hashlib.sha1("|".join(map(str, parts)).encode()).hexdigest()[:32]
+
+
+def _as_u64(value: float) -> int:
+    """Rust's saturating ``f64 as u64``."""
+    if math.isnan(value) or value <= 0:
+        return 0
+    if value >= rules.U64_MAX:
+        return rules.U64_MAX
+    return int(value)
+
+
+def plan_import(
+    summary: TelemetrySummary, now_ms: int, window_secs: int
+) -> tuple[list[CompletionEvent], list[tuple[str, int]]]:
+    """The reference's import: synthetic events and (model, limit ms left) to restore.
+
+    Up to 10 successes spread back over the window at the snapshot's average latency, and up to
+    3 failures at its last event, for snapshots whose last event is still in the window. Ids
+    derive from the summary, so importing the same summary twice adds nothing.
+    """
+    now = snapshot.ms_to_datetime(now_ms)
+    cutoff = now - timedelta(seconds=window_secs)
+    events: list[CompletionEvent] = []
+    limits: list[tuple[str, int]] = []
+    stamp = summary.exported_at.isoformat()
+    for perf in summary.model_performances:
+        model = rules.check_model_name(perf.model)
+        expires = perf.subscription_limit_expires_at
+        if expires is not None and now < expires:
+            limits.append((model, rules.ms_floor(rules.epoch_us(expires)) - now_ms))
+        last = perf.last_event_at
+        if last is None or last < cutoff:
+            continue
+        n_ok = min(perf.successful_completions, 10)
+        for i in range(n_ok):
+            spread = timedelta(seconds=(window_secs * i) // n_ok)
+            events.append(
+                CompletionEvent.model_construct(
+                    model=model, session_id="", completed_at=last - spread,
+                    latency_ms=_as_u64(perf.avg_latency_ms), success=True,
+                    tokens=TokenBreakdown(), cost_usd=0.0, error=None,
+                    event_id=_event_id("import", stamp, model, "ok", i),
+                )
+            )  # fmt: skip
+        for j in range(min(perf.failed_completions, 3)):
+            events.append(
+                CompletionEvent.model_construct(
+                    model=model, session_id="", completed_at=last, latency_ms=0,
+                    success=False, tokens=TokenBreakdown(), cost_usd=0.0,
+                    error="recovered failure",
+                    event_id=_event_id("import", stamp, model, "failed", j),
+                )
+            )  # fmt: skip
+    return events, limits
+
+
+class StoreCore:
+    """The state and logic of one store; the sync and async stores drive its operations."""
+
+    def __init__(
+        self,
+        namespace: str,
+        window_secs: int,
+        subscription_limit_ttl_secs: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.keys = Keys(check_namespace(namespace))
+        self.window_secs = rules.check_positive_secs("window_secs", window_secs)
+        self.limit_ttl_secs = rules.check_positive_secs(
+            "subscription_limit_ttl_secs", subscription_limit_ttl_secs
+        )
+        self._clock = clock
+        self._window_confirmed = False
+        #: Models seen in the registry: their ranges ride in the first round trip of a read.
+        self._models: dict[str, None] = {}
+        self._offset_ms: int | None = None
+
+    @property
+    def namespace(self) -> str:
+        return self.keys.namespace
+
+    @property
+    def _window_ms(self) -> int:
+        return self.window_secs * 1000
+
+    # -- the namespace's shared window ------------------------------------------------------
+
+    def _check_window(self, raw: Any, writing: bool) -> None:
+        if raw is None:
+            return  # nothing claimed yet (reads only: a write's config.lua always returns one)
+        try:
+            stored = int(raw)
+            if stored <= 0:
+                raise ValueError
+        except (TypeError, ValueError):
+            msg = f"{self.keys.config} holds window_secs={raw!r}, which is not a positive integer"
+            if writing:
+                raise TelemetryError(
+                    f"{msg}; refusing to write. Repair it with set_window()"
+                ) from None
+            log.warning("%s; reading with window_secs=%d", msg, self.window_secs)
+            return
+        if stored != self.window_secs:
+            raise WindowMismatchError(self.namespace, stored, self.window_secs)
+        self._window_confirmed = True
+
+    def _claim(self, ttl_ms: int) -> Eval:
+        return Eval("config", (self.keys.config,), (self.window_secs, ttl_ms))
+
+    def _write(self, batch: Batch, ttl_ms: int) -> Op[list[Any]]:
+        """Send a write batch, never before this store's window is confirmed for the namespace."""
+        ttl_ms = max(ttl_ms, self._window_ms) + GRACE_MS
+        if not self._window_confirmed:
+            self._check_window((yield [self._claim(ttl_ms)])[0], writing=True)
+        results = yield [self._claim(ttl_ms), *batch]
+        self._check_window(results[0], writing=True)
+        return results[1:]
+
+    def set_window(self, window_secs: int) -> Op[None]:
+        """Change the namespace's window on purpose; other stores then refuse until rebuilt."""
+        window_secs = rules.check_positive_secs("window_secs", window_secs)
+        yield [
+            Cmd("hset", (self.keys.config, "window_secs", window_secs)),
+            Cmd("pexpire", (self.keys.config, window_secs * 1000 + GRACE_MS)),
+        ]
+        self.window_secs = window_secs
+        self._window_confirmed = True
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    def prepare(self, events: Iterable[object], indexed: bool) -> list[codec.PreparedEvent]:
+        """Check and encode every event first, so a bad one means nothing is written."""
+        now_ms = self._now_ms()
+        prepared = []
+        for i, event in enumerate(events):
+            try:
+                prepared.append(codec.prepare(event, now_ms))
+            except InvalidInputError as exc:
+                if not indexed:
+                    raise
+                raise InvalidInputError(f"event {i}: {exc}") from None
+        return prepared
+
+    def record_prepared(
+        self,
+        prepared: Sequence[codec.PreparedEvent],
+        extra: Sequence[Command] = (),
+        extra_ttl_ms: int = 0,
+    ) -> Op[RecordResult]:
+        """Register the models, then insert each model's events with ``record.lua``.
+
+        The registry call comes first in the pipeline: a stored event then always belongs to
+        a model that ``known_models()`` lists, even if the client dies in between.
+        """
+        by_model: dict[str, list[codec.PreparedEvent]] = {}
+        for p in prepared:
+            by_model.setdefault(p.model, []).append(p)
+        if not by_model and not extra:
+            return RecordResult()
+        limit_ms = self.limit_ttl_secs * 1000
+        entries = [
+            (model, max(p.score_ms for p in group) + self._window_ms,
+             limit_ms if any(p.limit_reason for p in group) else 0)
+            for model, group in by_model.items()
+        ]  # fmt: skip
+        batch: Batch = [_register(self.keys, entries)] if entries else []
+        first = len(batch)
+        for model, group in by_model.items():
+            for start in range(0, len(group), SCRIPT_CHUNK):
+                args: list[Any] = [self._window_ms, limit_ms, GRACE_MS]
+                for p in group[start : start + SCRIPT_CHUNK]:
+                    args += (p.score_ms, p.member, p.limit_reason)
+                keys = (self.keys.events(model), self.keys.limit(model))
+                batch.append(Eval("record", keys, tuple(args)))
+        last = len(batch)
+        batch += extra
+        ttl_ms = max(extra_ttl_ms, limit_ms if any(e[2] for e in entries) else 0)
+        results = yield from self._write(batch, ttl_ms)
+        counts = results[first:last]
+        stored = sum(int(r[0]) for r in counts)
+        duplicates = sum(int(r[1]) for r in counts)
+        outside = sum(int(r[2]) for r in counts)
+        return RecordResult(stored, duplicates, outside)
+
+    def record(self, event: CompletionEvent) -> Op[RecordResult]:
+        """One event, one round trip."""
+        return (yield from self.record_prepared(self.prepare([event], indexed=False)))
+
+    def record_batch(self, events: Iterable[CompletionEvent]) -> Op[RecordResult]:
+        """Many events, one round trip, grouped per model; one bad event and none is written."""
+        return (yield from self.record_prepared(self.prepare(events, indexed=True)))
+
+    def mark_subscription_limited(self, model: str, ttl_secs: int | None = None) -> Op[None]:
+        """Block ``model`` for ``ttl_secs`` (default: the store's subscription-limit TTL)."""
+        model = rules.check_model_name(model)
+        ttl = self.limit_ttl_secs if ttl_secs is None else ttl_secs
+        ttl_ms = rules.check_positive_secs("ttl_secs", ttl) * 1000
+        yield from self._write(self._limit_cmds(model, ttl_ms, "manual"), ttl_ms)
+
+    def _limit_cmds(self, model: str, ttl_ms: int, reason: str) -> Batch:
+        return [
+            _register(self.keys, [(model, 0, ttl_ms)]),
+            Cmd("set", (self.keys.limit(model), reason), {"px": ttl_ms}),
+        ]
+
+    def clear_subscription_limit(self, model: str) -> Op[bool]:
+        """Lift a block; True when there was one."""
+        model = rules.check_model_name(model)
+        (deleted,) = yield [Cmd("delete", (self.keys.limit(model),))]
+        return bool(deleted)
+
+    def import_summary(self, summary: TelemetrySummary) -> Op[RecordResult]:
+        """Restore limits and synthesise events from a summary, as the reference does."""
+        if not isinstance(summary, TelemetrySummary):
+            raise InvalidInputError(f"expected a TelemetrySummary, got {type(summary).__name__}")
+        for perf in summary.model_performances:
+            rules.check_model_name(perf.model)
+        (now,) = yield [Cmd("time")]
+        now_ms = self._observe_time(now)
+        events, limits = plan_import(summary, now_ms, self.window_secs)
+        prepared = self.prepare(events, indexed=False)
+        extra: Batch = []
+        for model, left_ms in limits:
+            extra += self._limit_cmds(model, left_ms, "restored")
+        longest = max((ms for _, ms in limits), default=0)
+        return (yield from self.record_prepared(prepared, extra, longest))
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def _observe_time(self, reply: Sequence[Any]) -> int:
+        now_ms = int(reply[0]) * 1000 + int(reply[1]) // 1000
+        self._offset_ms = now_ms - self._now_ms()
+        return now_ms
+
+    def _ranges(self, model: str, low: str) -> Batch:
+        return [
+            Cmd("zrangebyscore", (self.keys.events(model), low, "+inf"), {"withscores": True}),
+            Cmd("pttl", (self.keys.limit(model),)),
+        ]
+
+    def _live_models(self, entries: Sequence[tuple[Any, float]], now_ms: int) -> list[str]:
+        live = []
+        for raw, score in entries:
+            if score <= now_ms:
+                continue
+            try:
+                live.append(rules.check_model_name(bytes(raw).decode("utf-8")))
+            except (UnicodeDecodeError, InvalidInputError) as exc:
+                log.warning("skipped unreadable model %r in %s: %s", raw, self.keys.models, exc)
+        return sorted(live)
+
+    def read(self, models: Sequence[str] | None, with_events: bool = True) -> Op[Reading]:
+        """Events and limits of ``models`` (None: every listed model) at the server's time.
+
+        One round trip when the models are already known to this store; a model new to it
+        costs one more. The window is exact: members are filtered by the server's TIME.
+        """
+        from_registry = models is None
+        ask = list(self._models) if models is None else list(models)
+        if not with_events:
+            ask = []
+        low = "-inf"
+        if self._offset_ms is not None:
+            low = str(self._now_ms() + self._offset_ms - self._window_ms - CLOCK_MARGIN_MS)
+        batch: Batch = [Cmd("hget", (self.keys.config, "window_secs")), Cmd("time")]
+        if from_registry:
+            batch.append(Cmd("zrange", (self.keys.models, 0, -1), {"withscores": True}))
+        for model in ask:
+            batch += self._ranges(model, low)
+        results = yield batch
+        self._check_window(results[0], writing=False)
+        now_ms = self._observe_time(results[1])
+        cutoff = now_ms - self._window_ms
+        targets = self._live_models(results[2], now_ms) if from_registry else list(ask)
+        start = 3 if from_registry else 2
+        fetched = {
+            m: (results[start + 2 * i], results[start + 2 * i + 1]) for i, m in enumerate(ask)
+        }
+        if low != "-inf" and int(low) > cutoff:
+            fetched = {}  # this machine's clock jumped: the estimate missed the window's start
+        redo = [m for m in targets if m not in fetched] if with_events else []
+        if redo:
+            more = yield [c for m in redo for c in self._ranges(m, f"({cutoff}")]
+            for i, m in enumerate(redo):
+                fetched[m] = (more[2 * i], more[2 * i + 1])
+        if from_registry:
+            self._models = dict.fromkeys(targets)
+        events = {}
+        limits = {}
+        for m in targets if with_events else []:
+            members, pttl = fetched[m]
+            events[m] = snapshot.decode_window(self.keys.events(m), members, cutoff)
+            limits[m] = int(pttl)
+        return Reading(now_ms, targets, events, limits)
+
+    def model_performance(self, model: str) -> Op[ModelPerformanceSnapshot]:
+        model = rules.check_model_name(model)
+        r = yield from self.read([model])
+        return self._snapshot(r, model)
+
+    def _snapshot(self, r: Reading, model: str) -> ModelPerformanceSnapshot:
+        return snapshot.performance(
+            model, r.events[model], self.window_secs, r.now_ms, r.limit_pttl[model]
+        )
+
+    def all_model_performances(self) -> Op[list[ModelPerformanceSnapshot]]:
+        r = yield from self.read(None)
+        return [self._snapshot(r, m) for m in r.models]
+
+    def session_usage(self, session_id: str) -> Op[UsageSnapshot]:
+        session_id = rules.check_session_id(session_id)
+        r = yield from self.read(None)
+        return snapshot.usage(session_id, r.events, self.window_secs, r.now_ms)
+
+    def known_models(self) -> Op[list[str]]:
+        r = yield from self.read(None, with_events=False)
+        return r.models
+
+    def export_summary(self) -> Op[TelemetrySummary]:
+        r = yield from self.read(None)
+        return TelemetrySummary(
+            id="telemetry_summary",
+            model_performances=[self._snapshot(r, m) for m in r.models],
+            window_secs=self.window_secs,
+            exported_at=snapshot.ms_to_datetime(r.now_ms),
+        )
+
+
+def check_client(client: Any) -> None:
+    """Refuse a client that decodes replies: members are binary msgpack."""
+    get_encoder = getattr(client, "get_encoder", None)
+    if get_encoder is not None and getattr(get_encoder(), "decode_responses", False):
+        raise TelemetryError(
+            "the Redis client has decode_responses=True; redis-telemetry stores binary msgpack "
+            "members and needs a client built with decode_responses=False"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionSettings:
+    """Defaults ``from_url`` applies: bounded waits and a few retries with jittered backoff."""
+
+    socket_timeout: float = 5.0
+    socket_connect_timeout: float = 2.0
+    retries: int = 3
+    backoff_base: float = 0.05
+    backoff_cap: float = 0.5
+    health_check_interval: float = 30.0
+
+
+DEFAULT_CONNECTION = ConnectionSettings()

@@ -1,0 +1,134 @@
+"""The invariants of stored data, in one place.
+
+The pydantic models run these checks when they are built, and the write path runs them again
+on every event just before encoding: ``model_construct`` and ``model_copy(update=...)`` skip
+pydantic's validation, so the models alone cannot guarantee what reaches Redis.
+"""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+from datetime import UTC, datetime, timedelta
+
+from ..errors import InvalidInputError
+
+U64_MAX = 2**64 - 1
+MAX_MODEL_LEN = 256
+MAX_SESSION_LEN = 1024
+MAX_ERROR_LEN = 16384
+MAX_EVENT_ID_LEN = 128
+#: Events may be stamped a little ahead of the writer's clock, not more (clock skew).
+MAX_FUTURE_MS = 24 * 3600 * 1000
+
+
+def _utf8(field: str, value: object, max_len: int) -> str:
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{field} must be a string, got {type(value).__name__}")
+    if len(value) > max_len:
+        raise InvalidInputError(f"{field} is {len(value)} characters long; the limit is {max_len}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInputError(f"{field} is not valid UTF-8 text: {exc.reason}") from None
+    return value
+
+
+def _no_controls(field: str, value: str) -> str:
+    for ch in value:
+        if unicodedata.category(ch) == "Cc":
+            raise InvalidInputError(f"{field} {value!r} contains the control character {ch!r}")
+    return value
+
+
+def check_model_name(value: object) -> str:
+    """A model name: 1..256 characters, no braces (the hash tag) and no control characters."""
+    name = _utf8("model", value, MAX_MODEL_LEN)
+    if not name:
+        raise InvalidInputError("model must not be empty")
+    if "{" in name or "}" in name:
+        raise InvalidInputError(
+            f"model {name!r} contains '{{' or '}}', which Redis Cluster reads as a hash tag"
+        )
+    return _no_controls("model", name)
+
+
+def check_session_id(value: object) -> str:
+    """A session id: any UTF-8 text up to 1024 characters (empty is allowed)."""
+    return _utf8("session_id", value, MAX_SESSION_LEN)
+
+
+def check_error(value: object) -> str | None:
+    """An error message: None or UTF-8 text up to 16384 characters."""
+    return None if value is None else _utf8("error", value, MAX_ERROR_LEN)
+
+
+def check_event_id(value: object) -> str | None:
+    """An event id: None (one is assigned at write time) or 1..128 characters of text."""
+    if value is None:
+        return None
+    event_id = _utf8("event_id", value, MAX_EVENT_ID_LEN)
+    if not event_id:
+        raise InvalidInputError("event_id must not be empty")
+    return _no_controls("event_id", event_id)
+
+
+def check_u64(field: str, value: object) -> int:
+    """An unsigned 64-bit count, as the reference's ``u64``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInputError(f"{field} must be an integer, got {type(value).__name__}")
+    if value < 0:
+        raise InvalidInputError(f"{field} must not be negative, got {value}")
+    if value > U64_MAX:
+        raise InvalidInputError(f"{field} must fit in 64 bits, got {value}")
+    return value
+
+
+def check_cost(value: object) -> float:
+    """A cost in USD: a finite, non-negative number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInputError(f"cost_usd must be a number, got {type(value).__name__}")
+    cost = float(value)
+    if not math.isfinite(cost):
+        raise InvalidInputError(f"cost_usd must be finite, got {cost}")
+    if cost < 0:
+        raise InvalidInputError(f"cost_usd must not be negative, got {cost}")
+    return cost
+
+
+def check_positive_secs(field: str, value: object) -> int:
+    """A duration in whole seconds, at least 1."""
+    secs = check_u64(field, value)
+    if secs == 0:
+        raise InvalidInputError(f"{field} must be at least 1 second")
+    if secs > 10 * 365 * 24 * 3600:
+        raise InvalidInputError(f"{field} must be at most ten years, got {secs}")
+    return secs
+
+
+def to_utc(value: datetime) -> datetime:
+    """Normalise a timestamp to UTC. A naive datetime is taken to be UTC already."""
+    if not isinstance(value, datetime):
+        raise InvalidInputError(f"timestamp must be a datetime, got {type(value).__name__}")
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def epoch_us(value: datetime) -> int:
+    """Microseconds since the Unix epoch, exact (no float rounding)."""
+    delta = to_utc(value) - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_epoch_us(us: int) -> datetime:
+    """The UTC datetime ``us`` microseconds after the Unix epoch."""
+    return _EPOCH + timedelta(microseconds=us)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def ms_floor(us: int) -> int:
+    """Epoch microseconds to the millisecond score used in the sorted sets."""
+    return us // 1000

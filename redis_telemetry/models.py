@@ -1,0 +1,177 @@
+"""Public data types. Field names and JSON match the reference's serde types both ways.
+
+Timestamps serialise as RFC 3339 UTC. A naive ``datetime`` is taken to be UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import partial
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
+
+from .core import rules
+
+UtcDatetime = Annotated[datetime, AfterValidator(rules.to_utc)]
+ModelName = Annotated[str, AfterValidator(rules.check_model_name)]
+
+
+def _u64(field: str) -> Any:
+    return AfterValidator(partial(rules.check_u64, field))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+_SUBSCRIPTION_LIMIT_PHRASES = (
+    "weekly session limit",
+    "monthly limit",
+    "rate limit exceeded",
+    "quota exceeded",
+    "429",
+    "too many requests",
+    "capacity limit",
+    "spending limit",
+    "billing limit",
+    "usage limit",
+    "subscription limit",
+)
+
+
+def is_subscription_limit_error(error: str) -> bool:
+    """True when an error message says the provider cut the model off (the reference's list)."""
+    lower = error.lower()
+    return any(phrase in lower for phrase in _SUBSCRIPTION_LIMIT_PHRASES)
+
+
+class TokenBreakdown(BaseModel):
+    """Token counts of one completion."""
+
+    model_config = ConfigDict(validate_assignment=True)
+
+    total: Annotated[int, _u64("tokens.total")] = 0
+    input: Annotated[int, _u64("tokens.input")] = 0
+    output: Annotated[int, _u64("tokens.output")] = 0
+    reasoning: Annotated[int, _u64("tokens.reasoning")] = 0
+    cache_read: Annotated[int, _u64("tokens.cache_read")] = 0
+    cache_write: Annotated[int, _u64("tokens.cache_write")] = 0
+
+
+class CompletionEvent(BaseModel):
+    """One model completion, as an orchestrator saw it.
+
+    ``event_id`` is this package's addition. Left ``None``, each ``record`` call assigns a
+    fresh id, so two identical events count twice. Set it (``dump``/``restore`` do) to make
+    writing the same event again a no-op.
+    """
+
+    model_config = ConfigDict(validate_assignment=True)
+
+    model: ModelName
+    session_id: Annotated[str, AfterValidator(rules.check_session_id)] = ""
+    completed_at: UtcDatetime = Field(default_factory=_now)
+    latency_ms: Annotated[int, _u64("latency_ms")]
+    success: bool
+    tokens: TokenBreakdown = Field(default_factory=TokenBreakdown)
+    cost_usd: Annotated[float, AfterValidator(rules.check_cost)] = 0.0
+    error: Annotated[str | None, AfterValidator(rules.check_error)] = None
+    event_id: Annotated[str | None, AfterValidator(rules.check_event_id)] = None
+
+    @model_serializer(mode="wrap")
+    def _omit_missing_id(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("event_id") is None:
+            data.pop("event_id", None)
+        return data
+
+
+class ModelPerformanceSnapshot(BaseModel):
+    """Live numbers for one model over the rolling window, for routing decisions."""
+
+    model: str
+    successful_completions: int
+    failed_completions: int
+    window_secs: int
+    throughput: float
+    avg_latency_ms: float
+    success_rate: float
+    last_event_at: UtcDatetime | None = None
+    subscription_limit_reached: bool = False
+    subscription_limit_expires_at: UtcDatetime | None = None
+
+    @classmethod
+    def empty(cls, model: str, window_secs: int) -> ModelPerformanceSnapshot:
+        """A snapshot of a model with no data."""
+        return cls(
+            model=model,
+            successful_completions=0,
+            failed_completions=0,
+            window_secs=window_secs,
+            throughput=0.0,
+            avg_latency_ms=0.0,
+            success_rate=0.0,
+        )
+
+    def is_stale(self, max_staleness_secs: int) -> bool:
+        """True when there is no event, or the newest is more than ``max_staleness_secs`` old.
+
+        Like the reference, the age is counted in whole seconds, either side of now.
+        """
+        if self.last_event_at is None:
+            return True
+        age = abs(int((_now() - self.last_event_at).total_seconds()))
+        return age > max_staleness_secs
+
+    def is_subscription_limited(self) -> bool:
+        """True while the model is blocked by a subscription limit."""
+        if not self.subscription_limit_reached:
+            return False
+        if self.subscription_limit_expires_at is None:
+            return True
+        return _now() < self.subscription_limit_expires_at
+
+
+class ModelUsage(BaseModel):
+    """Token and cost totals for one model (or all models)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    cost_usd: float = 0.0
+    message_count: int = 0
+
+    def merge(self, other: ModelUsage) -> None:
+        """Add ``other``'s totals into this one, in place."""
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.total_tokens += other.total_tokens
+        self.cost_usd += other.cost_usd
+        self.message_count += other.message_count
+
+
+class UsageSnapshot(BaseModel):
+    """One session's usage within the window, per model and in total."""
+
+    id: str
+    window_start: UtcDatetime
+    window_end: UtcDatetime
+    by_model: dict[str, ModelUsage]
+    totals: ModelUsage
+
+
+class TelemetrySummary(BaseModel):
+    """Aggregated state for export and import, in the reference's shape."""
+
+    id: str = "telemetry_summary"
+    model_performances: list[ModelPerformanceSnapshot]
+    window_secs: int
+    exported_at: UtcDatetime

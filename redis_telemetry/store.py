@@ -1,0 +1,90 @@
+"""The synchronous store: a thin shell that sends the core's batches over redis-py."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+import redis
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from ._shell import StoreShell
+from .core.ops import Batch, Op, RecordResult, queue, recovering, translate
+from .models import CompletionEvent, ModelPerformanceSnapshot, TelemetrySummary, UsageSnapshot
+
+T = TypeVar("T")
+
+
+class TelemetryStore(StoreShell):
+    """Shared, live model telemetry in Redis (blocking API).
+
+    ``client`` is a ``redis.Redis`` (or fakeredis) built with ``decode_responses=False``; it is
+    used as it is. All stores of one ``namespace`` must share one ``window_secs``.
+    """
+
+    _client_types = (redis.Redis,)
+    _redis_cls = redis.Redis
+    _retry_cls = Retry
+    _wrong_client = "TelemetryStore needs a blocking redis-py client; use AsyncTelemetryStore"
+
+    def _execute(self, batch: Batch) -> list[Any]:
+        pipe = self.client.pipeline(transaction=False)
+        queue(pipe, batch, self._shas())
+        try:
+            return list(pipe.execute(raise_on_error=False))
+        except RedisError as exc:
+            raise translate(exc) from exc
+
+    def _run(self, op: Op[T]) -> T:
+        driven = recovering(op)
+        try:
+            batch = next(driven)
+            while True:
+                batch = driven.send(self._execute(batch))
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    def record(self, event: CompletionEvent) -> RecordResult:
+        """Store one event (one round trip)."""
+        return self._run(self._core.record(event))
+
+    def record_batch(self, events: Iterable[CompletionEvent]) -> RecordResult:
+        """Store many events in one round trip; if one is invalid, none is written."""
+        return self._run(self._core.record_batch(events))
+
+    def model_performance(self, model: str) -> ModelPerformanceSnapshot:
+        """One model's snapshot over the window, exact at the server's current time."""
+        return self._run(self._core.model_performance(model))
+
+    def all_model_performances(self) -> list[ModelPerformanceSnapshot]:
+        """Snapshots of every known model, sorted by model."""
+        return self._run(self._core.all_model_performances())
+
+    def session_usage(self, session_id: str) -> UsageSnapshot:
+        """One session's tokens and cost per model within the window."""
+        return self._run(self._core.session_usage(session_id))
+
+    def known_models(self) -> list[str]:
+        """Models with events in the window or an active limit, sorted."""
+        return self._run(self._core.known_models())
+
+    def export_summary(self) -> TelemetrySummary:
+        """The reference's summary of every model."""
+        return self._run(self._core.export_summary())
+
+    def import_summary(self, summary: TelemetrySummary) -> RecordResult:
+        """Restore limits and synthesise events from a summary (idempotent per summary)."""
+        return self._run(self._core.import_summary(summary))
+
+    def mark_subscription_limited(self, model: str, ttl_secs: int | None = None) -> None:
+        """Block a model for ``ttl_secs`` (default: ``subscription_limit_ttl_secs``)."""
+        self._run(self._core.mark_subscription_limited(model, ttl_secs))
+
+    def clear_subscription_limit(self, model: str) -> bool:
+        """Lift a model's block; True when there was one."""
+        return self._run(self._core.clear_subscription_limit(model))
+
+    def set_window(self, window_secs: int) -> None:
+        """Change the namespace's shared window on purpose (other stores then refuse)."""
+        self._run(self._core.set_window(window_secs))

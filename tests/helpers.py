@@ -1,0 +1,52 @@
+"""Event builders and Redis inspection helpers shared by the tests."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis
+
+from redis_telemetry import CompletionEvent, TokenBreakdown
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def event(
+    model: str = "model-a",
+    success: bool = True,
+    latency_ms: int = 100,
+    *,
+    session_id: str = "test-session",
+    ago_secs: float = 0.0,
+    error: str | None = None,
+    **fields: Any,
+) -> CompletionEvent:
+    """Like the reference's ``test_event``: 1000 tokens, $0.01, failure = rate limit."""
+    if not success and error is None:
+        error = "rate limit exceeded"
+    values: dict[str, Any] = {
+        "model": model,
+        "session_id": session_id,
+        "completed_at": now() - timedelta(seconds=ago_secs),
+        "latency_ms": latency_ms,
+        "success": success,
+        "tokens": TokenBreakdown(total=1000, input=800, output=200),
+        "cost_usd": 0.01,
+        "error": error,
+    }
+    values.update(fields)
+    return CompletionEvent(**values)
+
+
+def dump_all(client: redis.Redis) -> dict[Any, Any]:
+    """Every key's DUMP and whether it has a TTL: equal dicts mean Redis did not change."""
+    return {k: (client.dump(k), client.pttl(k) > 0) for k in sorted(client.keys("*"))}
+
+
+def server_ms(client: redis.Redis) -> int:
+    """The server's clock in epoch milliseconds."""
+    sec, usec = client.time()
+    return int(sec) * 1000 + int(usec) // 1000

@@ -1,0 +1,538 @@
+"""The behavioural suite: runs on fakeredis and on a real redis-server (see conftest.backend)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+
+import msgpack
+import pytest
+import redis
+
+from redis_telemetry import (
+    CompletionEvent,
+    InvalidInputError,
+    ModelPerformanceSnapshot,
+    TelemetryError,
+    TelemetryStore,
+    TelemetrySummary,
+    TokenBreakdown,
+    WindowMismatchError,
+)
+
+from .helpers import dump_all, event, now, server_ms
+
+# -- the reference's tests, ported ------------------------------------------------------------
+
+
+def test_record_and_query_performance(store: TelemetryStore) -> None:
+    store.record(event("model-a", True, 100))
+    store.record(event("model-a", True, 200))
+    store.record(event("model-a", False, 5000))
+
+    perf = store.model_performance("model-a")
+    assert perf.successful_completions == 2
+    assert perf.failed_completions == 1
+    assert perf.avg_latency_ms == pytest.approx(150.0)
+    assert perf.success_rate == pytest.approx(2 / 3)
+    assert perf.throughput == pytest.approx(2 / 3600)
+    assert perf.subscription_limit_reached
+    assert perf.is_subscription_limited()
+
+
+def test_session_usage(store: TelemetryStore) -> None:
+    store.record(
+        CompletionEvent(
+            model="model-a",
+            session_id="sess-1",
+            completed_at=now(),
+            latency_ms=100,
+            success=True,
+            tokens=TokenBreakdown(total=500, input=400, output=100),
+            cost_usd=0.005,
+        )
+    )
+    usage = store.session_usage("sess-1")
+    assert usage.totals.total_tokens == 500
+    assert usage.totals.input_tokens == 400
+    assert usage.totals.output_tokens == 100
+    assert usage.totals.message_count == 1
+    assert usage.totals.cost_usd == pytest.approx(0.005)
+    assert "model-a" in usage.by_model
+    assert usage.window_end - usage.window_start == timedelta(seconds=3600)
+
+
+def test_unknown_model_returns_empty(store: TelemetryStore) -> None:
+    perf = store.model_performance("unknown")
+    assert perf.successful_completions == 0
+    assert not perf.subscription_limit_reached
+    assert perf == ModelPerformanceSnapshot.empty("unknown", 3600)
+
+
+def test_import_summary_restores_events(r: redis.Redis, store: TelemetryStore) -> None:
+    store.record(event("model-a", True, 200, session_id="sess-1"))
+    assert store.model_performance("model-a").successful_completions == 1
+    summary = store.export_summary()
+
+    r.flushdb()
+    restored = TelemetryStore(r, window_secs=3600)
+    restored.import_summary(summary)
+    perf = restored.model_performance("model-a")
+    assert perf.successful_completions > 0
+    assert perf.avg_latency_ms > 0.0
+
+
+def test_import_summary_restores_subscription_limits(r: redis.Redis, store: TelemetryStore) -> None:
+    store.record(
+        event("model-b", False, 100, session_id="sess-2", error="weekly session limit reached")
+    )
+    summary = store.export_summary()
+
+    r.flushdb()
+    restored = TelemetryStore(r, window_secs=3600)
+    restored.import_summary(summary)
+    perf = restored.model_performance("model-b")
+    assert perf.subscription_limit_reached
+    assert 3590 < r.ttl("telemetry:{model-b}:limit") <= 3600
+
+
+def test_import_summary_prunes_stale_data(store: TelemetryStore) -> None:
+    old = now() - timedelta(seconds=7200)
+    summary = TelemetrySummary(
+        id="telemetry_summary",
+        model_performances=[
+            ModelPerformanceSnapshot(
+                model="stale-model",
+                successful_completions=5,
+                failed_completions=0,
+                window_secs=3600,
+                throughput=0.001,
+                avg_latency_ms=500.0,
+                success_rate=1.0,
+                last_event_at=old,
+            )
+        ],
+        window_secs=3600,
+        exported_at=old,
+    )
+    store.import_summary(summary)
+    assert store.model_performance("stale-model").successful_completions == 0
+
+
+# -- import details ---------------------------------------------------------------------------
+
+
+def test_import_synthesises_like_the_reference(store: TelemetryStore) -> None:
+    last = now() - timedelta(seconds=1300)
+    summary = TelemetrySummary(
+        model_performances=[
+            ModelPerformanceSnapshot(
+                model="m", successful_completions=3, failed_completions=7, window_secs=3600,
+                throughput=0.01, avg_latency_ms=812.9, success_rate=0.85, last_event_at=last,
+            )
+        ],
+        window_secs=3600,
+        exported_at=last,
+    )  # fmt: skip
+    result = store.import_summary(summary)
+    perf = store.model_performance("m")
+    # 3 successes spread 1200 s apart back from `last`: the one at `last - 2400 s` is outside;
+    # failures are capped at 3, at `last`; latency is the average, truncated like `as u64`.
+    assert perf.successful_completions == 2
+    assert perf.failed_completions == 3
+    assert perf.avg_latency_ms == 812.0
+    assert perf.last_event_at == last
+    assert result.stored == 5
+    assert result.outside_window == 1
+    # ids derive from the summary: importing it again adds nothing
+    again = store.import_summary(summary)
+    assert again.stored == 0
+    assert store.model_performance("m").successful_completions == 2
+
+
+# -- semantics beyond the reference ---------------------------------------------------------
+
+
+def test_identical_events_count_twice(store: TelemetryStore) -> None:
+    e = event("m")
+    store.record(e)
+    store.record(e)
+    store.record_batch([e, e.model_copy()])
+    assert store.model_performance("m").successful_completions == 4
+
+
+def test_an_event_with_an_id_is_stored_once(store: TelemetryStore) -> None:
+    e = event("m", event_id="evt-1")
+    assert store.record(e).stored == 1
+    again = store.record(e)
+    assert (again.stored, again.duplicates) == (0, 1)
+    assert store.model_performance("m").successful_completions == 1
+
+
+def test_window_is_exact_at_read_time(r: redis.Redis) -> None:
+    store = TelemetryStore(r, window_secs=2)
+    store.record(event("m", ago_secs=1.0))
+    store.record(event("m", latency_ms=300))
+    assert store.model_performance("m").successful_completions == 2
+    first = r.zrange("telemetry:{m}:events", 0, 0, withscores=True)[0][1]
+    # wait (on the server's clock) until the older event has left the window; no write happens
+    deadline = time.monotonic() + 10
+    while server_ms(r) <= first + 2000:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    perf = store.model_performance("m")
+    assert perf.successful_completions == 1
+    assert perf.avg_latency_ms == 300.0
+    assert r.zcard("telemetry:{m}:events") == 2  # still stored: the read is exact, not trimmed
+    assert [p.successful_completions for p in store.all_model_performances()] == [1]
+
+
+def test_old_events_are_not_stored(r: redis.Redis, store: TelemetryStore) -> None:
+    result = store.record_batch([event("m", ago_secs=3601), event("m", ago_secs=10)])
+    assert (result.stored, result.outside_window) == (1, 1)
+    assert r.zcard("telemetry:{m}:events") == 1
+    assert store.model_performance("m").successful_completions == 1
+
+
+def test_only_old_events_leave_no_keys_behind(r: redis.Redis, store: TelemetryStore) -> None:
+    store.record(event("m", ago_secs=7200))
+    assert r.exists("telemetry:{m}:events") == 0
+    assert store.known_models() == []
+
+
+def test_write_trims_events_at_or_before_the_cutoff(r: redis.Redis) -> None:
+    store = TelemetryStore(r, window_secs=3600)
+    store.record(event("m"))
+    # an event written by hand, already out of the window, is removed by the next write
+    r.zadd("telemetry:{m}:events", {b"stale": server_ms(r) - 3_600_000})
+    store.record(event("m"))
+    assert r.zcard("telemetry:{m}:events") == 2
+    assert b"stale" not in r.zrange("telemetry:{m}:events", 0, -1)
+
+
+def test_last_event_at_is_the_newest_not_the_last_pushed(store: TelemetryStore) -> None:
+    newest = now() - timedelta(seconds=5)
+    store.record(event("m", completed_at=newest))
+    store.record(event("m", ago_secs=60))
+    assert store.model_performance("m").last_event_at == newest
+
+
+def test_limit_key_ttl_and_expiry(r: redis.Redis) -> None:
+    store = TelemetryStore(r, window_secs=3600, subscription_limit_ttl_secs=120)
+    store.record(event("m", False, error="Error 429: Too Many Requests"))
+    ttl = r.ttl("telemetry:{m}:limit")
+    assert 115 <= ttl <= 120
+    perf = store.model_performance("m")
+    assert perf.subscription_limit_reached
+    assert perf.subscription_limit_expires_at is not None
+    expected = datetime.fromtimestamp(server_ms(r) / 1000, UTC) + timedelta(seconds=120)
+    assert abs((perf.subscription_limit_expires_at - expected).total_seconds()) < 5
+    assert r.get("telemetry:{m}:limit") == b"Error 429: Too Many Requests"
+
+
+def test_each_new_limit_error_extends_the_block(r: redis.Redis) -> None:
+    store = TelemetryStore(r, window_secs=3600, subscription_limit_ttl_secs=100)
+    store.record(event("m", False, error="weekly session limit reached"))
+    r.pexpire("telemetry:{m}:limit", 5000)  # pretend the block is almost over
+    store.record(event("m", False, error="weekly session limit reached"))
+    assert r.ttl("telemetry:{m}:limit") > 90
+
+
+def test_non_limit_errors_do_not_block(r: redis.Redis, store: TelemetryStore) -> None:
+    store.record(event("m", False, error="connection refused"))
+    assert r.exists("telemetry:{m}:limit") == 0
+    perf = store.model_performance("m")
+    assert perf.failed_completions == 1
+    assert not perf.subscription_limit_reached
+    assert perf.subscription_limit_expires_at is None
+
+
+def test_mark_and_clear_subscription_limit(r: redis.Redis, store: TelemetryStore) -> None:
+    store.mark_subscription_limited("m", ttl_secs=30)
+    assert 25 <= r.ttl("telemetry:{m}:limit") <= 30
+    assert store.model_performance("m").is_subscription_limited()
+    assert store.known_models() == ["m"]  # a blocked model is listed even with no events
+    store.mark_subscription_limited("n")
+    assert 3590 <= r.ttl("telemetry:{n}:limit") <= 3600
+    assert store.clear_subscription_limit("m") is True
+    assert store.clear_subscription_limit("m") is False
+    assert not store.model_performance("m").subscription_limit_reached
+
+
+def test_a_limit_key_without_ttl_still_reads_as_limited(r: redis.Redis) -> None:
+    store = TelemetryStore(r)
+    r.set("telemetry:{m}:limit", "set by hand")
+    perf = store.model_performance("m")
+    assert perf.subscription_limit_reached
+    assert perf.subscription_limit_expires_at is None
+    assert perf.is_subscription_limited()
+
+
+def test_known_models_and_all_performances_are_sorted(store: TelemetryStore) -> None:
+    store.record_batch([event("zeta"), event("alpha"), event("mid", False)])
+    assert store.known_models() == ["alpha", "mid", "zeta"]
+    perfs = store.all_model_performances()
+    assert [p.model for p in perfs] == ["alpha", "mid", "zeta"]
+    assert [p.failed_completions for p in perfs] == [0, 1, 0]
+
+
+def test_all_performances_picks_up_models_added_by_other_stores(r: redis.Redis) -> None:
+    reader = TelemetryStore(r)
+    writer = TelemetryStore(r)
+    writer.record(event("a"))
+    assert [p.model for p in reader.all_model_performances()] == ["a"]
+    writer.record(event("b"))
+    writer.record(event("a"))
+    perfs = reader.all_model_performances()
+    assert [(p.model, p.successful_completions) for p in perfs] == [("a", 2), ("b", 1)]
+
+
+def test_session_usage_sums_per_model_within_the_window(store: TelemetryStore) -> None:
+    store.record_batch(
+        [
+            event("a", session_id="s", cost_usd=0.5),
+            event("a", session_id="s", cost_usd=0.25),
+            event("b", session_id="s"),
+            event("b", session_id="other"),
+            event("b", session_id="s", ago_secs=4000),  # outside the window
+        ]
+    )
+    usage = store.session_usage("s")
+    assert sorted(usage.by_model) == ["a", "b"]
+    assert usage.by_model["a"].message_count == 2
+    assert usage.by_model["a"].cost_usd == pytest.approx(0.75)
+    assert usage.by_model["b"].message_count == 1
+    assert usage.totals.message_count == 3
+    assert usage.totals.total_tokens == 3000
+    assert store.session_usage("nobody").by_model == {}
+
+
+def test_every_key_expires(r: redis.Redis, store: TelemetryStore) -> None:
+    store.record_batch([event("a"), event("b", False, error="usage limit hit")])
+    store.mark_subscription_limited("c", ttl_secs=60)
+    keys = r.keys("*")
+    assert sorted(keys) == [
+        b"telemetry:config",
+        b"telemetry:models",
+        b"telemetry:{a}:events",
+        b"telemetry:{b}:events",
+        b"telemetry:{b}:limit",
+        b"telemetry:{c}:limit",
+    ]
+    assert all(r.pttl(k) > 0 for k in keys), {k: r.pttl(k) for k in keys}
+    # the events key lives just past the window
+    assert 3600_000 < r.pttl("telemetry:{a}:events") <= 3602_000
+
+
+def test_keys_follow_the_documented_layout(r: redis.Redis) -> None:
+    store = TelemetryStore(r, namespace="fleet")
+    store.record(event("zai-coding-plan/glm-5.1", False, error="weekly session limit reached"))
+    assert sorted(r.keys("*")) == [
+        b"fleet:config",
+        b"fleet:models",
+        b"fleet:{zai-coding-plan/glm-5.1}:events",
+        b"fleet:{zai-coding-plan/glm-5.1}:limit",
+    ]
+    assert r.type("fleet:{zai-coding-plan/glm-5.1}:events") == b"zset"
+    assert r.hget("fleet:config", "window_secs") == b"3600"
+    (member, score) = r.zrange("fleet:{zai-coding-plan/glm-5.1}:events", 0, -1, withscores=True)[0]
+    decoded = msgpack.unpackb(member)
+    assert decoded[0] == 1  # format version
+    assert len(decoded[1]) == 32  # unique event id
+    assert decoded[3] // 1000 == int(score)  # score = completed_at in epoch ms
+
+
+# -- shared settings -------------------------------------------------------------------------
+
+
+def test_window_mismatch_is_refused(r: redis.Redis) -> None:
+    TelemetryStore(r, window_secs=3600).record(event("m"))
+    other = TelemetryStore(r, window_secs=60)
+    before = dump_all(r)
+    with pytest.raises(WindowMismatchError, match=r"window_secs=3600.*window_secs=60"):
+        other.record(event("m"))
+    with pytest.raises(TelemetryError, match="3600"):
+        other.model_performance("m")
+    assert dump_all(r) == before
+
+
+def test_first_store_sets_the_window_and_set_window_changes_it(r: redis.Redis) -> None:
+    first = TelemetryStore(r, window_secs=600)
+    first.known_models()
+    assert r.hget("telemetry:config", "window_secs") is None  # reads claim nothing
+    first.record(event("m"))
+    assert r.hget("telemetry:config", "window_secs") == b"600"
+    first.set_window(1200)
+    assert r.hget("telemetry:config", "window_secs") == b"1200"
+    assert first.model_performance("m").window_secs == 1200
+    with pytest.raises(WindowMismatchError):
+        TelemetryStore(r, window_secs=600).record(event("m"))
+    TelemetryStore(r, window_secs=1200).record(event("m"))
+
+
+def test_a_corrupt_config_refuses_writes_but_not_reads(
+    r: redis.Redis, store: TelemetryStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    store.record(event("m"))
+    r.hset("telemetry:config", "window_secs", "an hour")
+    fresh = TelemetryStore(r)
+    with caplog.at_level(logging.WARNING, logger="redis_telemetry"):
+        assert fresh.model_performance("m").successful_completions == 1
+    assert "an hour" in caplog.text
+    with pytest.raises(TelemetryError, match="not a positive integer"):
+        fresh.record(event("m"))
+
+
+def test_namespaces_are_isolated(r: redis.Redis) -> None:
+    a = TelemetryStore(r, namespace="team-a", window_secs=60)
+    b = TelemetryStore(r, namespace="team-b", window_secs=120)
+    a.record(event("m", False, error="429"))
+    assert b.known_models() == []
+    assert not b.model_performance("m").subscription_limit_reached
+    assert a.known_models() == ["m"]
+
+
+# -- bad input --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"model": ""}, "model must not be empty"),
+        ({"model": "a{b"}, "hash tag"),
+        ({"model": "a}b"}, "hash tag"),
+        ({"model": "a\nb"}, "control character"),
+        ({"model": "x" * 257}, "limit is 256"),
+        ({"latency_ms": -1}, "latency_ms must not be negative"),
+        ({"tokens": TokenBreakdown.model_construct(total=-5)}, "tokens.total"),
+        ({"cost_usd": float("nan")}, "finite"),
+        ({"cost_usd": float("inf")}, "finite"),
+        ({"cost_usd": -0.01}, "cost_usd must not be negative"),
+        ({"success": "yes"}, "success must be a bool"),
+        ({"completed_at": datetime.now(UTC) + timedelta(days=2)}, "future"),
+    ],
+)
+def test_bad_events_write_nothing(
+    r: redis.Redis, store: TelemetryStore, fields: dict[str, object], message: str
+) -> None:
+    store.record(event("good"))
+    before = dump_all(r)
+    # model_copy(update=...) bypasses pydantic: the write path must catch it
+    bad = event("m").model_copy(update=fields)
+    with pytest.raises(InvalidInputError, match=message):
+        store.record(bad)
+    with pytest.raises(InvalidInputError, match=r"event 2: "):
+        store.record_batch([event("m"), event("other"), bad, event("m")])
+    assert dump_all(r) == before
+
+
+def test_pydantic_rejects_the_same_input() -> None:
+    from pydantic import ValidationError
+
+    for fields in ({"model": ""}, {"latency_ms": -1}, {"cost_usd": float("nan")}):
+        with pytest.raises(ValidationError):
+            event(**fields)  # type: ignore[arg-type]
+
+
+def test_bad_arguments_are_refused(store: TelemetryStore) -> None:
+    with pytest.raises(InvalidInputError, match="hash tag"):
+        store.model_performance("x{y}")
+    with pytest.raises(InvalidInputError, match="ttl_secs must be at least 1"):
+        store.mark_subscription_limited("m", ttl_secs=0)
+    with pytest.raises(InvalidInputError, match="expected a CompletionEvent"):
+        store.record({"model": "m"})  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="window_secs"):
+        TelemetryStore(store.client, window_secs=0)
+    with pytest.raises(InvalidInputError, match="namespace"):
+        TelemetryStore(store.client, namespace="a{b}")
+
+
+def test_a_decoding_client_is_refused(backend: object) -> None:
+    client = redis.Redis(decode_responses=True)
+    with pytest.raises(TelemetryError, match="decode_responses"):
+        TelemetryStore(client)
+    client.close()
+
+
+def test_naive_datetimes_are_utc(store: TelemetryStore) -> None:
+    naive = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=3)
+    store.record(event("m", completed_at=naive))
+    assert store.model_performance("m").last_event_at == naive.replace(tzinfo=UTC)
+
+
+def test_empty_batch_is_a_no_op(r: redis.Redis, store: TelemetryStore) -> None:
+    assert store.record_batch([]).stored == 0
+    assert r.keys("*") == []
+
+
+# -- corrupt data already in Redis ------------------------------------------------------------
+
+
+def test_garbage_members_are_skipped_and_logged(
+    r: redis.Redis, store: TelemetryStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    store.record(event("m", latency_ms=100))
+    score = server_ms(r)
+    r.zadd(
+        "telemetry:{m}:events",
+        {
+            b"hello from redis-cli": score,
+            msgpack.packb({"not": "an event"}): score,
+            msgpack.packb([1, "id", "s", 1, -5, True, 0, 0, 0, 0, 0, 0, 0.0, None]): score,
+            msgpack.packb([1, "id", "s", 1, 5, "yes", 0, 0, 0, 0, 0, 0, 0.0, None]): score,
+        },
+    )
+    with caplog.at_level(logging.WARNING, logger="redis_telemetry"):
+        perf = store.model_performance("m")
+        usage = store.session_usage("test-session")
+        summary = store.export_summary()
+    assert perf.successful_completions == 1
+    assert usage.totals.message_count == 1
+    assert summary.model_performances[0].successful_completions == 1
+    assert "skipped 4 unreadable member(s) of telemetry:{m}:events" in caplog.text
+
+
+def test_garbage_in_the_registry_is_skipped(
+    r: redis.Redis, store: TelemetryStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    store.record(event("m"))
+    r.zadd("telemetry:models", {b"\xff\xfe": server_ms(r) + 60_000, b"bad{name}": 1e15})
+    with caplog.at_level(logging.WARNING, logger="redis_telemetry"):
+        assert store.known_models() == ["m"]
+        assert [p.model for p in store.all_model_performances()] == ["m"]
+    assert "unreadable model" in caplog.text
+
+
+# -- Rust-JSON interop -----------------------------------------------------------------------
+
+
+def test_exported_summary_round_trips_through_json(store: TelemetryStore) -> None:
+    store.record_batch([event("a"), event("b", False, error="monthly limit reached")])
+    summary = store.export_summary()
+    text = summary.model_dump_json()
+    again = TelemetrySummary.model_validate_json(text)
+    assert again == summary
+    assert '"exported_at":"' in text
+    assert text.count('Z"') >= 3  # RFC 3339 UTC
+
+
+def test_script_cache_flush_on_a_plain_call(r: redis.Redis, store: TelemetryStore) -> None:
+    store.record(event("m"))
+    r.script_flush()
+    assert store.record(event("m")).stored == 1
+    assert store.model_performance("m").successful_completions == 2
+
+
+def test_script_cache_flush_on_a_pipeline(r: redis.Redis, store: TelemetryStore) -> None:
+    store.record_batch([event("a"), event("b")])
+    r.script_flush()
+    result = store.record_batch([event("a"), event("b"), event("c", False, error="429")])
+    assert result.stored == 3
+    perfs = store.all_model_performances()
+    assert [(p.model, p.successful_completions + p.failed_completions) for p in perfs] == [
+        ("a", 2),
+        ("b", 2),
+        ("c", 1),
+    ]
+    assert perfs[2].subscription_limit_reached
