@@ -80,5 +80,10 @@ class StoreShell:
         """The rolling window, shared by every store of the namespace."""
         return self._core.window_secs
 
+    @property
+    def subscription_limit_ttl_secs(self) -> int:
+        """How long a subscription-limit error blocks a model."""
+        return self._core.limit_ttl_secs
+
     def _shas(self) -> dict[str, str]:
         return {name: script.sha for name, script in self._scripts.items()}

@@ -10,6 +10,7 @@ from redis.asyncio.retry import Retry
 from redis.exceptions import RedisError
 
 from ._shell import StoreShell
+from .core.backup import Dump
 from .core.ops import Batch, Op, RecordResult, queue, recovering, translate
 from .models import CompletionEvent, ModelPerformanceSnapshot, TelemetrySummary, UsageSnapshot
 
@@ -83,6 +84,22 @@ class AsyncTelemetryStore(StoreShell):
     async def clear_subscription_limit(self, model: str) -> bool:
         """Lift a model's block; True when there was one."""
         return await self._run(self._core.clear_subscription_limit(model))
+
+    async def events(self, model: str, last: int | None = None) -> list[CompletionEvent]:
+        """One model's raw events in the window, newest first, with their ids."""
+        return await self._run(self._core.events(model, last))
+
+    async def dump(self) -> Dump:
+        """Every raw event in the window and every active limit (see ``core.backup``)."""
+        return await self._run(self._core.dump())
+
+    async def restore(self, dump: Dump) -> RecordResult:
+        """Write back a dump; idempotent, since events keep their ids."""
+        return await self._run(self._core.restore(dump))
+
+    async def stored_window(self) -> int | None:
+        """The namespace's window as stored in Redis (None when no store has written yet)."""
+        return await self._run(self._core.stored_window())
 
     async def set_window(self, window_secs: int) -> None:
         """Change the namespace's shared window on purpose (other stores then refuse)."""

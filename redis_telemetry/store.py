@@ -10,6 +10,7 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from ._shell import StoreShell
+from .core.backup import Dump
 from .core.ops import Batch, Op, RecordResult, queue, recovering, translate
 from .models import CompletionEvent, ModelPerformanceSnapshot, TelemetrySummary, UsageSnapshot
 
@@ -84,6 +85,22 @@ class TelemetryStore(StoreShell):
     def clear_subscription_limit(self, model: str) -> bool:
         """Lift a model's block; True when there was one."""
         return self._run(self._core.clear_subscription_limit(model))
+
+    def events(self, model: str, last: int | None = None) -> list[CompletionEvent]:
+        """One model's raw events in the window, newest first, with their ids."""
+        return self._run(self._core.events(model, last))
+
+    def dump(self) -> Dump:
+        """Every raw event in the window and every active limit (see ``core.backup``)."""
+        return self._run(self._core.dump())
+
+    def restore(self, dump: Dump) -> RecordResult:
+        """Write back a dump; idempotent, since events keep their ids."""
+        return self._run(self._core.restore(dump))
+
+    def stored_window(self) -> int | None:
+        """The namespace's window as stored in Redis (None when no store has written yet)."""
+        return self._run(self._core.stored_window())
 
     def set_window(self, window_secs: int) -> None:
         """Change the namespace's shared window on purpose (other stores then refuse)."""

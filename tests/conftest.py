@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
@@ -78,3 +79,23 @@ async def ar(backend: Backend) -> AsyncIterator[redis.asyncio.Redis]:
 @pytest.fixture
 def astore(ar: redis.asyncio.Redis) -> AsyncTelemetryStore:
     return AsyncTelemetryStore(ar, window_secs=3600)
+
+
+@pytest.fixture(params=["fakeredis-tcp", "redis-server"])
+def url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A URL other processes can reach: fakeredis's TCP server, or a real redis-server."""
+    if request.param == "redis-server":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        with server.client() as c:
+            c.flushall()
+        yield server.url
+        return
+    fake = fakeredis.TcpFakeServer(("127.0.0.1", 0), server_type="redis")
+    thread = threading.Thread(target=fake.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"redis://127.0.0.1:{fake.server_address[1]}/0"
+    finally:
+        fake.shutdown()
+        fake.server_close()
+        thread.join(timeout=5)

@@ -3,40 +3,16 @@
 from __future__ import annotations
 
 import multiprocessing
-import threading
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 
-import fakeredis
 import pytest
 
 from redis_telemetry import TelemetryStore
 
 from . import workers
-from .servers import RedisServer
 
 WRITERS, READERS = 3, 2
 SINGLES, BATCHES, BATCH_SIZE = 40, 6, 25
-
-
-@pytest.fixture(params=["fakeredis-tcp", "redis-server"])
-def url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """A URL other processes can reach: fakeredis's TCP server, or a real redis-server."""
-    if request.param == "redis-server":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        with server.client() as c:
-            c.flushall()
-        yield server.url
-        return
-    fake = fakeredis.TcpFakeServer(("127.0.0.1", 0), server_type="redis")
-    thread = threading.Thread(target=fake.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"redis://127.0.0.1:{fake.server_address[1]}/0"
-    finally:
-        fake.shutdown()
-        fake.server_close()
-        thread.join(timeout=5)
 
 
 @pytest.mark.slow

@@ -29,7 +29,7 @@ from ..models import (
     TokenBreakdown,
     UsageSnapshot,
 )
-from . import codec, rules, snapshot
+from . import backup, codec, rules, snapshot
 from .keys import Keys, check_namespace
 from .scripts import SCRIPTS
 
@@ -377,11 +377,70 @@ class StoreCore:
         now_ms = self._observe_time(now)
         events, limits = plan_import(summary, now_ms, self.window_secs)
         prepared = self.prepare(events, indexed=False)
+        return (yield from self._restore(prepared, [(m, ms, "restored") for m, ms in limits]))
+
+    def _restore(
+        self, prepared: Sequence[codec.PreparedEvent], limits: Sequence[tuple[str, int, str]]
+    ) -> Op[RecordResult]:
+        """Write events and (model, ms left, reason) limits in one batch."""
         extra: Batch = []
-        for model, left_ms in limits:
-            extra += self._limit_cmds(model, left_ms, "restored")
-        longest = max((ms for _, ms in limits), default=0)
+        for model, left_ms, reason in limits:
+            if left_ms > 0:
+                extra += self._limit_cmds(model, left_ms, reason)
+        longest = max((ms for _, ms, _ in limits), default=0)
         return (yield from self.record_prepared(prepared, extra, longest))
+
+    def restore(self, dump: backup.Dump) -> Op[RecordResult]:
+        """Write back a dump: events keep their ids, so restoring twice adds nothing.
+
+        Limits resume with the time they had left; a limit without expiry gets the store's
+        subscription-limit TTL. ``RecordResult.outside_window`` counts events too old to keep.
+        """
+        prepared = self.prepare(dump.events, indexed=True)
+        (now,) = yield [Cmd("time")]
+        now_dt = snapshot.ms_to_datetime(self._observe_time(now))
+        default_ms = self.limit_ttl_secs * 1000
+        limits = [
+            (lim.model, backup.limit_ms_left(lim, now_dt, default_ms), lim.reason[:200])
+            for lim in dump.limits
+        ]
+        return (yield from self._restore(prepared, limits))
+
+    def dump(self) -> Op[backup.Dump]:
+        """Every raw event in the window (ids included) and every active limit."""
+        r = yield from self.read(None)
+        limited = [m for m in r.models if r.limit_pttl[m] != -2]
+        reasons = (yield [Cmd("get", (self.keys.limit(m),)) for m in limited]) if limited else []
+        limits = []
+        for model, reason in zip(limited, reasons, strict=True):
+            _, expires = snapshot.limit_state(r.limit_pttl[model], r.now_ms)
+            text = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else ""
+            limits.append(backup.DumpLimit(model=model, expires_at=expires, reason=text))
+        events = [codec.to_completion_event(m, e) for m in r.models for e in r.events[m]]
+        header = backup.DumpHeader(
+            namespace=self.namespace,
+            window_secs=self.window_secs,
+            dumped_at=snapshot.ms_to_datetime(r.now_ms),
+        )
+        return backup.Dump(header=header, events=events, limits=limits)
+
+    def events(self, model: str, last: int | None = None) -> Op[list[CompletionEvent]]:
+        """The window's raw events of one model, newest first (at most ``last``)."""
+        model = rules.check_model_name(model)
+        if last is not None and (isinstance(last, bool) or not isinstance(last, int) or last < 1):
+            raise InvalidInputError(f"last must be a positive integer, got {last!r}")
+        r = yield from self.read([model])
+        newest_first = sorted(r.events[model], key=lambda e: e.completed_at_us, reverse=True)
+        return [codec.to_completion_event(model, e) for e in newest_first[:last]]
+
+    def stored_window(self) -> Op[int | None]:
+        """The namespace's window as stored in Redis, or None when unset or unreadable."""
+        (raw,) = yield [Cmd("hget", (self.keys.config, "window_secs"))]
+        try:
+            value = int(raw)
+        except (TypeError, ValueError):
+            return None
+        return value if value > 0 else None
 
     # -- reads ------------------------------------------------------------------------------
 

@@ -1,0 +1,546 @@
+"""The ``redis-telemetry`` command: a thin shell over :class:`TelemetryStore`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, NamedTuple
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ValidationError
+from rich.console import Console
+from rich.live import Live
+from rich.progress import BarColumn, Progress, TextColumn, TransferSpeedColumn
+
+from . import render
+from .core.backup import Dump, DumpEvent, DumpHeader, DumpLimit, describe_validation, parse_line
+from .errors import InvalidInputError, TelemetryError, TelemetryUnavailable
+from .ingest import FORMATS, UnparseableLine, make_parser
+from .models import CompletionEvent, TelemetrySummary, TokenBreakdown
+from .store import TelemetryStore
+
+DEFAULT_URL = "redis://localhost:6379/0"
+DEFAULT_NAMESPACE = "telemetry"
+EXIT_ERROR, EXIT_USAGE, EXIT_UNAVAILABLE = 1, 2, 3
+
+
+def default_url() -> str:
+    """``REDIS_TELEMETRY_URL``, then ``REDIS_URL``, then the local default."""
+    return os.environ.get("REDIS_TELEMETRY_URL") or os.environ.get("REDIS_URL") or DEFAULT_URL
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class Context(NamedTuple):
+    args: argparse.Namespace
+    out: Console
+    err: Console
+
+
+def open_store(args: argparse.Namespace, namespace: str | None = None) -> TelemetryStore:
+    """A store on ``--url``, using the window the namespace already has in Redis."""
+    ns = namespace or args.namespace or DEFAULT_NAMESPACE
+    store = TelemetryStore.from_url(args.url, window_secs=args.window, namespace=ns)
+    stored = store.stored_window()
+    if stored is not None and stored != store.window_secs:
+        store = TelemetryStore(store.client, window_secs=stored, namespace=ns)
+    return store
+
+
+def print_json(ctx: Context, value: BaseModel | Sequence[BaseModel]) -> None:
+    """Machine-readable JSON with the library's field names."""
+    if isinstance(value, BaseModel):
+        data: Any = value.model_dump(mode="json")
+    else:
+        data = [v.model_dump(mode="json") for v in value]
+    ctx.out.print_json(json.dumps(data)) if ctx.out.is_terminal else print(json.dumps(data))
+
+
+# -- read commands ------------------------------------------------------------------------------
+
+
+def cmd_status(ctx: Context) -> int:
+    store = open_store(ctx.args)
+    snaps = store.all_model_performances()
+    if ctx.args.json:
+        print_json(ctx, snaps)
+    elif not snaps:
+        ctx.out.print(f"No models yet in namespace {store.namespace!r}: nothing recorded.")
+    else:
+        ctx.out.print(render.status_table(snaps, _title(store)))
+    return 0
+
+
+def _title(store: TelemetryStore) -> str:
+    return f"{store.namespace}: last {render.duration(store.window_secs)}"
+
+
+def cmd_watch(ctx: Context) -> int:
+    store = open_store(ctx.args)
+
+    def table() -> Any:
+        snaps = store.all_model_performances()
+        return render.status_table(snaps, _title(store) + f" (every {ctx.args.interval}s)")
+
+    def forever() -> Iterator[int]:
+        shown = 0
+        while ctx.args.count is None or shown < ctx.args.count:
+            time.sleep(ctx.args.interval)
+            shown += 1
+            yield shown
+
+    try:
+        if ctx.out.is_terminal:
+            with Live(table(), console=ctx.out, auto_refresh=False) as live:
+                for _ in forever():
+                    live.update(table(), refresh=True)
+        else:  # piped: one table per refresh, flushed, so a reader sees each as it comes
+            ctx.out.print(table())
+            for _ in forever():
+                ctx.out.print(table())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_usage(ctx: Context) -> int:
+    usage = open_store(ctx.args).session_usage(ctx.args.session)
+    if ctx.args.json:
+        print_json(ctx, usage)
+    elif not usage.by_model:
+        ctx.out.print(f"No events of session {usage.id!r} in the window.")
+    else:
+        ctx.out.print(render.usage_table(usage))
+    return 0
+
+
+def cmd_events(ctx: Context) -> int:
+    events = open_store(ctx.args).events(ctx.args.model, ctx.args.last)
+    if ctx.args.json:
+        print_json(ctx, events)
+    elif not events:
+        ctx.out.print(f"No events of {ctx.args.model!r} in the window.")
+    else:
+        ctx.out.print(render.events_table(ctx.args.model, events))
+    return 0
+
+
+# -- write commands -----------------------------------------------------------------------------
+
+
+def cmd_limit(ctx: Context) -> int:
+    store = open_store(ctx.args)
+    if ctx.args.action == "set":
+        store.mark_subscription_limited(ctx.args.model, ctx.args.ttl)
+        ttl = ctx.args.ttl or store.subscription_limit_ttl_secs
+        ctx.out.print(f"{ctx.args.model} is limited for {render.duration(ttl)}.")
+    elif store.clear_subscription_limit(ctx.args.model):
+        ctx.out.print(f"{ctx.args.model} is no longer limited.")
+    else:
+        ctx.out.print(f"{ctx.args.model} was not limited.")
+    return 0
+
+
+def event_from_flags(args: argparse.Namespace) -> CompletionEvent:
+    """An event from ``record``'s flags."""
+    tokens = TokenBreakdown(
+        input=args.input_tokens, output=args.output_tokens, reasoning=args.reasoning_tokens,
+        cache_read=args.cache_read_tokens, cache_write=args.cache_write_tokens,
+    )  # fmt: skip
+    parts = tokens.input + tokens.output + tokens.reasoning + tokens.cache_read
+    tokens.total = (
+        args.total_tokens if args.total_tokens is not None else parts + tokens.cache_write
+    )
+    fields: dict[str, Any] = {
+        "model": args.model, "session_id": args.session, "latency_ms": args.latency_ms,
+        "success": args.error is None and not args.failed, "tokens": tokens,
+        "cost_usd": args.cost, "error": args.error,
+    }  # fmt: skip
+    if args.completed_at:
+        fields["completed_at"] = args.completed_at
+    return CompletionEvent(**fields)
+
+
+def cmd_record(ctx: Context) -> int:
+    if ctx.args.model is None:
+        text = sys.stdin.read()
+        try:
+            event = CompletionEvent.model_validate_json(text)
+        except ValidationError as exc:
+            raise InvalidInputError(f"stdin: {describe_validation(exc)}") from None
+    else:
+        if ctx.args.latency_ms is None:
+            raise InvalidInputError("--latency-ms is required with --model")
+        event = event_from_flags(ctx.args)
+    result = open_store(ctx.args).record(event)
+    if result.stored:
+        ctx.out.print(f"recorded 1 event for {event.model}")
+    else:
+        ctx.out.print(f"not stored: {_record_result(result)}")
+    return 0
+
+
+def _record_result(result: Any) -> str:
+    return (
+        f"{result.stored} stored, {result.duplicates} already present, "
+        f"{result.outside_window} outside the window"
+    )
+
+
+class IngestReport:
+    """What an ingest did, for the closing report."""
+
+    def __init__(self) -> None:
+        self.recorded = self.duplicates = self.outside = self.ignored = 0
+        self.unparseable: list[tuple[int, str]] = []
+
+    def line(self) -> str:
+        text = (
+            f"recorded {self.recorded} events ({self.duplicates} already present, "
+            f"{self.outside} outside the window); ignored {self.ignored} lines; "
+            f"unparseable {len(self.unparseable)} lines"
+        )
+        if self.unparseable:
+            shown = ", ".join(f"{n} ({why})" for n, why in self.unparseable[:10])
+            more = len(self.unparseable) - 10
+            text += f": {shown}" + (f" and {more} more" if more > 0 else "")
+        return text
+
+
+def read_lines(stream: IO[str]) -> Iterator[tuple[int, str] | None]:
+    """Lines with their numbers as they arrive; ``None`` whenever nothing came for a while."""
+    lines: queue.Queue[tuple[int, str] | None] = queue.Queue(maxsize=10_000)
+
+    def pump() -> None:
+        for n, line in enumerate(stream, 1):
+            lines.put((n, line))
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True, name="ingest-reader").start()
+    while True:
+        try:
+            item = lines.get(timeout=INGEST_MAX_DELAY)
+        except queue.Empty:
+            yield None
+            continue
+        if item is None:
+            return
+        yield item
+
+
+INGEST_BATCH = 500
+INGEST_MAX_DELAY = 0.25
+
+
+def ingest(
+    store: TelemetryStore,
+    parser: Any,
+    items: Iterable[tuple[int, str] | None],
+    on_line: Callable[[str], None] = lambda line: None,
+) -> IngestReport:
+    """Parse lines into events and record them in batches of at most ``INGEST_BATCH`` events
+    or ``INGEST_MAX_DELAY`` seconds, whichever comes first. A bad line never stops the run."""
+    report = IngestReport()
+    pending: list[tuple[int, CompletionEvent]] = []
+    since = time.monotonic()
+
+    def flush() -> None:
+        nonlocal since
+        if pending:
+            write_batch(store, pending, report)
+            pending.clear()
+        since = time.monotonic()
+
+    for item in items:
+        if item is not None:
+            lineno, line = item
+            on_line(line)
+            try:
+                events = parser.feed(line)
+            except UnparseableLine as exc:
+                report.unparseable.append((lineno, str(exc)))
+            else:
+                if events:
+                    pending.extend((lineno, e) for e in events)
+                elif line.strip():
+                    report.ignored += 1
+        if len(pending) >= INGEST_BATCH or time.monotonic() - since >= INGEST_MAX_DELAY:
+            flush()
+    flush()
+    return report
+
+
+def write_batch(
+    store: TelemetryStore, pending: list[tuple[int, CompletionEvent]], report: IngestReport
+) -> None:
+    """One round trip; if the store refuses an event, write the rest one by one."""
+    try:
+        results = [store.record_batch([e for _, e in pending])]
+    except InvalidInputError:
+        results = []
+        for lineno, e in pending:
+            try:
+                results.append(store.record(e))
+            except InvalidInputError as exc:
+                report.unparseable.append((lineno, str(exc)))
+    for r in results:
+        report.recorded += r.stored
+        report.duplicates += r.duplicates
+        report.outside += r.outside_window
+
+
+def cmd_ingest(ctx: Context) -> int:
+    try:
+        parser = make_parser(ctx.args.format, ctx.args.model, ctx.args.session)
+    except ValueError as exc:
+        ctx.err.print(f"redis-telemetry ingest: {exc}", markup=False)
+        return EXIT_USAGE
+    store = open_store(ctx.args)
+    if ctx.args.file == "-":
+        report = ingest(store, parser, read_lines(sys.stdin))
+    else:
+        path = Path(ctx.args.file)
+        with open_input(path) as stream, _progress(ctx, path) as advance:
+            report = ingest(store, parser, read_lines(stream), advance)
+    ctx.out.print(report.line(), markup=False)
+    return 0
+
+
+@contextmanager
+def _progress(ctx: Context, path: Path) -> Iterator[Callable[[str], None]]:
+    """A progress bar over the file's bytes (on stderr, so stdout stays clean)."""
+    with Progress(
+        TextColumn("[bold]ingest[/bold] {task.description}"), BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"), TransferSpeedColumn(),
+        console=ctx.err, transient=True,
+    ) as bar:  # fmt: skip
+        task = bar.add_task(path.name, total=path.stat().st_size)
+        yield lambda line: bar.advance(task, len(line.encode()))
+
+
+@contextmanager
+def open_input(path: Path) -> Iterator[IO[str]]:
+    """A text file, with a clear error when it cannot be read."""
+    try:
+        with path.open(encoding="utf-8", errors="replace") as stream:
+            yield stream
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read {path}: {exc.strerror}") from None
+
+
+@contextmanager
+def open_output(path: str | None) -> Iterator[IO[str]]:
+    """``--out FILE`` or stdout."""
+    if path is None:
+        yield sys.stdout
+        return
+    try:
+        with Path(path).open("w", encoding="utf-8") as stream:
+            yield stream
+    except OSError as exc:
+        raise InvalidInputError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def cmd_export(ctx: Context) -> int:
+    summary = open_store(ctx.args).export_summary()
+    with open_output(ctx.args.out) as out:
+        out.write(summary.model_dump_json() + "\n")
+    if ctx.args.out:
+        ctx.err.print(f"exported {len(summary.model_performances)} models to {ctx.args.out}")
+    return 0
+
+
+def cmd_import(ctx: Context) -> int:
+    with open_input(Path(ctx.args.file)) as stream:
+        text = stream.read()
+    try:
+        summary = TelemetrySummary.model_validate_json(text)
+    except ValidationError as exc:
+        raise InvalidInputError(f"{ctx.args.file}: {describe_validation(exc)}") from None
+    result = open_store(ctx.args).import_summary(summary)
+    ctx.out.print(
+        f"imported {len(summary.model_performances)} models: {_record_result(result)}",
+        markup=False,
+    )
+    return 0
+
+
+def cmd_dump(ctx: Context) -> int:
+    dump = open_store(ctx.args).dump()
+    with open_output(ctx.args.out) as out:
+        for line in dump.lines():
+            out.write(line + "\n")
+    if ctx.args.out:
+        ctx.err.print(
+            f"dumped {len(dump.events)} events and {len(dump.limits)} limits to {ctx.args.out}"
+        )
+    return 0
+
+
+def cmd_restore(ctx: Context) -> int:
+    header: DumpHeader | None = None
+    events: list[CompletionEvent] = []
+    limits: list[DumpLimit] = []
+    with open_input(Path(ctx.args.file)) as stream:
+        for n, text in enumerate(stream, 1):
+            if not text.strip():
+                continue
+            line = parse_line(text, n)
+            if isinstance(line, DumpHeader):
+                header = line
+            elif isinstance(line, DumpEvent):
+                events.append(line.event)
+            else:
+                limits.append(line)
+    if header is None:
+        raise InvalidInputError(f"{ctx.args.file}: no dump header line; is this a dump?")
+    store = open_store(ctx.args)
+    result = store.restore(Dump(header=header, events=events, limits=limits))
+    ctx.out.print(
+        f"restored {result.stored} of {len(events)} events ({result.duplicates} already present); "
+        f"{len(limits)} limits",
+        markup=False,
+    )
+    if result.outside_window:
+        ctx.err.print(
+            f"{result.outside_window} events were older than the window "
+            f"({store.window_secs}s) and were not restored",
+            markup=False,
+        )
+    return 0
+
+
+def cmd_demo(ctx: Context) -> int:
+    from .demo import run_demo
+
+    return run_demo(ctx.args, ctx.out, ctx.err)
+
+
+# -- the parser ---------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="redis-telemetry",
+        description="Shared, live LLM model telemetry in Redis: inspect, ingest, operate.",
+    )
+    p.add_argument(
+        "--url", default=None,
+        help=f"Redis URL (default: $REDIS_TELEMETRY_URL, then $REDIS_URL, then {DEFAULT_URL})",
+    )  # fmt: skip
+    p.add_argument("--namespace", default=None, help="key prefix (default: telemetry)")
+    p.add_argument(
+        "--window", type=int, default=3600, metavar="SECS",
+        help="window for a namespace that has none yet (default 3600); "
+        "a namespace's stored window always wins",
+    )  # fmt: skip
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Callable[[Context], int], help: str) -> Any:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.set_defaults(handler=handler)
+        return sp
+
+    def json_flag(sp: Any) -> None:
+        sp.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    json_flag(command("status", cmd_status, "one row per model: the fleet at a glance"))
+    sp = command("watch", cmd_watch, "the status table, refreshed live until Ctrl-C")
+    sp.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    sp.add_argument("--count", type=int, default=None, help="stop after N refreshes")
+    sp = command("usage", cmd_usage, "tokens and cost per model for one session")
+    sp.add_argument("session")
+    json_flag(sp)
+    sp = command("events", cmd_events, "one model's raw events in the window, newest first")
+    sp.add_argument("model")
+    sp.add_argument("--last", type=int, default=20, help="how many (default 20)")
+    json_flag(sp)
+
+    sp = command("limit", cmd_limit, "block or unblock a model")
+    lim = sp.add_subparsers(dest="action", required=True, metavar="ACTION")
+    lset = lim.add_parser("set", help="block MODEL for --ttl seconds")
+    lset.add_argument("model")
+    lset.add_argument("--ttl", type=int, default=None, help="seconds (default 3600)")
+    lim.add_parser("clear", help="lift MODEL's block").add_argument("model")
+
+    sp = command("record", cmd_record, "record one event, from flags or serde JSON on stdin")
+    sp.add_argument("--model", help="without it, one JSON event is read from stdin")
+    sp.add_argument("--session", default="")
+    sp.add_argument("--latency-ms", type=int)
+    sp.add_argument("--failed", action="store_true", help="the call failed")
+    sp.add_argument("--error", help="error message (implies --failed)")
+    sp.add_argument("--cost", type=float, default=0.0, help="USD")
+    for kind in ("input", "output", "reasoning", "cache-read", "cache-write"):
+        sp.add_argument(f"--{kind}-tokens", type=int, default=0)
+    sp.add_argument("--total-tokens", type=int, default=None, help="default: sum of the parts")
+    sp.add_argument("--completed-at", help="RFC 3339 time (default: now)")
+
+    sp = command("ingest", cmd_ingest, "turn agent CLI output into events and record them")
+    sp.add_argument("--format", choices=FORMATS, required=True)
+    sp.add_argument("--model", help="model name (required for opencode; overrides the stream)")
+    sp.add_argument("--session", help="session id (overrides the stream)")
+    sp.add_argument("file", nargs="?", default="-", help="a file, or - for stdin (default)")
+
+    sp = command("export", cmd_export, "print the TelemetrySummary JSON")
+    sp.add_argument("--out", help="write to FILE instead of stdout")
+    command("import", cmd_import, "import a TelemetrySummary JSON file").add_argument("file")
+    sp = command("dump", cmd_dump, "lossless JSONL backup of every raw event and limit")
+    sp.add_argument("--out", help="write to FILE instead of stdout")
+    command("restore", cmd_restore, "restore a dump (idempotent)").add_argument("file")
+
+    sp = command("demo", cmd_demo, "a simulated fleet with a live table and a router")
+    sp.add_argument("--seconds", type=float, default=20.0, help="how long to run (default 20)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; returns the exit code (0 ok, 1 error, 2 usage, 3 Redis unreachable)."""
+    args = build_parser().parse_args(argv)
+    args.url_given = args.url is not None
+    args.url = args.url or default_url()
+    ctx = Context(args, Console(), Console(stderr=True, soft_wrap=True))
+    try:
+        code: int = args.handler(ctx)
+        return code
+    except TelemetryUnavailable as exc:
+        ctx.err.print(
+            f"redis-telemetry: cannot reach Redis at {redact(args.url)} ({_cause(exc)}). "
+            "Start one with `docker compose up -d`, or install redis-server, "
+            "or pass --url.",
+            markup=False,
+            highlight=False,
+        )
+        return EXIT_UNAVAILABLE
+    except TelemetryError as exc:
+        ctx.err.print(f"redis-telemetry: {exc}", markup=False, highlight=False)
+        return EXIT_ERROR
+    except ValidationError as exc:
+        ctx.err.print(f"redis-telemetry: {describe_validation(exc)}", markup=False)
+        return EXIT_ERROR
+    except BrokenPipeError:
+        return 0
+
+
+def _cause(exc: BaseException) -> str:
+    text = str(exc.__cause__ or exc)
+    return text.removeprefix("Redis is unreachable: ").split("\n")[0]
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

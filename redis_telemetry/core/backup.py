@@ -1,0 +1,90 @@
+"""The ``dump``/``restore`` format: JSON Lines, lossless for every raw event and limit.
+
+Line 1 is a header; then one line per event (with its ``event_id``, so restoring twice adds
+nothing) and one per active subscription limit::
+
+    {"type": "dump", "version": 1, "namespace": "...", "window_secs": 3600, "dumped_at": "..."}
+    {"type": "event", "event": {"model": "...", ..., "event_id": "..."}}
+    {"type": "limit", "model": "...", "expires_at": "..." | null, "reason": "..."}
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+
+from ..errors import InvalidInputError
+from ..models import CompletionEvent, ModelName, UtcDatetime
+
+
+class DumpHeader(BaseModel):
+    """First line of a dump."""
+
+    type: Literal["dump"] = "dump"
+    version: Literal[1] = 1
+    namespace: str
+    window_secs: int
+    dumped_at: UtcDatetime
+
+
+class DumpEvent(BaseModel):
+    """One stored event, id included."""
+
+    type: Literal["event"] = "event"
+    event: CompletionEvent
+
+
+class DumpLimit(BaseModel):
+    """One subscription limit; ``expires_at`` is None for a block without expiry."""
+
+    type: Literal["limit"] = "limit"
+    model: ModelName
+    expires_at: UtcDatetime | None
+    reason: str
+
+
+DumpLine = Annotated[DumpHeader | DumpEvent | DumpLimit, Field(discriminator="type")]
+_LINE: TypeAdapter[DumpHeader | DumpEvent | DumpLimit] = TypeAdapter(DumpLine)
+
+
+class Dump(BaseModel):
+    """A whole dump in memory."""
+
+    header: DumpHeader
+    events: list[CompletionEvent]
+    limits: list[DumpLimit]
+
+    def lines(self) -> list[str]:
+        """The JSON Lines text, one string per line."""
+        out = [self.header.model_dump_json()]
+        out += [DumpEvent(event=e).model_dump_json() for e in self.events]
+        out += [limit.model_dump_json() for limit in self.limits]
+        return out
+
+
+def parse_line(text: str, lineno: int) -> DumpHeader | DumpEvent | DumpLimit:
+    """One dump line, or an :class:`InvalidInputError` naming the line and the field."""
+    try:
+        return _LINE.validate_json(text)
+    except ValidationError as exc:
+        raise InvalidInputError(f"line {lineno}: {describe_validation(exc)}") from None
+
+
+def describe_validation(exc: ValidationError) -> str:
+    """pydantic's first complaint as 'field.path: message'."""
+    first = exc.errors()[0]
+    loc = list(first["loc"])
+    if loc and loc[0] in ("dump", "event", "limit"):
+        loc = loc[1:]  # the union's tag, not a field
+    where = ".".join(str(p) for p in loc)
+    msg = str(first["msg"]).removeprefix("Value error, ")
+    return f"{where}: {msg}" if where else msg
+
+
+def limit_ms_left(limit: DumpLimit, now: datetime, default_ms: int) -> int:
+    """How long a restored limit should last from ``now`` (0: already over)."""
+    if limit.expires_at is None:
+        return default_ms
+    return max(0, int((limit.expires_at - now).total_seconds() * 1000))

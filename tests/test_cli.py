@@ -1,0 +1,409 @@
+"""The redis-telemetry command, on fakeredis (TCP) and on a real redis-server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from redis_telemetry import TelemetryStore, TelemetrySummary
+from redis_telemetry.cli import main, redact
+
+from .helpers import event
+from .servers import free_port
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+class Cli:
+    """Runs the command in-process against one URL and captures what it prints."""
+
+    def __init__(self, url: str, capsys: pytest.CaptureFixture[str]) -> None:
+        self.url = url
+        self.capsys = capsys
+
+    def __call__(self, *args: str, stdin: str | None = None) -> tuple[int, str, str]:
+        self.capsys.readouterr()
+        if stdin is not None:
+            import io
+
+            old, sys.stdin = sys.stdin, io.StringIO(stdin)
+        try:
+            code = main(["--url", self.url, *args])
+        finally:
+            if stdin is not None:
+                sys.stdin = old
+        out, err = self.capsys.readouterr()
+        return code, out, err
+
+    def json(self, *args: str) -> Any:
+        code, out, err = self(*args, "--json")
+        assert code == 0, err
+        return json.loads(out)
+
+
+@pytest.fixture
+def cli(url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
+    monkeypatch.setenv("COLUMNS", "160")  # rich wraps tables at 80 columns when not a terminal
+    return Cli(url, capsys)
+
+
+@pytest.fixture
+def store(url: str) -> Iterator[TelemetryStore]:
+    s = TelemetryStore.from_url(url)
+    yield s
+    s.client.close()
+
+
+def subprocess_cli(*args: str, env: dict[str, str] | None = None, **kw: Any) -> Any:
+    return subprocess.run(
+        [sys.executable, "-m", "redis_telemetry", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+        **kw,
+    )
+
+
+def test_status_on_an_empty_store(cli: Cli) -> None:
+    assert cli.json("status") == []
+    code, out, _ = cli("status")
+    assert code == 0
+    assert "No models yet in namespace 'telemetry'" in out
+
+
+def test_status_table_and_json(cli: Cli, store: TelemetryStore) -> None:
+    store.record_batch([event("alpha", True, 100), event("alpha", False, 5, error="429")])
+    store.record(event("beta", True, 300, ago_secs=90))
+    data = cli.json("status")
+    assert [d["model"] for d in data] == ["alpha", "beta"]
+    assert data[0]["successful_completions"] == 1
+    assert data[0]["failed_completions"] == 1
+    assert data[0]["subscription_limit_reached"] is True
+    assert set(data[0]) >= {"success_rate", "avg_latency_ms", "throughput", "last_event_at"}
+    code, out, _ = cli("status")
+    assert code == 0
+    assert "alpha" in out
+    assert "limited 59m" in out  # the limit's time left
+    assert "1m30s ago" in out or "1m31s ago" in out  # age of beta's last event
+
+
+def test_namespace_and_stored_window(cli: Cli, url: str) -> None:
+    other = TelemetryStore.from_url(url, window_secs=600, namespace="fleet")
+    other.record(event("m"))
+    code, out, err = cli("--namespace", "fleet", "status", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data[0]["window_secs"] == 600  # read from Redis, not the default 3600
+    assert cli.json("status") == []  # the default namespace is empty
+    other.client.close()
+
+
+def test_usage(cli: Cli, store: TelemetryStore) -> None:
+    store.record_batch([event("a", session_id="s1", cost_usd=0.5), event("b", session_id="s1")])
+    data = cli.json("usage", "s1")
+    assert data["id"] == "s1"
+    assert data["totals"]["message_count"] == 2
+    assert data["totals"]["total_tokens"] == 2000
+    assert sorted(data["by_model"]) == ["a", "b"]
+    code, out, _ = cli("usage", "s1")
+    assert code == 0
+    assert "total" in out
+    assert "0.5100" in out
+    assert "No events of session 'nobody'" in cli("usage", "nobody")[1]
+
+
+def test_events_newest_first(cli: Cli, store: TelemetryStore) -> None:
+    for ago in (30, 10, 20):
+        store.record(event("m", latency_ms=ago, ago_secs=ago))
+    data = cli.json("events", "m", "--last", "2")
+    assert [d["latency_ms"] for d in data] == [10, 20]
+    assert all(len(d["event_id"]) == 32 for d in data)
+    code, out, _ = cli("events", "m")
+    assert code == 0
+    assert out.index("10 ms") < out.index("20 ms") < out.index("30 ms")
+
+
+def test_limit_set_and_clear(cli: Cli, url: str, store: TelemetryStore) -> None:
+    assert cli("limit", "set", "m", "--ttl", "120")[0] == 0
+    raw = redis.Redis.from_url(url)
+    assert 115 <= raw.ttl("telemetry:{m}:limit") <= 120
+    assert cli.json("status")[0]["subscription_limit_reached"] is True
+    code, out, _ = cli("limit", "clear", "m")
+    assert (code, "no longer limited" in out) == (0, True)
+    assert raw.exists("telemetry:{m}:limit") == 0
+    assert "was not limited" in cli("limit", "clear", "m")[1]
+    raw.close()
+
+
+def test_record_from_flags_and_stdin(cli: Cli, store: TelemetryStore) -> None:
+    code, out, err = cli(
+        "record", "--model", "m", "--latency-ms", "250", "--input-tokens", "10",
+        "--output-tokens", "5", "--cost", "0.01", "--session", "s",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "recorded 1 event for m" in out
+    line = (FIXTURES / "rust-completion-events.jsonl").read_text().splitlines()[0]
+    fresh = json.loads(line) | {"completed_at": event("x").completed_at.isoformat()}
+    assert cli("record", stdin=json.dumps(fresh))[0] == 0
+    assert store.model_performance("m").successful_completions == 1
+    assert store.model_performance("acme-plan/coder-7").successful_completions == 1
+    e = store.events("m")[0]
+    assert (e.tokens.total, e.session_id, e.latency_ms) == (15, "s", 250)
+
+
+def test_record_refuses_bad_json_naming_the_field(cli: Cli, store: TelemetryStore) -> None:
+    code, _, err = cli("record", stdin='{"model": "m", "latency_ms": -5, "success": true}')
+    assert code == 1
+    assert "latency_ms" in err
+    code, _, err = cli("record", stdin="{not json")
+    assert code == 1
+    assert "stdin" in err
+    assert store.known_models() == []
+
+
+def _shift_opencode(tmp_path: Path) -> Path:
+    """The opencode fixture with its timestamps moved to just now (they are absolute)."""
+    lines = (FIXTURES / "opencode-run.jsonl").read_text().splitlines()
+    offset = int(time.time() * 1000) - 1795900010000
+    out = []
+    for line in lines:
+        data = json.loads(line)
+        if isinstance(data.get("timestamp"), int):
+            data["timestamp"] += offset
+        out.append(json.dumps(data))
+    path = tmp_path / "opencode.jsonl"
+    path.write_text("\n".join(out) + "\n")
+    return path
+
+
+def test_ingest_every_format(cli: Cli, store: TelemetryStore, tmp_path: Path) -> None:
+    code, out, err = cli("ingest", "--format", "claude", str(FIXTURES / "claude-stream.jsonl"))
+    assert code == 0, err
+    assert "recorded 3 events" in out
+    assert "ignored 3 lines" in out
+    assert "unparseable 2 lines: 4 (not JSON" in out
+    assert store.model_performance("claude-fixture-model").subscription_limit_reached
+
+    path = _shift_opencode(tmp_path)
+    code, out, _ = cli("ingest", "--format", "opencode", "--model", "oc/m", str(path))
+    assert "recorded 3 events" in out
+    assert "unparseable 1 lines: 9" in out
+    perf = store.model_performance("oc/m")
+    assert (perf.successful_completions, perf.failed_completions) == (2, 1)
+    assert perf.avg_latency_ms == (1500 + 2250) / 2
+    assert perf.subscription_limit_reached  # "monthly limit" blocks the model
+
+    code, out, _ = cli(
+        "ingest", "--format", "pi", "--session", "forced", str(FIXTURES / "pi.jsonl")
+    )
+    assert "recorded 2 events" in out
+    assert store.session_usage("forced").totals.message_count == 2
+
+    jsonl = tmp_path / "events.jsonl"
+    jsonl.write_text(json.dumps(json.loads(event("j").model_dump_json())) + "\nnope\n")
+    code, out, _ = cli("ingest", "--format", "jsonl", str(jsonl))
+    assert "recorded 1 events" in out
+    assert "unparseable 1 lines: 2" in out
+
+
+def test_ingest_opencode_without_model_is_a_usage_error(cli: Cli) -> None:
+    code, _, err = cli("ingest", "--format", "opencode", str(FIXTURES / "opencode-run.jsonl"))
+    assert code == 2
+    assert "needs --model" in err
+
+
+def test_ingest_follows_a_growing_stream(url: str, store: TelemetryStore) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "redis_telemetry", "--url", url, "ingest", "--format", "jsonl", "-"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdin is not None
+    try:
+        for n in range(1, 4):
+            proc.stdin.write(event("follow").model_dump_json() + "\n")
+            proc.stdin.flush()
+            # each line is written while the stream is still open, within the time bound
+            deadline = time.monotonic() + 15
+            while store.model_performance("follow").successful_completions < n:
+                assert time.monotonic() < deadline, "a line was not recorded while it streamed"
+                time.sleep(0.05)
+        out, err = proc.communicate(timeout=30)  # closes stdin: end of stream
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "recorded 3 events" in out
+
+
+def test_export_and_import(cli: Cli, store: TelemetryStore, url: str, tmp_path: Path) -> None:
+    store.record_batch([event("a", True, 200), event("b", False, error="weekly session limit")])
+    path = tmp_path / "summary.json"
+    assert cli("export", "--out", str(path))[0] == 0
+    summary = TelemetrySummary.model_validate_json(path.read_text())
+    assert [p.model for p in summary.model_performances] == ["a", "b"]
+    code, out, _ = cli("export")
+    assert json.loads(out)["id"] == "telemetry_summary"
+    redis.Redis.from_url(url).flushall()
+    code, out, _ = cli("import", str(path))
+    assert code == 0
+    assert "imported 2 models" in out
+    assert store.model_performance("b").subscription_limit_reached
+    assert store.model_performance("a").successful_completions == 1
+
+
+def test_dump_and_restore_are_lossless_and_idempotent(
+    cli: Cli, store: TelemetryStore, url: str, tmp_path: Path
+) -> None:
+    store.record_batch([event("a"), event("a", False, error="boom"), event("b", session_id="x")])
+    store.mark_subscription_limited("c", ttl_secs=300)
+    before = {m: store.events(m) for m in ("a", "b")}
+    path = tmp_path / "dump.jsonl"
+    assert cli("dump", "--out", str(path))[0] == 0
+    lines = path.read_text().splitlines()
+    assert json.loads(lines[0])["type"] == "dump"
+    assert len(lines) == 1 + 3 + 1
+    redis.Redis.from_url(url).flushall()
+    code, out, _ = cli("restore", str(path))
+    assert code == 0
+    assert "restored 3 of 3 events (0 already present); 1 limits" in out
+    assert {m: store.events(m) for m in ("a", "b")} == before  # ids and all fields kept
+    assert 290 <= redis.Redis.from_url(url).ttl("telemetry:{c}:limit") <= 300
+    code, out, _ = cli("restore", str(path))
+    assert "restored 0 of 3 events (3 already present)" in out
+    assert store.model_performance("a").failed_completions == 1
+
+
+def test_restore_reports_events_outside_the_window(
+    cli: Cli, store: TelemetryStore, tmp_path: Path
+) -> None:
+    store.record(event("a"))
+    path = tmp_path / "dump.jsonl"
+    cli("dump", "--out", str(path))
+    lines = path.read_text().splitlines()
+    old = json.loads(lines[1])
+    old["event"]["completed_at"] = "2020-01-01T00:00:00Z"
+    old["event"]["event_id"] = "old-one"
+    path.write_text("\n".join([*lines, json.dumps(old)]) + "\n")
+    code, _out, err = cli("restore", str(path))
+    assert code == 0
+    assert "1 events were older than the window (3600s) and were not restored" in err
+
+
+def test_restore_refuses_a_bad_file(cli: Cli, tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"type": "event", "event": {"model": "m", "latency_ms": "x"}}\n')
+    code, _, err = cli("restore", str(path))
+    assert code == 1
+    assert "line 1" in err
+    assert "latency_ms" in err
+    code, _, err = cli("restore", str(tmp_path / "missing.jsonl"))
+    assert code == 1
+    assert "cannot read" in err
+
+
+def test_watch_refreshes_then_stops(cli: Cli, store: TelemetryStore) -> None:
+    store.record(event("w"))
+    code, out, _ = cli("watch", "--interval", "0.05", "--count", "2")
+    assert code == 0
+    assert "w" in out
+
+
+def test_watch_stops_cleanly_on_ctrl_c(url: str) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "redis_telemetry", "--url", url, "watch", "--interval", "0.1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    first = proc.stdout.readline()  # the first table is on screen: the loop is running
+    assert first
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+
+
+def test_bad_flags_are_a_usage_error() -> None:
+    result = subprocess_cli("status", "--no-such-flag")
+    assert result.returncode == 2
+    assert "usage:" in result.stderr
+    result = subprocess_cli("ingest", "--format", "xml")
+    assert result.returncode == 2
+    assert "invalid choice" in result.stderr
+
+
+def test_unreachable_server_is_one_clear_line() -> None:
+    url = f"redis://:secret@127.0.0.1:{free_port()}/0"
+    result = subprocess_cli("--url", url, "status")
+    assert result.returncode == 3
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"cannot reach Redis at redis://:***@127.0.0.1:{url.rsplit(':', 1)[1]}" in lines[0]
+    assert "docker compose up -d" in lines[0]
+    assert "redis-server" in lines[0]
+    assert "secret" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_url_defaults_come_from_the_environment(url: str, store: TelemetryStore) -> None:
+    store.record(event("env-model"))
+    result = subprocess_cli("status", "--json", env={"REDIS_TELEMETRY_URL": url})
+    assert [d["model"] for d in json.loads(result.stdout)] == ["env-model"]
+    result = subprocess_cli("status", "--json", env={"REDIS_TELEMETRY_URL": "", "REDIS_URL": url})
+    assert [d["model"] for d in json.loads(result.stdout)] == ["env-model"]
+
+
+def test_console_script_is_installed() -> None:
+    exe = Path(sys.executable).parent / "redis-telemetry"
+    result = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True)
+    for command in ("status", "watch", "usage", "events", "limit", "record", "ingest", "export",
+                    "import", "dump", "restore", "demo"):  # fmt: skip
+        assert command in result.stdout
+
+
+def test_redact() -> None:
+    assert redact("redis://user:pw@h:1/0") == "redis://user:***@h:1/0"
+    assert redact("redis://h:1/0") == "redis://h:1/0"
+
+
+@pytest.mark.slow
+def test_demo_runs_on_the_embedded_default() -> None:
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    result = subprocess_cli("demo", "--seconds", "2", env={"REDIS_TELEMETRY_URL": nowhere})
+    assert result.returncode == 0, result.stderr
+    assert f"No Redis at {nowhere}: running on an embedded fakeredis server" in result.stderr
+    assert "router → " in result.stdout
+    assert "demo done: " in result.stdout
+    assert "premco/sonnet-x" in result.stdout
+    done = next(line for line in result.stdout.splitlines() if line.startswith("demo done"))
+    assert int(done.split()[2]) > 10
+
+
+@pytest.mark.slow
+def test_demo_uses_the_given_url(url: str, store: TelemetryStore) -> None:
+    result = subprocess_cli("--url", url, "demo", "--seconds", "2")
+    assert result.returncode == 0, result.stderr
+    assert "embedded" not in result.stderr
+    demo = TelemetryStore.from_url(url, window_secs=300, namespace="demo")
+    models = demo.known_models()
+    assert models == sorted(["bigco/reasoner-max", "cheapco/flaky-7b", "fastco/coder-mini",
+                             "premco/sonnet-x"])  # fmt: skip
+    assert demo.model_performance("premco/sonnet-x").subscription_limit_reached
+    assert store.known_models() == []  # the default namespace is untouched
+    demo.client.close()
+
+
+def test_demo_with_an_unreachable_url_is_one_clear_line() -> None:
+    result = subprocess_cli("--url", f"redis://127.0.0.1:{free_port()}/0", "demo", "--seconds", "1")
+    assert result.returncode == 3
+    assert "cannot reach Redis" in result.stderr
+    assert "Traceback" not in result.stderr
