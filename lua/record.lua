@@ -1,18 +1,112 @@
--- record.lua: insert completion events for ONE model and trim its rolling window, in one atomic step.
+-- record.lua: insert completion events for ONE model, keep its running totals, and trim its
+-- rolling window, in one atomic step.
 --
 -- KEYS[1]  <ns>:{<model>}:events  sorted set; member = msgpack event (carries a unique id),
 --                                  score = completed_at in epoch milliseconds
 -- KEYS[2]  <ns>:{<model>}:limit   string; present while the model is subscription-limited
+-- KEYS[3]  <ns>:{<model>}:totals  hash; the sums over every event in KEYS[1] (see FIELDS)
 -- ARGV[1]  window_ms               rolling window length
 -- ARGV[2]  limit_ttl_ms            how long a subscription-limit error blocks the model
 -- ARGV[3]  grace_ms                how far past the window the keys' TTLs reach
--- ARGV[4..] triples (score, member, limit_reason); limit_reason is '' unless the event's
+-- ARGV[4..13] the batch's sums, in FIELDS order, as if every event below gets stored
+--           (exact integers; cost in nano-USD)
+-- ARGV[14..] triples (score, member, limit_reason); limit_reason is '' unless the event's
 --           error is a subscription-limit error, else the text stored in the limit key
 --
 -- Returns {stored, duplicates, outside_window, now_ms}.
 --
 -- "now" is Redis's own clock (TIME), never a client's, so replicas with skewed clocks agree.
 -- A member that is already present (same event id: a retried write) is not counted again.
+-- The totals stay equal to the sums over the members of KEYS[1]: the batch's sums are added
+-- less the events not stored, and every member trimmed here is subtracted.
+
+local FIELDS = {'ok', 'failed', 'latency', 'cost_nusd', 'total', 'input', 'output',
+                'reasoning', 'cache_read', 'cache_write'}
+local N = #FIELDS
+local LIMIT = 2 ^ 52  -- doubles hold integers exactly below 2^53
+
+-- A decoder for the one msgpack shape this package writes:
+-- [1, event_id, session_id, completed_at_us, latency_ms, success,
+--  total, input, output, reasoning, cache_read, cache_write, cost_usd, error]
+local byte = string.byte
+
+local function uint(s, pos, n)
+  local v = 0
+  for i = pos, pos + n - 1 do v = v * 256 + byte(s, i) end
+  return v
+end
+
+local function read(s, pos)  -- returns value, next position; strings and nil are skipped
+  local b = byte(s, pos)
+  if b == nil then error('truncated') end
+  if b <= 0x7f then return b, pos + 1 end
+  if b >= 0xa0 and b <= 0xbf then return nil, pos + 1 + (b - 0xa0) end
+  if b == 0xc0 then return nil, pos + 1 end
+  if b == 0xc2 then return false, pos + 1 end
+  if b == 0xc3 then return true, pos + 1 end
+  if b == 0xcc then return uint(s, pos + 1, 1), pos + 2 end
+  if b == 0xcd then return uint(s, pos + 1, 2), pos + 3 end
+  if b == 0xce then return uint(s, pos + 1, 4), pos + 5 end
+  if b == 0xcf then return uint(s, pos + 1, 8), pos + 9 end
+  if b == 0xd9 then return nil, pos + 2 + uint(s, pos + 1, 1) end
+  if b == 0xda then return nil, pos + 3 + uint(s, pos + 1, 2) end
+  if b == 0xdb then return nil, pos + 5 + uint(s, pos + 1, 4) end
+  if b >= 0xe0 then return b - 256, pos + 1 end
+  if b >= 0xd0 and b <= 0xd3 then
+    local n = 2 ^ (b - 0xd0)
+    local v = uint(s, pos + 1, n)
+    if v >= 2 ^ (8 * n - 1) then v = v - 2 ^ (8 * n) end
+    return v, pos + 1 + n
+  end
+  if b == 0xcb then
+    local hi, lo = uint(s, pos + 1, 4), uint(s, pos + 5, 4)
+    local sign = hi >= 0x80000000 and -1 or 1
+    local exp = math.floor(hi / 0x100000) % 0x800
+    local frac = (hi % 0x100000) * 4294967296 + lo
+    local v
+    if exp == 0 then v = frac * 2 ^ -1074
+    elseif exp == 0x7ff then error('not finite')
+    else v = (1 + frac / 4503599627370496) * 2 ^ (exp - 1023) end
+    return sign * v, pos + 9
+  end
+  error('unexpected msgpack type')
+end
+
+-- What one member adds to the totals (nil: not an event this package wrote, never counted).
+local function contribution(member)
+  local ok, out = pcall(function()
+    if byte(member, 1) ~= 0x9e then error('not a 14-element array') end
+    local v = {}
+    local pos = 2
+    for i = 1, 14 do v[i], pos = read(member, pos) end
+    if v[1] ~= 1 or pos ~= #member + 1 then error('not a version-1 event') end
+    local success = v[6] == true
+    return {success and 1 or 0, success and 0 or 1, success and v[5] or 0,
+            math.floor(v[13] * 1e9 + 0.5), v[7], v[8], v[9], v[10], v[11], v[12]}
+  end)
+  if ok then return out end
+  return nil
+end
+
+-- Subtractions gather in `minus` and go to Redis before they could lose precision.
+local minus = {}
+for i = 1, N do minus[i] = 0 end
+
+local function flush(i)
+  if minus[i] ~= 0 then
+    redis.call('HINCRBY', KEYS[3], FIELDS[i], string.format('-%.0f', minus[i]))
+    minus[i] = 0
+  end
+end
+
+local function subtract(member)
+  local c = contribution(member)
+  if not c then return end
+  for i = 1, N do
+    if minus[i] + c[i] >= LIMIT then flush(i) end
+    minus[i] = minus[i] + c[i]
+  end
+end
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -23,16 +117,49 @@ local cutoff = now - window
 
 local stored, duplicates, outside = 0, 0, 0
 local reason = nil
-for i = 4, #ARGV, 3 do
-  local score = tonumber(ARGV[i])
-  if score <= cutoff then
+local newest = cutoff
+-- in-window candidates, deduplicated within the batch
+local scores, members, reasons, seen, k = {}, {}, {}, {}, 0
+for i = 4 + N, #ARGV, 3 do
+  local member = ARGV[i + 1]
+  if tonumber(ARGV[i]) <= cutoff then
     outside = outside + 1
-  elseif redis.call('ZADD', KEYS[1], 'NX', score, ARGV[i + 1]) == 1 then
-    stored = stored + 1
-    if ARGV[i + 2] ~= '' then reason = ARGV[i + 2] end
+    subtract(member)
+  elseif seen[member] then
+    duplicates = duplicates + 1
+    subtract(member)
+  else
+    seen[member] = true
+    k = k + 1
+    scores[k], members[k], reasons[k] = ARGV[i], member, ARGV[i + 2]
+  end
+end
+if k == 1 then  -- the common single event: ZADD NX says whether it was already stored
+  if redis.call('ZADD', KEYS[1], 'NX', scores[1], members[1]) == 1 then
+    stored = 1
+    if reasons[1] ~= '' then reason = reasons[1] end
+    newest = math.max(newest, tonumber(scores[1]))
   else
     duplicates = duplicates + 1
+    subtract(members[1])
   end
+elseif k > 1 then
+  -- one ZMSCORE tells which are already stored (a retried write), one ZADD adds the rest
+  local existing = redis.call('ZMSCORE', KEYS[1], unpack(members))
+  local add = {}
+  for j = 1, k do
+    if existing[j] then
+      duplicates = duplicates + 1
+      subtract(members[j])
+    else
+      stored = stored + 1
+      add[#add + 1] = scores[j]
+      add[#add + 1] = members[j]
+      if reasons[j] ~= '' then reason = reasons[j] end
+      if tonumber(scores[j]) > newest then newest = tonumber(scores[j]) end
+    end
+  end
+  if #add > 0 then redis.call('ZADD', KEYS[1], unpack(add)) end
 end
 
 -- Each new subscription-limit error extends the block to now + limit_ttl; a longer block
@@ -44,11 +171,26 @@ if reason then
   end
 end
 
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', cutoff)
-local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-if newest[2] then
-  -- live until the newest event leaves the window, plus grace
-  redis.call('PEXPIRE', KEYS[1], math.floor(tonumber(newest[2]) - cutoff + grace))
+local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff)
+if #gone > 0 then
+  for _, member in ipairs(gone) do subtract(member) end
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', cutoff)
+end
+
+if stored == 0 and redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[3])  -- no events, so nothing to sum
+  return {stored, duplicates, outside, now}
+end
+for i = 1, N do
+  if ARGV[3 + i] ~= '0' then redis.call('HINCRBY', KEYS[3], FIELDS[i], ARGV[3 + i]) end
+  flush(i)
+end
+-- Both keys live until the newest event leaves the window: extended only when a new event
+-- needs it, and then by `grace` more, so most writes skip the PEXPIREs.
+if redis.call('PTTL', KEYS[3]) < newest - cutoff then
+  local ttl = math.floor(newest - cutoff + grace)
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[3], ttl)
 end
 
 return {stored, duplicates, outside, now}

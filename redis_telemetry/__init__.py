@@ -2,6 +2,14 @@
 
 from .aio import AsyncTelemetryStore
 from .core.ops import ConnectionSettings, RecordResult
+from .core.routing import (
+    ExcludedModel,
+    NoModelAvailable,
+    RankedModel,
+    Ranking,
+    Strategy,
+    Weights,
+)
 from .errors import (
     InvalidInputError,
     TelemetryError,
@@ -23,16 +31,22 @@ __all__ = [
     "AsyncTelemetryStore",
     "CompletionEvent",
     "ConnectionSettings",
+    "ExcludedModel",
     "InvalidInputError",
     "ModelPerformanceSnapshot",
     "ModelUsage",
+    "NoModelAvailable",
+    "RankedModel",
+    "Ranking",
     "RecordResult",
+    "Strategy",
     "TelemetryError",
     "TelemetryStore",
     "TelemetrySummary",
     "TelemetryUnavailable",
     "TokenBreakdown",
     "UsageSnapshot",
+    "Weights",
     "WindowMismatchError",
     "is_subscription_limit_error",
 ]

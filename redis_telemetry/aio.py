@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import random
+from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
 import redis.asyncio
 from redis.asyncio.retry import Retry
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from ._shell import StoreShell
 from .core.backup import Dump
-from .core.ops import Batch, Op, RecordResult, queue, recovering, translate
+from .core.ops import (
+    Atomic,
+    Batch,
+    Op,
+    RecordResult,
+    call,
+    queue,
+    recovering,
+    single,
+    translate,
+)
+from .core.routing import Ranking, StalePolicy, Strategy, Weights, choose
 from .models import CompletionEvent, ModelPerformanceSnapshot, TelemetrySummary, UsageSnapshot
 
 T = TypeVar("T")
@@ -29,9 +41,15 @@ class AsyncTelemetryStore(StoreShell):
     _wrong_client = "AsyncTelemetryStore needs a redis.asyncio client"
 
     async def _execute(self, batch: Batch) -> list[Any]:
-        pipe = self.client.pipeline(transaction=False)
-        queue(pipe, batch, self._shas())
+        shas = self._shas()
         try:
+            if (command := single(batch)) is not None:
+                try:
+                    return [await call(self.client, command, shas)]
+                except ResponseError as exc:  # a reply, as a pipeline would return it
+                    return [exc]
+            pipe = self.client.pipeline(transaction=isinstance(batch, Atomic))
+            queue(pipe, batch, shas)
             return list(await pipe.execute(raise_on_error=False))
         except RedisError as exc:
             raise translate(exc) from exc
@@ -100,6 +118,45 @@ class AsyncTelemetryStore(StoreShell):
     async def stored_window(self) -> int | None:
         """The namespace's window as stored in Redis (None when no store has written yet)."""
         return await self._run(self._core.stored_window())
+
+    async def rank_models(
+        self,
+        candidates: Sequence[str],
+        strategy: Strategy | str = Strategy.FASTEST,
+        *,
+        weights: Weights | None = None,
+        max_staleness_secs: int | None = None,
+        stale_policy: StalePolicy = "exclude",
+    ) -> Ranking:
+        """Rank candidate models from live snapshots (one round trip); see ``core.routing``."""
+        return await self._run(
+            self._core.rank_models(
+                candidates, strategy, weights=weights,
+                max_staleness_secs=max_staleness_secs, stale_policy=stale_policy,
+            )
+        )  # fmt: skip
+
+    async def select_model(
+        self,
+        candidates: Sequence[str],
+        strategy: Strategy | str = Strategy.FASTEST,
+        *,
+        weights: Weights | None = None,
+        max_staleness_secs: int | None = None,
+        stale_policy: StalePolicy = "exclude",
+        exploration: float = 0.0,
+        rng: random.Random | None = None,
+    ) -> str:
+        """The model to use now; raises ``NoModelAvailable`` (with reasons) when none is.
+
+        With probability ``exploration``, a candidate without data is chosen instead, so
+        unknown models still get traffic. A subscription-limited model is never returned.
+        """
+        ranking = await self.rank_models(
+            candidates, strategy, weights=weights,
+            max_staleness_secs=max_staleness_secs, stale_policy=stale_policy,
+        )  # fmt: skip
+        return choose(ranking, exploration, rng)
 
     async def set_window(self, window_secs: int) -> None:
         """Change the namespace's shared window on purpose (other stores then refuse)."""

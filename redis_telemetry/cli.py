@@ -425,6 +425,36 @@ def cmd_restore(ctx: Context) -> int:
     return 0
 
 
+def cmd_serve(ctx: Context) -> int:
+    from .exporter import serve
+
+    try:
+        store = open_store(ctx.args)
+    except TelemetryUnavailable as exc:  # serve anyway: scrapes report up=0 until Redis is back
+        ctx.err.print(
+            f"redis-telemetry serve: Redis at {redact(ctx.args.url)} is unreachable "
+            f"for now ({_cause(exc)}); serving up=0 until it answers",
+            markup=False,
+        )
+        ns = ctx.args.namespace or DEFAULT_NAMESPACE
+        store = TelemetryStore.from_url(ctx.args.url, window_secs=ctx.args.window, namespace=ns)
+
+    def ready(url: str) -> None:
+        ctx.out.print(f"serving Prometheus metrics on {url} (and /healthz)", markup=False,
+                      highlight=False, soft_wrap=True)  # fmt: skip
+        sys.stdout.flush()
+
+    try:
+        serve(store, ctx.args.host, ctx.args.port, ready)
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        raise InvalidInputError(
+            f"cannot listen on {ctx.args.host}:{ctx.args.port}: {exc}"
+        ) from None
+    return 0
+
+
 def cmd_demo(ctx: Context) -> int:
     from .demo import run_demo
 
@@ -502,6 +532,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = command("dump", cmd_dump, "lossless JSONL backup of every raw event and limit")
     sp.add_argument("--out", help="write to FILE instead of stdout")
     command("restore", cmd_restore, "restore a dump (idempotent)").add_argument("file")
+
+    sp = command("serve", cmd_serve, "a Prometheus exporter: one snapshot per scrape")
+    sp.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    sp.add_argument("--port", type=int, default=9464, help="port (default 9464)")
 
     sp = command("demo", cmd_demo, "a simulated fleet with a live table and a router")
     sp.add_argument("--seconds", type=float, default=20.0, help="how long to run (default 20)")

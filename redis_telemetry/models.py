@@ -95,7 +95,17 @@ class CompletionEvent(BaseModel):
 
 
 class ModelPerformanceSnapshot(BaseModel):
-    """Live numbers for one model over the rolling window, for routing decisions."""
+    """Live numbers for one model over the rolling window, for routing decisions.
+
+    The first ten fields are the reference's. The cost fields after them are this package's
+    additions (JSON without them still parses, and serde ignores them):
+
+    - ``total_cost_usd``: the cost of every completion in the window, failures included;
+    - ``tokens``: the window's tokens, by kind;
+    - ``avg_cost_per_1k_tokens``: ``total_cost_usd`` per 1000 of ``tokens.total`` (input,
+      output, reasoning and cache tokens alike, as the providers bill them); 0 without tokens;
+    - ``is_free``: there is data in the window and none of it cost anything.
+    """
 
     model: str
     successful_completions: int
@@ -107,6 +117,10 @@ class ModelPerformanceSnapshot(BaseModel):
     last_event_at: UtcDatetime | None = None
     subscription_limit_reached: bool = False
     subscription_limit_expires_at: UtcDatetime | None = None
+    total_cost_usd: float = 0.0
+    tokens: TokenBreakdown = Field(default_factory=TokenBreakdown)
+    avg_cost_per_1k_tokens: float = 0.0
+    is_free: bool = False
 
     @classmethod
     def empty(cls, model: str, window_secs: int) -> ModelPerformanceSnapshot:

@@ -366,7 +366,7 @@ def test_console_script_is_installed() -> None:
     exe = Path(sys.executable).parent / "redis-telemetry"
     result = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True)
     for command in ("status", "watch", "usage", "events", "limit", "record", "ingest", "export",
-                    "import", "dump", "restore", "demo"):  # fmt: skip
+                    "import", "dump", "restore", "serve", "demo"):  # fmt: skip
         assert command in result.stdout
 
 

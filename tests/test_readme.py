@@ -40,6 +40,13 @@ def test_python_examples_run(server: RedisServer, capsys: pytest.CaptureFixture[
     out = capsys.readouterr().out
     assert "anthropic/claude-sonnet-4-5 is blocked until" in out
     assert "['anthropic/claude-sonnet-4-5', 'openai/gpt-5.1-codex', 'zai-coding-plan" in out
+    # the routing example prints what the README shows it printing
+    assert "#1 by fastest (average latency, ms: 900); 100% of 3 ok, 900 ms avg" in out
+    assert "#2 by fastest (average latency, ms: 14,000); 100% of 3 ok, 14,000 ms avg, free" in out
+    assert "skipped premco/sonnet: subscription-limited until" in out
+    assert "skipped newco/unknown: no data in the window" in out
+    assert "\nbigco/reasoner\n" in out
+    assert "no candidate model is usable (premco/sonnet: subscription-limited until" in out
 
 
 def test_redis_cli_recipes_answer_as_shown(server: RedisServer) -> None:
@@ -66,7 +73,7 @@ def test_redis_cli_recipes_answer_as_shown(server: RedisServer) -> None:
             [cli, "-p", str(server.port), *argv[1:]], capture_output=True, text=True, check=True
         ).stdout.split()
         want = [w.strip('"') for w in re.sub(r"\(integer\)|\d+\)", "", " ".join(lines[1:])).split()]
-        if argv[1] in ("ZRANGE", "--scan"):
+        if argv[1] in ("ZRANGE", "--scan", "HGETALL"):
             assert sorted(g for g in got if not g.isdigit()) == sorted(
                 w for w in want if not w.isdigit()
             )

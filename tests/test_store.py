@@ -316,13 +316,16 @@ def test_every_key_expires(r: redis.Redis, store: TelemetryStore) -> None:
         b"telemetry:config",
         b"telemetry:models",
         b"telemetry:{a}:events",
+        b"telemetry:{a}:totals",
         b"telemetry:{b}:events",
         b"telemetry:{b}:limit",
+        b"telemetry:{b}:totals",
         b"telemetry:{c}:limit",
     ]
     assert all(r.pttl(k) > 0 for k in keys), {k: r.pttl(k) for k in keys}
-    # the events key lives just past the window
+    # the events key and its totals live just past the window
     assert 3600_000 < r.pttl("telemetry:{a}:events") <= 3602_000
+    assert r.pttl("telemetry:{a}:totals") == r.pttl("telemetry:{a}:events")
 
 
 def test_keys_follow_the_documented_layout(r: redis.Redis) -> None:
@@ -333,6 +336,7 @@ def test_keys_follow_the_documented_layout(r: redis.Redis) -> None:
         b"fleet:models",
         b"fleet:{zai-coding-plan/glm-5.1}:events",
         b"fleet:{zai-coding-plan/glm-5.1}:limit",
+        b"fleet:{zai-coding-plan/glm-5.1}:totals",
     ]
     assert r.type("fleet:{zai-coding-plan/glm-5.1}:events") == b"zset"
     assert r.hget("fleet:config", "window_secs") == b"3600"

@@ -10,9 +10,10 @@ The model is not repeated: the key names it. ``1`` is the format version.
 
 from __future__ import annotations
 
+import itertools
 import math
-import uuid
-from datetime import datetime
+import os
+import threading
 from typing import NamedTuple
 
 import msgpack
@@ -22,6 +23,9 @@ from ..models import CompletionEvent, TokenBreakdown, is_subscription_limit_erro
 from . import rules
 
 FORMAT_VERSION = 1
+#: The running totals ``record.lua`` keeps per model (hash ``<ns>:{<model>}:totals``).
+TOTALS_FIELDS = ("ok", "failed", "latency", "cost_nusd", "total", "input", "output",
+                 "reasoning", "cache_read", "cache_write")  # fmt: skip
 _FIELDS = 14
 #: The limit key's value is informational (the TTL is what counts); keep it short.
 MAX_LIMIT_REASON = 200
@@ -52,15 +56,54 @@ class PreparedEvent(NamedTuple):
     score_ms: int
     member: bytes
     limit_reason: str
+    #: What the event adds to the model's running totals, in ``TOTALS_FIELDS`` order.
+    sums: tuple[int, ...]
 
 
 class CorruptMember(ValueError):
     """A member that is not a valid stored event."""
 
 
+class _Ids(threading.local):
+    """Event ids: a random 64-bit prefix per process and thread, then a counter.
+
+    As unique as a UUID4 for this purpose and ten times cheaper; a forked child draws a new
+    prefix, so parent and child never share one.
+    """
+
+    def __init__(self) -> None:
+        self.prefix = os.urandom(8).hex()
+        self.counter = itertools.count()
+        self.packer = msgpack.Packer()
+
+
+_ids = _Ids()
+
+
+def _new_prefix_after_fork() -> None:
+    _ids.prefix = os.urandom(8).hex()
+
+
+os.register_at_fork(after_in_child=_new_prefix_after_fork)
+
+
 def new_event_id() -> str:
-    """A fresh unique event id (UUID4, hex)."""
-    return uuid.uuid4().hex
+    """A fresh unique event id: 32 hex characters."""
+    return f"{_ids.prefix}{next(_ids.counter):016x}"
+
+
+_COUNT_FIELDS = ("total", "input", "output", "reasoning", "cache_read", "cache_write")
+_valid_models: set[str] = set()
+_valid_sessions: set[str] = set()
+
+
+def _model(name: object) -> str:
+    if isinstance(name, str) and name in _valid_models:
+        return name
+    checked = rules.check_model_name(name)
+    if len(_valid_models) < 10_000:
+        _valid_models.add(checked)
+    return checked
 
 
 def prepare(event: object, now_ms: int) -> PreparedEvent:
@@ -71,37 +114,70 @@ def prepare(event: object, now_ms: int) -> PreparedEvent:
     """
     if not isinstance(event, CompletionEvent):
         raise InvalidInputError(f"expected a CompletionEvent, got {type(event).__name__}")
-    model = rules.check_model_name(event.model)
-    session_id = rules.check_session_id(event.session_id)
-    if not isinstance(event.completed_at, datetime):
-        raise InvalidInputError("completed_at must be a datetime")
+    model = _model(event.model)
+    session_id = event.session_id
+    if type(session_id) is not str or session_id not in _valid_sessions:
+        session_id = rules.check_session_id(session_id)
+        if len(_valid_sessions) < 10_000:
+            _valid_sessions.add(session_id)
     completed_us = rules.epoch_us(event.completed_at)
-    score_ms = rules.ms_floor(completed_us)
+    score_ms = completed_us // 1000
     if score_ms > now_ms + rules.MAX_FUTURE_MS:
         raise InvalidInputError(
             f"completed_at {event.completed_at.isoformat()} is more than a day in the future"
         )
-    latency = rules.check_u64("latency_ms", event.latency_ms)
-    if not isinstance(event.success, bool):
+    success = event.success
+    if not isinstance(success, bool):
         raise InvalidInputError("success must be a bool")
     tokens = event.tokens
     if not isinstance(tokens, TokenBreakdown):
         raise InvalidInputError("tokens must be a TokenBreakdown")
-    counts = [
-        rules.check_u64(f"tokens.{name}", getattr(tokens, name))
-        for name in ("total", "input", "output", "reasoning", "cache_read", "cache_write")
-    ]
-    cost = rules.check_cost(event.cost_usd)
-    error = rules.check_error(event.error)
-    event_id = rules.check_event_id(event.event_id) or new_event_id()
-    member = msgpack.packb(
-        [FORMAT_VERSION, event_id, session_id, completed_us, latency, event.success,
-         *counts, cost, error]
+    latency = event.latency_ms
+    counts = [tokens.total, tokens.input, tokens.output, tokens.reasoning, tokens.cache_read,
+              tokens.cache_write]  # fmt: skip
+    for value in (latency, *counts):
+        if type(value) is not int or not 0 <= value <= rules.MAX_STORED_COUNT:
+            _refuse_counts(latency, tokens)
+    cost = event.cost_usd
+    if type(cost) is not float or not 0.0 <= cost <= rules.MAX_STORED_COST:
+        cost = rules.check_stored_cost(cost)
+    error = event.error
+    if error is not None:
+        error = rules.check_error(error)
+    event_id = event.event_id
+    event_id = new_event_id() if event_id is None else rules.check_event_id(event_id)
+    member = _ids.packer.pack(
+        [FORMAT_VERSION, event_id, session_id, completed_us, latency, success, *counts, cost,
+         error]
     )  # fmt: skip
     reason = ""
     if error is not None and is_subscription_limit_error(error):
         reason = error[:MAX_LIMIT_REASON]
-    return PreparedEvent(model, score_ms, member, reason)
+    head = (1, 0, latency) if success else (0, 1, 0)
+    return PreparedEvent(model, score_ms, member, reason, (*head, int(cost * 1e9 + 0.5), *counts))
+
+
+def _refuse_counts(latency: object, tokens: TokenBreakdown) -> None:
+    """Raise the error that names the first bad count."""
+    rules.check_stored_count("latency_ms", latency)
+    for name in _COUNT_FIELDS:
+        rules.check_stored_count(f"tokens.{name}", getattr(tokens, name))
+
+
+def stored_sums(e: StoredEvent) -> tuple[int, ...]:
+    """What a decoded member adds to its model's running totals (``TOTALS_FIELDS`` order).
+
+    The same as ``PreparedEvent.sums`` at write time, and as ``record.lua`` computes when it
+    subtracts a trimmed member.
+    """
+    head = (1, 0, e.latency_ms) if e.success else (0, 1, 0)
+    counts = (e.total, e.input, e.output, e.reasoning, e.cache_read, e.cache_write)
+    return (*head, nano_usd(e.cost_usd), *counts)
+
+
+def nano_usd(cost: float) -> int:
+    """A (non-negative) cost as whole nano-USD, rounded as ``record.lua`` rounds it."""
+    return math.floor(cost * 1e9 + 0.5)
 
 
 def _u64(value: object) -> int:

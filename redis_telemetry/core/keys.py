@@ -44,6 +44,10 @@ class Keys:
         """String present while the model is subscription-limited; its TTL is the time left."""
         return f"{self.namespace}:{{{model}}}:limit"
 
+    def totals(self, model: str) -> str:
+        """Hash of running sums over the events key's members, kept by ``record.lua``."""
+        return f"{self.namespace}:{{{model}}}:totals"
+
     @property
     def models(self) -> str:
         """Sorted set registry: model -> epoch ms until which it has data or a limit."""

@@ -29,7 +29,7 @@ from ..models import (
     TokenBreakdown,
     UsageSnapshot,
 )
-from . import backup, codec, rules, snapshot
+from . import backup, codec, routing, rules, snapshot
 from .keys import Keys, check_namespace
 from .scripts import SCRIPTS
 
@@ -42,6 +42,10 @@ GRACE_MS = 2000
 CLOCK_MARGIN_MS = 1000
 #: Events per ``record.lua`` call; keeps each script run short.
 SCRIPT_CHUNK = 1000
+#: Newest members read to find ``last_event_at`` to the microsecond (ties within one ms).
+NEWEST_PROBE = 32
+#: A writer re-confirms the namespace's window (and refreshes the config's TTL) this often.
+CONFIG_RECHECK_MS = 60_000
 #: How often a batch is retried after NOSCRIPT (the script cache was flushed) before giving up.
 NOSCRIPT_RETRIES = 3
 
@@ -79,21 +83,36 @@ class RecordResult:
 
 
 class Reading(NamedTuple):
-    """The window's decoded events and limit TTLs, at the server's time ``now_ms``."""
+    """What a read found at the server's time ``now_ms``: per model, the window's decoded
+    events and limit TTLs (``window`` reads) or the performance snapshot (``totals`` reads)."""
 
     now_ms: int
     models: list[str]
     events: dict[str, list[codec.StoredEvent]]
     limit_pttl: dict[str, int]
+    performance: dict[str, ModelPerformanceSnapshot]
+
+
+class Atomic(list[Any]):
+    """A batch to send inside MULTI/EXEC: its replies are one consistent view."""
+
+
+def call(target: Any, c: Command, shas: Mapping[str, str]) -> Any:
+    """Send (or, on a pipeline, queue) one command with redis-py."""
+    if isinstance(c, Eval):
+        return target.evalsha(shas[c.script], len(c.keys), *c.keys, *c.args)
+    return getattr(target, c.method)(*c.args, **c.kwargs)
 
 
 def queue(pipe: Any, batch: Batch, shas: Mapping[str, str]) -> None:
     """Put ``batch`` on a redis-py pipeline (sync or async: queueing is the same)."""
     for c in batch:
-        if isinstance(c, Eval):
-            pipe.evalsha(shas[c.script], len(c.keys), *c.keys, *c.args)
-        else:
-            getattr(pipe, c.method)(*c.args, **c.kwargs)
+        call(pipe, c, shas)
+
+
+def single(batch: Batch) -> Command | None:
+    """The one command of a batch that needs no pipeline (a pipeline costs more)."""
+    return batch[0] if len(batch) == 1 and not isinstance(batch, Atomic) else None
 
 
 def translate(exc: BaseException) -> TelemetryError:
@@ -226,6 +245,10 @@ class StoreCore:
         )
         self._clock = clock
         self._window_confirmed = False
+        self._config_at = 0
+        self._config_ttl_ms = 0
+        #: model -> epoch ms until which this store already made the registry keep it
+        self._registered: dict[str, int] = {}
         #: Models seen in the registry: their ranges ride in the first round trip of a read.
         self._models: dict[str, None] = {}
         self._offset_ms: int | None = None
@@ -237,6 +260,11 @@ class StoreCore:
     @property
     def _window_ms(self) -> int:
         return self.window_secs * 1000
+
+    @property
+    def _registry_slack_ms(self) -> int:
+        """The registry keeps a model this long past its data, so most writes skip it."""
+        return max(1000, self._window_ms // 10)
 
     # -- the namespace's shared window ------------------------------------------------------
 
@@ -263,13 +291,24 @@ class StoreCore:
         return Eval("config", (self.keys.config,), (self.window_secs, ttl_ms))
 
     def _write(self, batch: Batch, ttl_ms: int) -> Op[list[Any]]:
-        """Send a write batch, never before this store's window is confirmed for the namespace."""
-        ttl_ms = max(ttl_ms, self._window_ms) + GRACE_MS
+        """Send a write batch, never before this store's window is confirmed for the namespace.
+
+        The window is confirmed (and the config's TTL refreshed) by the first write, then by
+        one write every ``CONFIG_RECHECK_MS``: a window changed on purpose elsewhere is
+        noticed within that time.
+        """
+        ttl_ms = max(ttl_ms, self._window_ms) + CONFIG_RECHECK_MS + GRACE_MS
+        now = self._now_ms()
         if not self._window_confirmed:
             self._check_window((yield [self._claim(ttl_ms)])[0], writing=True)
-        results = yield [self._claim(ttl_ms), *batch]
-        self._check_window(results[0], writing=True)
-        return results[1:]
+            self._config_at = now
+        elif now - self._config_at >= CONFIG_RECHECK_MS or ttl_ms > self._config_ttl_ms:
+            results = yield [self._claim(ttl_ms), *batch]
+            self._check_window(results[0], writing=True)
+            self._config_at = now
+            self._config_ttl_ms = ttl_ms
+            return results[1:]
+        return (yield batch) if batch else []
 
     def set_window(self, window_secs: int) -> Op[None]:
         """Change the namespace's window on purpose; other stores then refuse until rebuilt."""
@@ -280,6 +319,8 @@ class StoreCore:
         ]
         self.window_secs = window_secs
         self._window_confirmed = True
+        self._config_at = self._now_ms()
+        self._registered.clear()
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -316,24 +357,29 @@ class StoreCore:
         if not by_model and not extra:
             return RecordResult()
         limit_ms = self.limit_ttl_secs * 1000
-        entries = [
-            (model, max(p.score_ms for p in group) + self._window_ms,
-             limit_ms if any(p.limit_reason for p in group) else 0)
-            for model, group in by_model.items()
-        ]  # fmt: skip
+        entries = []
+        for model, group in by_model.items():
+            need = max(p.score_ms for p in group) + self._window_ms
+            limited = any(p.limit_reason for p in group)
+            if limited or self._registered.get(model, -1) < need:
+                entries.append((model, need + self._registry_slack_ms, limit_ms if limited else 0))
         batch: Batch = [_register(self.keys, entries)] if entries else []
         first = len(batch)
         for model, group in by_model.items():
+            keys = (self.keys.events(model), self.keys.limit(model), self.keys.totals(model))
             for start in range(0, len(group), SCRIPT_CHUNK):
+                chunk = group[start : start + SCRIPT_CHUNK]
                 args: list[Any] = [self._window_ms, limit_ms, GRACE_MS]
-                for p in group[start : start + SCRIPT_CHUNK]:
+                args += [sum(column) for column in zip(*(p.sums for p in chunk), strict=True)]
+                for p in chunk:
                     args += (p.score_ms, p.member, p.limit_reason)
-                keys = (self.keys.events(model), self.keys.limit(model))
                 batch.append(Eval("record", keys, tuple(args)))
         last = len(batch)
         batch += extra
         ttl_ms = max(extra_ttl_ms, limit_ms if any(e[2] for e in entries) else 0)
         results = yield from self._write(batch, ttl_ms)
+        for model, keep_until, _ in entries:
+            self._registered[model] = max(self._registered.get(model, -1), keep_until)
         counts = results[first:last]
         stored = sum(int(r[0]) for r in counts)
         duplicates = sum(int(r[1]) for r in counts)
@@ -449,12 +495,6 @@ class StoreCore:
         self._offset_ms = now_ms - self._now_ms()
         return now_ms
 
-    def _ranges(self, model: str, low: str) -> Batch:
-        return [
-            Cmd("zrangebyscore", (self.keys.events(model), low, "+inf"), {"withscores": True}),
-            Cmd("pttl", (self.keys.limit(model),)),
-        ]
-
     def _live_models(self, entries: Sequence[tuple[Any, float]], now_ms: int) -> list[str]:
         live = []
         for raw, score in entries:
@@ -466,63 +506,123 @@ class StoreCore:
                 log.warning("skipped unreadable model %r in %s: %s", raw, self.keys.models, exc)
         return sorted(live)
 
-    def read(self, models: Sequence[str] | None, with_events: bool = True) -> Op[Reading]:
-        """Events and limits of ``models`` (None: every listed model) at the server's time.
+    def _estimated_cutoff(self) -> int | None:
+        """The server's ``now - window`` as this store guesses it (None before any TIME)."""
+        if self._offset_ms is None:
+            return None
+        return self._now_ms() + self._offset_ms - self._window_ms
 
-        One round trip when the models are already known to this store; a model new to it
-        costs one more. The window is exact: members are filtered by the server's TIME.
+    def _fetch(self, kind: str, model: str, cutoff: int | None) -> Batch:
+        """Per-model commands. ``cutoff`` is an estimate, off by at most CLOCK_MARGIN_MS."""
+        events = self.keys.events(model)
+        limit = Cmd("pttl", (self.keys.limit(model),))
+        if kind == "window":  # every member in the window
+            low = "-inf" if cutoff is None else str(cutoff - CLOCK_MARGIN_MS)
+            return [Cmd("zrangebyscore", (events, low, "+inf"), {"withscores": True}), limit]
+        # "totals": running sums, the members that aged out since the last trim, the newest
+        high = "+inf" if cutoff is None else str(cutoff + CLOCK_MARGIN_MS)
+        return [
+            Cmd("hmget", (self.keys.totals(model), *codec.TOTALS_FIELDS)),
+            Cmd("zrangebyscore", (events, "-inf", high), {"withscores": True}),
+            Cmd("zrevrange", (events, 0, NEWEST_PROBE - 1), {"withscores": True}),
+            limit,
+        ]
+
+    def read(self, models: Sequence[str] | None, kind: str = "window") -> Op[Reading]:
+        """Data of ``models`` (None: every listed model) at the server's time.
+
+        ``kind`` is ``"window"`` (every event in the window), ``"totals"`` (the running sums
+        and only the members that aged out since the last trim: cost independent of how many
+        events the window holds) or ``"models"`` (the registry only). One round trip when
+        the models are already known to this store; a model new to it costs one more. The
+        window is exact: members are filtered by the server's TIME. A "totals" read runs in
+        MULTI/EXEC, so the sums and the aged members are one consistent view.
         """
         from_registry = models is None
-        ask = list(self._models) if models is None else list(models)
-        if not with_events:
-            ask = []
-        low = "-inf"
-        if self._offset_ms is not None:
-            low = str(self._now_ms() + self._offset_ms - self._window_ms - CLOCK_MARGIN_MS)
-        batch: Batch = [Cmd("hget", (self.keys.config, "window_secs")), Cmd("time")]
+        per = {"window": 2, "totals": 4, "models": 0}[kind]
+        ask = [] if kind == "models" else list(self._models if models is None else models)
+        estimate = self._estimated_cutoff()
+        head: Batch = [Cmd("hget", (self.keys.config, "window_secs")), Cmd("time")]
         if from_registry:
-            batch.append(Cmd("zrange", (self.keys.models, 0, -1), {"withscores": True}))
-        for model in ask:
-            batch += self._ranges(model, low)
-        results = yield batch
+            head.append(Cmd("zrange", (self.keys.models, 0, -1), {"withscores": True}))
+        batch = head + [c for m in ask for c in self._fetch(kind, m, estimate)]
+        results = yield (Atomic(batch) if kind == "totals" else batch)
         self._check_window(results[0], writing=False)
         now_ms = self._observe_time(results[1])
         cutoff = now_ms - self._window_ms
         targets = self._live_models(results[2], now_ms) if from_registry else list(ask)
-        start = 3 if from_registry else 2
-        fetched = {
-            m: (results[start + 2 * i], results[start + 2 * i + 1]) for i, m in enumerate(ask)
-        }
-        if low != "-inf" and int(low) > cutoff:
-            fetched = {}  # this machine's clock jumped: the estimate missed the window's start
-        redo = [m for m in targets if m not in fetched] if with_events else []
-        if redo:
-            more = yield [c for m in redo for c in self._ranges(m, f"({cutoff}")]
+        fetched: dict[str, tuple[int, list[Any]]] = {}
+        if estimate is not None and abs(estimate - cutoff) <= CLOCK_MARGIN_MS:
+            start = len(head)
+            for i, m in enumerate(ask):
+                fetched[m] = (now_ms, results[start + per * i : start + per * (i + 1)])
+        redo = [m for m in targets if m not in fetched] if per else []
+        if redo:  # models new to this store, or a clock that jumped: fetch with the true cutoff
+            more = yield Atomic(
+                [Cmd("time"), *(c for m in redo for c in self._fetch(kind, m, cutoff))]
+            )
+            redo_now = self._observe_time(more[0])
             for i, m in enumerate(redo):
-                fetched[m] = (more[2 * i], more[2 * i + 1])
+                fetched[m] = (redo_now, more[1 + per * i : 1 + per * (i + 1)])
         if from_registry:
             self._models = dict.fromkeys(targets)
-        events = {}
-        limits = {}
-        for m in targets if with_events else []:
-            members, pttl = fetched[m]
-            events[m] = snapshot.decode_window(self.keys.events(m), members, cutoff)
-            limits[m] = int(pttl)
-        return Reading(now_ms, targets, events, limits)
+        reading = Reading(now_ms, targets, {}, {}, {})
+        for m in targets if per else []:
+            at, replies = fetched[m]
+            if kind == "window":
+                cut = at - self._window_ms
+                reading.events[m] = snapshot.decode_window(self.keys.events(m), replies[0], cut)
+                reading.limit_pttl[m] = int(replies[1])
+            else:
+                reading.performance[m] = self._from_totals(m, at, replies)
+        return reading
+
+    def _from_totals(self, model: str, now_ms: int, replies: list[Any]) -> ModelPerformanceSnapshot:
+        sums, aged, newest, pttl = replies
+        return snapshot.from_totals(
+            model=model,
+            key=self.keys.events(model),
+            sums=sums,
+            aged=aged,
+            newest=newest,
+            window_secs=self.window_secs,
+            now_ms=now_ms,
+            limit_pttl=int(pttl),
+        )
 
     def model_performance(self, model: str) -> Op[ModelPerformanceSnapshot]:
         model = rules.check_model_name(model)
-        r = yield from self.read([model])
-        return self._snapshot(r, model)
+        r = yield from self.read([model], "totals")
+        return r.performance[model]
 
-    def _snapshot(self, r: Reading, model: str) -> ModelPerformanceSnapshot:
-        return snapshot.performance(
-            model, r.events[model], self.window_secs, r.now_ms, r.limit_pttl[model]
+    def rank_models(
+        self,
+        candidates: Sequence[str],
+        strategy: routing.Strategy | str = routing.Strategy.FASTEST,
+        *,
+        weights: routing.Weights | None = None,
+        max_staleness_secs: int | None = None,
+        stale_policy: routing.StalePolicy = "exclude",
+    ) -> Op[routing.Ranking]:
+        """Rank ``candidates`` from one consistent read (one round trip)."""
+        if isinstance(candidates, str) or not candidates:
+            raise InvalidInputError("candidates must be a non-empty list of model names")
+        models = list(dict.fromkeys(rules.check_model_name(m) for m in candidates))
+        if max_staleness_secs is not None:
+            rules.check_u64("max_staleness_secs", max_staleness_secs)
+        r = yield from self.read(models, "totals")
+        return routing.rank(
+            [r.performance[m] for m in models],
+            strategy,
+            weights=weights,
+            max_staleness_secs=max_staleness_secs,
+            stale_policy=stale_policy,
+            now=snapshot.ms_to_datetime(r.now_ms),
         )
 
     def all_model_performances(self) -> Op[list[ModelPerformanceSnapshot]]:
-        r = yield from self.read(None)
-        return [self._snapshot(r, m) for m in r.models]
+        r = yield from self.read(None, "totals")
+        return [r.performance[m] for m in r.models]
 
     def session_usage(self, session_id: str) -> Op[UsageSnapshot]:
         session_id = rules.check_session_id(session_id)
@@ -530,14 +630,14 @@ class StoreCore:
         return snapshot.usage(session_id, r.events, self.window_secs, r.now_ms)
 
     def known_models(self) -> Op[list[str]]:
-        r = yield from self.read(None, with_events=False)
+        r = yield from self.read(None, "models")
         return r.models
 
     def export_summary(self) -> Op[TelemetrySummary]:
-        r = yield from self.read(None)
+        r = yield from self.read(None, "totals")
         return TelemetrySummary(
             id="telemetry_summary",
-            model_performances=[self._snapshot(r, m) for m in r.models],
+            model_performances=[r.performance[m] for m in r.models],
             window_secs=self.window_secs,
             exported_at=snapshot.ms_to_datetime(r.now_ms),
         )

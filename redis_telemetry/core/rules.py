@@ -20,6 +20,13 @@ MAX_ERROR_LEN = 16384
 MAX_EVENT_ID_LEN = 128
 #: Events may be stamped a little ahead of the writer's clock, not more (clock skew).
 MAX_FUTURE_MS = 24 * 3600 * 1000
+#: Stored latencies and token counts stay below this, so running totals stay exact.
+MAX_STORED_COUNT = 10**12
+#: A stored cost stays below this (USD per completion), for the same reason.
+MAX_STORED_COST = 1e6
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
 
 
 def _utf8(field: str, value: object, max_len: int) -> str:
@@ -96,6 +103,22 @@ def check_cost(value: object) -> float:
     return cost
 
 
+def check_stored_count(field: str, value: object) -> int:
+    """A latency or token count the store accepts: 0..10^12 (31 years of ms, or a trillion)."""
+    count = check_u64(field, value)
+    if count > MAX_STORED_COUNT:
+        raise InvalidInputError(f"{field} is {count}; the store accepts at most 10^12")
+    return count
+
+
+def check_stored_cost(value: object) -> float:
+    """A cost the store accepts: 0..1,000,000 USD per completion."""
+    cost = check_cost(value)
+    if cost > MAX_STORED_COST:
+        raise InvalidInputError(f"cost_usd is {cost}; the store accepts at most 1,000,000 USD")
+    return cost
+
+
 def check_positive_secs(field: str, value: object) -> int:
     """A duration in whole seconds, at least 1."""
     secs = check_u64(field, value)
@@ -115,18 +138,18 @@ def to_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-def epoch_us(value: datetime) -> int:
+def epoch_us(value: object) -> int:
     """Microseconds since the Unix epoch, exact (no float rounding)."""
-    delta = to_utc(value) - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    if not isinstance(value, datetime):
+        raise InvalidInputError(f"completed_at must be a datetime, got {type(value).__name__}")
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return (value - _EPOCH) // _ONE_US
 
 
 def from_epoch_us(us: int) -> datetime:
     """The UTC datetime ``us`` microseconds after the Unix epoch."""
     return _EPOCH + timedelta(microseconds=us)
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def ms_floor(us: int) -> int:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
-from ..models import ModelPerformanceSnapshot, ModelUsage, UsageSnapshot
+from ..models import ModelPerformanceSnapshot, ModelUsage, TokenBreakdown, UsageSnapshot
 from . import codec, rules
 
 log = logging.getLogger("redis_telemetry")
@@ -20,7 +22,7 @@ def ms_to_datetime(ms: int) -> datetime:
     return rules.from_epoch_us(ms * 1000)
 
 
-def decode_window(key: str, members: Members, cutoff_ms: int) -> list[codec.StoredEvent]:
+def decode_window(key: str, members: Members, cutoff_ms: float) -> list[codec.StoredEvent]:
     """Decode the members scored after ``cutoff_ms``; skip and log the ones that are corrupt."""
     events: list[codec.StoredEvent] = []
     bad: list[str] = []
@@ -53,18 +55,29 @@ def performance(
     limit_pttl: int,
 ) -> ModelPerformanceSnapshot:
     """The reference's snapshot, over events already limited to the window."""
-    ok = failed = 0
-    latency_sum = 0
+    totals = [0] * len(codec.TOTALS_FIELDS)
     newest: int | None = None
     for e in events:
-        if e.success:
-            ok += 1
-            latency_sum += e.latency_ms
-        else:
-            failed += 1
+        for i, v in enumerate(codec.stored_sums(e)):
+            totals[i] += v
         if newest is None or e.completed_at_us > newest:
             newest = e.completed_at_us
+    return _snapshot(model, totals, newest, window_secs, now_ms, limit_pttl)
+
+
+def _snapshot(
+    model: str,
+    totals: Sequence[int],
+    newest_us: int | None,
+    window_secs: int,
+    now_ms: int,
+    limit_pttl: int,
+) -> ModelPerformanceSnapshot:
+    """The snapshot of sums in ``codec.TOTALS_FIELDS`` order: one formula for both paths."""
+    ok, failed, latency, cost_nusd, *counts = totals
     total = ok + failed
+    cost = cost_nusd / 1e9
+    tokens = TokenBreakdown(**dict(zip(codec.TOTALS_FIELDS[4:], counts, strict=True)))
     limited, expires = limit_state(limit_pttl, now_ms)
     return ModelPerformanceSnapshot(
         model=model,
@@ -72,12 +85,62 @@ def performance(
         failed_completions=failed,
         window_secs=window_secs,
         throughput=ok / window_secs,
-        avg_latency_ms=latency_sum / ok if ok else 0.0,
+        avg_latency_ms=latency / ok if ok else 0.0,
         success_rate=ok / total if total else 0.0,
-        last_event_at=None if newest is None else rules.from_epoch_us(newest),
+        last_event_at=None if newest_us is None else rules.from_epoch_us(newest_us),
         subscription_limit_reached=limited,
         subscription_limit_expires_at=expires,
+        total_cost_usd=cost,
+        tokens=tokens,
+        avg_cost_per_1k_tokens=cost / tokens.total * 1000 if tokens.total else 0.0,
+        is_free=total > 0 and cost_nusd == 0,
     )
+
+
+def from_totals(
+    *,
+    model: str,
+    key: str,
+    sums: Sequence[Any],
+    aged: Members,
+    newest: Members,
+    window_secs: int,
+    now_ms: int,
+    limit_pttl: int,
+) -> ModelPerformanceSnapshot:
+    """A snapshot from the running totals, without reading the window's events.
+
+    ``sums`` are the totals over every member of the events key; ``aged`` holds the members
+    up to a little past the cutoff (the ones at or before it aged out since the last trim and
+    are subtracted); ``newest`` the newest members, for ``last_event_at``.
+    """
+    cutoff = now_ms - window_secs * 1000
+    totals = _parse_sums(key, sums)
+    gone = [m for m in aged if m[1] <= cutoff]
+    for e in decode_window(key, gone, -math.inf):
+        for i, v in enumerate(codec.stored_sums(e)):
+            totals[i] -= v
+    if any(v < 0 for v in totals):
+        log.warning("running totals of %s went negative (%s); members were written by hand?",
+                    key, totals)  # fmt: skip
+        totals = [max(0, v) for v in totals]
+    newest_us = None
+    if newest and newest[0][1] > cutoff:
+        top = newest[0][1]
+        tied = decode_window(key, [m for m in newest if m[1] == top], -math.inf)
+        newest_us = max((e.completed_at_us for e in tied), default=None)
+    return _snapshot(model, totals, newest_us, window_secs, now_ms, limit_pttl)
+
+
+def _parse_sums(key: str, sums: Sequence[Any]) -> list[int]:
+    out = []
+    for raw in sums:
+        try:
+            out.append(0 if raw is None else int(raw))
+        except ValueError:
+            log.warning("skipped an unreadable running total of %s: %r", key, raw)
+            out.append(0)
+    return out
 
 
 def usage(

@@ -1,0 +1,229 @@
+"""Ranking models from live snapshots (no I/O): strategies, hard filters, explanations.
+
+Hard filters run first: a subscription-limited model is never ranked (it is reported with the
+time it comes back); stale data follows ``stale_policy``; a model with no data in the window
+is "unknown", never fastest or cheapest. The ranked models are then ordered by the strategy's
+score. Ties break by success rate (higher first), then average latency (lower first), then
+the model name (alphabetical), so equal inputs always give the same order.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from ..errors import InvalidInputError, TelemetryError
+from ..models import ModelPerformanceSnapshot
+
+
+class Strategy(StrEnum):
+    """How ranked models are ordered."""
+
+    FASTEST = "fastest"  # lowest average latency of successful completions
+    CHEAPEST = "cheapest"  # lowest cost per successful completion
+    FREE_THEN_CHEAPEST = "free_then_cheapest"  # free models first (by reliability), then cheapest
+    MOST_RELIABLE = "most_reliable"  # highest success rate
+    WEIGHTED = "weighted"  # a weighted sum of normalised metrics (see Weights)
+
+
+class Weights(BaseModel):
+    """Weights of the ``weighted`` strategy. Each metric is normalised to 0..1 across the
+    candidates (1 = best: the highest success rate or throughput, the lowest latency or cost
+    per success); the score is the weighted mean."""
+
+    success_rate: float = Field(1.0, ge=0)
+    latency: float = Field(1.0, ge=0)
+    cost: float = Field(1.0, ge=0)
+    throughput: float = Field(0.0, ge=0)
+
+
+StalePolicy = Literal["exclude", "unknown", "keep"]
+
+
+class RankedModel(BaseModel):
+    """One usable model, its score under the strategy, and why it ranked there."""
+
+    model: str
+    rank: int
+    score: float
+    explanation: str
+    snapshot: ModelPerformanceSnapshot
+
+
+class ExcludedModel(BaseModel):
+    """A candidate that was filtered out, and why."""
+
+    model: str
+    reason: Literal["subscription_limited", "stale", "unknown"]
+    explanation: str
+    #: when a limited model comes back (None: unknown, or not limited)
+    available_at: datetime | None = None
+
+
+class Ranking(BaseModel):
+    """The result of ``rank_models``: usable models best first, and the rest with reasons."""
+
+    strategy: Strategy
+    ranked: list[RankedModel]
+    excluded: list[ExcludedModel]
+
+    @property
+    def unknown(self) -> list[str]:
+        """Candidates without data in the window (the ones exploration sends traffic to)."""
+        return [e.model for e in self.excluded if e.reason == "unknown"]
+
+    @property
+    def earliest_return(self) -> datetime | None:
+        """When the first subscription-limited candidate comes back."""
+        times = [e.available_at for e in self.excluded if e.available_at is not None]
+        return min(times, default=None)
+
+
+class NoModelAvailable(TelemetryError):
+    """Every candidate was filtered out; the message names each one's reason."""
+
+    def __init__(self, ranking: Ranking) -> None:
+        self.ranking = ranking
+        reasons = "; ".join(f"{e.model}: {e.explanation}" for e in ranking.excluded)
+        back = ranking.earliest_return
+        when = f" The earliest a limited model returns is {back.isoformat()}." if back else ""
+        super().__init__(f"no candidate model is usable ({reasons}).{when}")
+
+
+def _cost_per_success(s: ModelPerformanceSnapshot) -> float:
+    if s.successful_completions == 0:
+        return float("inf")
+    return s.total_cost_usd / s.successful_completions
+
+
+def _tie_key(s: ModelPerformanceSnapshot) -> tuple[float, float, str]:
+    return (-s.success_rate, s.avg_latency_ms, s.model)
+
+
+def _describe(s: ModelPerformanceSnapshot) -> str:
+    cost = "free" if s.is_free else f"${_cost_per_success(s):.4f}/success"
+    return (
+        f"{s.success_rate:.0%} of {s.successful_completions + s.failed_completions} ok, "
+        f"{s.avg_latency_ms:,.0f} ms avg, {cost}"
+    )
+
+
+def _scores(
+    usable: Sequence[ModelPerformanceSnapshot], strategy: Strategy, weights: Weights
+) -> dict[str, tuple[float, tuple[object, ...], str]]:
+    """model -> (score shown, sort key, what the score means)."""
+    out: dict[str, tuple[float, tuple[object, ...], str]] = {}
+    if strategy is Strategy.WEIGHTED:
+        total = weights.success_rate + weights.latency + weights.cost + weights.throughput
+        if total <= 0:
+            raise InvalidInputError("weighted strategy needs at least one positive weight")
+        best_lat = min((s.avg_latency_ms for s in usable if s.successful_completions),
+                       default=0.0)  # fmt: skip
+        best_cost = min((_cost_per_success(s) for s in usable), default=0.0)
+        best_thr = max((s.throughput for s in usable), default=0.0)
+        for s in usable:
+            lat = best_lat / s.avg_latency_ms if s.avg_latency_ms > 0 else 1.0
+            if not s.successful_completions:
+                lat = 0.0
+            cps = _cost_per_success(s)
+            cost = 1.0 if cps == 0 else (best_cost / cps if cps != float("inf") else 0.0)
+            thr = s.throughput / best_thr if best_thr > 0 else 0.0
+            score = (weights.success_rate * s.success_rate + weights.latency * lat
+                     + weights.cost * cost + weights.throughput * thr) / total  # fmt: skip
+            out[s.model] = (score, (-score, *_tie_key(s)), "weighted score (1 = best)")
+        return out
+    for s in usable:
+        if strategy is Strategy.FASTEST:
+            lat = s.avg_latency_ms if s.successful_completions else float("inf")
+            out[s.model] = (lat, (lat, *_tie_key(s)), "average latency, ms")
+        elif strategy is Strategy.CHEAPEST:
+            cps = _cost_per_success(s)
+            out[s.model] = (cps, (cps, *_tie_key(s)), "USD per successful completion")
+        elif strategy is Strategy.FREE_THEN_CHEAPEST:
+            cps = _cost_per_success(s)
+            tier = 0 if s.is_free else 1
+            out[s.model] = (cps, (tier, cps if tier else 0.0, *_tie_key(s)),
+                            "free first, then USD per successful completion")  # fmt: skip
+        else:
+            out[s.model] = (s.success_rate, _tie_key(s), "success rate")
+    return out
+
+
+def rank(
+    snapshots: Sequence[ModelPerformanceSnapshot],
+    strategy: Strategy | str = Strategy.FASTEST,
+    *,
+    weights: Weights | None = None,
+    max_staleness_secs: int | None = None,
+    stale_policy: StalePolicy = "exclude",
+    now: datetime,
+) -> Ranking:
+    """Filter and order ``snapshots`` (one per candidate, in the caller's order)."""
+    try:
+        strategy = Strategy(strategy)
+    except ValueError:
+        choices = ", ".join(s.value for s in Strategy)
+        raise InvalidInputError(f"unknown strategy {strategy!r}; choose one of {choices}") from None
+    weights = weights or Weights()
+    usable: list[ModelPerformanceSnapshot] = []
+    excluded: list[ExcludedModel] = []
+    for s in snapshots:
+        has_data = s.successful_completions + s.failed_completions > 0
+        limited = s.subscription_limit_reached and (
+            s.subscription_limit_expires_at is None or now < s.subscription_limit_expires_at
+        )
+        if limited:
+            until = s.subscription_limit_expires_at
+            when = f"until {until.isoformat()}" if until else "with no expiry set"
+            excluded.append(ExcludedModel(model=s.model, reason="subscription_limited",
+                                          explanation=f"subscription-limited {when}",
+                                          available_at=until))  # fmt: skip
+        elif not has_data:
+            excluded.append(ExcludedModel(model=s.model, reason="unknown",
+                                          explanation="no data in the window"))  # fmt: skip
+        elif (
+            max_staleness_secs is not None
+            and stale_policy != "keep"
+            and s.last_event_at is not None
+            and (now - s.last_event_at).total_seconds() > max_staleness_secs
+        ):
+            age = int((now - s.last_event_at).total_seconds())
+            reason: Literal["stale", "unknown"] = (
+                "stale" if stale_policy == "exclude" else "unknown"
+            )
+            excluded.append(ExcludedModel(
+                model=s.model, reason=reason,
+                explanation=f"stale: last event {age}s ago (limit {max_staleness_secs}s)",
+            ))  # fmt: skip
+        else:
+            usable.append(s)
+    scored = _scores(usable, strategy, weights)
+    ordered = sorted(usable, key=lambda s: scored[s.model][1])
+    ranked = []
+    for i, s in enumerate(ordered, 1):
+        score, _, meaning = scored[s.model]
+        shown = f"{score:,.0f}" if abs(score) >= 1000 else f"{score:.4g}"
+        why = f"#{i} by {strategy.value} ({meaning}: {shown}); {_describe(s)}"
+        ranked.append(RankedModel(model=s.model, rank=i, score=score, explanation=why,
+                                  snapshot=s))  # fmt: skip
+    return Ranking(strategy=strategy, ranked=ranked, excluded=excluded)
+
+
+def choose(ranking: Ranking, exploration: float = 0.0, rng: random.Random | None = None) -> str:
+    """The model to use: the best ranked one, or, with probability ``exploration``, an
+    unknown one (so models without data still get traffic). Raises :class:`NoModelAvailable`
+    when nothing is usable; never returns a subscription-limited model."""
+    if not 0.0 <= exploration <= 1.0:
+        raise InvalidInputError(f"exploration must be between 0 and 1, got {exploration}")
+    rng = rng or random.Random()
+    unknown = ranking.unknown
+    if unknown and (not ranking.ranked or rng.random() < exploration):
+        return rng.choice(unknown)
+    if not ranking.ranked:
+        raise NoModelAvailable(ranking)
+    return ranking.ranked[0].model

@@ -1,0 +1,204 @@
+"""Ranking and selection from live snapshots: strategies, filters, ties, explanations."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from redis_telemetry import (
+    AsyncTelemetryStore,
+    InvalidInputError,
+    ModelPerformanceSnapshot,
+    NoModelAvailable,
+    TelemetryStore,
+    TokenBreakdown,
+    Weights,
+)
+from redis_telemetry.core.routing import choose, rank
+
+from .helpers import event
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+
+def snap(model: str, ok: int = 10, failed: int = 0, latency: float = 1000.0, cost: float = 0.1,
+         **extra: object) -> ModelPerformanceSnapshot:  # fmt: skip
+    total = ok + failed
+    return ModelPerformanceSnapshot(
+        model=model, successful_completions=ok, failed_completions=failed, window_secs=3600,
+        throughput=ok / 3600, avg_latency_ms=latency if ok else 0.0,
+        success_rate=ok / total if total else 0.0,
+        last_event_at=NOW - timedelta(seconds=5) if total else None,
+        total_cost_usd=cost, is_free=total > 0 and cost == 0,
+        tokens=TokenBreakdown(total=1000 * total), **extra,
+    )  # fmt: skip
+
+
+def order(snaps: list[ModelPerformanceSnapshot], strategy: str, **kw: object) -> list[str]:
+    return [r.model for r in rank(snaps, strategy, now=NOW, **kw).ranked]  # type: ignore[arg-type]
+
+
+def test_fastest_orders_by_average_latency() -> None:
+    snaps = [snap("slow", latency=9000), snap("fast", latency=300), snap("mid", latency=1200)]
+    assert order(snaps, "fastest") == ["fast", "mid", "slow"]
+
+
+def test_cheapest_orders_by_cost_per_success() -> None:
+    snaps = [snap("a", ok=10, cost=1.0), snap("b", ok=100, cost=2.0), snap("c", ok=1, cost=0.05)]
+    assert order(snaps, "cheapest") == ["b", "c", "a"]  # 0.02, 0.05, 0.1 per success
+
+
+def test_free_then_cheapest() -> None:
+    snaps = [snap("paid-cheap", cost=0.01), snap("free-flaky", ok=5, failed=5, cost=0.0),
+             snap("free-solid", ok=10, cost=0.0), snap("paid", cost=1.0)]  # fmt: skip
+    assert order(snaps, "free_then_cheapest") == ["free-solid", "free-flaky", "paid-cheap", "paid"]
+
+
+def test_most_reliable() -> None:
+    snaps = [snap("a", ok=9, failed=1), snap("b", ok=10), snap("c", ok=5, failed=5)]
+    assert order(snaps, "most_reliable") == ["b", "a", "c"]
+
+
+def test_weighted_uses_the_callers_weights() -> None:
+    fast_flaky = snap("fast-flaky", ok=5, failed=5, latency=200, cost=0.5)
+    slow_solid = snap("slow-solid", ok=10, latency=4000, cost=0.5)
+    snaps = [fast_flaky, slow_solid]
+    assert order(snaps, "weighted", weights=Weights(success_rate=1, latency=0, cost=0)) == [
+        "slow-solid", "fast-flaky",
+    ]  # fmt: skip
+    assert order(snaps, "weighted", weights=Weights(success_rate=0, latency=1, cost=0)) == [
+        "fast-flaky", "slow-solid",
+    ]  # fmt: skip
+    ranking = rank(snaps, "weighted", weights=Weights(success_rate=1, latency=1, cost=0), now=NOW)
+    scores = {r.model: r.score for r in ranking.ranked}
+    assert scores["slow-solid"] == pytest.approx((1.0 + 200 / 4000) / 2)
+    assert scores["fast-flaky"] == pytest.approx((0.5 + 1.0) / 2)
+    with pytest.raises(InvalidInputError, match="positive weight"):
+        rank(snaps, "weighted", weights=Weights(success_rate=0, latency=0, cost=0), now=NOW)
+
+
+def test_limited_models_are_never_ranked_and_say_when_they_return() -> None:
+    back = NOW + timedelta(minutes=30)
+    snaps = [snap("blocked", latency=10, subscription_limit_reached=True,
+                  subscription_limit_expires_at=back), snap("ok", latency=5000)]  # fmt: skip
+    ranking = rank(snaps, "fastest", now=NOW)
+    assert [r.model for r in ranking.ranked] == ["ok"]
+    (excluded,) = ranking.excluded
+    assert (excluded.model, excluded.reason, excluded.available_at) == (
+        "blocked", "subscription_limited", back,
+    )  # fmt: skip
+    assert ranking.earliest_return == back
+    expired = snap("was-blocked", latency=10, subscription_limit_reached=True,
+                   subscription_limit_expires_at=NOW - timedelta(seconds=1))  # fmt: skip
+    assert order([expired], "fastest") == ["was-blocked"]
+
+
+def test_unknown_models_are_never_fastest_or_cheapest() -> None:
+    snaps = [snap("new", ok=0, cost=0.0), snap("known", latency=8000, cost=3.0)]
+    for strategy in ("fastest", "cheapest", "free_then_cheapest", "most_reliable", "weighted"):
+        ranking = rank(snaps, strategy, now=NOW)
+        assert [r.model for r in ranking.ranked] == ["known"]
+        assert ranking.unknown == ["new"]
+
+
+def test_stale_policy() -> None:
+    old = snap("old", latency=10).model_copy(update={"last_event_at": NOW - timedelta(minutes=20)})
+    fresh = snap("fresh", latency=900)
+    assert order([old, fresh], "fastest", max_staleness_secs=600) == ["fresh"]
+    ranking = rank([old, fresh], "fastest", max_staleness_secs=600, now=NOW)
+    assert ranking.excluded[0].reason == "stale"
+    assert "last event 1200s ago" in ranking.excluded[0].explanation
+    as_unknown = rank([old, fresh], "fastest", max_staleness_secs=600, stale_policy="unknown",
+                      now=NOW)  # fmt: skip
+    assert as_unknown.unknown == ["old"]
+    assert order([old, fresh], "fastest", max_staleness_secs=600, stale_policy="keep") == [
+        "old", "fresh",
+    ]  # fmt: skip
+
+
+def test_ties_break_deterministically() -> None:
+    snaps = [snap("b", latency=500), snap("a", latency=500), snap("c", ok=9, failed=1, latency=500)]
+    assert order(snaps, "fastest") == ["a", "b", "c"]  # success rate, then latency, then name
+    assert order(list(reversed(snaps)), "fastest") == ["a", "b", "c"]
+
+
+def test_explanations_carry_the_score_and_the_numbers() -> None:
+    ranking = rank([snap("m", ok=19, failed=1, latency=812.4, cost=0.19)], "fastest", now=NOW)
+    (r,) = ranking.ranked
+    assert r.score == pytest.approx(812.4)
+    assert r.explanation.startswith("#1 by fastest (average latency, ms: 812.4)")
+    assert "95% of 20 ok, 812 ms avg, $0.0100/success" in r.explanation
+
+
+def test_choose_explores_unknown_models_and_never_a_limited_one() -> None:
+    snaps = [snap("known"), snap("new", ok=0), snap("blocked", subscription_limit_reached=True)]
+    ranking = rank(snaps, "fastest", now=NOW)
+    rng = random.Random(7)
+    picks = [choose(ranking, exploration=0.3, rng=rng) for _ in range(1000)]
+    assert set(picks) == {"known", "new"}
+    assert 200 < picks.count("new") < 400
+    assert choose(ranking) == "known"
+    with pytest.raises(InvalidInputError):
+        choose(ranking, exploration=1.5)
+
+
+def test_nothing_usable_is_said_clearly() -> None:
+    back = NOW + timedelta(minutes=5)
+    snaps = [snap("a", subscription_limit_reached=True, subscription_limit_expires_at=back),
+             snap("b", subscription_limit_reached=True,
+                  subscription_limit_expires_at=back + timedelta(hours=1))]  # fmt: skip
+    with pytest.raises(NoModelAvailable) as info:
+        choose(rank(snaps, "cheapest", now=NOW))
+    message = str(info.value)
+    assert "a: subscription-limited until" in message
+    assert "b: subscription-limited until" in message
+    assert f"earliest a limited model returns is {back.isoformat()}" in message
+
+
+def test_unknown_strategy_is_refused() -> None:
+    with pytest.raises(InvalidInputError, match="unknown strategy 'quickest'"):
+        rank([snap("a")], "quickest", now=NOW)
+
+
+# -- through the stores (fakeredis and real redis-server) --------------------------------
+
+
+def _fleet(store: TelemetryStore) -> None:
+    store.record_batch(
+        [event("fast", True, 300, cost_usd=0.02) for _ in range(5)]
+        + [event("slow", True, 9000, cost_usd=0.0) for _ in range(5)]
+        + [event("limited", True, 100), event("limited", False, 5, error="weekly session limit")]
+    )
+
+
+def test_rank_and_select_through_the_store(store: TelemetryStore) -> None:
+    _fleet(store)
+    candidates = ["limited", "slow", "fast", "brand-new"]
+    ranking = store.rank_models(candidates, "fastest")
+    assert [r.model for r in ranking.ranked] == ["fast", "slow"]
+    assert {e.model: e.reason for e in ranking.excluded} == {
+        "limited": "subscription_limited", "brand-new": "unknown",
+    }  # fmt: skip
+    assert ranking.earliest_return is not None
+    assert store.select_model(candidates, "free_then_cheapest") == "slow"
+    assert store.select_model(candidates) == "fast"
+    with pytest.raises(NoModelAvailable, match="limited: subscription-limited"):
+        store.select_model(["limited"])
+    with pytest.raises(InvalidInputError, match="non-empty"):
+        store.rank_models([])
+
+
+async def test_async_ranking_equals_sync(
+    store: TelemetryStore, astore: AsyncTelemetryStore
+) -> None:
+    _fleet(store)
+    for strategy in ("fastest", "cheapest", "free_then_cheapest", "most_reliable", "weighted"):
+        sync = store.rank_models(["fast", "slow", "limited"], strategy)
+        asyn = await astore.rank_models(["fast", "slow", "limited"], strategy)
+        assert [(r.model, r.score) for r in asyn.ranked] == [
+            (r.model, r.score) for r in sync.ranked
+        ]
+        assert [e.model for e in asyn.excluded] == [e.model for e in sync.excluded]
+    assert await astore.select_model(["fast", "slow"]) == store.select_model(["fast", "slow"])
