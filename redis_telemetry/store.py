@@ -23,7 +23,7 @@ from .core.ops import (
     single,
     translate,
 )
-from .core.routing import Ranking, StalePolicy, Strategy, Weights, choose
+from .core.routing import Ranking, StalePolicy, Strategy, Weights
 from .models import CompletionEvent, ModelPerformanceSnapshot, TelemetrySummary, UsageSnapshot
 
 T = TypeVar("T")
@@ -153,11 +153,12 @@ class TelemetryStore(StoreShell):
         With probability ``exploration``, a candidate without data is chosen instead, so
         unknown models still get traffic. A subscription-limited model is never returned.
         """
-        ranking = self.rank_models(
-            candidates, strategy, weights=weights,
-            max_staleness_secs=max_staleness_secs, stale_policy=stale_policy,
+        return self._run(
+            self._core.select_model(
+                candidates, strategy, exploration=exploration, rng=rng, weights=weights,
+                max_staleness_secs=max_staleness_secs, stale_policy=stale_policy,
+            )
         )  # fmt: skip
-        return choose(ranking, exploration, rng)
 
     def set_window(self, window_secs: int) -> None:
         """Change the namespace's shared window on purpose (other stores then refuse)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import random
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -619,6 +620,19 @@ class StoreCore:
             stale_policy=stale_policy,
             now=snapshot.ms_to_datetime(r.now_ms),
         )
+
+    def select_model(
+        self,
+        candidates: Sequence[str],
+        strategy: routing.Strategy | str,
+        *,
+        exploration: float,
+        rng: random.Random | None,
+        **filters: Any,
+    ) -> Op[str]:
+        """The model to use now (see ``routing.choose``)."""
+        ranking = yield from self.rank_models(candidates, strategy, **filters)
+        return routing.choose(ranking, exploration, rng)
 
     def all_model_performances(self) -> Op[list[ModelPerformanceSnapshot]]:
         r = yield from self.read(None, "totals")
