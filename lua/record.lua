@@ -8,12 +8,14 @@
 -- ARGV[1]  window_ms               rolling window length
 -- ARGV[2]  limit_ttl_ms            how long a subscription-limit error blocks the model
 -- ARGV[3]  grace_ms                how far past the window the keys' TTLs reach
--- ARGV[4..13] the batch's sums, in FIELDS order, as if every event below gets stored
+-- ARGV[4]  max_events              cap on the model's stored events (0: none); the oldest go
+-- ARGV[5..14] the batch's sums, in FIELDS order, as if every event below gets stored
 --           (exact integers; cost in nano-USD)
--- ARGV[14..] triples (score, member, limit_reason); limit_reason is '' unless the event's
+-- ARGV[15..] triples (score, member, limit_reason); limit_reason is '' unless the event's
 --           error is a subscription-limit error, else the text stored in the limit key
 --
--- Returns {stored, duplicates, outside_window, now_ms}.
+-- Returns {stored, duplicates, outside_window, now_ms, capped}; capped counts the oldest events
+-- removed to respect max_events (also added to the totals' `capped` field).
 --
 -- "now" is Redis's own clock (TIME), never a client's, so replicas with skewed clocks agree.
 -- A member that is already present (same event id: a retried write) is not counted again.
@@ -113,6 +115,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local window = tonumber(ARGV[1])
 local limit_ttl = tonumber(ARGV[2])
 local grace = tonumber(ARGV[3])
+local cap = tonumber(ARGV[4])
 local cutoff = now - window
 
 local stored, duplicates, outside = 0, 0, 0
@@ -120,7 +123,7 @@ local reason = nil
 local newest = cutoff
 -- in-window candidates, deduplicated within the batch
 local scores, members, reasons, seen, k = {}, {}, {}, {}, 0
-for i = 4 + N, #ARGV, 3 do
+for i = 5 + N, #ARGV, 3 do
   local member = ARGV[i + 1]
   if tonumber(ARGV[i]) <= cutoff then
     outside = outside + 1
@@ -177,14 +180,25 @@ if #gone > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', cutoff)
 end
 
+local capped = 0
+if cap > 0 and stored > 0 then
+  local excess = redis.call('ZCARD', KEYS[1]) - cap
+  if excess > 0 then  -- a runaway writer: keep the newest `cap` events
+    for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, excess - 1)) do subtract(member) end
+    redis.call('ZREMRANGEBYRANK', KEYS[1], 0, excess - 1)
+    capped = excess
+  end
+end
+
 if stored == 0 and redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('DEL', KEYS[3])  -- no events, so nothing to sum
-  return {stored, duplicates, outside, now}
+  return {stored, duplicates, outside, now, capped}
 end
 for i = 1, N do
-  if ARGV[3 + i] ~= '0' then redis.call('HINCRBY', KEYS[3], FIELDS[i], ARGV[3 + i]) end
+  if ARGV[4 + i] ~= '0' then redis.call('HINCRBY', KEYS[3], FIELDS[i], ARGV[4 + i]) end
   flush(i)
 end
+if capped > 0 then redis.call('HINCRBY', KEYS[3], 'capped', capped) end
 -- Both keys live until the newest event leaves the window: extended only when a new event
 -- needs it, and then by `grace` more, so most writes skip the PEXPIREs.
 if redis.call('PTTL', KEYS[3]) < newest - cutoff then
@@ -193,4 +207,4 @@ if redis.call('PTTL', KEYS[3]) < newest - cutoff then
   redis.call('PEXPIRE', KEYS[3], ttl)
 end
 
-return {stored, duplicates, outside, now}
+return {stored, duplicates, outside, now, capped}

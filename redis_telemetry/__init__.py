@@ -1,6 +1,7 @@
 """redis-telemetry: a shared, live view of LLM model performance, stored in Redis."""
 
 from .aio import AsyncTelemetryStore
+from .buffer import BufferedWriter, BufferStats
 from .core.ops import ConnectionSettings, RecordResult
 from .core.routing import (
     ExcludedModel,
@@ -29,6 +30,8 @@ from .store import TelemetryStore
 
 __all__ = [
     "AsyncTelemetryStore",
+    "BufferStats",
+    "BufferedWriter",
     "CompletionEvent",
     "ConnectionSettings",
     "ExcludedModel",

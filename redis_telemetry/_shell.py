@@ -9,7 +9,13 @@ from typing import Any, ClassVar, Self, cast
 
 from redis.backoff import ExponentialWithJitterBackoff
 
-from .core.ops import DEFAULT_CONNECTION, ConnectionSettings, StoreCore, check_client
+from .core.ops import (
+    DEFAULT_CONNECTION,
+    DEFAULT_MAX_EVENTS_PER_MODEL,
+    ConnectionSettings,
+    StoreCore,
+    check_client,
+)
 from .core.scripts import SCRIPTS
 from .errors import TelemetryError
 
@@ -28,11 +34,17 @@ class StoreShell:
         window_secs: int = 3600,
         subscription_limit_ttl_secs: int = 3600,
         namespace: str = "telemetry",
+        max_events_per_model: int | None = DEFAULT_MAX_EVENTS_PER_MODEL,
     ) -> None:
         if not isinstance(client, self._client_types):
             raise TelemetryError(self._wrong_client)
         check_client(client)
-        self._core = StoreCore(namespace, window_secs, subscription_limit_ttl_secs)
+        self._core = StoreCore(
+            namespace,
+            window_secs,
+            subscription_limit_ttl_secs,
+            max_events_per_model=max_events_per_model,
+        )
         #: The redis-py client, used as it was given.
         self.client: Any = cast(Any, client)
         self._scripts = {name: self.client.register_script(s) for name, s in SCRIPTS.items()}
@@ -45,6 +57,7 @@ class StoreShell:
         subscription_limit_ttl_secs: int = 3600,
         namespace: str = "telemetry",
         connection: ConnectionSettings = DEFAULT_CONNECTION,
+        max_events_per_model: int | None = DEFAULT_MAX_EVENTS_PER_MODEL,
         **redis_kwargs: Any,
     ) -> Self:
         """Connect with bounded timeouts and retries (``ConnectionSettings``); keyword
@@ -68,6 +81,7 @@ class StoreShell:
             window_secs,
             subscription_limit_ttl_secs,
             namespace,
+            max_events_per_model,
         )
 
     @property

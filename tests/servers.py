@@ -41,12 +41,19 @@ def free_port() -> int:
 class RedisServer:
     """One ``redis-server`` on a free port with its own data directory."""
 
-    def __init__(self, *extra_args: str, port: int | None = None, workdir: Path | None = None):
+    def __init__(
+        self,
+        *extra_args: str,
+        port: int | None = None,
+        workdir: Path | None = None,
+        auth: tuple[str, str] | None = None,
+    ):
         self.binary = require_redis_server()
         self.port = port or free_port()
         self._own_dir = workdir is None
         self.dir = workdir or Path(tempfile.mkdtemp(prefix="redis-telemetry-test-"))
         self.extra_args = extra_args
+        self.auth = dict(zip(("username", "password"), auth, strict=True)) if auth else {}
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -58,14 +65,18 @@ class RedisServer:
             self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
             "--save", "", "--appendonly", "no", "--logfile", "redis.log", *self.extra_args,
         ]  # fmt: skip
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self.wait_ready(timeout)
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.stop(kill=True)
+            raise
         return self
 
     def wait_ready(self, timeout: float) -> None:
         """Poll PING until the server answers; fail with its log if it dies or times out."""
         deadline = time.monotonic() + timeout
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5, **self.auth)
         try:
             while True:
                 assert self.proc is not None
@@ -87,7 +98,7 @@ class RedisServer:
         return log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
 
     def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port)
+        return redis.Redis(port=self.port, **self.auth)
 
     def stop(self, kill: bool = False) -> None:
         if self.proc is None:
@@ -97,8 +108,6 @@ class RedisServer:
         else:
             self.proc.terminate()
         self.proc.wait(timeout=10)
-        if self.proc.stderr:
-            self.proc.stderr.close()
         self.proc = None
 
     def cleanup(self) -> None:

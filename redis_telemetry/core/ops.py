@@ -45,6 +45,8 @@ CLOCK_MARGIN_MS = 1000
 SCRIPT_CHUNK = 1000
 #: Newest members read to find ``last_event_at`` to the microsecond (ties within one ms).
 NEWEST_PROBE = 32
+#: Default cap on one model's stored events (see the README's "memory safety valve").
+DEFAULT_MAX_EVENTS_PER_MODEL = 1_000_000
 #: A writer re-confirms the namespace's window (and refreshes the config's TTL) this often.
 CONFIG_RECHECK_MS = 60_000
 #: How often a batch is retried after NOSCRIPT (the script cache was flushed) before giving up.
@@ -53,11 +55,13 @@ NOSCRIPT_RETRIES = 3
 
 @dataclass(frozen=True, slots=True)
 class Cmd:
-    """A redis-py client method and its arguments."""
+    """A redis-py client method and its arguments. An error reply to a ``tolerant`` command
+    (a key of the wrong type, written by hand) reaches the operation instead of raising."""
 
     method: str
     args: tuple[Any, ...] = ()
     kwargs: Mapping[str, Any] = field(default_factory=dict)
+    tolerant: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,11 +80,13 @@ Op = Generator[Batch, list[Any], T]
 
 @dataclass(frozen=True, slots=True)
 class RecordResult:
-    """What a write did: events newly stored, already present (same id), or too old."""
+    """What a write did: events newly stored, already present (same id), or too old; and how
+    many of the model's oldest events the per-model cap removed."""
 
     stored: int = 0
     duplicates: int = 0
     outside_window: int = 0
+    capped: int = 0
 
 
 class Reading(NamedTuple):
@@ -129,11 +135,23 @@ def translate(exc: BaseException) -> TelemetryError:
     return TelemetryError(f"Redis error: {type(exc).__name__}: {exc}")
 
 
-def raise_errors(results: Sequence[Any]) -> None:
-    """Raise the first error reply of a batch as a :class:`TelemetryError`."""
-    for r in results:
+def raise_errors(results: Sequence[Any], batch: Sequence[Command] = ()) -> None:
+    """Raise the first error reply of a batch as a :class:`TelemetryError` (replies to
+    tolerant commands excepted)."""
+    for i, r in enumerate(results):
         if isinstance(r, BaseException):
+            c = batch[i] if i < len(batch) else None
+            if isinstance(c, Cmd) and c.tolerant and not isinstance(r, NoScriptError):
+                continue
             raise translate(r) from r
+
+
+def usable(reply: Any, default: Any, what: str) -> Any:
+    """A tolerant command's reply, or ``default`` (logged) when Redis answered an error."""
+    if isinstance(reply, BaseException):
+        log.warning("skipped unreadable %s: %s", what, reply)
+        return default
+    return reply
 
 
 def recovering(op: Op[T]) -> Op[T]:
@@ -157,7 +175,7 @@ def recovering(op: Op[T]) -> Op[T]:
             retried = yield [batch[i] for i in missing]
             for i, r in zip(missing, retried, strict=True):
                 results[i] = r
-        raise_errors(results)
+        raise_errors(results, batch)
         try:
             batch = op.send(results)
         except StopIteration as stop:
@@ -238,8 +256,13 @@ class StoreCore:
         window_secs: int,
         subscription_limit_ttl_secs: int,
         clock: Callable[[], float] = time.time,
+        max_events_per_model: int | None = DEFAULT_MAX_EVENTS_PER_MODEL,
     ) -> None:
         self.keys = Keys(check_namespace(namespace))
+        self.max_events_per_model = (
+            0 if max_events_per_model is None
+            else rules.check_positive_secs("max_events_per_model", max_events_per_model)
+        )  # fmt: skip
         self.window_secs = rules.check_positive_secs("window_secs", window_secs)
         self.limit_ttl_secs = rules.check_positive_secs(
             "subscription_limit_ttl_secs", subscription_limit_ttl_secs
@@ -370,7 +393,7 @@ class StoreCore:
             keys = (self.keys.events(model), self.keys.limit(model), self.keys.totals(model))
             for start in range(0, len(group), SCRIPT_CHUNK):
                 chunk = group[start : start + SCRIPT_CHUNK]
-                args: list[Any] = [self._window_ms, limit_ms, GRACE_MS]
+                args: list[Any] = [self._window_ms, limit_ms, GRACE_MS, self.max_events_per_model]
                 args += [sum(column) for column in zip(*(p.sums for p in chunk), strict=True)]
                 for p in chunk:
                     args += (p.score_ms, p.member, p.limit_reason)
@@ -385,7 +408,11 @@ class StoreCore:
         stored = sum(int(r[0]) for r in counts)
         duplicates = sum(int(r[1]) for r in counts)
         outside = sum(int(r[2]) for r in counts)
-        return RecordResult(stored, duplicates, outside)
+        capped = sum(int(r[4]) for r in counts)
+        if capped:
+            log.warning("the per-model cap of %d events removed %d of the oldest events",
+                        self.max_events_per_model, capped)  # fmt: skip
+        return RecordResult(stored, duplicates, outside, capped)
 
     def record(self, event: CompletionEvent) -> Op[RecordResult]:
         """One event, one round trip."""
@@ -457,10 +484,12 @@ class StoreCore:
         """Every raw event in the window (ids included) and every active limit."""
         r = yield from self.read(None)
         limited = [m for m in r.models if r.limit_pttl[m] != -2]
-        reasons = (yield [Cmd("get", (self.keys.limit(m),)) for m in limited]) if limited else []
+        gets: Batch = [Cmd("get", (self.keys.limit(m),), tolerant=True) for m in limited]
+        reasons = (yield gets) if gets else []
         limits = []
         for model, reason in zip(limited, reasons, strict=True):
             _, expires = snapshot.limit_state(r.limit_pttl[model], r.now_ms)
+            reason = usable(reason, b"", self.keys.limit(model))
             text = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else ""
             limits.append(backup.DumpLimit(model=model, expires_at=expires, reason=text))
         events = [codec.to_completion_event(m, e) for m in r.models for e in r.events[m]]
@@ -516,16 +545,17 @@ class StoreCore:
     def _fetch(self, kind: str, model: str, cutoff: int | None) -> Batch:
         """Per-model commands. ``cutoff`` is an estimate, off by at most CLOCK_MARGIN_MS."""
         events = self.keys.events(model)
-        limit = Cmd("pttl", (self.keys.limit(model),))
+        limit = Cmd("pttl", (self.keys.limit(model),), tolerant=True)
+        scored = {"withscores": True}
         if kind == "window":  # every member in the window
             low = "-inf" if cutoff is None else str(cutoff - CLOCK_MARGIN_MS)
-            return [Cmd("zrangebyscore", (events, low, "+inf"), {"withscores": True}), limit]
+            return [Cmd("zrangebyscore", (events, low, "+inf"), scored, tolerant=True), limit]
         # "totals": running sums, the members that aged out since the last trim, the newest
         high = "+inf" if cutoff is None else str(cutoff + CLOCK_MARGIN_MS)
         return [
-            Cmd("hmget", (self.keys.totals(model), *codec.TOTALS_FIELDS)),
-            Cmd("zrangebyscore", (events, "-inf", high), {"withscores": True}),
-            Cmd("zrevrange", (events, 0, NEWEST_PROBE - 1), {"withscores": True}),
+            Cmd("hmget", (self.keys.totals(model), *codec.TOTALS_FIELDS), tolerant=True),
+            Cmd("zrangebyscore", (events, "-inf", high), scored, tolerant=True),
+            Cmd("zrevrange", (events, 0, NEWEST_PROBE - 1), scored, tolerant=True),
             limit,
         ]
 
@@ -543,15 +573,18 @@ class StoreCore:
         per = {"window": 2, "totals": 4, "models": 0}[kind]
         ask = [] if kind == "models" else list(self._models if models is None else models)
         estimate = self._estimated_cutoff()
-        head: Batch = [Cmd("hget", (self.keys.config, "window_secs")), Cmd("time")]
+        head: Batch = [Cmd("hget", (self.keys.config, "window_secs"), tolerant=True), Cmd("time")]
         if from_registry:
-            head.append(Cmd("zrange", (self.keys.models, 0, -1), {"withscores": True}))
+            head.append(
+                Cmd("zrange", (self.keys.models, 0, -1), {"withscores": True}, tolerant=True)
+            )
         batch = head + [c for m in ask for c in self._fetch(kind, m, estimate)]
         results = yield (Atomic(batch) if kind == "totals" else batch)
-        self._check_window(results[0], writing=False)
+        self._check_window(usable(results[0], None, self.keys.config), writing=False)
         now_ms = self._observe_time(results[1])
         cutoff = now_ms - self._window_ms
-        targets = self._live_models(results[2], now_ms) if from_registry else list(ask)
+        registry = usable(results[2], [], self.keys.models) if from_registry else []
+        targets = self._live_models(registry, now_ms) if from_registry else list(ask)
         fetched: dict[str, tuple[int, list[Any]]] = {}
         if estimate is not None and abs(estimate - cutoff) <= CLOCK_MARGIN_MS:
             start = len(head)
@@ -570,26 +603,25 @@ class StoreCore:
         reading = Reading(now_ms, targets, {}, {}, {})
         for m in targets if per else []:
             at, replies = fetched[m]
+            key = self.keys.events(m)
             if kind == "window":
+                members = usable(replies[0], [], key)
                 cut = at - self._window_ms
-                reading.events[m] = snapshot.decode_window(self.keys.events(m), replies[0], cut)
-                reading.limit_pttl[m] = int(replies[1])
+                reading.events[m] = snapshot.decode_window(key, members, cut)
+                reading.limit_pttl[m] = int(usable(replies[1], -2, self.keys.limit(m)))
             else:
-                reading.performance[m] = self._from_totals(m, at, replies)
+                sums, aged, newest, pttl = replies
+                reading.performance[m] = snapshot.from_totals(
+                    model=m,
+                    key=key,
+                    sums=usable(sums, [], self.keys.totals(m)),
+                    aged=usable(aged, [], key),
+                    newest=usable(newest, [], key),
+                    window_secs=self.window_secs,
+                    now_ms=at,
+                    limit_pttl=int(usable(pttl, -2, self.keys.limit(m))),
+                )
         return reading
-
-    def _from_totals(self, model: str, now_ms: int, replies: list[Any]) -> ModelPerformanceSnapshot:
-        sums, aged, newest, pttl = replies
-        return snapshot.from_totals(
-            model=model,
-            key=self.keys.events(model),
-            sums=sums,
-            aged=aged,
-            newest=newest,
-            window_secs=self.window_secs,
-            now_ms=now_ms,
-            limit_pttl=int(pttl),
-        )
 
     def model_performance(self, model: str) -> Op[ModelPerformanceSnapshot]:
         model = rules.check_model_name(model)

@@ -134,7 +134,7 @@ def from_totals(
 
 def _parse_sums(key: str, sums: Sequence[Any]) -> list[int]:
     out = []
-    for raw in sums:
+    for raw in list(sums) + [None] * (len(codec.TOTALS_FIELDS) - len(sums)):
         try:
             out.append(0 if raw is None else int(raw))
         except ValueError:

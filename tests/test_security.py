@@ -1,0 +1,149 @@
+"""The shipped ACL file, TLS, and namespace isolation, on real redis-server processes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from redis_telemetry import TelemetryError, TelemetryStore
+
+from .helpers import dump_all, event
+from .servers import RedisServer, free_port
+
+ACL = Path(__file__).resolve().parents[1] / "deploy" / "users.acl"
+
+
+@pytest.fixture(scope="module")
+def acl_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    workdir = tmp_path_factory.mktemp("acl")
+    acl = workdir / "users.acl"
+    acl.write_text(ACL.read_text())  # redis-server rewrites nothing, but keep the source clean
+    server = RedisServer("--aclfile", str(acl), workdir=workdir,
+                         auth=("telemetry-admin", "change-me-admin")).start()  # fmt: skip
+    yield server
+    server.cleanup()
+
+
+def url(server: RedisServer, user: str) -> str:
+    return f"redis://{user}:change-me-{user.split('-')[-1]}@127.0.0.1:{server.port}/0"
+
+
+@pytest.fixture
+def admin(acl_server: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(url(acl_server, "telemetry-admin"))
+    client.flushall()
+    yield client
+    client.close()
+
+
+def test_writer_writes_and_reader_reads_everything(acl_server: RedisServer, admin: redis.Redis,
+                                                    tmp_path: Path) -> None:  # fmt: skip
+    writer = TelemetryStore.from_url(url(acl_server, "telemetry-writer"))
+    writer.record_batch([event("a"), event("b", False, error="weekly session limit reached")])
+    writer.mark_subscription_limited("c", ttl_secs=60)
+    admin.script_flush()
+    writer.record(event("a"))  # SCRIPT LOAD after a flushed cache is allowed too
+    assert writer.model_performance("a").successful_completions == 2
+
+    reader = TelemetryStore.from_url(url(acl_server, "telemetry-reader"))
+    assert [p.model for p in reader.all_model_performances()] == ["a", "b", "c"]
+    assert reader.model_performance("b").subscription_limit_reached
+    assert reader.session_usage("test-session").totals.message_count == 3
+    assert reader.known_models() == ["a", "b", "c"]
+    assert reader.export_summary().window_secs == 3600
+    assert len(reader.dump().events) == 3
+    assert reader.rank_models(["a", "b"]).ranked[0].model == "a"
+    status = subprocess.run(
+        [sys.executable, "-m", "redis_telemetry", "--url", url(acl_server, "telemetry-reader"),
+         "status", "--json"], capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    assert '"model": "a"' in status.stdout
+    for s in (writer, reader):
+        s.client.close()
+
+
+def test_a_readers_write_fails_clearly_and_writes_nothing(
+    acl_server: RedisServer, admin: redis.Redis
+) -> None:
+    TelemetryStore.from_url(url(acl_server, "telemetry-writer")).record(event("a"))
+    before = dump_all(admin)
+    reader = TelemetryStore.from_url(url(acl_server, "telemetry-reader"))
+    for write in (
+        lambda: reader.record(event("a")),
+        lambda: reader.mark_subscription_limited("a"),
+        lambda: reader.clear_subscription_limit("a"),
+        lambda: reader.set_window(60),
+    ):
+        with pytest.raises(TelemetryError, match="permission denied"):
+            write()
+    assert dump_all(admin) == before
+    reader.client.close()
+
+
+@pytest.mark.parametrize("user", ["telemetry-writer", "telemetry-reader"])
+def test_no_user_touches_keys_outside_the_namespace(
+    acl_server: RedisServer, admin: redis.Redis, user: str
+) -> None:
+    admin.set("other:secret", "x")
+    client = redis.Redis.from_url(url(acl_server, user))
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        client.get("other:secret")
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        client.set("other:new", "y")
+    elsewhere = TelemetryStore(client, namespace="other")
+    with pytest.raises(TelemetryError, match="permission denied"):
+        elsewhere.record(event("m"))
+    with pytest.raises(TelemetryError, match="permission denied"):
+        elsewhere.all_model_performances()
+    assert admin.keys("other:*") == [b"other:secret"]
+    client.close()
+
+
+def _certificates(folder: Path) -> dict[str, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1, made with openssl."""
+    ca_key, ca, key, csr, cert = (folder / n for n in ("ca.key", "ca.crt", "s.key", "s.csr",
+                                                        "s.crt"))  # fmt: skip
+    ext = folder / "san.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    steps = [
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+         "/CN=redis-telemetry test CA", "-keyout", ca_key, "-out", ca],
+        ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+         "-keyout", key, "-out", csr],
+        ["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+         "-days", "2", "-extfile", ext, "-out", cert],
+    ]  # fmt: skip
+    for step in steps:
+        subprocess.run([str(a) for a in step], check=True, capture_output=True)
+    return {"ca": ca, "key": key, "cert": cert}
+
+
+def test_tls(tmp_path: Path) -> None:
+    if subprocess.run(["which", "openssl"], capture_output=True).returncode:
+        pytest.fail("openssl is needed to make the test's certificates")
+    certs = _certificates(tmp_path)
+    tls_port = free_port()
+    server = RedisServer(
+        "--tls-port", str(tls_port), "--tls-cert-file", str(certs["cert"]),
+        "--tls-key-file", str(certs["key"]), "--tls-ca-cert-file", str(certs["ca"]),
+        "--tls-auth-clients", "no", workdir=tmp_path,
+    ).start()  # fmt: skip
+    try:
+        store = TelemetryStore.from_url(
+            f"rediss://127.0.0.1:{tls_port}/0", ssl_ca_certs=str(certs["ca"])
+        )
+        store.record(event("secure"))
+        assert store.model_performance("secure").successful_completions == 1
+        store.client.close()
+        untrusted = TelemetryStore.from_url(f"rediss://127.0.0.1:{tls_port}/0")
+        with pytest.raises(TelemetryError):
+            untrusted.known_models()  # the system trust store does not know this CA
+        untrusted.client.close()
+    finally:
+        server.cleanup()
