@@ -54,7 +54,10 @@ def _cost(value: Any) -> float:
 def _ms_timestamp(value: Any) -> datetime:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise UnparseableLine(f"expected an epoch-ms timestamp, got {value!r}")
-    return datetime.fromtimestamp(value / 1000, UTC)
+    try:
+        return datetime.fromtimestamp(value / 1000, UTC)
+    except (ValueError, OverflowError, OSError):
+        raise UnparseableLine(f"timestamp {value!r} is out of range") from None
 
 
 class Parser:
@@ -81,7 +84,9 @@ class Parser:
             raise UnparseableLine("not a JSON object")
         try:
             return self.parse(data)
-        except (KeyError, TypeError, AttributeError) as exc:
+        except UnparseableLine:
+            raise
+        except (KeyError, TypeError, AttributeError, ValueError, OverflowError) as exc:
             raise UnparseableLine(f"missing or malformed field: {exc}") from None
 
     def parse(self, data: dict[str, Any]) -> list[CompletionEvent]:

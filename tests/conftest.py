@@ -10,10 +10,16 @@ import fakeredis
 import pytest
 import redis
 import redis.asyncio
+from hypothesis import settings
 
 from redis_telemetry import AsyncTelemetryStore, TelemetryStore
 
-from .servers import RedisServer
+from .servers import IN_CI, RedisServer
+
+# CI replays the same examples every run (reproducible); local runs keep exploring new ones.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if IN_CI:
+    settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")

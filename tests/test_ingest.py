@@ -121,5 +121,12 @@ def test_jsonl_bad_lines_name_the_problem(line: str, message: str) -> None:
         make_parser("jsonl").feed(line)
 
 
+@pytest.mark.parametrize("ts", ["253402300800000.0", "1e300", "-1e300", "NaN", "Infinity"])
+def test_timestamps_out_of_range_are_unparseable(ts: str) -> None:
+    parser = make_parser("opencode", model="m")
+    with pytest.raises(UnparseableLine, match=r"timestamp|malformed"):
+        parser.feed(f'{{"type": "step_start", "timestamp": {ts}, "sessionID": "s"}}')
+
+
 def test_blank_lines_are_ignored() -> None:
     assert make_parser("pi").feed("   \n") == []

@@ -84,8 +84,13 @@ def test_soak(tmp_path: Path) -> None:
     assert [r["errors"] for r in reports] == [0, 0, 0]
     assert sum(r["stored"] for r in writers) == sum(r["sent"] for r in writers)  # nothing lost
     assert readers[0]["reads"] > 0
-    assert len(samples) >= 4
-    assert max(samples) < 1.5 * min(samples), samples  # Redis memory flat once the window is full
+    assert len(samples) >= 6
+    # Redis memory flat once the window is full: it follows the write rate (which the shared
+    # CPU makes wobble) but does not grow, so the last third is no bigger than the first
+    third = len(samples) // 3
+    early, late = samples[:third], samples[-third:]
+    assert sum(late) / len(late) < 1.3 * sum(early) / len(early), samples
+    assert max(samples) < 3 * min(samples), samples
     for r in writers:  # the client's memory flat too
         assert r["rss_late"] < r["rss_early"] * 1.2 + 5, r
     # after all that trimming, every model's running totals still equal its members' sums
