@@ -13,7 +13,6 @@ from redis.exceptions import RedisError, ResponseError
 from ._shell import StoreShell
 from .core.backup import Dump
 from .core.ops import (
-    Atomic,
     Batch,
     Op,
     RecordResult,
@@ -48,7 +47,7 @@ class AsyncTelemetryStore(StoreShell):
                     return [await call(self.client, command, shas)]
                 except ResponseError as exc:  # a reply, as a pipeline would return it
                     return [exc]
-            pipe = self.client.pipeline(transaction=isinstance(batch, Atomic))
+            pipe = self.client.pipeline(transaction=False)
             queue(pipe, batch, shas)
             return list(await pipe.execute(raise_on_error=False))
         except RedisError as exc:

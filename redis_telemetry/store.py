@@ -13,7 +13,6 @@ from redis.retry import Retry
 from ._shell import StoreShell
 from .core.backup import Dump
 from .core.ops import (
-    Atomic,
     Batch,
     Op,
     RecordResult,
@@ -49,7 +48,7 @@ class TelemetryStore(StoreShell):
                     return [call(self.client, command, shas)]
                 except ResponseError as exc:  # a reply, as a pipeline would return it
                     return [exc]
-            pipe = self.client.pipeline(transaction=isinstance(batch, Atomic))
+            pipe = self.client.pipeline(transaction=False)
             queue(pipe, batch, shas)
             return list(pipe.execute(raise_on_error=False))
         except RedisError as exc:

@@ -17,10 +17,12 @@ from .helpers import event
 def test_keys_of_the_wrong_type_are_skipped_and_reported(
     r: redis.Redis, store: TelemetryStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store.record_batch([event("good"), event("bad-events"), event("bad-limit")])
+    store.record_batch(
+        [event("good"), event("bad-events"), event("bad-limit"), event("bad-totals")]
+    )
     r.delete("telemetry:{bad-events}:events", "telemetry:{bad-events}:totals")
     r.set("telemetry:{bad-events}:events", "not a sorted set")
-    r.hset("telemetry:{bad-events}:totals", "ok", "many")
+    r.hset("telemetry:{bad-totals}:totals", "ok", "many")
     r.delete("telemetry:{bad-limit}:limit")
     r.rpush("telemetry:{bad-limit}:limit", "a", "list")  # a strange value, still a key with a TTL?
     with caplog.at_level(logging.WARNING, logger="redis_telemetry"):
@@ -32,9 +34,11 @@ def test_keys_of_the_wrong_type_are_skipped_and_reported(
     assert perfs["bad-events"].successful_completions == 0  # unreadable: skipped, not a crash
     assert perfs["bad-limit"].successful_completions == 1
     assert perfs["bad-limit"].subscription_limit_reached  # any key there blocks, as documented
-    assert usage.totals.message_count == 2
-    assert {e.model for e in dump.events} == {"good", "bad-limit"}
-    assert len(summary.model_performances) == 3
+    assert perfs["bad-totals"].successful_completions == 0  # its count is unreadable
+    assert perfs["bad-totals"].avg_latency_ms == 0.0
+    assert usage.totals.message_count == 3
+    assert {e.model for e in dump.events} == {"good", "bad-limit", "bad-totals"}
+    assert len(summary.model_performances) == 4
     assert "skipped unreadable telemetry:{bad-events}:events" in caplog.text
     assert "unreadable running total" in caplog.text
 

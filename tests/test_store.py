@@ -325,7 +325,7 @@ def test_every_key_expires(r: redis.Redis, store: TelemetryStore) -> None:
     assert all(r.pttl(k) > 0 for k in keys), {k: r.pttl(k) for k in keys}
     # the events key and its totals live just past the window
     assert 3600_000 < r.pttl("telemetry:{a}:events") <= 3602_000
-    assert r.pttl("telemetry:{a}:totals") == r.pttl("telemetry:{a}:events")
+    assert abs(r.pttl("telemetry:{a}:totals") - r.pttl("telemetry:{a}:events")) < 50  # set together
 
 
 def test_keys_follow_the_documented_layout(r: redis.Redis) -> None:

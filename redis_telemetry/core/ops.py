@@ -39,8 +39,6 @@ T = TypeVar("T")
 
 #: How far past the data they govern the keys' TTLs reach.
 GRACE_MS = 2000
-#: Reads fetch from a little before the estimated cutoff, then filter by the server's TIME.
-CLOCK_MARGIN_MS = 1000
 #: Events per ``record.lua`` call; keeps each script run short.
 SCRIPT_CHUNK = 1000
 #: Newest members read to find ``last_event_at`` to the microsecond (ties within one ms).
@@ -62,6 +60,8 @@ class Cmd:
     args: tuple[Any, ...] = ()
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     tolerant: bool = False
+    #: for a command without a key (TIME, SCRIPT LOAD): the key whose cluster node runs it
+    route: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +71,7 @@ class Eval:
     script: str
     keys: tuple[str, ...]
     args: tuple[Any, ...]
+    tolerant: bool = False
 
 
 Command = Cmd | Eval
@@ -100,10 +101,6 @@ class Reading(NamedTuple):
     performance: dict[str, ModelPerformanceSnapshot]
 
 
-class Atomic(list[Any]):
-    """A batch to send inside MULTI/EXEC: its replies are one consistent view."""
-
-
 def call(target: Any, c: Command, shas: Mapping[str, str]) -> Any:
     """Send (or, on a pipeline, queue) one command with redis-py."""
     if isinstance(c, Eval):
@@ -119,7 +116,12 @@ def queue(pipe: Any, batch: Batch, shas: Mapping[str, str]) -> None:
 
 def single(batch: Batch) -> Command | None:
     """The one command of a batch that needs no pipeline (a pipeline costs more)."""
-    return batch[0] if len(batch) == 1 and not isinstance(batch, Atomic) else None
+    return batch[0] if len(batch) == 1 else None
+
+
+def time_ms(reply: Sequence[Any]) -> int:
+    """A TIME reply in epoch milliseconds."""
+    return int(reply[0]) * 1000 + int(reply[1]) // 1000
 
 
 def translate(exc: BaseException) -> TelemetryError:
@@ -130,7 +132,8 @@ def translate(exc: BaseException) -> TelemetryError:
         exc, AuthenticationError
     ):
         return TelemetryUnavailable(f"Redis is unreachable: {exc}")
-    if isinstance(exc, NoPermissionError) or "NOPERM" in str(exc):
+    denied = ("NOPERM", "no permissions", "can't run this command")
+    if isinstance(exc, NoPermissionError) or any(d in str(exc) for d in denied):
         return TelemetryError(f"Redis refused the command (permission denied): {exc}")
     return TelemetryError(f"Redis error: {type(exc).__name__}: {exc}")
 
@@ -141,9 +144,15 @@ def raise_errors(results: Sequence[Any], batch: Sequence[Command] = ()) -> None:
     for i, r in enumerate(results):
         if isinstance(r, BaseException):
             c = batch[i] if i < len(batch) else None
-            if isinstance(c, Cmd) and c.tolerant and not isinstance(r, NoScriptError):
+            if c is not None and c.tolerant and is_bad_data(r):
                 continue
             raise translate(r) from r
+
+
+def is_bad_data(error: BaseException) -> bool:
+    """An error caused by a key of the wrong type (written by hand), not by the connection,
+    a permission or a missing script."""
+    return "WRONGTYPE" in str(error)
 
 
 def usable(reply: Any, default: Any, what: str) -> Any:
@@ -170,8 +179,10 @@ def recovering(op: Op[T]) -> Op[T]:
             missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
             if not missing:
                 break
-            names = sorted({c.script for i in missing if isinstance(c := batch[i], Eval)})
-            raise_errors((yield [Cmd("script_load", (SCRIPTS[n],)) for n in names]))
+            loads = {
+                (c.script, c.keys[0]) for i in missing if isinstance(c := batch[i], Eval)
+            }  # every node that answered NOSCRIPT reloads the script
+            raise_errors((yield [Cmd("script_load", (SCRIPTS[n],), route=k) for n, k in loads]))
             retried = yield [batch[i] for i in missing]
             for i, r in zip(missing, retried, strict=True):
                 results[i] = r
@@ -275,7 +286,6 @@ class StoreCore:
         self._registered: dict[str, int] = {}
         #: Models seen in the registry: their ranges ride in the first round trip of a read.
         self._models: dict[str, None] = {}
-        self._offset_ms: int | None = None
 
     @property
     def namespace(self) -> str:
@@ -447,8 +457,8 @@ class StoreCore:
             raise InvalidInputError(f"expected a TelemetrySummary, got {type(summary).__name__}")
         for perf in summary.model_performances:
             rules.check_model_name(perf.model)
-        (now,) = yield [Cmd("time")]
-        now_ms = self._observe_time(now)
+        (now,) = yield [Cmd("time", route=self.keys.models)]
+        now_ms = time_ms(now)
         events, limits = plan_import(summary, now_ms, self.window_secs)
         prepared = self.prepare(events, indexed=False)
         return (yield from self._restore(prepared, [(m, ms, "restored") for m, ms in limits]))
@@ -471,8 +481,8 @@ class StoreCore:
         subscription-limit TTL. ``RecordResult.outside_window`` counts events too old to keep.
         """
         prepared = self.prepare(dump.events, indexed=True)
-        (now,) = yield [Cmd("time")]
-        now_dt = snapshot.ms_to_datetime(self._observe_time(now))
+        (now,) = yield [Cmd("time", route=self.keys.models)]
+        now_dt = snapshot.ms_to_datetime(time_ms(now))
         default_ms = self.limit_ttl_secs * 1000
         limits = [
             (lim.model, backup.limit_ms_left(lim, now_dt, default_ms), lim.reason[:200])
@@ -520,11 +530,6 @@ class StoreCore:
 
     # -- reads ------------------------------------------------------------------------------
 
-    def _observe_time(self, reply: Sequence[Any]) -> int:
-        now_ms = int(reply[0]) * 1000 + int(reply[1]) // 1000
-        self._offset_ms = now_ms - self._now_ms()
-        return now_ms
-
     def _live_models(self, entries: Sequence[tuple[Any, float]], now_ms: int) -> list[str]:
         live = []
         for raw, score in entries:
@@ -536,90 +541,67 @@ class StoreCore:
                 log.warning("skipped unreadable model %r in %s: %s", raw, self.keys.models, exc)
         return sorted(live)
 
-    def _estimated_cutoff(self) -> int | None:
-        """The server's ``now - window`` as this store guesses it (None before any TIME)."""
-        if self._offset_ms is None:
-            return None
-        return self._now_ms() + self._offset_ms - self._window_ms
-
-    def _fetch(self, kind: str, model: str, cutoff: int | None) -> Batch:
-        """Per-model commands. ``cutoff`` is an estimate, off by at most CLOCK_MARGIN_MS."""
-        events = self.keys.events(model)
-        limit = Cmd("pttl", (self.keys.limit(model),), tolerant=True)
-        scored = {"withscores": True}
-        if kind == "window":  # every member in the window
-            low = "-inf" if cutoff is None else str(cutoff - CLOCK_MARGIN_MS)
-            return [Cmd("zrangebyscore", (events, low, "+inf"), scored, tolerant=True), limit]
-        # "totals": running sums, the members that aged out since the last trim, the newest
-        high = "+inf" if cutoff is None else str(cutoff + CLOCK_MARGIN_MS)
-        return [
-            Cmd("hmget", (self.keys.totals(model), *codec.TOTALS_FIELDS), tolerant=True),
-            Cmd("zrangebyscore", (events, "-inf", high), scored, tolerant=True),
-            Cmd("zrevrange", (events, 0, NEWEST_PROBE - 1), scored, tolerant=True),
-            limit,
-        ]
+    def _fetch(self, kind: str, model: str) -> Eval:
+        """One model's read script: ``window.lua`` or ``snapshot.lua`` (its node's TIME)."""
+        events, limit = self.keys.events(model), self.keys.limit(model)
+        if kind == "window":
+            return Eval("window", (events, limit), (self._window_ms,), tolerant=True)
+        keys = (events, self.keys.totals(model), limit)
+        args = (self._window_ms, NEWEST_PROBE, *codec.TOTALS_FIELDS)
+        return Eval("snapshot", keys, args, tolerant=True)
 
     def read(self, models: Sequence[str] | None, kind: str = "window") -> Op[Reading]:
         """Data of ``models`` (None: every listed model) at the server's time.
 
-        ``kind`` is ``"window"`` (every event in the window), ``"totals"`` (the running sums
-        and only the members that aged out since the last trim: cost independent of how many
-        events the window holds) or ``"models"`` (the registry only). One round trip when
-        the models are already known to this store; a model new to it costs one more. The
-        window is exact: members are filtered by the server's TIME. A "totals" read runs in
-        MULTI/EXEC, so the sums and the aged members are one consistent view.
+        ``kind`` is ``"window"`` (every event in the window, by ``window.lua``), ``"totals"``
+        (by ``snapshot.lua``: the running sums and only the members that aged out since the
+        last trim, so its cost does not depend on how many events the window holds) or
+        ``"models"`` (the registry only). Each model is read by one script that takes the time
+        from the model's own server, so the window is exact. One round trip when the models
+        are already known to this store; a model new to it costs one more.
         """
         from_registry = models is None
-        per = {"window": 2, "totals": 4, "models": 0}[kind]
         ask = [] if kind == "models" else list(self._models if models is None else models)
-        estimate = self._estimated_cutoff()
-        head: Batch = [Cmd("hget", (self.keys.config, "window_secs"), tolerant=True), Cmd("time")]
+        head: Batch = [
+            Cmd("hget", (self.keys.config, "window_secs"), tolerant=True),
+            Cmd("time", route=self.keys.models),
+        ]
         if from_registry:
             head.append(
                 Cmd("zrange", (self.keys.models, 0, -1), {"withscores": True}, tolerant=True)
             )
-        batch = head + [c for m in ask for c in self._fetch(kind, m, estimate)]
-        results = yield (Atomic(batch) if kind == "totals" else batch)
+        results = yield head + [self._fetch(kind, m) for m in ask]
         self._check_window(usable(results[0], None, self.keys.config), writing=False)
-        now_ms = self._observe_time(results[1])
-        cutoff = now_ms - self._window_ms
+        now_ms = time_ms(results[1])
         registry = usable(results[2], [], self.keys.models) if from_registry else []
         targets = self._live_models(registry, now_ms) if from_registry else list(ask)
-        fetched: dict[str, tuple[int, list[Any]]] = {}
-        if estimate is not None and abs(estimate - cutoff) <= CLOCK_MARGIN_MS:
-            start = len(head)
-            for i, m in enumerate(ask):
-                fetched[m] = (now_ms, results[start + per * i : start + per * (i + 1)])
-        redo = [m for m in targets if m not in fetched] if per else []
-        if redo:  # models new to this store, or a clock that jumped: fetch with the true cutoff
-            more = yield Atomic(
-                [Cmd("time"), *(c for m in redo for c in self._fetch(kind, m, cutoff))]
-            )
-            redo_now = self._observe_time(more[0])
-            for i, m in enumerate(redo):
-                fetched[m] = (redo_now, more[1 + per * i : 1 + per * (i + 1)])
+        fetched = dict(zip(ask, results[len(head) :], strict=True))
+        redo = [m for m in targets if m not in fetched] if kind != "models" else []
+        if redo:  # models new to this store
+            fetched.update(zip(redo, (yield [self._fetch(kind, m) for m in redo]), strict=True))
         if from_registry:
             self._models = dict.fromkeys(targets)
         reading = Reading(now_ms, targets, {}, {}, {})
-        for m in targets if per else []:
-            at, replies = fetched[m]
+        for m in targets if kind != "models" else []:
             key = self.keys.events(m)
+            reply = usable(fetched[m], None, key)
             if kind == "window":
-                members = usable(replies[0], [], key)
-                cut = at - self._window_ms
-                reading.events[m] = snapshot.decode_window(key, members, cut)
-                reading.limit_pttl[m] = int(usable(replies[1], -2, self.keys.limit(m)))
+                at, members, pttl = reply or (now_ms, [], -2)
+                cutoff = int(at) - self._window_ms
+                pairs = snapshot.pairs(members)
+                reading.events[m] = snapshot.decode_window(key, pairs, cutoff)
+                reading.limit_pttl[m] = int(pttl)
             else:
-                sums, aged, newest, pttl = replies
+                at, sums, aged, newest, pttl = reply or (now_ms, [], [], [], -2)
                 reading.performance[m] = snapshot.from_totals(
                     model=m,
                     key=key,
-                    sums=usable(sums, [], self.keys.totals(m)),
-                    aged=usable(aged, [], key),
-                    newest=usable(newest, [], key),
+                    sums=sums,
+                    aged=snapshot.pairs(aged),
+                    newest=snapshot.pairs(newest),
                     window_secs=self.window_secs,
-                    now_ms=at,
-                    limit_pttl=int(usable(pttl, -2, self.keys.limit(m))),
+                    now_ms=int(at),
+                    limit_pttl=int(pttl),
                 )
         return reading
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
-SCRIPT_NAMES = ("config", "register", "record")
+SCRIPT_NAMES = ("config", "register", "record", "snapshot", "window")
 
 
 def _lua_dir() -> Path:

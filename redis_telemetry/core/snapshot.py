@@ -22,6 +22,11 @@ def ms_to_datetime(ms: int) -> datetime:
     return rules.from_epoch_us(ms * 1000)
 
 
+def pairs(flat: Sequence[Any]) -> list[tuple[bytes, float]]:
+    """A script's flat member, score, member, score... list as (member, score) pairs."""
+    return [(m, float(sc)) for m, sc in zip(flat[::2], flat[1::2], strict=True)]
+
+
 def decode_window(key: str, members: Members, cutoff_ms: float) -> list[codec.StoredEvent]:
     """Decode the members scored after ``cutoff_ms``; skip and log the ones that are corrupt."""
     events: list[codec.StoredEvent] = []
