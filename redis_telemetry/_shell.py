@@ -5,6 +5,7 @@ Only sending a batch differs between them (``pipe.execute()`` or ``await pipe.ex
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Any, ClassVar, Self, cast
 
 from redis.backoff import ExponentialWithJitterBackoff
@@ -25,6 +26,7 @@ class StoreShell:
 
     _client_types: ClassVar[tuple[type, ...]]
     _redis_cls: ClassVar[Any]
+    _cluster_cls: ClassVar[Any]
     _retry_cls: ClassVar[Any]
     _wrong_client: ClassVar[str]
 
@@ -48,6 +50,8 @@ class StoreShell:
         #: The redis-py client, used as it was given.
         self.client: Any = cast(Any, client)
         self._scripts = {name: self.client.register_script(s) for name, s in SCRIPTS.items()}
+        #: True for a Redis Cluster client: batches then go out one pipeline per node.
+        self.is_cluster = isinstance(client, self._cluster_cls)
 
     @classmethod
     def from_url(
@@ -61,7 +65,8 @@ class StoreShell:
         **redis_kwargs: Any,
     ) -> Self:
         """Connect with bounded timeouts and retries (``ConnectionSettings``); keyword
-        arguments for redis-py override them."""
+        arguments for redis-py override them. A ``redis+cluster://host:port`` (or
+        ``rediss+cluster://``) URL connects to a Redis Cluster through that seed node."""
         kwargs: dict[str, Any] = {
             "socket_timeout": connection.socket_timeout,
             "socket_connect_timeout": connection.socket_connect_timeout,
@@ -76,8 +81,15 @@ class StoreShell:
         }
         if kwargs.get("decode_responses"):
             raise TelemetryError("redis-telemetry needs decode_responses=False")
+        scheme, sep, rest = url.partition("://")
+        if scheme in ("redis+cluster", "rediss+cluster"):
+            client = cls._cluster_cls.from_url(
+                scheme.removesuffix("+cluster") + sep + rest, **kwargs
+            )
+        else:
+            client = cls._redis_cls.from_url(url, **kwargs)
         return cls(
-            cls._redis_cls.from_url(url, **kwargs),
+            client,
             window_secs,
             subscription_limit_ttl_secs,
             namespace,
@@ -98,6 +110,17 @@ class StoreShell:
     def subscription_limit_ttl_secs(self) -> int:
         """How long a subscription-limit error blocks a model."""
         return self._core.limit_ttl_secs
+
+    def _locate(self, key: str, read_only: bool) -> Hashable:
+        """The cluster node for ``key``: its primary, or a replica for reads when the client
+        was built to read from replicas (``load_balancing_strategy``)."""
+        strategy = getattr(self.client, "load_balancing_strategy", None)
+        node = self.client.nodes_manager.get_node_from_slot(
+            self.client.keyslot(key),
+            load_balancing_strategy=strategy if read_only else None,
+        )
+        name: Hashable = node.name
+        return name
 
     def _shas(self) -> dict[str, str]:
         return {name: script.sha for name, script in self._scripts.items()}

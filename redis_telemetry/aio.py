@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import redis.asyncio
+import redis.asyncio.cluster
 from redis.asyncio.retry import Retry
 from redis.exceptions import RedisError, ResponseError
 
 from ._shell import StoreShell
+from .core import cluster
 from .core.backup import Dump
 from .core.ops import (
     Batch,
@@ -31,17 +35,57 @@ T = TypeVar("T")
 class AsyncTelemetryStore(StoreShell):
     """Shared, live model telemetry in Redis (asyncio API; same methods, awaited).
 
-    The constructor is plain (not awaited); ``client`` is a ``redis.asyncio.Redis``.
+    The constructor is plain (not awaited); ``client`` is a ``redis.asyncio.Redis`` or a
+    ``redis.asyncio.cluster.RedisCluster``.
     """
 
-    _client_types = (redis.asyncio.Redis,)
+    _client_types = (redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster)
     _redis_cls = redis.asyncio.Redis
+    _cluster_cls = redis.asyncio.cluster.RedisCluster
     _retry_cls = Retry
     _wrong_client = "AsyncTelemetryStore needs a redis.asyncio client"
+
+    def _node_client(self, name: Hashable) -> redis.asyncio.Redis:
+        """A plain client for one cluster node (its pipelines may carry EVALSHA)."""
+        clients: dict[Hashable, redis.asyncio.Redis] = self.__dict__.setdefault("_nodes", {})
+        if name not in clients:
+            node = self.client.get_node(node_name=name)
+            pool = redis.asyncio.ConnectionPool(
+                connection_class=node.connection_class, **node.connection_kwargs
+            )
+            clients[name] = redis.asyncio.Redis.from_pool(pool)  # closing it closes the pool
+        return clients[name]
+
+    async def _send_node(self, name: Hashable, batch: Batch) -> list[Any]:
+        pipe = self._node_client(name).pipeline(transaction=False)
+        queue(pipe, batch, self._shas())
+        return list(await pipe.execute(raise_on_error=False))
+
+    async def _execute_cluster(self, batch: Batch) -> list[Any]:
+        await self.client.initialize()  # an asyncio cluster client loads its slot map lazily
+        driver = cluster.send(batch, self._locate)
+        try:
+            step = next(driver)
+            while True:
+                if isinstance(step, cluster.Refresh):
+                    await asyncio.sleep(step.delay)
+                    answer: Any = None
+                    with contextlib.suppress(RedisError):  # the next attempt reports the cause
+                        await self.client.nodes_manager.initialize()
+                else:
+                    try:
+                        answer = await self._send_node(*step)
+                    except RedisError as exc:
+                        answer = exc
+                step = driver.send(answer)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
 
     async def _execute(self, batch: Batch) -> list[Any]:
         shas = self._shas()
         try:
+            if self.is_cluster:
+                return await self._execute_cluster(batch)
             if (command := single(batch)) is not None:
                 try:
                     return [await call(self.client, command, shas)]
@@ -164,4 +208,6 @@ class AsyncTelemetryStore(StoreShell):
 
     async def aclose(self) -> None:
         """Close the client's connections."""
+        for node_client in self.__dict__.get("_nodes", {}).values():
+            await node_client.aclose()
         await self.client.aclose()

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Hashable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import redis
+import redis.cluster
 from redis.exceptions import RedisError, ResponseError
 from redis.retry import Retry
 
 from ._shell import StoreShell
+from .core import cluster
 from .core.backup import Dump
 from .core.ops import (
     Batch,
@@ -31,18 +35,47 @@ T = TypeVar("T")
 class TelemetryStore(StoreShell):
     """Shared, live model telemetry in Redis (blocking API).
 
-    ``client`` is a ``redis.Redis`` (or fakeredis) built with ``decode_responses=False``; it is
-    used as it is. All stores of one ``namespace`` must share one ``window_secs``.
+    ``client`` is a ``redis.Redis``, a ``redis.cluster.RedisCluster`` or a fakeredis client,
+    built with ``decode_responses=False``; it is used as it is. All stores of one
+    ``namespace`` must share one ``window_secs``.
     """
 
-    _client_types = (redis.Redis,)
+    _client_types = (redis.Redis, redis.cluster.RedisCluster)
     _redis_cls = redis.Redis
+    _cluster_cls = redis.cluster.RedisCluster
     _retry_cls = Retry
     _wrong_client = "TelemetryStore needs a blocking redis-py client; use AsyncTelemetryStore"
+
+    def _send_node(self, name: Hashable, batch: Batch) -> list[Any]:
+        node = self.client.get_node(node_name=name)
+        pipe = self.client.get_redis_connection(node).pipeline(transaction=False)
+        queue(pipe, batch, self._shas())
+        return list(pipe.execute(raise_on_error=False))
+
+    def _execute_cluster(self, batch: Batch) -> list[Any]:
+        driver = cluster.send(batch, self._locate)
+        try:
+            step = next(driver)
+            while True:
+                if isinstance(step, cluster.Refresh):
+                    time.sleep(step.delay)
+                    answer: Any = None
+                    with contextlib.suppress(RedisError):  # the next attempt reports the cause
+                        self.client.nodes_manager.initialize()
+                else:
+                    try:
+                        answer = self._send_node(*step)
+                    except RedisError as exc:
+                        answer = exc
+                step = driver.send(answer)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
 
     def _execute(self, batch: Batch) -> list[Any]:
         shas = self._shas()
         try:
+            if self.is_cluster:
+                return self._execute_cluster(batch)
             if (command := single(batch)) is not None:
                 try:
                     return [call(self.client, command, shas)]

@@ -5,16 +5,19 @@ from __future__ import annotations
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import fakeredis
 import pytest
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
 from hypothesis import settings
 
 from redis_telemetry import AsyncTelemetryStore, TelemetryStore
 
-from .servers import IN_CI, RedisServer
+from .servers import IN_CI, RedisClusterServers, RedisServer
 
 # CI replays the same examples every run (reproducible); local runs keep exploring new ones.
 settings.register_profile("ci", derandomize=True, print_blob=True)
@@ -32,6 +35,16 @@ def redis_server() -> Iterator[RedisServer]:
         server.cleanup()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterServers]:
+    """One real 3-master Redis Cluster for the whole run (it takes a few seconds to form)."""
+    servers = RedisClusterServers(masters=3).start()
+    try:
+        yield servers
+    finally:
+        servers.cleanup()
+
+
 @dataclass
 class Backend:
     """Makes sync and async clients that reach the same data."""
@@ -39,22 +52,35 @@ class Backend:
     name: str
     fake_server: fakeredis.FakeServer | None = None
     port: int | None = None
+    cluster: bool = False
 
-    def client(self) -> redis.Redis:
+    def client(self) -> Any:
         if self.fake_server is not None:
             return fakeredis.FakeRedis(server=self.fake_server)
+        if self.cluster:
+            return redis.cluster.RedisCluster(host="127.0.0.1", port=self.port)
         return redis.Redis(port=self.port)
 
-    def async_client(self) -> redis.asyncio.Redis:
+    def async_client(self) -> Any:
         if self.fake_server is not None:
             return fakeredis.FakeAsyncRedis(server=self.fake_server)
+        if self.cluster:
+            return redis.asyncio.cluster.RedisCluster(host="127.0.0.1", port=self.port)
         return redis.asyncio.Redis(port=self.port)
 
 
-@pytest.fixture(params=["fakeredis", "redis-server"])
+@pytest.fixture(params=["fakeredis", "redis-server", "redis-cluster"])
 def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    """The behavioural suite's backends: fakeredis, one real server, a real 3-master cluster."""
     if request.param == "fakeredis":
         yield Backend("fakeredis", fake_server=fakeredis.FakeServer())
+        return
+    if request.param == "redis-cluster":
+        servers: RedisClusterServers = request.getfixturevalue("redis_cluster")
+        port = servers.nodes[0].port
+        with redis.cluster.RedisCluster(host="127.0.0.1", port=port) as c:
+            c.flushall()
+        yield Backend("redis-cluster", port=port, cluster=True)
         return
     server: RedisServer = request.getfixturevalue("redis_server")
     with server.client() as c:
@@ -83,8 +109,10 @@ async def ar(backend: Backend) -> AsyncIterator[redis.asyncio.Redis]:
 
 
 @pytest.fixture
-def astore(ar: redis.asyncio.Redis) -> AsyncTelemetryStore:
-    return AsyncTelemetryStore(ar, window_secs=3600)
+async def astore(ar: redis.asyncio.Redis) -> AsyncIterator[AsyncTelemetryStore]:
+    store = AsyncTelemetryStore(ar, window_secs=3600)
+    yield store
+    await store.aclose()  # also the per-node clients it opened on a cluster
 
 
 @pytest.fixture(params=["fakeredis-tcp", "redis-server"])

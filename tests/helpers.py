@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
+import redis.cluster
 
 from redis_telemetry import CompletionEvent, TokenBreakdown
 
@@ -41,12 +42,19 @@ def event(
     return CompletionEvent(**values)
 
 
-def dump_all(client: redis.Redis) -> dict[Any, Any]:
+def all_keys(client: Any, pattern: str = "*") -> list[bytes]:
+    """Every key, sorted: on a cluster, from every primary."""
+    if isinstance(client, redis.cluster.RedisCluster):
+        return sorted(client.keys(pattern, target_nodes=redis.cluster.RedisCluster.PRIMARIES))
+    return sorted(client.keys(pattern))
+
+
+def dump_all(client: Any) -> dict[Any, Any]:
     """Every key's DUMP and whether it has a TTL: equal dicts mean Redis did not change."""
-    return {k: (client.dump(k), client.pttl(k) > 0) for k in sorted(client.keys("*"))}
+    return {k: (client.dump(k), client.pttl(k) > 0) for k in all_keys(client)}
 
 
-def server_ms(client: redis.Redis) -> int:
+def server_ms(client: Any) -> int:
     """The server's clock in epoch milliseconds."""
     sec, usec = client.time()
     return int(sec) * 1000 + int(usec) // 1000

@@ -30,12 +30,27 @@ def require_redis_server() -> str:
     return REDIS_SERVER
 
 
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
+def _is_free(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(cluster: bool = False) -> int:
+    """A TCP port nothing listens on right now. A cluster node also needs port + 10000 (its
+    bus), so it gets a port of at most 55535 whose bus port is free too."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+        if not cluster:
+            return port
+        port = 20000 + port % 35000
+        if _is_free(port) and _is_free(port + 10000):
+            return port
 
 
 class RedisServer:
@@ -114,3 +129,65 @@ class RedisServer:
         self.stop()
         if self._own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RedisClusterServers:
+    """A local Redis Cluster: ``masters`` primaries (and ``replicas`` each), free ports."""
+
+    def __init__(self, masters: int = 3, replicas: int = 0) -> None:
+        self.binary = require_redis_server()
+        self.cli = shutil.which("redis-cli")
+        if self.cli is None:
+            pytest.fail("redis-cli is missing (it comes with redis-server)", pytrace=False)
+        self.replicas = replicas
+        self.nodes = [
+            RedisServer(
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+                port=free_port(cluster=True),
+            )
+            for _ in range(masters * (1 + replicas))
+        ]
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}/0"
+
+    def start(self, timeout: float = 60.0) -> RedisClusterServers:
+        try:
+            for node in self.nodes:
+                node.start()
+            assert self.cli is not None
+            subprocess.run(
+                [self.cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
+                 "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+                check=True, capture_output=True, timeout=60,
+            )  # fmt: skip
+            self.wait_ok(timeout)
+        except BaseException:
+            self.cleanup()
+            raise
+        return self
+
+    def wait_ok(self, timeout: float, nodes: list[RedisServer] | None = None) -> None:
+        """Poll CLUSTER INFO until every running node reports cluster_state:ok."""
+        deadline = time.monotonic() + timeout
+        for node in nodes or [n for n in self.nodes if n.proc is not None]:
+            with node.client() as c:
+                while True:
+                    try:
+                        if c.cluster("INFO").get("cluster_state") == "ok":
+                            break
+                    except redis.RedisError:
+                        pass
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"cluster not ok after {timeout}s")
+                    time.sleep(0.05)  # poll interval of a readiness check
+
+    def cleanup(self) -> None:
+        for node in self.nodes:
+            node.cleanup()

@@ -21,7 +21,7 @@ from redis_telemetry import (
     WindowMismatchError,
 )
 
-from .helpers import dump_all, event, now, server_ms
+from .helpers import all_keys, dump_all, event, now, server_ms
 
 # -- the reference's tests, ported ------------------------------------------------------------
 
@@ -311,7 +311,7 @@ def test_session_usage_sums_per_model_within_the_window(store: TelemetryStore) -
 def test_every_key_expires(r: redis.Redis, store: TelemetryStore) -> None:
     store.record_batch([event("a"), event("b", False, error="usage limit hit")])
     store.mark_subscription_limited("c", ttl_secs=60)
-    keys = r.keys("*")
+    keys = all_keys(r)
     assert sorted(keys) == [
         b"telemetry:config",
         b"telemetry:models",
@@ -331,7 +331,7 @@ def test_every_key_expires(r: redis.Redis, store: TelemetryStore) -> None:
 def test_keys_follow_the_documented_layout(r: redis.Redis) -> None:
     store = TelemetryStore(r, namespace="fleet")
     store.record(event("zai-coding-plan/glm-5.1", False, error="weekly session limit reached"))
-    assert sorted(r.keys("*")) == [
+    assert all_keys(r) == [
         b"fleet:config",
         b"fleet:models",
         b"fleet:{zai-coding-plan/glm-5.1}:events",
@@ -467,7 +467,7 @@ def test_naive_datetimes_are_utc(store: TelemetryStore) -> None:
 
 def test_empty_batch_is_a_no_op(r: redis.Redis, store: TelemetryStore) -> None:
     assert store.record_batch([]).stored == 0
-    assert r.keys("*") == []
+    assert all_keys(r) == []
 
 
 # -- corrupt data already in Redis ------------------------------------------------------------
