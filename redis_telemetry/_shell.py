@@ -9,6 +9,7 @@ from collections.abc import Hashable
 from typing import Any, ClassVar, Self, cast
 
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import RedisClusterException, RedisError
 
 from .core.ops import (
     DEFAULT_CONNECTION,
@@ -18,7 +19,7 @@ from .core.ops import (
     check_client,
 )
 from .core.scripts import SCRIPTS
-from .errors import TelemetryError
+from .errors import TelemetryError, TelemetryUnavailable
 
 
 class StoreShell:
@@ -37,6 +38,8 @@ class StoreShell:
         subscription_limit_ttl_secs: int = 3600,
         namespace: str = "telemetry",
         max_events_per_model: int | None = DEFAULT_MAX_EVENTS_PER_MODEL,
+        wait_for_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
     ) -> None:
         if not isinstance(client, self._client_types):
             raise TelemetryError(self._wrong_client)
@@ -46,6 +49,8 @@ class StoreShell:
             window_secs,
             subscription_limit_ttl_secs,
             max_events_per_model=max_events_per_model,
+            wait_for_replicas=wait_for_replicas,
+            wait_timeout_ms=wait_timeout_ms,
         )
         #: The redis-py client, used as it was given.
         self.client: Any = cast(Any, client)
@@ -62,6 +67,8 @@ class StoreShell:
         namespace: str = "telemetry",
         connection: ConnectionSettings = DEFAULT_CONNECTION,
         max_events_per_model: int | None = DEFAULT_MAX_EVENTS_PER_MODEL,
+        wait_for_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
         **redis_kwargs: Any,
     ) -> Self:
         """Connect with bounded timeouts and retries (``ConnectionSettings``); keyword
@@ -83,9 +90,11 @@ class StoreShell:
             raise TelemetryError("redis-telemetry needs decode_responses=False")
         scheme, sep, rest = url.partition("://")
         if scheme in ("redis+cluster", "rediss+cluster"):
-            client = cls._cluster_cls.from_url(
-                scheme.removesuffix("+cluster") + sep + rest, **kwargs
-            )
+            plain = scheme.removesuffix("+cluster") + sep + rest
+            try:
+                client = cls._cluster_cls.from_url(plain, **kwargs)
+            except (RedisError, RedisClusterException) as exc:
+                raise TelemetryUnavailable(f"cannot use {plain} as a Redis Cluster: {exc}") from exc
         else:
             client = cls._redis_cls.from_url(url, **kwargs)
         return cls(
@@ -94,6 +103,8 @@ class StoreShell:
             subscription_limit_ttl_secs,
             namespace,
             max_events_per_model,
+            wait_for_replicas,
+            wait_timeout_ms,
         )
 
     @property

@@ -74,7 +74,11 @@ class AsyncTelemetryStore(StoreShell):
                         await self.client.nodes_manager.initialize()
                 else:
                     try:
-                        answer = await self._send_node(*step)
+                        if isinstance(step, cluster.Broadcast):
+                            for node in self.client.get_nodes():
+                                answer = await self._send_node(node.name, step.commands)
+                        else:
+                            answer = await self._send_node(*step)
                     except RedisError as exc:
                         answer = exc
                 step = driver.send(answer)

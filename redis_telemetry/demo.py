@@ -23,6 +23,7 @@ from rich.live import Live
 from rich.text import Text
 
 from . import render
+from .core.ops import ConnectionSettings
 from .errors import TelemetryError, TelemetryUnavailable
 from .models import CompletionEvent, ModelPerformanceSnapshot, TokenBreakdown
 from .store import TelemetryStore
@@ -130,13 +131,18 @@ def embedded_server(err: Console) -> Iterator[str]:
 
 
 def reachable(url: str) -> bool:
-    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+    """True when a Redis (or, for ``redis+cluster://``, a cluster) answers at ``url``."""
+    quick = ConnectionSettings(socket_timeout=1, socket_connect_timeout=1, retries=0)
     try:
-        return bool(client.ping())
+        store = TelemetryStore.from_url(url, connection=quick)
+    except TelemetryError:
+        return False
+    try:
+        return bool(store.client.ping())
     except redis.RedisError:
         return False
     finally:
-        client.close()
+        store.client.close()
 
 
 @contextmanager

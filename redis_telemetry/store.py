@@ -64,7 +64,11 @@ class TelemetryStore(StoreShell):
                         self.client.nodes_manager.initialize()
                 else:
                     try:
-                        answer = self._send_node(*step)
+                        if isinstance(step, cluster.Broadcast):
+                            for node in self.client.get_nodes():
+                                answer = self._send_node(node.name, step.commands)
+                        else:
+                            answer = self._send_node(*step)
                     except RedisError as exc:
                         answer = exc
                 step = driver.send(answer)

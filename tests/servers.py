@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import redis.cluster
 
 REDIS_SERVER = shutil.which("redis-server")
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -168,6 +169,7 @@ class RedisClusterServers:
                 check=True, capture_output=True, timeout=60,
             )  # fmt: skip
             self.wait_ok(timeout)
+            self.wait_replicas(timeout)
         except BaseException:
             self.cleanup()
             raise
@@ -187,6 +189,41 @@ class RedisClusterServers:
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"cluster not ok after {timeout}s")
                     time.sleep(0.05)  # poll interval of a readiness check
+
+    def wait_replicas(self, timeout: float) -> None:
+        """Poll until every node sees all replicas attached and each replica is in sync."""
+        want = len(self.nodes) - len(self.nodes) // (1 + self.replicas)
+        deadline = time.monotonic() + timeout
+        for node in self.nodes:
+            with node.client() as c:
+                while True:
+                    try:
+                        view = c.execute_command("CLUSTER", "NODES").decode()
+                        info = c.info("replication")
+                        ready = view.count("slave") == want and (
+                            info["role"] == "master" or info.get("master_link_status") == "up"
+                        )
+                    except redis.RedisError:
+                        ready = False
+                    if ready:
+                        break
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"replicas not attached after {timeout}s")
+                    time.sleep(0.05)  # poll interval of a readiness check
+        if not self.replicas:
+            return
+        # CLUSTER SLOTS lists a replica only once gossip reports data replicated to it
+        seed = self.nodes[0]
+        with redis.cluster.RedisCluster(host="127.0.0.1", port=seed.port, **seed.auth) as rc:
+            for i in range(30):
+                rc.set(f"warm-up:{{{i}}}", 1)
+            for node in self.nodes:
+                with node.client() as c:
+                    while any(len(r) < 3 + self.replicas for r in c.cluster("SLOTS")):
+                        if time.monotonic() > deadline:
+                            raise RuntimeError("replicas never showed in CLUSTER SLOTS")
+                        time.sleep(0.05)  # poll interval of a readiness check
+            rc.flushall()
 
     def cleanup(self) -> None:
         for node in self.nodes:

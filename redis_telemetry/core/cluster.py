@@ -32,7 +32,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import TelemetryUnavailable
-from .ops import Batch, Command, Eval
+from .ops import Batch, Cmd, Command, Eval
 
 #: Reads that may go to a replica when the client reads from replicas.
 READ_SCRIPTS = frozenset({"snapshot", "window"})
@@ -49,8 +49,16 @@ class Refresh:
     delay: float
 
 
-#: What the generator yields: a node and its commands, or a Refresh.
-Step = tuple[Hashable, list[Command]] | Refresh
+@dataclass(frozen=True, slots=True)
+class Broadcast:
+    """Ask the shell to run ``commands`` on every node, replicas included (SCRIPT LOAD: a
+    replica that serves reads needs the read scripts, and Redis does not replicate them)."""
+
+    commands: list[Command]
+
+
+#: What the generator yields: a node and its commands, a Broadcast, or a Refresh.
+Step = tuple[Hashable, list[Command]] | Broadcast | Refresh
 
 
 def key_of(c: Command) -> str:
@@ -96,9 +104,17 @@ def send(
     replies, or with the exception the node's pipeline raised; a Refresh step with None.
     """
     replies: list[Any] = [None] * len(batch)
+    loads = [i for i, c in enumerate(batch) if isinstance(c, Cmd) and c.method == "script_load"]
+    if loads:
+        answer = yield Broadcast([batch[i] for i in loads])
+        if isinstance(answer, BaseException):
+            raise answer
+        assert answer is not None
+        for i, reply in zip(loads, answer, strict=True):
+            replies[i] = reply
     attempt = 0
     for wave in waves(batch):
-        todo = wave
+        todo = [i for i in wave if i not in loads]
         while todo:
             groups: dict[Hashable, list[int]] = {}
             again: list[int] = []

@@ -268,8 +268,13 @@ class StoreCore:
         subscription_limit_ttl_secs: int,
         clock: Callable[[], float] = time.time,
         max_events_per_model: int | None = DEFAULT_MAX_EVENTS_PER_MODEL,
+        wait_for_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
     ) -> None:
         self.keys = Keys(check_namespace(namespace))
+        #: WAIT for this many replicas after every write (0: don't); see ``_durably``
+        self.wait_for_replicas = rules.check_u64("wait_for_replicas", wait_for_replicas)
+        self.wait_timeout_ms = rules.check_positive_secs("wait_timeout_ms", wait_timeout_ms)
         self.max_events_per_model = (
             0 if max_events_per_model is None
             else rules.check_positive_secs("max_events_per_model", max_events_per_model)
@@ -337,12 +342,31 @@ class StoreCore:
             self._check_window((yield [self._claim(ttl_ms)])[0], writing=True)
             self._config_at = now
         elif now - self._config_at >= CONFIG_RECHECK_MS or ttl_ms > self._config_ttl_ms:
-            results = yield [self._claim(ttl_ms), *batch]
+            results = yield from self._durably([self._claim(ttl_ms), *batch])
             self._check_window(results[0], writing=True)
             self._config_at = now
             self._config_ttl_ms = ttl_ms
             return results[1:]
-        return (yield batch) if batch else []
+        return (yield from self._durably(batch)) if batch else []
+
+    def _durably(self, batch: Batch) -> Op[list[Any]]:
+        """Send ``batch``; with ``wait_for_replicas``, end it with WAIT on every written key's
+        server and refuse to report success until that many replicas have the writes."""
+        if not self.wait_for_replicas:
+            return (yield batch)
+        routes = dict.fromkeys(c.keys[0] if isinstance(c, Eval) else str(c.args[0]) for c in batch)
+        waits: Batch = [
+            Cmd("wait", (self.wait_for_replicas, self.wait_timeout_ms), route=key) for key in routes
+        ]
+        results = yield [*batch, *waits]
+        acked = min(int(r) for r in results[len(batch) :])
+        if acked < self.wait_for_replicas:
+            raise TelemetryError(
+                f"only {acked} of {self.wait_for_replicas} replicas acknowledged the write "
+                f"within {self.wait_timeout_ms} ms: it is on the primary, but a failover may "
+                "lose it"
+            )
+        return results[: len(batch)]
 
     def set_window(self, window_secs: int) -> Op[None]:
         """Change the namespace's window on purpose; other stores then refuse until rebuilt."""
