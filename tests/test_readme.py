@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .servers import RedisServer
+from .servers import RedisClusterServers, RedisServer
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 DEFAULT_URL = "redis://localhost:6379/0"
@@ -20,8 +20,17 @@ def blocks(lang: str) -> list[str]:
     return re.findall(rf"```{lang}\n(.*?)```", README, flags=re.S)
 
 
-def run_python_example(code: str, url: str) -> None:
-    assert DEFAULT_URL in code
+CLUSTER_URL = "redis+cluster://127.0.0.1:7001/0"
+
+
+def run_python_example(code: str, url: str, cluster_port: int | None = None) -> None:
+    """Run one README example against the test servers instead of the addresses it shows."""
+    if CLUSTER_URL in code:
+        assert cluster_port is not None
+        code = code.replace(CLUSTER_URL, f"redis+cluster://127.0.0.1:{cluster_port}/0")
+        code = code.replace("port=7001", f"port={cluster_port}")
+    else:
+        assert DEFAULT_URL in code
     exec(compile(code.replace(DEFAULT_URL, url), "README.md", "exec"), {"__name__": "readme"})
 
 
@@ -32,11 +41,13 @@ def server(redis_server: RedisServer) -> RedisServer:
     return redis_server
 
 
-def test_python_examples_run(server: RedisServer, capsys: pytest.CaptureFixture[str]) -> None:
+def test_python_examples_run(
+    server: RedisServer, redis_cluster: RedisClusterServers, capsys: pytest.CaptureFixture[str]
+) -> None:
     examples = blocks("python")
     assert len(examples) >= 2
     for code in examples:
-        run_python_example(code, server.url)
+        run_python_example(code, server.url, redis_cluster.nodes[0].port)
     out = capsys.readouterr().out
     assert "anthropic/claude-sonnet-4-5 is blocked until" in out
     assert "['anthropic/claude-sonnet-4-5', 'openai/gpt-5.1-codex', 'zai-coding-plan" in out
