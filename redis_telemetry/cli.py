@@ -445,7 +445,7 @@ def cmd_serve(ctx: Context) -> int:
         sys.stdout.flush()
 
     try:
-        serve(store, ctx.args.host, ctx.args.port, ready)
+        serve(store, ctx.args.host, ctx.args.port, ready, ctx.args.percentiles)
     except KeyboardInterrupt:
         pass
     except OSError as exc:
@@ -536,6 +536,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = command("serve", cmd_serve, "a Prometheus exporter: one snapshot per scrape")
     sp.add_argument("--host", default="127.0.0.1", help="address to listen on")
     sp.add_argument("--port", type=int, default=9464, help="port (default 9464)")
+    sp.add_argument(
+        "--percentiles", action="store_true",
+        help="also export p50/p95 latency (reads every event in the window per scrape)",
+    )  # fmt: skip
 
     sp = command("demo", cmd_demo, "a simulated fleet with a live table and a router")
     sp.add_argument("--seconds", type=float, default=20.0, help="how long to run (default 20)")

@@ -31,18 +31,20 @@ TOKEN_KINDS = ("total", "input", "output", "reasoning", "cache_read", "cache_wri
 class SnapshotCollector(Collector):
     """Collects ``all_model_performances()`` once per scrape."""
 
-    def __init__(self, store: TelemetryStore) -> None:
+    def __init__(self, store: TelemetryStore, percentiles: bool = False) -> None:
         self.store = store
+        #: also export p50/p95 latency, read from the window's events (cost: the window)
+        self.percentiles = percentiles
         self.errors = 0
         self._lock = threading.Lock()
 
     def _snapshots(self) -> list[ModelPerformanceSnapshot]:
         try:
-            return self.store.all_model_performances()
+            return self.store.all_model_performances(self.percentiles)
         except WindowMismatchError as exc:  # the namespace's window changed: follow it
             self.store = TelemetryStore(self.store.client, window_secs=exc.stored,
                                         namespace=self.store.namespace)  # fmt: skip
-            return self.store.all_model_performances()
+            return self.store.all_model_performances(self.percentiles)
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
@@ -83,6 +85,8 @@ def model_metrics(
     completions = family("completions", "completions in the window", ["outcome"])
     success = family("success_ratio", "successful / all completions in the window")
     latency = family("latency_avg_seconds", "average latency of successful completions")
+    quantiles = family("latency_seconds", "latency percentiles of successful completions "
+                       "(exact, nearest rank; with serve --percentiles)", ["quantile"])  # fmt: skip
     throughput = family("throughput_per_second", "successful completions per second of window")
     cost = family("cost_usd", "cost of the window's completions, USD")
     tokens = family("tokens", "tokens in the window", ["kind"])
@@ -95,6 +99,9 @@ def model_metrics(
         completions.add_metric([*ids, "failed"], s.failed_completions)
         success.add_metric(ids, s.success_rate)
         latency.add_metric(ids, s.avg_latency_ms / 1000)
+        for q, value in (("0.5", s.latency_p50_ms), ("0.95", s.latency_p95_ms)):
+            if value is not None:
+                quantiles.add_metric([*ids, q], value / 1000)
         throughput.add_metric(ids, s.throughput)
         cost.add_metric(ids, s.total_cost_usd)
         for kind in TOKEN_KINDS:
@@ -106,7 +113,8 @@ def model_metrics(
         left.add_metric(ids, max(0.0, remaining))
         if s.last_event_at is not None:
             age.add_metric(ids, max(0.0, (now - s.last_event_at).total_seconds()))
-    yield from (completions, success, latency, throughput, cost, tokens, limited, left, age)
+    yield from (completions, success, latency, quantiles, throughput, cost, tokens, limited,
+                left, age)  # fmt: skip
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -139,10 +147,16 @@ def make_app(collector: SnapshotCollector) -> Callable[..., Iterable[bytes]]:
     return app
 
 
-def serve(store: TelemetryStore, host: str, port: int, ready: Callable[[str], None]) -> None:
+def serve(
+    store: TelemetryStore,
+    host: str,
+    port: int,
+    ready: Callable[[str], None],
+    percentiles: bool = False,
+) -> None:
     """Serve until interrupted; ``ready`` is told the URL once the socket listens."""
-    server = make_server(host, port, make_app(SnapshotCollector(store)), ThreadingWSGIServer,
-                         handler_class=_QuietHandler)  # fmt: skip
+    app = make_app(SnapshotCollector(store, percentiles))
+    server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
     ready(f"http://{host}:{server.server_port}/metrics")
     try:
         server.serve_forever()

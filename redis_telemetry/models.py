@@ -104,7 +104,10 @@ class ModelPerformanceSnapshot(BaseModel):
     - ``tokens``: the window's tokens, by kind;
     - ``avg_cost_per_1k_tokens``: ``total_cost_usd`` per 1000 of ``tokens.total`` (input,
       output, reasoning and cache tokens alike, as the providers bill them); 0 without tokens;
-    - ``is_free``: there is data in the window and none of it cost anything.
+    - ``is_free``: there is data in the window and none of it cost anything;
+    - ``latency_p50_ms``, ``latency_p95_ms``: exact nearest-rank percentiles of the successful
+      completions' latency, computed from the window's events when asked for
+      (``percentiles=True``), else None.
     """
 
     model: str
@@ -121,6 +124,8 @@ class ModelPerformanceSnapshot(BaseModel):
     tokens: TokenBreakdown = Field(default_factory=TokenBreakdown)
     avg_cost_per_1k_tokens: float = 0.0
     is_free: bool = False
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
 
     @classmethod
     def empty(cls, model: str, window_secs: int) -> ModelPerformanceSnapshot:

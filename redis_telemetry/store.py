@@ -108,13 +108,17 @@ class TelemetryStore(StoreShell):
         """Store many events in one round trip; if one is invalid, none is written."""
         return self._run(self._core.record_batch(events))
 
-    def model_performance(self, model: str) -> ModelPerformanceSnapshot:
-        """One model's snapshot over the window, exact at the server's current time."""
-        return self._run(self._core.model_performance(model))
+    def model_performance(self, model: str, percentiles: bool = False) -> ModelPerformanceSnapshot:
+        """One model's snapshot over the window, exact at the server's current time.
 
-    def all_model_performances(self) -> list[ModelPerformanceSnapshot]:
-        """Snapshots of every known model, sorted by model."""
-        return self._run(self._core.all_model_performances())
+        ``percentiles=True`` adds exact p50/p95 latency, read from the window's events (the
+        cost then grows with the window); by default the snapshot costs the same at any size.
+        """
+        return self._run(self._core.model_performance(model, percentiles))
+
+    def all_model_performances(self, percentiles: bool = False) -> list[ModelPerformanceSnapshot]:
+        """Snapshots of every known model, sorted by model (``percentiles`` as above)."""
+        return self._run(self._core.all_model_performances(percentiles))
 
     def session_usage(self, session_id: str) -> UsageSnapshot:
         """One session's tokens and cost per model within the window."""

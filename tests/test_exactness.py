@@ -8,6 +8,7 @@ snapshot computed by decoding the whole window.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -112,15 +113,32 @@ def naive(model: str, sent: list[Sent], window: int, now_ms: int) -> dict[str, o
         if tokens["total"]
         else 0.0,
         "is_free": bool(live) and cost_nusd == 0,
+        "latency_p50_ms": rank(ok, 0.50),
+        "latency_p95_ms": rank(ok, 0.95),
     }
 
 
-def comparable(snap: ModelPerformanceSnapshot) -> dict[str, object]:
+def rank(ok: list[CompletionEvent], q: float) -> float | None:
+    """Nearest-rank percentile, the textbook way."""
+    if not ok:
+        return None
+    ordered = sorted(e.latency_ms for e in ok)
+    return float(ordered[math.ceil(q * len(ordered)) - 1])
+
+
+def comparable(snap: ModelPerformanceSnapshot, percentiles: bool = False) -> dict[str, object]:
     data = snap.model_dump()
     for key in ("model", "window_secs", "subscription_limit_reached",
                 "subscription_limit_expires_at"):  # fmt: skip
         data.pop(key)
+    if not percentiles:  # the running totals carry none: compare them without
+        assert data.pop("latency_p50_ms") is None
+        assert data.pop("latency_p95_ms") is None
     return data
+
+
+def without_percentiles(expected: dict[str, object]) -> dict[str, object]:
+    return {k: v for k, v in expected.items() if not k.startswith("latency_p")}
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -156,9 +174,11 @@ def test_fast_snapshot_equals_naive_computation(case: tuple) -> None:  # type: i
             for model in MODELS:
                 expected = naive(model, sent, window, now_ms)
                 got = store.model_performance(model)
-                assert comparable(got) == expected, (model, got, expected)
+                assert comparable(got) == without_percentiles(expected), (model, got, expected)
+                exact = store.model_performance(model, percentiles=True)
+                assert comparable(exact, percentiles=True) == expected
                 if model in fast:
-                    assert comparable(fast[model]) == expected
+                    assert comparable(fast[model]) == without_percentiles(expected)
                 else:  # not listed: it has no event in the window
                     assert expected["successful_completions"] == 0
                     assert expected["failed_completions"] == 0
@@ -173,7 +193,7 @@ def _assert_window_read_agrees(store: TelemetryStore, window: int, sent: list[Se
         slow = snapshot.performance(
             model, reading.events[model], window, reading.now_ms, reading.limit_pttl[model]
         )
-        assert comparable(slow) == naive(model, sent, window, reading.now_ms)
+        assert comparable(slow, True) == naive(model, sent, window, reading.now_ms)
 
 
 def test_exact_on_a_real_server_across_the_window_edge(redis_server) -> None:  # type: ignore[no-untyped-def]
@@ -198,7 +218,7 @@ def test_exact_on_a_real_server_across_the_window_edge(redis_server) -> None:  #
             naive("m", [Sent(e, _ms(e), True) for e in events], 2, t)
             for t in range(before, after + 1)
         ]
-        assert comparable(snap) in candidates
+        assert comparable(snap) in [without_percentiles(c) for c in candidates]
         checks += 1
         if snap.successful_completions + snap.failed_completions == 0:
             break

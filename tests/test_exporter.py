@@ -22,10 +22,11 @@ from .servers import free_port
 
 
 @contextmanager
-def serving(url: str) -> Iterator[str]:
+def serving(url: str, *extra: str) -> Iterator[str]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "redis_telemetry", "--url", url, "serve", "--port", str(port)],
+        [sys.executable, "-m", "redis_telemetry", "--url", url, "serve", "--port", str(port),
+         *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert proc.stdout is not None
@@ -142,3 +143,15 @@ def test_shipped_dashboard_and_scrape_config_match_the_exporter(url: str) -> Non
         exported = {name for name, _ in samples(get(base + "/metrics")[1])}
     assert used <= exported, used - exported
     assert "localhost:9464" in (root / "prometheus.yml").read_text()
+
+
+def test_percentiles_are_exported_on_request(url: str) -> None:
+    TelemetryStore.from_url(url).record_batch([event("p", True, ms) for ms in (100, 200, 900)])
+    with serving(url) as base:
+        assert not any(n == "redis_telemetry_latency_seconds" for n, _ in samples(get(base)[1]))
+    with serving(url, "--percentiles") as base:
+        data = samples(get(base + "/metrics")[1])
+        assert value(data, "redis_telemetry_latency_seconds", model="p", namespace="telemetry",
+                     quantile="0.5") == 0.2  # fmt: skip
+        assert value(data, "redis_telemetry_latency_seconds", model="p", namespace="telemetry",
+                     quantile="0.95") == 0.9  # fmt: skip

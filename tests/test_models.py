@@ -99,7 +99,8 @@ def test_rust_summary_round_trips() -> None:
     for mine, ref in zip(ours["model_performances"], theirs["model_performances"], strict=True):
         # ours adds cost fields only; serde ignores unknown fields, so the Rust side parses it
         assert set(mine) - SERDE_SNAPSHOT_FIELDS == {
-            "total_cost_usd", "tokens", "avg_cost_per_1k_tokens", "is_free",
+            "total_cost_usd", "tokens", "avg_cost_per_1k_tokens", "is_free", "latency_p50_ms",
+            "latency_p95_ms",
         }  # fmt: skip
         assert set(mine) >= SERDE_SNAPSHOT_FIELDS
         for key in SERDE_SNAPSHOT_FIELDS - {"last_event_at", "subscription_limit_expires_at"}:

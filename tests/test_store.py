@@ -540,3 +540,18 @@ def test_script_cache_flush_on_a_pipeline(r: redis.Redis, store: TelemetryStore)
         ("c", 1),
     ]
     assert perfs[2].subscription_limit_reached
+
+
+def test_exact_latency_percentiles_on_request(store: TelemetryStore) -> None:
+    latencies = [100, 200, 300, 400, 500, 600, 700, 800, 900, 10_000]
+    store.record_batch(
+        [event("m", True, ms) for ms in latencies] + [event("m", False, 5, error="boom")]
+    )
+    plain = store.model_performance("m")
+    assert (plain.latency_p50_ms, plain.latency_p95_ms) == (None, None)
+    exact = store.model_performance("m", percentiles=True)
+    assert exact.latency_p50_ms == 500.0  # nearest rank: the 5th of 10
+    assert exact.latency_p95_ms == 10_000.0  # the 10th of 10; failures are not latencies
+    assert exact.model_copy(update={"latency_p50_ms": None, "latency_p95_ms": None}) == plain
+    (every,) = store.all_model_performances(percentiles=True)
+    assert every == exact

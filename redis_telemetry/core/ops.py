@@ -629,8 +629,20 @@ class StoreCore:
                 )
         return reading
 
-    def model_performance(self, model: str) -> Op[ModelPerformanceSnapshot]:
+    def _window_snapshots(self, r: Reading) -> dict[str, ModelPerformanceSnapshot]:
+        return {
+            m: snapshot.performance(m, r.events[m], self.window_secs, r.now_ms, r.limit_pttl[m])
+            for m in r.models
+        }
+
+    def model_performance(
+        self, model: str, percentiles: bool = False
+    ) -> Op[ModelPerformanceSnapshot]:
+        """One model's snapshot; with ``percentiles``, from its events (cost: the window)."""
         model = rules.check_model_name(model)
+        if percentiles:
+            r = yield from self.read([model], "window")
+            return self._window_snapshots(r)[model]
         r = yield from self.read([model], "totals")
         return r.performance[model]
 
@@ -672,7 +684,14 @@ class StoreCore:
         ranking = yield from self.rank_models(candidates, strategy, **filters)
         return routing.choose(ranking, exploration, rng)
 
-    def all_model_performances(self) -> Op[list[ModelPerformanceSnapshot]]:
+    def all_model_performances(
+        self, percentiles: bool = False
+    ) -> Op[list[ModelPerformanceSnapshot]]:
+        """Every listed model's snapshot, sorted; ``percentiles`` as in model_performance."""
+        if percentiles:
+            r = yield from self.read(None, "window")
+            snaps = self._window_snapshots(r)
+            return [snaps[m] for m in r.models]
         r = yield from self.read(None, "totals")
         return [r.performance[m] for m in r.models]
 

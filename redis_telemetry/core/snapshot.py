@@ -59,15 +59,29 @@ def performance(
     now_ms: int,
     limit_pttl: int,
 ) -> ModelPerformanceSnapshot:
-    """The reference's snapshot, over events already limited to the window."""
+    """The reference's snapshot, over events already limited to the window, with the latency
+    percentiles of its successful completions (exact, nearest rank)."""
     totals = [0] * len(codec.TOTALS_FIELDS)
     newest: int | None = None
+    latencies = []
     for e in events:
         for i, v in enumerate(codec.stored_sums(e)):
             totals[i] += v
         if newest is None or e.completed_at_us > newest:
             newest = e.completed_at_us
-    return _snapshot(model, totals, newest, window_secs, now_ms, limit_pttl)
+        if e.success:
+            latencies.append(e.latency_ms)
+    snap = _snapshot(model, totals, newest, window_secs, now_ms, limit_pttl)
+    if latencies:
+        latencies.sort()
+        snap.latency_p50_ms = float(nearest_rank(latencies, 50))
+        snap.latency_p95_ms = float(nearest_rank(latencies, 95))
+    return snap
+
+
+def nearest_rank(ordered: Sequence[int], pct: int) -> int:
+    """The smallest value with at least ``pct`` percent of ``ordered`` at or below it."""
+    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
 
 
 def _snapshot(
