@@ -65,10 +65,18 @@ def test_script_touches_only_keys_passed_in(name: str) -> None:
             continue
         assert re.fullmatch(r"KEYS\[\d\]", first_arg), (command, first_arg)
     assert "os.time" not in code
-    if name in ("record", "register"):
+    if name != "config":
         assert "redis.call('TIME')" in code  # time comes from the server's clock
 
 
 def test_scripts_in_the_package_are_the_files_in_lua() -> None:
     for name in SCRIPT_NAMES:
         assert (ROOT / "lua" / f"{name}.lua").read_text() == SCRIPTS[name]
+
+
+def test_record_lua_keeps_the_totals_the_client_reads() -> None:
+    from redis_telemetry.core.codec import TOTALS_FIELDS
+
+    fields = re.search(r"local FIELDS = \{(.*?)\}", SCRIPTS["record"], flags=re.S)
+    assert fields is not None
+    assert tuple(re.findall(r"'(\w+)'", fields.group(1))) == TOTALS_FIELDS

@@ -1,9 +1,10 @@
 """Every store operation as an I/O-free generator.
 
 An operation yields a *batch* (a list of commands) and receives the batch's results; the
-sync and async stores only send each batch to Redis as one non-transactional pipeline, one
-round trip, and feed the results back. So the two stores cannot drift apart: every decision
-(what to send, in what order, how to read the replies) is made here.
+sync and async stores only send each batch to Redis as one non-transactional pipeline (on a
+cluster, one per node: see ``cluster.py``) and feed the results back. So the two stores
+cannot drift apart: every decision (what to send, in what order, how to read the replies) is
+made here.
 """
 
 from __future__ import annotations
