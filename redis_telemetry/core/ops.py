@@ -180,10 +180,11 @@ def recovering(op: Op[T]) -> Op[T]:
             missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
             if not missing:
                 break
-            loads = {
-                (c.script, c.keys[0]) for i in missing if isinstance(c := batch[i], Eval)
-            }  # every node that answered NOSCRIPT reloads the script
-            raise_errors((yield [Cmd("script_load", (SCRIPTS[n],), route=k) for n, k in loads]))
+            # one SCRIPT LOAD per missing script; on a cluster it goes to every node
+            loads = {c.script: c.keys[0] for i in missing if isinstance(c := batch[i], Eval)}
+            raise_errors(
+                (yield [Cmd("script_load", (SCRIPTS[n],), route=k) for n, k in loads.items()])
+            )
             retried = yield [batch[i] for i in missing]
             for i, r in zip(missing, retried, strict=True):
                 results[i] = r
