@@ -430,7 +430,10 @@ class StoreCore:
             for start in range(0, len(group), SCRIPT_CHUNK):
                 chunk = group[start : start + SCRIPT_CHUNK]
                 args: list[Any] = [self._window_ms, limit_ms, GRACE_MS, self.max_events_per_model]
-                args += [sum(column) for column in zip(*(p.sums for p in chunk), strict=True)]
+                if len(chunk) == 1:
+                    args += chunk[0].sums
+                else:
+                    args += [sum(col) for col in zip(*(p.sums for p in chunk), strict=True)]
                 for p in chunk:
                     args += (p.score_ms, p.member, p.limit_reason)
                 batch.append(Eval("record", keys, tuple(args)))
