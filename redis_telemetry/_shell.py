@@ -133,5 +133,9 @@ class StoreShell:
         name: Hashable = node.name
         return name
 
+    def _every_node(self) -> list[Hashable]:
+        """Every cluster node, replicas included."""
+        return [node.name for node in self.client.get_nodes()]
+
     def _shas(self) -> dict[str, str]:
         return {name: script.sha for name, script in self._scripts.items()}

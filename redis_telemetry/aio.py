@@ -63,7 +63,7 @@ class AsyncTelemetryStore(StoreShell):
 
     async def _execute_cluster(self, batch: Batch) -> list[Any]:
         await self.client.initialize()  # an asyncio cluster client loads its slot map lazily
-        driver = cluster.send(batch, self._locate)
+        driver = cluster.send(batch, self._locate, self._every_node)
         try:
             step = next(driver)
             while True:
@@ -74,11 +74,7 @@ class AsyncTelemetryStore(StoreShell):
                         await self.client.nodes_manager.initialize()
                 else:
                     try:
-                        if isinstance(step, cluster.Broadcast):
-                            for node in self.client.get_nodes():
-                                answer = await self._send_node(node.name, step.commands)
-                        else:
-                            answer = await self._send_node(*step)
+                        answer = await self._send_node(*step)
                     except RedisError as exc:
                         answer = exc
                 step = driver.send(answer)

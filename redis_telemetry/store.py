@@ -53,7 +53,7 @@ class TelemetryStore(StoreShell):
         return list(pipe.execute(raise_on_error=False))
 
     def _execute_cluster(self, batch: Batch) -> list[Any]:
-        driver = cluster.send(batch, self._locate)
+        driver = cluster.send(batch, self._locate, self._every_node)
         try:
             step = next(driver)
             while True:
@@ -64,11 +64,7 @@ class TelemetryStore(StoreShell):
                         self.client.nodes_manager.initialize()
                 else:
                     try:
-                        if isinstance(step, cluster.Broadcast):
-                            for node in self.client.get_nodes():
-                                answer = self._send_node(node.name, step.commands)
-                        else:
-                            answer = self._send_node(*step)
+                        answer = self._send_node(*step)
                     except RedisError as exc:
                         answer = exc
                 step = driver.send(answer)

@@ -185,3 +185,29 @@ def test_failover_the_same_store_recovers(replicated: RedisClusterServers) -> No
 def test_redis_cluster_url_needs_a_cluster(redis_server: Any) -> None:
     with pytest.raises(TelemetryError, match="as a Redis Cluster"):
         TelemetryStore.from_url(f"redis+cluster://127.0.0.1:{redis_server.port}/0")
+
+
+def _drive(batch: Any, answers: dict[str, Any]) -> list[Any]:
+    """Run core.cluster.send with canned per-node answers (no servers)."""
+    from redis_telemetry.core import cluster
+
+    driver = cluster.send(batch, lambda key, read: "a", lambda: ["a", "b-dead", "c"])
+    try:
+        step = next(driver)
+        while True:
+            node, commands = step  # type: ignore[misc]
+            answer = answers[node]
+            step = driver.send(answer if isinstance(answer, BaseException) else answer(commands))
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+def test_script_load_passes_over_an_unreachable_node() -> None:
+    from redis_telemetry.core.ops import Cmd
+
+    load = Cmd("script_load", ("return 1",), route="telemetry:{m}:events")
+    ok = lambda commands: ["sha"] * len(commands)  # noqa: E731
+    dead = redis.exceptions.ConnectionError("node gone")
+    assert _drive([load], {"a": ok, "b-dead": dead, "c": ok}) == ["sha"]
+    with pytest.raises(redis.exceptions.ConnectionError):
+        _drive([load], {"a": dead, "b-dead": dead, "c": dead})

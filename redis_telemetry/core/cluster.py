@@ -51,16 +51,8 @@ class Refresh:
     delay: float
 
 
-@dataclass(frozen=True, slots=True)
-class Broadcast:
-    """Ask the shell to run ``commands`` on every node, replicas included (SCRIPT LOAD: a
-    replica that serves reads needs the read scripts, and Redis does not replicate them)."""
-
-    commands: list[Command]
-
-
-#: What the generator yields: a node and its commands, a Broadcast, or a Refresh.
-Step = tuple[Hashable, list[Command]] | Broadcast | Refresh
+#: What the generator yields: a node and its commands, or a Refresh.
+Step = tuple[Hashable, list[Command]] | Refresh
 
 
 def key_of(c: Command) -> str:
@@ -97,22 +89,35 @@ def waves(batch: Sequence[Command]) -> list[list[int]]:
 
 
 def send(
-    batch: Batch, locate: Callable[[str, bool], Hashable]
+    batch: Batch,
+    locate: Callable[[str, bool], Hashable],
+    every_node: Callable[[], Sequence[Hashable]],
 ) -> Generator[Step, list[Any] | BaseException | None, list[Any]]:
     """Drive one batch over the cluster; returns the replies in batch order.
 
     ``locate(key, read_only)`` names the node for a key (its primary, or a replica for reads
-    when the client reads from replicas). The shell answers each (node, commands) step with the
-    replies, or with the exception the node's pipeline raised; a Refresh step with None.
+    when the client reads from replicas); ``every_node()`` names all nodes, replicas included.
+    The shell answers each (node, commands) step with the replies, or with the exception the
+    node's pipeline raised; a Refresh step with None.
+
+    SCRIPT LOAD goes to every node: a replica that serves reads needs the read scripts, and
+    Redis does not replicate them. A node that cannot be reached (a failed primary the slot
+    map still names) is passed over, as long as one node loaded the scripts.
     """
     replies: list[Any] = [None] * len(batch)
     loads = [i for i, c in enumerate(batch) if isinstance(c, Cmd) and c.method == "script_load"]
     if loads:
-        answer = yield Broadcast([batch[i] for i in loads])
-        if isinstance(answer, BaseException):
-            raise answer
-        assert answer is not None
-        for i, reply in zip(loads, answer, strict=True):
+        loaded: list[Any] | None = None
+        failure: BaseException | None = None
+        for node in every_node():
+            answer = yield (node, [batch[i] for i in loads])
+            if isinstance(answer, BaseException):
+                failure = answer
+            elif answer is not None:
+                loaded = answer
+        if loaded is None:
+            raise failure or TelemetryUnavailable("no cluster node to load the scripts on")
+        for i, reply in zip(loads, loaded, strict=True):
             replies[i] = reply
     attempt = 0
     for wave in waves(batch):
