@@ -23,8 +23,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TransferSpeedColumn
 from . import render
 from .core.backup import Dump, DumpEvent, DumpHeader, DumpLimit, describe_validation, parse_line
 from .errors import InvalidInputError, TelemetryError, TelemetryUnavailable
-from .ingest import FORMATS, UnparseableLine, make_parser
-from .models import CompletionEvent, TelemetrySummary, TokenBreakdown
+from .ingest import FORMATS, UnparseableLine, breakdown, make_parser
+from .models import CompletionEvent, TelemetrySummary
 from .store import TelemetryStore
 
 DEFAULT_URL = "redis://localhost:6379/0"
@@ -158,14 +158,11 @@ def cmd_limit(ctx: Context) -> int:
 
 def event_from_flags(args: argparse.Namespace) -> CompletionEvent:
     """An event from ``record``'s flags."""
-    tokens = TokenBreakdown(
+    tokens = breakdown(
         input=args.input_tokens, output=args.output_tokens, reasoning=args.reasoning_tokens,
         cache_read=args.cache_read_tokens, cache_write=args.cache_write_tokens,
+        total=args.total_tokens,
     )  # fmt: skip
-    parts = tokens.input + tokens.output + tokens.reasoning + tokens.cache_read
-    tokens.total = (
-        args.total_tokens if args.total_tokens is not None else parts + tokens.cache_write
-    )
     fields: dict[str, Any] = {
         "model": args.model, "session_id": args.session, "latency_ms": args.latency_ms,
         "success": args.error is None and not args.failed, "tokens": tokens,

@@ -60,6 +60,25 @@ def _ms_timestamp(value: Any) -> datetime:
         raise UnparseableLine(f"timestamp {value!r} is out of range") from None
 
 
+def breakdown(
+    *,
+    input: int = 0,
+    output: int = 0,
+    reasoning: int = 0,
+    cache_read: int = 0,
+    cache_write: int = 0,
+    total: int | None = None,
+) -> TokenBreakdown:
+    """Token counts; without a reported ``total``, the sum of the parts (the tools that report
+    none count every token kind once)."""
+    if total is None:
+        total = input + output + reasoning + cache_read + cache_write
+    return TokenBreakdown(
+        total=total, input=input, output=output, reasoning=reasoning,
+        cache_read=cache_read, cache_write=cache_write,
+    )  # fmt: skip
+
+
 class Parser:
     """Base: JSON decoding, ``--model``/``--session`` overrides, event construction."""
 
@@ -119,13 +138,12 @@ class ClaudeParser(Parser):
         if kind != "result":
             return []
         usage = data.get("usage") or {}
-        tokens = TokenBreakdown(
+        tokens = breakdown(
             input=_u(usage.get("input_tokens")),
             output=_u(usage.get("output_tokens")),
             cache_read=_u(usage.get("cache_read_input_tokens")),
             cache_write=_u(usage.get("cache_creation_input_tokens")),
         )
-        tokens.total = tokens.input + tokens.output + tokens.cache_read + tokens.cache_write
         model = self._init_model.get(session) or next(iter(data.get("modelUsage") or {}), None)
         failed = bool(data.get("is_error"))
         cost = data.get("total_cost_usd", data.get("cost_usd"))
@@ -170,16 +188,14 @@ class OpencodeParser(Parser):
             ts = _ms_timestamp(data["timestamp"])
             raw = part.get("tokens") or {}
             cache = raw.get("cache") or {}
-            tokens = TokenBreakdown(
+            tokens = breakdown(
                 input=_u(raw.get("input")),
                 output=_u(raw.get("output")),
                 reasoning=_u(raw.get("reasoning")),
                 cache_read=_u(cache.get("read")),
                 cache_write=_u(cache.get("write")),
+                total=_u(raw["total"]) if "total" in raw else None,
             )
-            parts = (tokens.input, tokens.output, tokens.reasoning, tokens.cache_read,
-                     tokens.cache_write)  # fmt: skip
-            tokens.total = _u(raw["total"]) if "total" in raw else sum(parts)
             return [
                 self.event(
                     model=None,
@@ -214,14 +230,13 @@ class PiParser(Parser):
             return []
         message = data["message"]
         usage = message.get("usage") or {}
-        tokens = TokenBreakdown(
+        tokens = breakdown(
             input=_u(usage.get("input")),
             output=_u(usage.get("output")),
             cache_read=_u(usage.get("cacheRead")),
             cache_write=_u(usage.get("cacheWrite")),
+            total=_u(usage["totalTokens"]) if "totalTokens" in usage else None,
         )
-        parts = tokens.input + tokens.output + tokens.cache_read + tokens.cache_write
-        tokens.total = _u(usage["totalTokens"]) if "totalTokens" in usage else parts
         provider, name = message.get("provider"), message.get("model")
         model = f"{provider}/{name}" if provider and name else name
         stop = message.get("stopReason")
