@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Self, cast
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisClusterException, RedisError
 
+from .core.keys import DEFAULT_NAMESPACE
 from .core.ops import (
     DEFAULT_CONNECTION,
     DEFAULT_MAX_EVENTS_PER_MODEL,
@@ -36,7 +37,7 @@ class StoreShell:
         client: Any,
         window_secs: int = 3600,
         subscription_limit_ttl_secs: int = 3600,
-        namespace: str = "telemetry",
+        namespace: str = DEFAULT_NAMESPACE,
         max_events_per_model: int | None = DEFAULT_MAX_EVENTS_PER_MODEL,
         wait_for_replicas: int = 0,
         wait_timeout_ms: int = 1000,
@@ -64,7 +65,7 @@ class StoreShell:
         url: str,
         window_secs: int = 3600,
         subscription_limit_ttl_secs: int = 3600,
-        namespace: str = "telemetry",
+        namespace: str = DEFAULT_NAMESPACE,
         connection: ConnectionSettings = DEFAULT_CONNECTION,
         max_events_per_model: int | None = DEFAULT_MAX_EVENTS_PER_MODEL,
         wait_for_replicas: int = 0,

@@ -22,13 +22,13 @@ from rich.progress import BarColumn, Progress, TextColumn, TransferSpeedColumn
 
 from . import render
 from .core.backup import Dump, DumpEvent, DumpHeader, DumpLimit, describe_validation, parse_line
+from .core.keys import DEFAULT_NAMESPACE
 from .errors import InvalidInputError, TelemetryError, TelemetryUnavailable
 from .ingest import FORMATS, UnparseableLine, breakdown, make_parser
 from .models import CompletionEvent, TelemetrySummary
 from .store import TelemetryStore
 
 DEFAULT_URL = "redis://localhost:6379/0"
-DEFAULT_NAMESPACE = "telemetry"
 EXIT_ERROR, EXIT_USAGE, EXIT_UNAVAILABLE = 1, 2, 3
 
 
@@ -52,14 +52,23 @@ class Context(NamedTuple):
     err: Console
 
 
-def open_store(args: argparse.Namespace, namespace: str | None = None) -> TelemetryStore:
-    """A store on ``--url``, using the window the namespace already has in Redis."""
-    ns = namespace or args.namespace or DEFAULT_NAMESPACE
-    store = TelemetryStore.from_url(args.url, window_secs=args.window, namespace=ns)
+def connect(args: argparse.Namespace) -> TelemetryStore:
+    """A store on ``--url`` and ``--namespace``, with ``--window`` (no I/O yet)."""
+    ns = args.namespace or DEFAULT_NAMESPACE
+    return TelemetryStore.from_url(args.url, window_secs=args.window, namespace=ns)
+
+
+def adopt_window(store: TelemetryStore) -> TelemetryStore:
+    """The same connection with the window the namespace already has in Redis, if any."""
     stored = store.stored_window()
-    if stored is not None and stored != store.window_secs:
-        store = TelemetryStore(store.client, window_secs=stored, namespace=ns)
-    return store
+    if stored is None or stored == store.window_secs:
+        return store
+    return TelemetryStore(store.client, window_secs=stored, namespace=store.namespace)
+
+
+def open_store(args: argparse.Namespace) -> TelemetryStore:
+    """A store on ``--url``, using the window the namespace already has in Redis."""
+    return adopt_window(connect(args))
 
 
 def print_json(ctx: Context, value: BaseModel | Sequence[BaseModel]) -> None:
@@ -425,16 +434,15 @@ def cmd_restore(ctx: Context) -> int:
 def cmd_serve(ctx: Context) -> int:
     from .exporter import serve
 
+    store = connect(ctx.args)
     try:
-        store = open_store(ctx.args)
+        store = adopt_window(store)
     except TelemetryUnavailable as exc:  # serve anyway: scrapes report up=0 until Redis is back
         ctx.err.print(
             f"redis-telemetry serve: Redis at {redact(ctx.args.url)} is unreachable "
             f"for now ({_cause(exc)}); serving up=0 until it answers",
             markup=False,
         )
-        ns = ctx.args.namespace or DEFAULT_NAMESPACE
-        store = TelemetryStore.from_url(ctx.args.url, window_secs=ctx.args.window, namespace=ns)
 
     def ready(url: str) -> None:
         ctx.out.print(f"serving Prometheus metrics on {url} (and /healthz)", markup=False,
