@@ -34,7 +34,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import TelemetryUnavailable
-from .ops import Batch, Cmd, Command, Eval
+from .ops import Batch, Cmd, Command, Eval, key_of
 
 #: Reads that may go to a replica when the client reads from replicas.
 READ_SCRIPTS = frozenset({"snapshot", "window"})
@@ -53,15 +53,6 @@ class Refresh:
 
 #: What the generator yields: a node and its commands, or a Refresh.
 Step = tuple[Hashable, list[Command]] | Refresh
-
-
-def key_of(c: Command) -> str:
-    """The key that decides a command's node."""
-    if isinstance(c, Eval):
-        return c.keys[0]
-    if c.route is not None:
-        return c.route
-    return str(c.args[0])
 
 
 def is_read(c: Command) -> bool:

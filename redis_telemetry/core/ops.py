@@ -102,6 +102,16 @@ class Reading(NamedTuple):
     performance: dict[str, ModelPerformanceSnapshot]
 
 
+def key_of(c: Command) -> str:
+    """The key a command is about (its route, for one without a key): on a cluster, the key
+    whose node runs it."""
+    if isinstance(c, Eval):
+        return c.keys[0]
+    if c.route is not None:
+        return c.route
+    return str(c.args[0])
+
+
 def call(target: Any, c: Command, shas: Mapping[str, str]) -> Any:
     """Send (or, on a pipeline, queue) one command with redis-py."""
     if isinstance(c, Eval):
@@ -356,7 +366,7 @@ class StoreCore:
         server and refuse to report success until that many replicas have the writes."""
         if not self.wait_for_replicas:
             return (yield batch)
-        routes = dict.fromkeys(c.keys[0] if isinstance(c, Eval) else str(c.args[0]) for c in batch)
+        routes = dict.fromkeys(key_of(c) for c in batch)
         waits: Batch = [
             Cmd("wait", (self.wait_for_replicas, self.wait_timeout_ms), route=key) for key in routes
         ]
