@@ -55,7 +55,9 @@ class StoreShell:
         )
         #: The redis-py client, used as it was given.
         self.client: Any = cast(Any, client)
-        self._scripts = {name: self.client.register_script(s) for name, s in SCRIPTS.items()}
+        scripts = {name: self.client.register_script(s) for name, s in SCRIPTS.items()}
+        #: name -> SHA1 of each registered script (fixed by its source), for EVALSHA
+        self._sha = {name: script.sha for name, script in scripts.items()}
         #: True for a Redis Cluster client: batches then go out one pipeline per node.
         self.is_cluster = isinstance(client, self._cluster_cls)
 
@@ -139,4 +141,4 @@ class StoreShell:
         return [node.name for node in self.client.get_nodes()]
 
     def _shas(self) -> dict[str, str]:
-        return {name: script.sha for name, script in self._scripts.items()}
+        return self._sha
