@@ -5,14 +5,15 @@
 --                                  score = completed_at in epoch milliseconds
 -- KEYS[2]  <ns>:{<model>}:limit   string; present while the model is subscription-limited
 -- KEYS[3]  <ns>:{<model>}:totals  hash; the sums over every event in KEYS[1] (see FIELDS)
--- ARGV[1]  window_ms               rolling window length
--- ARGV[2]  limit_ttl_ms            how long a subscription-limit error blocks the model
--- ARGV[3]  grace_ms                how far past the window the keys' TTLs reach
--- ARGV[4]  max_events              cap on the model's stored events (0: none); the oldest go
--- ARGV[5..14] the batch's sums, in FIELDS order, as if every event below gets stored
---           (exact integers; cost in nano-USD)
--- ARGV[15..] triples (score, member, limit_reason); limit_reason is '' unless the event's
+-- ARGV[1]  "window_ms limit_ttl_ms grace_ms max_events", space-separated integers:
+--           the rolling window; how long a subscription-limit error blocks the model; how
+--           far past the window the keys' TTLs reach; the cap on the model's stored events
+--           (0: none; the oldest go)
+-- ARGV[2]  the batch's sums, space-separated, in FIELDS order, as if every event below gets
+--           stored (exact non-negative integers; cost in nano-USD)
+-- ARGV[3..] triples (score, member, limit_reason); limit_reason is '' unless the event's
 --           error is a subscription-limit error, else the text stored in the limit key
+-- (Packing the settings and sums into two arguments keeps a one-event call small.)
 --
 -- Returns {stored, duplicates, outside_window, now_ms, capped}; capped counts the oldest events
 -- removed to respect max_events (also added to the totals' `capped` field).
@@ -26,6 +27,7 @@ local FIELDS = {'ok', 'failed', 'latency', 'cost_nusd', 'total', 'input', 'outpu
                 'reasoning', 'cache_read', 'cache_write'}
 local N = #FIELDS
 local LIMIT = 2 ^ 52  -- doubles hold integers exactly below 2^53
+local TRIM_EVERY = 4
 
 -- A decoder for the one msgpack shape this package writes:
 -- [1, event_id, session_id, completed_at_us, latency_ms, success,
@@ -110,59 +112,71 @@ local function subtract(member)
   end
 end
 
+local window, limit_ttl, grace, cap = string.match(ARGV[1], '^(%d+) (%d+) (%d+) (%d+)$')
+local plus = {string.match(ARGV[2],
+  '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$')}
+if not cap or #plus ~= N or (#ARGV - 2) % 3 ~= 0 then
+  return redis.error_reply('record.lua: malformed arguments')
+end
+window, limit_ttl, grace, cap = tonumber(window), tonumber(limit_ttl), tonumber(grace),
+  tonumber(cap)
+
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local window = tonumber(ARGV[1])
-local limit_ttl = tonumber(ARGV[2])
-local grace = tonumber(ARGV[3])
-local cap = tonumber(ARGV[4])
 local cutoff = now - window
 
 local stored, duplicates, outside = 0, 0, 0
 local reason = nil
 local newest = cutoff
--- in-window candidates, deduplicated within the batch
-local scores, members, reasons, seen, k = {}, {}, {}, {}, 0
-for i = 5 + N, #ARGV, 3 do
-  local member = ARGV[i + 1]
-  if tonumber(ARGV[i]) <= cutoff then
-    outside = outside + 1
-    subtract(member)
-  elseif seen[member] then
-    duplicates = duplicates + 1
-    subtract(member)
-  else
-    seen[member] = true
-    k = k + 1
-    scores[k], members[k], reasons[k] = ARGV[i], member, ARGV[i + 2]
-  end
-end
+local k = (#ARGV - 2) / 3
 if k == 1 then  -- the common single event: ZADD NX says whether it was already stored
-  if redis.call('ZADD', KEYS[1], 'NX', scores[1], members[1]) == 1 then
+  if tonumber(ARGV[3]) <= cutoff then
+    outside = 1
+  elseif redis.call('ZADD', KEYS[1], 'NX', ARGV[3], ARGV[4]) == 1 then
     stored = 1
-    if reasons[1] ~= '' then reason = reasons[1] end
-    newest = math.max(newest, tonumber(scores[1]))
+    if ARGV[5] ~= '' then reason = ARGV[5] end
+    newest = tonumber(ARGV[3])
   else
-    duplicates = duplicates + 1
-    subtract(members[1])
+    duplicates = 1
+  end
+  if stored == 0 then  -- nothing to add: the sums were this one event's
+    for i = 1, N do plus[i] = '0' end
   end
 elseif k > 1 then
-  -- one ZMSCORE tells which are already stored (a retried write), one ZADD adds the rest
-  local existing = redis.call('ZMSCORE', KEYS[1], unpack(members))
-  local add = {}
-  for j = 1, k do
-    if existing[j] then
+  -- in-window candidates, deduplicated within the batch
+  local scores, members, reasons, seen, n = {}, {}, {}, {}, 0
+  for i = 3, #ARGV, 3 do
+    local member = ARGV[i + 1]
+    if tonumber(ARGV[i]) <= cutoff then
+      outside = outside + 1
+      subtract(member)
+    elseif seen[member] then
       duplicates = duplicates + 1
-      subtract(members[j])
+      subtract(member)
     else
-      stored = stored + 1
-      add[#add + 1] = scores[j]
-      add[#add + 1] = members[j]
-      if reasons[j] ~= '' then reason = reasons[j] end
-      if tonumber(scores[j]) > newest then newest = tonumber(scores[j]) end
+      seen[member] = true
+      n = n + 1
+      scores[n], members[n], reasons[n] = ARGV[i], member, ARGV[i + 2]
     end
   end
-  if #add > 0 then redis.call('ZADD', KEYS[1], unpack(add)) end
+  if n > 0 then
+    -- one ZMSCORE tells which are already stored (a retried write), one ZADD adds the rest
+    local existing = redis.call('ZMSCORE', KEYS[1], unpack(members))
+    local add = {}
+    for j = 1, n do
+      if existing[j] then
+        duplicates = duplicates + 1
+        subtract(members[j])
+      else
+        stored = stored + 1
+        add[#add + 1] = scores[j]
+        add[#add + 1] = members[j]
+        if reasons[j] ~= '' then reason = reasons[j] end
+        if tonumber(scores[j]) > newest then newest = tonumber(scores[j]) end
+      end
+    end
+    if #add > 0 then redis.call('ZADD', KEYS[1], unpack(add)) end
+  end
 end
 
 -- Each new subscription-limit error extends the block to now + limit_ttl; a longer block
@@ -174,16 +188,23 @@ if reason then
   end
 end
 
-local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff)
-if #gone > 0 then
-  for _, member in ipairs(gone) do subtract(member) end
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', cutoff)
-end
-
+-- Trimming: members at or before the cutoff leave, and their sums with them. Readers subtract
+-- any aged member still present themselves, so a write trims only when it takes the count of
+-- stored members to a multiple of TRIM_EVERY (and on every batch): a few aged members may wait
+-- for a later write, and most single-event writes skip two Redis calls.
 local capped = 0
-if cap > 0 and stored > 0 then
-  local excess = redis.call('ZCARD', KEYS[1]) - cap
-  if excess > 0 then  -- a runaway writer: keep the newest `cap` events
+if stored > 0 then
+  local card = redis.call('ZCARD', KEYS[1])
+  if k > 1 or card % TRIM_EVERY == 0 then
+    local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff)
+    if #gone > 0 then
+      for _, member in ipairs(gone) do subtract(member) end
+      redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', cutoff)
+      card = card - #gone
+    end
+  end
+  if cap > 0 and card > cap then  -- a runaway writer: keep the newest `cap` events
+    local excess = card - cap
     for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, excess - 1)) do subtract(member) end
     redis.call('ZREMRANGEBYRANK', KEYS[1], 0, excess - 1)
     capped = excess
@@ -194,9 +215,18 @@ if stored == 0 and redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('DEL', KEYS[3])  -- no events, so nothing to sum
   return {stored, duplicates, outside, now, capped}
 end
+-- One HINCRBY per field for what was added less what left, when that stays exact.
 for i = 1, N do
-  if ARGV[4 + i] ~= '0' then redis.call('HINCRBY', KEYS[3], FIELDS[i], ARGV[4 + i]) end
-  flush(i)
+  if minus[i] == 0 then
+    if plus[i] ~= '0' then redis.call('HINCRBY', KEYS[3], FIELDS[i], plus[i]) end
+  elseif tonumber(plus[i]) < LIMIT then
+    local net = tonumber(plus[i]) - minus[i]
+    if net ~= 0 then redis.call('HINCRBY', KEYS[3], FIELDS[i], string.format('%.0f', net)) end
+    minus[i] = 0
+  else
+    redis.call('HINCRBY', KEYS[3], FIELDS[i], plus[i])
+    flush(i)
+  end
 end
 if capped > 0 then redis.call('HINCRBY', KEYS[3], 'capped', capped) end
 -- Both keys live until the newest event leaves the window: extended only when a new event

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import redis.asyncio
 import redis.asyncio.cluster
 from redis.asyncio.retry import Retry
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from ._shell import StoreShell
 from .core import cluster
@@ -19,6 +19,7 @@ from .core.backup import Dump
 from .core.ops import (
     Batch,
     Op,
+    Quick,
     RecordResult,
     call,
     queue,
@@ -97,7 +98,14 @@ class AsyncTelemetryStore(StoreShell):
         except RedisError as exc:
             raise translate(exc) from exc
 
-    async def _run(self, op: Op[T]) -> T:
+    async def _run(self, op: Op[T] | Quick[T]) -> T:
+        if isinstance(op, Quick):
+            if not self.is_cluster:
+                reply = (await self._execute([op.command]))[0]
+                if not isinstance(reply, NoScriptError):
+                    done: T = op.finish(reply)
+                    return done
+            op = op.fallback()
         driven = recovering(op)
         try:
             batch = next(driven)

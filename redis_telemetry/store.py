@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import redis
 import redis.cluster
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.retry import Retry
 
 from ._shell import StoreShell
@@ -19,6 +19,7 @@ from .core.backup import Dump
 from .core.ops import (
     Batch,
     Op,
+    Quick,
     RecordResult,
     call,
     queue,
@@ -87,7 +88,14 @@ class TelemetryStore(StoreShell):
         except RedisError as exc:
             raise translate(exc) from exc
 
-    def _run(self, op: Op[T]) -> T:
+    def _run(self, op: Op[T] | Quick[T]) -> T:
+        if isinstance(op, Quick):
+            if not self.is_cluster:
+                reply = self._execute([op.command])[0]
+                if not isinstance(reply, NoScriptError):
+                    done: T = op.finish(reply)
+                    return done
+            op = op.fallback()
         driven = recovering(op)
         try:
             batch = next(driven)

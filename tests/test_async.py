@@ -89,7 +89,7 @@ async def test_async_import_clear_and_set_window(
     await astore.set_window(7200)
     assert r.hget("telemetry:config", "window_secs") == b"7200"
     with pytest.raises(WindowMismatchError):
-        sync.record(event("m"))
+        TelemetryStore(r, window_secs=3600).record(event("m"))
 
 
 async def test_async_refuses_bad_input_and_writes_nothing(

@@ -25,12 +25,13 @@ from redis_telemetry import (
     TelemetryStore,
     TokenBreakdown,
 )
-from redis_telemetry.core import snapshot
+from redis_telemetry.core import codec, snapshot
 from redis_telemetry.core.codec import nano_usd
 
 from .helpers import event, server_ms
 
 MODELS = ("m-a", "m-b")
+TOKEN_KINDS = ("total", "input", "output", "reasoning", "cache_read", "cache_write")
 
 
 class Clock:
@@ -53,8 +54,11 @@ class Sent:
 
 
 @st.composite
-def scenario(draw: st.DrawFn) -> tuple[int, list[list[tuple[int, dict[str, object]]]], list[int]]:
-    """(window_secs, batches of (offset_ms, fields), clock steps before each batch/read)."""
+def scenario(
+    draw: st.DrawFn,
+) -> tuple[int, list[list[tuple[int, dict[str, object]]]], list[int], list[bool]]:
+    """(window_secs, batches of (offset_ms, fields), clock steps before each batch/read,
+    whether each batch is sent event by event with record() instead of record_batch())."""
     window = draw(st.integers(1, 120))
     n = draw(st.integers(1, 40))
     span = window * 2000
@@ -88,7 +92,8 @@ def scenario(draw: st.DrawFn) -> tuple[int, list[list[tuple[int, dict[str, objec
         prev = cut
     steps = draw(st.lists(st.integers(0, span), min_size=len(batches) + 3,
                           max_size=len(batches) + 3))  # fmt: skip
-    return window, batches, steps
+    singly = draw(st.lists(st.booleans(), min_size=len(batches), max_size=len(batches)))
+    return window, batches, steps, singly
 
 
 def naive(model: str, sent: list[Sent], window: int, now_ms: int) -> dict[str, object]:
@@ -144,7 +149,7 @@ def without_percentiles(expected: dict[str, object]) -> dict[str, object]:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenario())
 def test_fast_snapshot_equals_naive_computation(case: tuple) -> None:  # type: ignore[type-arg]
-    window, batches, steps = case
+    window, batches, steps, singly = case
     clock = Clock(time.time())
     with mock.patch("time.time", clock):
         r = fakeredis.FakeRedis(server=fakeredis.FakeServer())
@@ -152,14 +157,18 @@ def test_fast_snapshot_equals_naive_computation(case: tuple) -> None:  # type: i
         sent: list[Sent] = []
         seen_ids: set[str] = set()
         base = clock.now
-        for batch, step in zip(batches, steps, strict=False):
+        for batch, step, one_by_one in zip(batches, steps, singly, strict=False):
             clock.now += step / 1000
             events = []
             for offset, fields in batch:
                 at = datetime.fromtimestamp(base, UTC) + timedelta(milliseconds=offset)
                 events.append(CompletionEvent(completed_at=at, **fields))  # type: ignore[arg-type]
             now_ms = server_ms(r)
-            store.record_batch(events)
+            if one_by_one:  # a single write may leave aged events for a later one to trim
+                for e in events:
+                    store.record(e)
+            else:
+                store.record_batch(events)
             for e in events:
                 score = _ms(e)
                 fresh = e.event_id is None or e.event_id not in seen_ids
@@ -228,3 +237,41 @@ def test_exact_on_a_real_server_across_the_window_edge(redis_server) -> None:  #
 
 def _ms(e: CompletionEvent) -> int:
     return (e.completed_at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+
+
+def test_totals_stay_exact_with_the_largest_values() -> None:
+    """Sums far past 2^53 (a batch of maximal events), trimmed and re-added by single writes
+    and batches: the totals hash always equals the sums over the members it covers."""
+    big = {"latency_ms": 10**12, "cost_usd": 1e6,
+           "tokens": TokenBreakdown(**dict.fromkeys(TOKEN_KINDS, 10 ** 12))}  # fmt: skip
+    clock = Clock(time.time())
+    with mock.patch("time.time", clock):
+        r = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+        store = TelemetryStore(r, window_secs=10)
+        start = datetime.fromtimestamp(clock.now, UTC)
+
+        def at(ms: int) -> CompletionEvent:
+            return CompletionEvent(model="m", success=ms % 3 != 0,
+                                   completed_at=start + timedelta(milliseconds=ms), **big)  # type: ignore[arg-type]  # fmt: skip
+
+        sent = [at(-9990 + 10 * i) for i in range(1000)]
+        store.record_batch(sent)
+        for step in range(6):
+            clock.now += 2.5
+            later = [at(2500 * (step + 1) + i) for i in range(11)]  # 6e15 nano-USD: past 2^52
+            store.record_batch(later[5:])  # trims: its sums and the trimmed ones meet
+            for e in later[:5]:
+                store.record(e)
+            sent += later
+            members = r.zrange("telemetry:{m}:events", 0, -1)
+            stored = [codec.stored_sums(codec.decode(m)) for m in members]
+            expected = [sum(column) for column in zip(*stored, strict=True)]
+            totals = r.hmget("telemetry:{m}:totals", codec.TOTALS_FIELDS)
+            assert [int(v or 0) for v in totals] == expected
+            assert expected[3] > 2**53 or step > 0  # the first batch's cost sum is past 2^53
+            now_ms = server_ms(r)
+            live = [Sent(e, _ms(e), True) for e in sent]
+            assert comparable(store.model_performance("m")) == without_percentiles(
+                naive("m", live, 10, now_ms)
+            )
+        r.close()

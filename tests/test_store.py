@@ -20,6 +20,7 @@ from redis_telemetry import (
     TokenBreakdown,
     WindowMismatchError,
 )
+from redis_telemetry.core.ops import CONFIG_RECHECK_MS, Quick
 
 from .helpers import all_keys, dump_all, event, now, server_ms
 
@@ -201,14 +202,22 @@ def test_only_old_events_leave_no_keys_behind(r: redis.Redis, store: TelemetrySt
     assert store.known_models() == []
 
 
-def test_write_trims_events_at_or_before_the_cutoff(r: redis.Redis) -> None:
+def test_writes_trim_events_at_or_before_the_cutoff(r: redis.Redis) -> None:
     store = TelemetryStore(r, window_secs=3600)
+    key = "telemetry:{m}:events"
     store.record(event("m"))
-    # an event written by hand, already out of the window, is removed by the next write
-    r.zadd("telemetry:{m}:events", {b"stale": server_ms(r) - 3_600_000})
+    # an event written by hand, already out of the window
+    r.zadd(key, {b"stale": server_ms(r) - 3_600_000})
     store.record(event("m"))
-    assert r.zcard("telemetry:{m}:events") == 2
-    assert b"stale" not in r.zrange("telemetry:{m}:events", 0, -1)
+    assert r.zcard(key) == 3  # a single write trims when the count reaches a multiple of 4
+    store.record(event("m"))
+    assert r.zcard(key) == 3
+    assert b"stale" not in r.zrange(key, 0, -1)
+    r.zadd(key, {b"stale": server_ms(r) - 3_600_000})
+    store.record_batch([event("m"), event("m")])  # a batch always trims
+    assert r.zcard(key) == 5
+    assert b"stale" not in r.zrange(key, 0, -1)
+    assert store.model_performance("m").successful_completions == 5
 
 
 def test_last_event_at_is_the_newest_not_the_last_pushed(store: TelemetryStore) -> None:
@@ -375,6 +384,19 @@ def test_first_store_sets_the_window_and_set_window_changes_it(r: redis.Redis) -
     TelemetryStore(r, window_secs=1200).record(event("m"))
 
 
+def test_a_running_store_notices_a_window_changed_elsewhere(r: redis.Redis) -> None:
+    writer = TelemetryStore(r, window_secs=600)
+    clock_s = time.time()
+    writer._core._clock = lambda: clock_s
+    writer.record(event("m"))
+    TelemetryStore(r, window_secs=600).set_window(1200)
+    writer.record(event("m"))  # confirmed less than CONFIG_RECHECK_MS ago: not asked again
+    clock_s += CONFIG_RECHECK_MS / 1000
+    with pytest.raises(WindowMismatchError, match=r"window_secs=1200.*window_secs=600"):
+        writer.record(event("m"))
+    assert r.zcard("telemetry:{m}:events") == 2
+
+
 def test_a_corrupt_config_refuses_writes_but_not_reads(
     r: redis.Redis, store: TelemetryStore, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -523,6 +545,7 @@ def test_exported_summary_round_trips_through_json(store: TelemetryStore) -> Non
 
 def test_script_cache_flush_on_a_plain_call(r: redis.Redis, store: TelemetryStore) -> None:
     store.record(event("m"))
+    assert isinstance(store._core.record(event("m")), Quick)  # the next one is a lone EVALSHA
     r.script_flush()
     assert store.record(event("m")).stored == 1
     assert store.model_performance("m").successful_completions == 2
@@ -555,3 +578,19 @@ def test_exact_latency_percentiles_on_request(store: TelemetryStore) -> None:
     assert exact.model_copy(update={"latency_p50_ms": None, "latency_p95_ms": None}) == plain
     (every,) = store.all_model_performances(percentiles=True)
     assert every == exact
+
+
+def test_record_script_refuses_malformed_arguments(r: redis.Redis, store: TelemetryStore) -> None:
+    store.record(event("m"))
+    before = dump_all(r)
+    keys = ("telemetry:{m}:events", "telemetry:{m}:limit", "telemetry:{m}:totals")
+    member = msgpack.packb([1, "x" * 32, "", 1, 1, True, 1, 1, 1, 1, 1, 1, 0.5, None])
+    for args in (
+        ("3600000 3600000 2000", "1 0 1 5 1 1 1 1 1 1", server_ms(r), member, ""),
+        ("3600000 3600000 2000 0", "1 0 1 5 1 1 1 1 1", server_ms(r), member, ""),
+        ("3600000 3600000 2000 0", "1 0 1 5 1 1 1 1 1 -1", server_ms(r), member, ""),
+        ("3600000 3600000 2000 0", "1 0 1 5 1 1 1 1 1 1", server_ms(r), member),
+    ):
+        with pytest.raises(redis.ResponseError, match=r"record\.lua: malformed arguments"):
+            r.evalsha(store._shas()["record"], 3, *keys, *args)
+    assert dump_all(r) == before

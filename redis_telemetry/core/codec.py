@@ -92,6 +92,7 @@ def new_event_id() -> str:
     return f"{_ids.prefix}{next(_ids.counter):016x}"
 
 
+_MAX_COUNT = rules.MAX_STORED_COUNT
 _COUNT_FIELDS = ("total", "input", "output", "reasoning", "cache_read", "cache_write")
 _valid_models: set[str] = set()
 _valid_sessions: set[str] = set()
@@ -109,12 +110,16 @@ def _model(name: object) -> str:
 def prepare(event: object, now_ms: int) -> PreparedEvent:
     """Re-check every invariant of ``event`` and encode it.
 
-    Runs on every write, because ``model_construct``/``model_copy`` bypass pydantic.
+    Runs on every write, because ``model_construct``/``model_copy`` bypass pydantic. It is
+    the hot path of every write, hence the plain code: validated names are remembered, and
+    the common case costs one comparison per field.
     ``now_ms`` is the writer's clock, used only to refuse timestamps far in the future.
     """
     if not isinstance(event, CompletionEvent):
         raise InvalidInputError(f"expected a CompletionEvent, got {type(event).__name__}")
-    model = _model(event.model)
+    model = event.model
+    if type(model) is not str or model not in _valid_models:
+        model = _model(model)
     session_id = event.session_id
     if type(session_id) is not str or session_id not in _valid_sessions:
         session_id = rules.check_session_id(session_id)
@@ -127,34 +132,41 @@ def prepare(event: object, now_ms: int) -> PreparedEvent:
             f"completed_at {event.completed_at.isoformat()} is more than a day in the future"
         )
     success = event.success
-    if not isinstance(success, bool):
+    if success is not True and success is not False:
         raise InvalidInputError("success must be a bool")
     tokens = event.tokens
-    if not isinstance(tokens, TokenBreakdown):
+    if type(tokens) is not TokenBreakdown and not isinstance(tokens, TokenBreakdown):
         raise InvalidInputError("tokens must be a TokenBreakdown")
     latency = event.latency_ms
-    counts = [tokens.total, tokens.input, tokens.output, tokens.reasoning, tokens.cache_read,
-              tokens.cache_write]  # fmt: skip
-    for value in (latency, *counts):
-        if type(value) is not int or not 0 <= value <= rules.MAX_STORED_COUNT:
+    counts = (tokens.total, tokens.input, tokens.output, tokens.reasoning, tokens.cache_read,
+              tokens.cache_write)  # fmt: skip
+    if type(latency) is not int or not 0 <= latency <= _MAX_COUNT:
+        _refuse_counts(latency, tokens)
+    for count in counts:
+        if type(count) is not int or not 0 <= count <= _MAX_COUNT:
             _refuse_counts(latency, tokens)
     cost = event.cost_usd
     if type(cost) is not float or not 0.0 <= cost <= rules.MAX_STORED_COST:
         cost = rules.check_stored_cost(cost)
     error = event.error
+    reason = ""
     if error is not None:
         error = rules.check_error(error)
+        if error and is_subscription_limit_error(error):
+            reason = error[:MAX_LIMIT_REASON]
     event_id = event.event_id
-    event_id = new_event_id() if event_id is None else rules.check_event_id(event_id)
+    if event_id is None:
+        event_id = f"{_ids.prefix}{next(_ids.counter):016x}"  # new_event_id(), inlined
+    else:
+        event_id = rules.check_event_id(event_id)
     member = _ids.packer.pack(
         [FORMAT_VERSION, event_id, session_id, completed_us, latency, success, *counts, cost,
          error]
     )  # fmt: skip
-    reason = ""
-    if error is not None and is_subscription_limit_error(error):
-        reason = error[:MAX_LIMIT_REASON]
-    head = (1, 0, latency) if success else (0, 1, 0)
-    return PreparedEvent(model, score_ms, member, reason, (*head, int(cost * 1e9 + 0.5), *counts))
+    cost_nusd = int(cost * 1e9 + 0.5)  # nano_usd(): floor, as the cost is not negative
+    if success:
+        return PreparedEvent(model, score_ms, member, reason, (1, 0, latency, cost_nusd, *counts))
+    return PreparedEvent(model, score_ms, member, reason, (0, 1, 0, cost_nusd, *counts))
 
 
 def _refuse_counts(latency: object, tokens: TokenBreakdown) -> None:

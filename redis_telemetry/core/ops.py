@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, NamedTuple, TypeVar
+from functools import partial
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from redis.exceptions import AuthenticationError, NoPermissionError, NoScriptError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -48,6 +49,8 @@ NEWEST_PROBE = 32
 DEFAULT_MAX_EVENTS_PER_MODEL = 1_000_000
 #: A writer re-confirms the namespace's window (and refreshes the config's TTL) this often.
 CONFIG_RECHECK_MS = 60_000
+#: ``record.lua``'s second argument: the sums, space-separated (see its header)
+_SUMS_FORMAT = " ".join(["%d"] * len(codec.TOTALS_FIELDS))
 #: How often a batch is retried after NOSCRIPT (the script cache was flushed) before giving up.
 NOSCRIPT_RETRIES = 3
 
@@ -65,8 +68,7 @@ class Cmd:
     route: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Eval:
+class Eval(NamedTuple):
     """A call of one of the package's Lua scripts, by name (sent as EVALSHA)."""
 
     script: str
@@ -80,8 +82,18 @@ Batch = list[Command]
 Op = Generator[Batch, list[Any], T]
 
 
-@dataclass(frozen=True, slots=True)
-class RecordResult:
+class Quick(NamedTuple, Generic[T]):
+    """An operation that is one command in its common case, sent without the batch machinery:
+    the shell sends ``command`` alone and hands its reply to ``finish``. On a cluster client,
+    or after a NOSCRIPT reply (the script did not run), the shell runs ``fallback()`` as an
+    ordinary operation instead."""
+
+    command: Eval
+    finish: Callable[[Any], T]
+    fallback: Callable[[], Op[T]]
+
+
+class RecordResult(NamedTuple):
     """What a write did: events newly stored, already present (same id), or too old; and how
     many of the model's oldest events the per-model cap removed."""
 
@@ -303,6 +315,10 @@ class StoreCore:
         self._registered: dict[str, int] = {}
         #: Models seen in the registry: their ranges ride in the first round trip of a read.
         self._models: dict[str, None] = {}
+        #: model -> its (events, limit, totals) keys
+        self._model_keys: dict[str, tuple[str, str, str]] = {}
+        self._settings_for = -1
+        self._settings_text = ""
 
     @property
     def namespace(self) -> str:
@@ -341,24 +357,31 @@ class StoreCore:
     def _claim(self, ttl_ms: int) -> Eval:
         return Eval("config", (self.keys.config,), (self.window_secs, ttl_ms))
 
+    def _config_ttl(self, ttl_ms: int) -> int:
+        """The config key's TTL for a write whose data lives ``ttl_ms``."""
+        return max(ttl_ms, self._window_ms) + CONFIG_RECHECK_MS + GRACE_MS
+
+    def _config_due(self, config_ttl_ms: int, now: int) -> bool:
+        """Whether a write must (re)confirm the window and refresh the config's TTL."""
+        return (
+            not self._window_confirmed
+            or now - self._config_at >= CONFIG_RECHECK_MS
+            or config_ttl_ms > self._config_ttl_ms
+        )
+
     def _write(self, batch: Batch, ttl_ms: int) -> Op[list[Any]]:
         """Send a write batch, never before this store's window is confirmed for the namespace.
 
-        The window is confirmed (and the config's TTL refreshed) by the first write, then by
-        one write every ``CONFIG_RECHECK_MS``: a window changed on purpose elsewhere is
-        noticed within that time.
+        The window is confirmed (and the config's TTL refreshed) before the first write, then
+        before one write every ``CONFIG_RECHECK_MS``: a window changed on purpose elsewhere
+        is noticed within that time, and the refused write changes nothing.
         """
-        ttl_ms = max(ttl_ms, self._window_ms) + CONFIG_RECHECK_MS + GRACE_MS
+        ttl_ms = self._config_ttl(ttl_ms)
         now = self._now_ms()
-        if not self._window_confirmed:
+        if self._config_due(ttl_ms, now):  # its own round trip: a refusal then writes nothing
             self._check_window((yield [self._claim(ttl_ms)])[0], writing=True)
             self._config_at = now
-        elif now - self._config_at >= CONFIG_RECHECK_MS or ttl_ms > self._config_ttl_ms:
-            results = yield from self._durably([self._claim(ttl_ms), *batch])
-            self._check_window(results[0], writing=True)
-            self._config_at = now
             self._config_ttl_ms = ttl_ms
-            return results[1:]
         return (yield from self._durably(batch)) if batch else []
 
     def _durably(self, batch: Batch) -> Op[list[Any]]:
@@ -390,6 +413,7 @@ class StoreCore:
         self.window_secs = window_secs
         self._window_confirmed = True
         self._config_at = self._now_ms()
+        self._config_ttl_ms = 0  # the next write sets the config's full TTL
         self._registered.clear()
 
     # -- writes -----------------------------------------------------------------------------
@@ -436,36 +460,82 @@ class StoreCore:
         batch: Batch = [_register(self.keys, entries)] if entries else []
         first = len(batch)
         for model, group in by_model.items():
-            keys = (self.keys.events(model), self.keys.limit(model), self.keys.totals(model))
             for start in range(0, len(group), SCRIPT_CHUNK):
-                chunk = group[start : start + SCRIPT_CHUNK]
-                args: list[Any] = [self._window_ms, limit_ms, GRACE_MS, self.max_events_per_model]
-                if len(chunk) == 1:
-                    args += chunk[0].sums
-                else:
-                    args += [sum(col) for col in zip(*(p.sums for p in chunk), strict=True)]
-                for p in chunk:
-                    args += (p.score_ms, p.member, p.limit_reason)
-                batch.append(Eval("record", keys, tuple(args)))
+                batch.append(self._record_eval(model, group[start : start + SCRIPT_CHUNK]))
         last = len(batch)
         batch += extra
         ttl_ms = max(extra_ttl_ms, limit_ms if any(e[2] for e in entries) else 0)
         results = yield from self._write(batch, ttl_ms)
         for model, keep_until, _ in entries:
             self._registered[model] = max(self._registered.get(model, -1), keep_until)
-        counts = results[first:last]
-        stored = sum(int(r[0]) for r in counts)
-        duplicates = sum(int(r[1]) for r in counts)
-        outside = sum(int(r[2]) for r in counts)
-        capped = sum(int(r[4]) for r in counts)
+        return self._tally(results[first:last])
+
+    def _record_eval(self, model: str, chunk: Sequence[codec.PreparedEvent]) -> Eval:
+        """One ``record.lua`` call for ``chunk``, events of ``model``."""
+        keys = self._model_keys.get(model)
+        if keys is None:
+            if len(self._model_keys) >= 10_000:
+                self._model_keys.clear()
+            keys = self._model_keys[model] = (
+                self.keys.events(model), self.keys.limit(model), self.keys.totals(model)
+            )  # fmt: skip
+        if len(chunk) == 1:
+            sums = chunk[0].sums
+        else:
+            sums = tuple(sum(col) for col in zip(*(p.sums for p in chunk), strict=True))
+        args: list[Any] = [self._settings, _SUMS_FORMAT % sums]
+        for p in chunk:
+            args += (p.score_ms, p.member, p.limit_reason)
+        return Eval("record", keys, tuple(args))
+
+    @property
+    def _settings(self) -> str:
+        """``record.lua``'s first argument (see its header)."""
+        window_ms = self._window_ms
+        if self._settings_for != window_ms:
+            self._settings_text = (
+                f"{window_ms} {self.limit_ttl_secs * 1000} {GRACE_MS} {self.max_events_per_model}"
+            )
+            self._settings_for = window_ms
+        return self._settings_text
+
+    def _tally(self, counts: Sequence[Any]) -> RecordResult:
+        """Add up ``record.lua`` replies."""
+        stored = duplicates = outside = capped = 0
+        for r in counts:
+            stored += int(r[0])
+            duplicates += int(r[1])
+            outside += int(r[2])
+            capped += int(r[4])
         if capped:
             log.warning("the per-model cap of %d events removed %d of the oldest events",
                         self.max_events_per_model, capped)  # fmt: skip
         return RecordResult(stored, duplicates, outside, capped)
 
-    def record(self, event: CompletionEvent) -> Op[RecordResult]:
-        """One event, one round trip."""
-        return (yield from self.record_prepared(self.prepare([event], indexed=False)))
+    def _tally_one(self, reply: Any) -> RecordResult:
+        if isinstance(reply, BaseException):
+            raise translate(reply) from reply
+        return self._tally((reply,))
+
+    def record(self, event: CompletionEvent) -> Quick[RecordResult] | Op[RecordResult]:
+        """One event, one round trip.
+
+        In the steady state (window confirmed and not due for a recheck, model registered
+        for this event, no subscription limit, no WAIT) that round trip is one EVALSHA, sent
+        as a :class:`Quick` operation.
+        """
+        now = self._now_ms()
+        p = codec.prepare(event, now)
+        if (
+            self.wait_for_replicas
+            or p.limit_reason
+            or self._registered.get(p.model, -1) < p.score_ms + self._window_ms
+            or self._config_due(self._config_ttl(0), now)
+        ):
+            return self.record_prepared((p,))
+        return Quick(
+            self._record_eval(p.model, (p,)), self._tally_one, partial(self.record_prepared, (p,))
+        )
 
     def record_batch(self, events: Iterable[CompletionEvent]) -> Op[RecordResult]:
         """Many events, one round trip, grouped per model; one bad event and none is written."""
