@@ -9,11 +9,14 @@
 --           the rolling window; how long a subscription-limit error blocks the model; how
 --           far past the window the keys' TTLs reach; the cap on the model's stored events
 --           (0: none; the oldest go)
--- ARGV[2]  the batch's sums, space-separated, in FIELDS order, as if every event below gets
---           stored (exact non-negative integers; cost in nano-USD)
--- ARGV[3..] triples (score, member, limit_reason); limit_reason is '' unless the event's
---           error is a subscription-limit error, else the text stored in the limit key
--- (Packing the settings and sums into two arguments keeps a one-event call small.)
+-- ARGV[2]  "n oldest newest sum_1 .. sum_10", space-separated integers: the number of events
+--           below, their oldest and newest scores, and their sums in FIELDS order, as if every
+--           one gets stored (exact and non-negative; cost in nano-USD)
+-- ARGV[3..2+2n] pairs (score, member), members distinct
+-- ARGV[3+2n..]  pairs (position, limit_reason) for the events (1..n) whose error is a
+--           subscription-limit error: the text stored in the limit key
+-- (Packing settings and sums into two arguments keeps a one-event call small; the common
+-- batch, all new and in the window, goes to ZADD with its arguments as they are.)
 --
 -- Returns {stored, duplicates, outside_window, now_ms, capped}; capped counts the oldest events
 -- removed to respect max_events (also added to the totals' `capped` field).
@@ -113,28 +116,32 @@ local function subtract(member)
 end
 
 local window, limit_ttl, grace, cap = string.match(ARGV[1], '^(%d+) (%d+) (%d+) (%d+)$')
-local plus = {string.match(ARGV[2],
-  '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$')}
-if not cap or #plus ~= N or (#ARGV - 2) % 3 ~= 0 then
+local head = {string.match(ARGV[2], '^(%d+) (%-?%d+) (%-?%d+) ' ..
+  '(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$')}
+local n = tonumber(head[1])
+if not cap or #head ~= N + 3 or #ARGV < 2 + 2 * n or #ARGV % 2 ~= 0 then
   return redis.error_reply('record.lua: malformed arguments')
 end
 window, limit_ttl, grace, cap = tonumber(window), tonumber(limit_ttl), tonumber(grace),
   tonumber(cap)
+local plus = {}
+for i = 1, N do plus[i] = head[3 + i] end
+local reasons = {}
+for i = 3 + 2 * n, #ARGV, 2 do reasons[tonumber(ARGV[i])] = ARGV[i + 1] end
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local cutoff = now - window
 
 local stored, duplicates, outside = 0, 0, 0
-local reason = nil
+local reason = nil  -- the limit text of the last stored event that has one
 local newest = cutoff
-local k = (#ARGV - 2) / 3
-if k == 1 then  -- the common single event: ZADD NX says whether it was already stored
+if n == 1 then  -- the common single event: ZADD NX says whether it was already stored
   if tonumber(ARGV[3]) <= cutoff then
     outside = 1
   elseif redis.call('ZADD', KEYS[1], 'NX', ARGV[3], ARGV[4]) == 1 then
     stored = 1
-    if ARGV[5] ~= '' then reason = ARGV[5] end
+    reason = reasons[1]
     newest = tonumber(ARGV[3])
   else
     duplicates = 1
@@ -142,37 +149,40 @@ if k == 1 then  -- the common single event: ZADD NX says whether it was already 
   if stored == 0 then  -- nothing to add: the sums were this one event's
     for i = 1, N do plus[i] = '0' end
   end
-elseif k > 1 then
-  -- in-window candidates, deduplicated within the batch
-  local scores, members, reasons, seen, n = {}, {}, {}, {}, 0
-  for i = 3, #ARGV, 3 do
-    local member = ARGV[i + 1]
-    if tonumber(ARGV[i]) <= cutoff then
-      outside = outside + 1
-      subtract(member)
-    elseif seen[member] then
-      duplicates = duplicates + 1
-      subtract(member)
-    else
-      seen[member] = true
-      n = n + 1
-      scores[n], members[n], reasons[n] = ARGV[i], member, ARGV[i + 2]
-    end
+elseif n > 1 then
+  -- one ZMSCORE tells which are already stored (a retried write), one ZADD adds the rest
+  local members = {}
+  for j = 1, n do members[j] = ARGV[2 + 2 * j] end
+  local existing = redis.call('ZMSCORE', KEYS[1], unpack(members))
+  local clean = tonumber(head[2]) > cutoff
+  for j = 1, n do
+    if not clean then break end
+    if existing[j] then clean = false end
   end
-  if n > 0 then
-    -- one ZMSCORE tells which are already stored (a retried write), one ZADD adds the rest
-    local existing = redis.call('ZMSCORE', KEYS[1], unpack(members))
-    local add = {}
+  if clean then  -- all new and in the window: the arguments are ZADD's, as they are
+    redis.call('ZADD', KEYS[1], unpack(ARGV, 3, 2 + 2 * n))
+    stored = n
+    newest = tonumber(head[3])
+    for j = n, 1, -1 do
+      if reasons[j] then reason = reasons[j] break end
+    end
+  else
+    local add, seen = {}, {}
     for j = 1, n do
-      if existing[j] then
+      local score, member = ARGV[1 + 2 * j], members[j]
+      if tonumber(score) <= cutoff then
+        outside = outside + 1
+        subtract(member)
+      elseif existing[j] or seen[member] then
         duplicates = duplicates + 1
-        subtract(members[j])
+        subtract(member)
       else
+        seen[member] = true
         stored = stored + 1
-        add[#add + 1] = scores[j]
-        add[#add + 1] = members[j]
-        if reasons[j] ~= '' then reason = reasons[j] end
-        if tonumber(scores[j]) > newest then newest = tonumber(scores[j]) end
+        add[#add + 1] = score
+        add[#add + 1] = member
+        if reasons[j] then reason = reasons[j] end
+        if tonumber(score) > newest then newest = tonumber(score) end
       end
     end
     if #add > 0 then redis.call('ZADD', KEYS[1], unpack(add)) end
@@ -195,7 +205,7 @@ end
 local capped = 0
 if stored > 0 then
   local card = redis.call('ZCARD', KEYS[1])
-  if k > 1 or card % TRIM_EVERY == 0 then
+  if n > 1 or card % TRIM_EVERY == 0 then
     local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff)
     if #gone > 0 then
       for _, member in ipairs(gone) do subtract(member) end

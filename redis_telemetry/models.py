@@ -5,6 +5,7 @@ Timestamps serialise as RFC 3339 UTC. A naive ``datetime`` is taken to be UTC.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from functools import partial
 from typing import Annotated, Any
@@ -47,10 +48,12 @@ _SUBSCRIPTION_LIMIT_PHRASES = (
 )
 
 
+_SUBSCRIPTION_LIMIT = re.compile("|".join(map(re.escape, _SUBSCRIPTION_LIMIT_PHRASES)))
+
+
 def is_subscription_limit_error(error: str) -> bool:
     """True when an error message says the provider cut the model off (the reference's list)."""
-    lower = error.lower()
-    return any(phrase in lower for phrase in _SUBSCRIPTION_LIMIT_PHRASES)
+    return _SUBSCRIPTION_LIMIT.search(error.lower()) is not None
 
 
 class TokenBreakdown(BaseModel):

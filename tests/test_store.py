@@ -171,6 +171,19 @@ def test_an_event_with_an_id_is_stored_once(store: TelemetryStore) -> None:
     assert store.model_performance("m").successful_completions == 1
 
 
+def test_a_batch_counts_each_event_with_an_id_once(store: TelemetryStore) -> None:
+    a, b = event("m", event_id="evt-a"), event("m", False, event_id="evt-b")
+    first = store.record_batch([a, b, a, event("n", event_id="evt-a")])
+    assert (first.stored, first.duplicates) == (3, 1)  # evt-a twice for m; once for n
+    old = event("m", ago_secs=4000, event_id="evt-old")
+    c = event("m", event_id="evt-c", error="429 Too Many Requests", success=False)
+    mixed = store.record_batch([b, c, old, a, c])
+    assert (mixed.stored, mixed.duplicates, mixed.outside_window) == (1, 3, 1)
+    perf = store.model_performance("m")
+    assert (perf.successful_completions, perf.failed_completions) == (1, 2)
+    assert perf.subscription_limit_reached  # from c, stored by the general path
+
+
 def test_window_is_exact_at_read_time(r: redis.Redis) -> None:
     store = TelemetryStore(r, window_secs=2)
     store.record(event("m", ago_secs=1.0))
@@ -585,11 +598,15 @@ def test_record_script_refuses_malformed_arguments(r: redis.Redis, store: Teleme
     before = dump_all(r)
     keys = ("telemetry:{m}:events", "telemetry:{m}:limit", "telemetry:{m}:totals")
     member = msgpack.packb([1, "x" * 32, "", 1, 1, True, 1, 1, 1, 1, 1, 1, 0.5, None])
+    at = server_ms(r)
+    sums = "1 0 1 5 1 1 1 1 1 1"
     for args in (
-        ("3600000 3600000 2000", "1 0 1 5 1 1 1 1 1 1", server_ms(r), member, ""),
-        ("3600000 3600000 2000 0", "1 0 1 5 1 1 1 1 1", server_ms(r), member, ""),
-        ("3600000 3600000 2000 0", "1 0 1 5 1 1 1 1 1 -1", server_ms(r), member, ""),
-        ("3600000 3600000 2000 0", "1 0 1 5 1 1 1 1 1 1", server_ms(r), member),
+        ("3600000 3600000 2000", f"1 {at} {at} {sums}", at, member),  # a setting missing
+        ("3600000 3600000 2000 0", f"1 {at} {sums}", at, member),  # newest missing
+        ("3600000 3600000 2000 0", f"1 {at} {at} {sums} 1", at, member),  # a sum too many
+        ("3600000 3600000 2000 0", f"1 {at} {at} {sums[:-1]}-1", at, member),  # negative
+        ("3600000 3600000 2000 0", f"2 {at} {at} {sums}", at, member),  # one pair short
+        ("3600000 3600000 2000 0", f"1 {at} {at} {sums}", at, member, "1"),  # half a pair
     ):
         with pytest.raises(redis.ResponseError, match=r"record\.lua: malformed arguments"):
             r.evalsha(store._shas()["record"], 3, *keys, *args)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import operator
 import random
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
@@ -49,8 +50,10 @@ NEWEST_PROBE = 32
 DEFAULT_MAX_EVENTS_PER_MODEL = 1_000_000
 #: A writer re-confirms the namespace's window (and refreshes the config's TTL) this often.
 CONFIG_RECHECK_MS = 60_000
-#: ``record.lua``'s second argument: the sums, space-separated (see its header)
-_SUMS_FORMAT = " ".join(["%d"] * len(codec.TOTALS_FIELDS))
+_SCORE = operator.itemgetter(1)  # of a codec.PreparedEvent
+_LIMIT_REASON = operator.itemgetter(3)
+#: ``record.lua``'s second argument: count, oldest and newest score, sums (see its header)
+_HEAD_FORMAT = " ".join(["%d"] * (3 + len(codec.TOTALS_FIELDS)))
 #: How often a batch is retried after NOSCRIPT (the script cache was flushed) before giving up.
 NOSCRIPT_RETRIES = 3
 
@@ -445,30 +448,38 @@ class StoreCore:
         The registry call comes first in the pipeline: a stored event then always belongs to
         a model that ``known_models()`` lists, even if the client dies in between.
         """
-        by_model: dict[str, list[codec.PreparedEvent]] = {}
+        by_model: dict[str, dict[bytes, codec.PreparedEvent]] = {}
+        repeated = 0  # the same member twice in this batch: stored once
         for p in prepared:
-            by_model.setdefault(p.model, []).append(p)
+            group = by_model.get(p.model)
+            if group is None:
+                group = by_model[p.model] = {}
+            if p.member in group:
+                repeated += 1
+            else:
+                group[p.member] = p
         if not by_model and not extra:
             return RecordResult()
         limit_ms = self.limit_ttl_secs * 1000
         entries = []
         for model, group in by_model.items():
-            need = max(p.score_ms for p in group) + self._window_ms
-            limited = any(p.limit_reason for p in group)
+            need = max(map(_SCORE, group.values())) + self._window_ms
+            limited = any(map(_LIMIT_REASON, group.values()))
             if limited or self._registered.get(model, -1) < need:
                 entries.append((model, need + self._registry_slack_ms, limit_ms if limited else 0))
         batch: Batch = [_register(self.keys, entries)] if entries else []
         first = len(batch)
         for model, group in by_model.items():
-            for start in range(0, len(group), SCRIPT_CHUNK):
-                batch.append(self._record_eval(model, group[start : start + SCRIPT_CHUNK]))
+            events = list(group.values())
+            for start in range(0, len(events), SCRIPT_CHUNK):
+                batch.append(self._record_eval(model, events[start : start + SCRIPT_CHUNK]))
         last = len(batch)
         batch += extra
         ttl_ms = max(extra_ttl_ms, limit_ms if any(e[2] for e in entries) else 0)
         results = yield from self._write(batch, ttl_ms)
         for model, keep_until, _ in entries:
             self._registered[model] = max(self._registered.get(model, -1), keep_until)
-        return self._tally(results[first:last])
+        return self._tally(results[first:last], repeated)
 
     def _record_eval(self, model: str, chunk: Sequence[codec.PreparedEvent]) -> Eval:
         """One ``record.lua`` call for ``chunk``, events of ``model``."""
@@ -480,12 +491,26 @@ class StoreCore:
                 self.keys.events(model), self.keys.limit(model), self.keys.totals(model)
             )  # fmt: skip
         if len(chunk) == 1:
-            sums = chunk[0].sums
-        else:
-            sums = tuple(sum(col) for col in zip(*(p.sums for p in chunk), strict=True))
-        args: list[Any] = [self._settings, _SUMS_FORMAT % sums]
-        for p in chunk:
-            args += (p.score_ms, p.member, p.limit_reason)
+            p = chunk[0]
+            args: list[Any] = [
+                self._settings,
+                _HEAD_FORMAT % (1, p.score_ms, p.score_ms, *p.sums),
+                p.score_ms,
+                p.member,
+            ]
+            if p.limit_reason:
+                args += (1, p.limit_reason)
+            return Eval("record", keys, tuple(args))
+        _, scores, members, reasons, sums = zip(*chunk, strict=True)  # columns
+        pairs: list[Any] = [None] * (2 * len(chunk))
+        pairs[0::2] = scores
+        pairs[1::2] = members
+        head = (len(chunk), min(scores), max(scores), *map(sum, zip(*sums, strict=True)))
+        args = [self._settings, _HEAD_FORMAT % head, *pairs]
+        if any(reasons):
+            for position, reason in enumerate(reasons, 1):
+                if reason:
+                    args += (position, reason)
         return Eval("record", keys, tuple(args))
 
     @property
@@ -499,9 +524,10 @@ class StoreCore:
             self._settings_for = window_ms
         return self._settings_text
 
-    def _tally(self, counts: Sequence[Any]) -> RecordResult:
-        """Add up ``record.lua`` replies."""
-        stored = duplicates = outside = capped = 0
+    def _tally(self, counts: Sequence[Any], repeated: int = 0) -> RecordResult:
+        """Add up ``record.lua`` replies (and the ``repeated`` duplicates within the batch)."""
+        stored = outside = capped = 0
+        duplicates = repeated
         for r in counts:
             stored += int(r[0])
             duplicates += int(r[1])
