@@ -96,8 +96,7 @@ local function contribution(member)
 end
 
 -- Subtractions gather in `minus` and go to Redis before they could lose precision.
-local minus = {}
-for i = 1, N do minus[i] = 0 end
+local minus = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0}  -- N zeros
 
 local function flush(i)
   if minus[i] ~= 0 then
@@ -124,8 +123,6 @@ if not cap or #head ~= N + 3 or #ARGV < 2 + 2 * n or #ARGV % 2 ~= 0 then
 end
 window, limit_ttl, grace, cap = tonumber(window), tonumber(limit_ttl), tonumber(grace),
   tonumber(cap)
-local plus = {}
-for i = 1, N do plus[i] = head[3 + i] end
 local reasons = {}
 for i = 3 + 2 * n, #ARGV, 2 do reasons[tonumber(ARGV[i])] = ARGV[i + 1] end
 
@@ -147,7 +144,7 @@ if n == 1 then  -- the common single event: ZADD NX says whether it was already 
     duplicates = 1
   end
   if stored == 0 then  -- nothing to add: the sums were this one event's
-    for i = 1, N do plus[i] = '0' end
+    for i = 1, N do head[3 + i] = '0' end
   end
 elseif n > 1 then
   -- one ZMSCORE tells which are already stored (a retried write), one ZADD adds the rest
@@ -227,14 +224,15 @@ if stored == 0 and redis.call('EXISTS', KEYS[1]) == 0 then
 end
 -- One HINCRBY per field for what was added less what left, when that stays exact.
 for i = 1, N do
+  local plus = head[3 + i]  -- the sum added, as text
   if minus[i] == 0 then
-    if plus[i] ~= '0' then redis.call('HINCRBY', KEYS[3], FIELDS[i], plus[i]) end
-  elseif tonumber(plus[i]) < LIMIT then
-    local net = tonumber(plus[i]) - minus[i]
+    if plus ~= '0' then redis.call('HINCRBY', KEYS[3], FIELDS[i], plus) end
+  elseif tonumber(plus) < LIMIT then
+    local net = tonumber(plus) - minus[i]
     if net ~= 0 then redis.call('HINCRBY', KEYS[3], FIELDS[i], string.format('%.0f', net)) end
     minus[i] = 0
   else
-    redis.call('HINCRBY', KEYS[3], FIELDS[i], plus[i])
+    redis.call('HINCRBY', KEYS[3], FIELDS[i], plus)
     flush(i)
   end
 end

@@ -427,14 +427,13 @@ class StoreCore:
     def prepare(self, events: Iterable[object], indexed: bool) -> list[codec.PreparedEvent]:
         """Check and encode every event first, so a bad one means nothing is written."""
         now_ms = self._now_ms()
-        prepared = []
-        for i, event in enumerate(events):
-            try:
-                prepared.append(codec.prepare(event, now_ms))
-            except InvalidInputError as exc:
-                if not indexed:
-                    raise
-                raise InvalidInputError(f"event {i}: {exc}") from None
+        prepared: list[codec.PreparedEvent] = []
+        try:  # extending keeps the events before a bad one: its index is len(prepared)
+            prepared += (codec.prepare(event, now_ms) for event in events)
+        except InvalidInputError as exc:
+            if not indexed:
+                raise
+            raise InvalidInputError(f"event {len(prepared)}: {exc}") from None
         return prepared
 
     def record_prepared(
