@@ -32,7 +32,7 @@ import msgpack
 import redis
 
 from redis_telemetry import CompletionEvent, TelemetryStore, TokenBreakdown
-from redis_telemetry.core import snapshot
+from redis_telemetry.core import codec, snapshot
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WINDOW = 3600
@@ -125,26 +125,47 @@ def fill(store: TelemetryStore, count: int) -> None:
 # -- cases ------------------------------------------------------------------------------------
 
 
+#: The least an insert can do: the server's time and one ZADD NX, with record()'s arguments.
+INSERT_ONLY = "redis.call('TIME') return redis.call('ZADD', KEYS[1], 'NX', ARGV[3], ARGV[4])"
+
+
 def bench_record(client: redis.Redis, store: TelemetryStore, n: int) -> dict[str, Any]:
     """record() against a bare EVALSHA of `return 1` on the same client, calls interleaved
-    (one of ours, one bare) so that drift on a shared machine hits both alike."""
+    (one of ours, one bare) so that drift on a shared machine hits both alike.
+
+    Two reference points, interleaved too, show where the time goes: record.lua alone, its
+    arguments built beforehand (no Python work), and INSERT_ONLY with the same arguments.
+    """
     bare = client.register_script("return 1")
-    events = make_events(n + 2, 60)
+    insert_only = client.register_script(INSERT_ONLY)
+    events = make_events(3 * n + 2, 60)
     store.record(events[-1])
     bare()
-    ours, base = [], []
-    for e in events[:n]:
+    core, sha = store._core, store._shas()["record"]
+    now_ms = int(time.time() * 1000)
+    prebuilt = [core._record_eval(e.model, [codec.prepare(e, now_ms)]) for e in events[n : 3 * n]]
+    ours, base, script, insert = [], [], [], []
+    for i, e in enumerate(events[:n]):
         start = time.perf_counter()
         store.record(e)
         mid = time.perf_counter()
         bare()
         ours.append(mid - start)
         base.append(time.perf_counter() - mid)
+        c, d = prebuilt[2 * i], prebuilt[2 * i + 1]
+        start = time.perf_counter()
+        client.evalsha(sha, 3, *c.keys, *c.args)
+        mid = time.perf_counter()
+        insert_only(d.keys, d.args)
+        script.append(mid - start)
+        insert.append(time.perf_counter() - mid)
     return {
         "ours_p50_s": pct(ours, 0.5), "ours_p99_s": pct(ours, 0.99),
         "base_p50_s": pct(base, 0.5), "base_p99_s": pct(base, 0.99),
         "events_per_s": n / sum(ours),
         "ratio_p50": pct(ours, 0.5) / pct(base, 0.5),
+        "script_only_ratio_p50": pct(script, 0.5) / pct(base, 0.5),
+        "insert_only_ratio_p50": pct(insert, 0.5) / pct(base, 0.5),
     }  # fmt: skip
 
 
@@ -343,6 +364,9 @@ def report(res: dict[str, Any]) -> str:
         f"| `record()` p50 / p99 | {ms(r['ours_p50_s'])} / {ms(r['ours_p99_s'])} "
         f"({r['events_per_s']:,.0f} events/s) | EVALSHA `return 1`: {ms(r['base_p50_s'])} / "
         f"{ms(r['base_p99_s'])} | {r['ratio_p50']:.2f}x the round trip |",
+        f"| (where it goes) | `record.lua` alone, arguments built beforehand: "
+        f"{r['script_only_ratio_p50']:.2f}x | `TIME` + `ZADD NX` only, same arguments: "
+        f"{r['insert_only_ratio_p50']:.2f}x | |",
         f"| `record_batch(1000)` | {b['ours_events_per_s']:,.0f} events/s | pipelined raw ZADD: "
         f"{b['raw_zadd_events_per_s']:,.0f} events/s | {b['ratio']:.2f}x |",
     ]
