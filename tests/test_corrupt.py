@@ -102,5 +102,10 @@ def test_the_per_model_cap_trims_the_oldest_and_says_so(
     perf = store.model_performance("m")  # the totals follow the trimmed set exactly
     assert perf.successful_completions == 5
     assert perf.avg_latency_ms == (3 + 10 + 11 + 12 + 13) / 5
+    with caplog.at_level(logging.WARNING, logger="redis_telemetry"):
+        single = store.record(event("m", latency_ms=20))  # a lone write is capped the same way
+    assert single.capped == 1
+    assert "removed 1 of the oldest events" in caplog.text
+    assert sorted(e.latency_ms for e in store.events("m", last=10)) == [10, 11, 12, 13, 20]
     other = TelemetryStore(r, max_events_per_model=None)  # no cap: nothing trimmed
     assert other.record(event("m")).capped == 0

@@ -540,7 +540,10 @@ class StoreCore:
     def _tally_one(self, reply: Any) -> RecordResult:
         if isinstance(reply, BaseException):
             raise translate(reply) from reply
-        return self._tally((reply,))
+        stored, duplicates, outside, _, capped = reply
+        if capped:
+            return self._tally((reply,))  # says so in the log
+        return RecordResult(int(stored), int(duplicates), int(outside), 0)
 
     def record(self, event: CompletionEvent) -> Quick[RecordResult] | Op[RecordResult]:
         """One event, one round trip.
