@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -234,7 +235,7 @@ def bench_snapshots(
         reader.all_model_performances()
         fast = timed(reader.all_model_performances, n)
         naive = timed(
-            lambda r=reader: naive_snapshots(r),
+            partial(naive_snapshots, reader),
             5 if size >= 10**6 else max(3, n // 10 if size >= 10**5 else n),
         )
         got = {s.model: s.successful_completions for s in reader.all_model_performances()}
@@ -242,13 +243,14 @@ def bench_snapshots(
             sum(got.values()) + sum(s.failed_completions for s in reader.all_model_performances())
             == size
         ), "exact totals"
-        rows.append({
+        row: dict[str, Any] = {
             "events": size, "fast_p50_s": pct(fast, 0.5), "fast_p99_s": pct(fast, 0.99),
             "naive_p50_s": pct(naive, 0.5), "naive_p99_s": pct(naive, 0.99),
             "speedup_p50": pct(naive, 0.5) / pct(fast, 0.5),
-        })  # fmt: skip
+        }  # fmt: skip
+        rows.append(row)
         if size == max(s for s in sizes if s <= 100_000):
-            samples = timed(lambda r=reader: r.session_usage("session-7"), max(3, n // 10))
+            samples = timed(partial(reader.session_usage, "session-7"), max(3, n // 10))
             usage = {"events": size, "p50_s": pct(samples, 0.5)}
         if size == sizes[-1] or size == 100_000:
             rows[-1]["memory"] = memory(client, size)
