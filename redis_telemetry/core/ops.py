@@ -4,7 +4,8 @@ An operation yields a *batch* (a list of commands) and receives the batch's resu
 sync and async stores only send each batch to Redis as one non-transactional pipeline (on a
 cluster, one per node: see ``cluster.py``) and feed the results back. So the two stores
 cannot drift apart: every decision (what to send, in what order, how to read the replies) is
-made here.
+made here. The one exception to the generator form is :class:`Quick`, a steady-state
+``record()`` that is a single command, built and read here as well.
 """
 
 from __future__ import annotations
