@@ -34,6 +34,8 @@ def _utf8(field: str, value: object, max_len: int) -> str:
         raise InvalidInputError(f"{field} must be a string, got {type(value).__name__}")
     if len(value) > max_len:
         raise InvalidInputError(f"{field} is {len(value)} characters long; the limit is {max_len}")
+    if value.isascii():  # the common case: ASCII always encodes
+        return value
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -42,6 +44,8 @@ def _utf8(field: str, value: object, max_len: int) -> str:
 
 
 def _no_controls(field: str, value: str) -> str:
+    if value.isascii() and value.isprintable():  # the common case: no control character
+        return value
     for ch in value:
         if unicodedata.category(ch) == "Cc":
             raise InvalidInputError(f"{field} {value!r} contains the control character {ch!r}")
@@ -140,6 +144,8 @@ def to_utc(value: datetime) -> datetime:
 
 def epoch_us(value: object) -> int:
     """Microseconds since the Unix epoch, exact (no float rounding)."""
+    if type(value) is datetime and value.tzinfo is UTC:  # the common case, as validated
+        return (value - _EPOCH) // _ONE_US
     if not isinstance(value, datetime):
         raise InvalidInputError(f"completed_at must be a datetime, got {type(value).__name__}")
     if value.tzinfo is None:
