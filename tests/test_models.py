@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import threading
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from redis_telemetry import (
     TokenBreakdown,
     is_subscription_limit_error,
 )
+from redis_telemetry.core import codec
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # What chrono's DateTime<Utc> deserialiser accepts: RFC 3339 with a UTC offset.
@@ -184,3 +187,26 @@ def test_model_usage_merge() -> None:
     assert a == ModelUsage(
         input_tokens=11, output_tokens=22, total_tokens=33, cost_usd=1.5, message_count=3
     )
+
+
+def test_event_ids_are_unique_across_threads_and_a_fork() -> None:
+    ids = [codec.new_event_id() for _ in range(3)]
+    others: list[str] = []
+    thread = threading.Thread(target=lambda: others.append(codec.new_event_id()))
+    thread.start()
+    thread.join()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child reports the id it drew, and leaves at once
+        os.write(write, codec.new_event_id().encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    every = [*ids, *others, child, codec.new_event_id()]
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in every)
+    assert len(set(every)) == len(every)
+    prefixes = {i[:16] for i in every}
+    assert len(prefixes) == 3  # this thread, the other thread, the child
+    assert ids[1] == ids[0][:16] + f"{int(ids[0][16:], 16) + 1:016x}"  # a counter after it

@@ -77,24 +77,21 @@ class _Ids(threading.local):
     """
 
     def __init__(self) -> None:
-        self.prefix = os.urandom(8).hex()
-        self.counter = itertools.count()
         self.packer = msgpack.Packer()
+        self.renew()
+
+    def renew(self) -> None:
+        """A new prefix, and the ids that follow it (``next(self.ids)``: one C-level call)."""
+        self.ids = map("{}{:016x}".format, itertools.repeat(os.urandom(8).hex()), itertools.count())
 
 
 _ids = _Ids()
-
-
-def _new_prefix_after_fork() -> None:
-    _ids.prefix = os.urandom(8).hex()
-
-
-os.register_at_fork(after_in_child=_new_prefix_after_fork)
+os.register_at_fork(after_in_child=lambda: _ids.renew())
 
 
 def new_event_id() -> str:
     """A fresh unique event id: 32 hex characters."""
-    return f"{_ids.prefix}{next(_ids.counter):016x}"
+    return next(_ids.ids)
 
 
 _MAX_COUNT = rules.MAX_STORED_COUNT
@@ -165,8 +162,9 @@ def prepare(event: object, now_ms: int) -> PreparedEvent:
         if error and is_subscription_limit_error(error):
             reason = error[:MAX_LIMIT_REASON]
     event_id = fields.get("event_id")
-    event_id = new_event_id() if event_id is None else rules.check_event_id(event_id)
-    member = _ids.packer.pack(
+    ids = _ids
+    event_id = next(ids.ids) if event_id is None else rules.check_event_id(event_id)
+    member = ids.packer.pack(
         [FORMAT_VERSION, event_id, session_id, completed_us, latency, success, *counts, cost,
          error]
     )  # fmt: skip
