@@ -239,39 +239,73 @@ def _ms(e: CompletionEvent) -> int:
     return (e.completed_at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
 
 
+BIG = {"latency_ms": 10**12, "cost_usd": 1e6,
+       "tokens": TokenBreakdown(**dict.fromkeys(TOKEN_KINDS, 10**12))}  # fmt: skip
+
+
+def _big(at: datetime, ms: int) -> CompletionEvent:
+    """A maximal event ``ms`` after ``at``: its cost alone is 1e15 nano-USD."""
+    return CompletionEvent(model="m", success=ms % 3 != 0,
+                           completed_at=at + timedelta(milliseconds=ms), **BIG)  # type: ignore[arg-type]  # fmt: skip
+
+
+def _write_and_check(
+    r: redis.Redis, store: TelemetryStore, later: list[CompletionEvent], sent: list[CompletionEvent]
+) -> None:
+    """Write ``later`` (a batch of 6: 6e15 nano-USD, past 2^52, then 5 single writes), then
+    check that the totals hash equals the sums over the members it covers, and the snapshot
+    the naive computation."""
+    store.record_batch(later[5:])  # trims: its sums and the trimmed ones meet
+    for e in later[:5]:
+        store.record(e)
+    sent += later
+    members = r.zrange("telemetry:{m}:events", 0, -1)
+    stored = [codec.stored_sums(codec.decode(m)) for m in members]
+    expected = [sum(column) for column in zip(*stored, strict=True)]
+    totals = r.hmget("telemetry:{m}:totals", codec.TOTALS_FIELDS)
+    assert [int(v or 0) for v in totals] == expected
+    before = server_ms(r)
+    snap = store.model_performance("m")
+    after = server_ms(r)
+    live = [Sent(e, _ms(e), True) for e in sent]
+    candidates = [naive("m", live, store.window_secs, t) for t in range(before, after + 1)]
+    assert comparable(snap) in [without_percentiles(c) for c in candidates]
+
+
 def test_totals_stay_exact_with_the_largest_values() -> None:
     """Sums far past 2^53 (a batch of maximal events), trimmed and re-added by single writes
     and batches: the totals hash always equals the sums over the members it covers."""
-    big = {"latency_ms": 10**12, "cost_usd": 1e6,
-           "tokens": TokenBreakdown(**dict.fromkeys(TOKEN_KINDS, 10 ** 12))}  # fmt: skip
     clock = Clock(time.time())
     with mock.patch("time.time", clock):
         r = fakeredis.FakeRedis(server=fakeredis.FakeServer())
         store = TelemetryStore(r, window_secs=10)
         start = datetime.fromtimestamp(clock.now, UTC)
-
-        def at(ms: int) -> CompletionEvent:
-            return CompletionEvent(model="m", success=ms % 3 != 0,
-                                   completed_at=start + timedelta(milliseconds=ms), **big)  # type: ignore[arg-type]  # fmt: skip
-
-        sent = [at(-9990 + 10 * i) for i in range(1000)]
+        sent = [_big(start, -9990 + 10 * i) for i in range(1000)]
         store.record_batch(sent)
+        assert int(r.hget("telemetry:{m}:totals", "cost_nusd") or 0) > 2**53
         for step in range(6):
             clock.now += 2.5
-            later = [at(2500 * (step + 1) + i) for i in range(11)]  # 6e15 nano-USD: past 2^52
-            store.record_batch(later[5:])  # trims: its sums and the trimmed ones meet
-            for e in later[:5]:
-                store.record(e)
-            sent += later
-            members = r.zrange("telemetry:{m}:events", 0, -1)
-            stored = [codec.stored_sums(codec.decode(m)) for m in members]
-            expected = [sum(column) for column in zip(*stored, strict=True)]
-            totals = r.hmget("telemetry:{m}:totals", codec.TOTALS_FIELDS)
-            assert [int(v or 0) for v in totals] == expected
-            assert expected[3] > 2**53 or step > 0  # the first batch's cost sum is past 2^53
-            now_ms = server_ms(r)
-            live = [Sent(e, _ms(e), True) for e in sent]
-            assert comparable(store.model_performance("m")) == without_percentiles(
-                naive("m", live, 10, now_ms)
-            )
+            _write_and_check(r, store, [_big(start, 2500 * (step + 1) + i) for i in range(11)],
+                             sent)  # fmt: skip
         r.close()
+
+
+def test_totals_stay_exact_with_the_largest_values_on_a_real_server(redis_server) -> None:  # type: ignore[no-untyped-def]
+    """The same on a real redis-server (its own Lua and 64-bit HINCRBY), on its real clock:
+    writes go on until the first batch has left the 2-second window."""
+    client = redis.Redis(port=redis_server.port)
+    client.flushall()
+    store = TelemetryStore(client, window_secs=2)
+    start = datetime.now(UTC)
+    sent = [_big(start, -1900 + 2 * i) for i in range(950)]
+    store.record_batch(sent)
+    assert int(client.hget("telemetry:{m}:totals", "cost_nusd") or 0) > 2**53
+    last_of_first = _ms(sent[-1])
+    deadline = time.monotonic() + 10
+    rounds = 0
+    while client.zcount("telemetry:{m}:events", "-inf", last_of_first):  # the first batch stays
+        assert time.monotonic() < deadline
+        _write_and_check(client, store, [_big(datetime.now(UTC), i) for i in range(11)], sent)
+        rounds += 1
+    assert rounds > 1
+    client.close()
