@@ -1,5 +1,6 @@
 """redis-telemetry: a shared, live view of LLM model performance, stored in Redis."""
 
+from ._version import __version__
 from .aio import AsyncTelemetryStore
 from .buffer import BufferedWriter, BufferStats
 from .core.ops import ConnectionSettings, RecordResult
@@ -51,5 +52,6 @@ __all__ = [
     "UsageSnapshot",
     "Weights",
     "WindowMismatchError",
+    "__version__",
     "is_subscription_limit_error",
 ]

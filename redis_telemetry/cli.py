@@ -29,6 +29,9 @@ from .models import CompletionEvent, TelemetrySummary
 from .store import TelemetryStore
 
 DEFAULT_URL = "redis://localhost:6379/0"
+#: `serve`'s port: free in the Prometheus default port allocations list (9464, the old
+#: default, is the OpenTelemetry Prometheus exporter's, which Claude Code may use)
+DEFAULT_PORT = 10464
 EXIT_ERROR, EXIT_USAGE, EXIT_UNAVAILABLE = 1, 2, 3
 
 
@@ -540,7 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = command("serve", cmd_serve, "a Prometheus exporter: one snapshot per scrape")
     sp.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    sp.add_argument("--port", type=int, default=9464, help="port (default 9464)")
+    sp.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     sp.add_argument(
         "--percentiles", action="store_true",
         help="also export p50/p95 latency (reads every event in the window per scrape)",

@@ -10,26 +10,41 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, datetime
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
+from ._version import __version__
 from .errors import TelemetryError, WindowMismatchError
 from .models import ModelPerformanceSnapshot
 from .store import TelemetryStore
 
-log = logging.getLogger("redis_telemetry")
+log = logging.getLogger(__name__)
 PREFIX = "redis_telemetry"
-TOKEN_KINDS = ("total", "input", "output", "reasoning", "cache_read", "cache_write")
+#: the per-kind token counts; ``tokens.total`` is exported on its own, so summing over
+#: ``kind`` never counts a token twice
+TOKEN_KINDS = ("input", "output", "reasoning", "cache_read", "cache_write")
+#: the label naming the store's namespace (not ``namespace``: Kubernetes service discovery
+#: attaches that one, and Prometheus would rename ours to ``exported_namespace``)
+NS_LABEL = "store_namespace"
 
 
 class SnapshotCollector(Collector):
-    """Collects ``all_model_performances()`` once per scrape."""
+    """Collects ``all_model_performances()`` once per scrape.
+
+    Every per-model value covers the namespace's rolling window, so it is a gauge: it goes
+    down as events age out. They are sums and counts, which PromQL can add across models and
+    divide; ``redis_telemetry_window_seconds`` gives the window's length once.
+    """
 
     def __init__(self, store: TelemetryStore, percentiles: bool = False) -> None:
         self.store = store
@@ -46,6 +61,11 @@ class SnapshotCollector(Collector):
                                         namespace=self.store.namespace)  # fmt: skip
             return self.store.all_model_performances(self.percentiles)
 
+    def describe(self) -> Iterator[Metric]:
+        """Every family this collector yields, without samples (no Redis read)."""
+        yield from model_metrics([], "", with_percentiles=True)
+        yield from _scrape_metrics("", up=0, models=0, errors=0, window=0, duration=0.0)
+
     def collect(self) -> Iterator[Metric]:
         with self._lock:
             start = time.perf_counter()
@@ -56,65 +76,92 @@ class SnapshotCollector(Collector):
                 self.errors += 1
                 log.warning("scrape failed: %s", exc)
                 snaps, up = [], 0
-            yield from model_metrics(snaps, ns, datetime.now(UTC))
-            yield _gauge("up", "1 when the last scrape read Redis, else 0", ns, up)
-            yield _gauge("models", "models with data or a limit in the window", ns, len(snaps))
-            errors = CounterMetricFamily(f"{PREFIX}_redis_errors", "scrapes that failed to read "
-                                         "Redis", labels=["namespace"])  # fmt: skip
-            errors.add_metric([ns], self.errors)
-            yield errors
-            yield _gauge("scrape_duration_seconds", "time this scrape took", ns,
-                         time.perf_counter() - start)  # fmt: skip
+            yield from model_metrics(snaps, ns, with_percentiles=self.percentiles)
+            window = self.store.window_secs if up else None
+            yield from _scrape_metrics(ns, up, len(snaps), self.errors, window,
+                                       time.perf_counter() - start)  # fmt: skip
 
 
-def _gauge(name: str, doc: str, namespace: str, value: float) -> GaugeMetricFamily:
-    g = GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=["namespace"])
-    g.add_metric([namespace], value)
-    return g
+def _gauge(name: str, doc: str, labels: list[str], unit: str = "") -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=labels, unit=unit)
+
+
+def _scrape_metrics(
+    ns: str, up: int, models: int, errors: int, window: int | None, duration: float
+) -> Iterator[Metric]:
+    """The exporter's own metrics, and the window's length (only once Redis answered)."""
+    info = InfoMetricFamily(f"{PREFIX}_build", "the exporter's version", labels=["version"])
+    info.add_metric([__version__], {})
+    yield info
+    for name, doc, unit, value in (
+        ("up", "1 when this scrape read Redis, else 0", "", up),
+        ("models", "models with data or a limit in the window", "", models),
+        ("window_seconds", "length of the rolling window every window_* metric covers",
+         "seconds", window),
+        ("scrape_duration_seconds", "time this scrape took", "seconds", duration),
+    ):  # fmt: skip
+        g = _gauge(name, doc, [NS_LABEL], unit)
+        if value is not None:
+            g.add_metric([ns], value)
+        yield g
+    failed = CounterMetricFamily(f"{PREFIX}_redis_errors", "scrapes that failed to read Redis",
+                                 labels=[NS_LABEL])  # fmt: skip
+    failed.add_metric([ns], errors)
+    yield failed
 
 
 def model_metrics(
-    snaps: Iterable[ModelPerformanceSnapshot], namespace: str, now: datetime
+    snaps: Iterable[ModelPerformanceSnapshot], namespace: str, with_percentiles: bool = True
 ) -> Iterator[Metric]:
-    """Per-model gauges, labelled ``model`` and ``namespace``."""
-    labels = ["model", "namespace"]
+    """Per-model gauges over the window, labelled ``model`` and ``store_namespace``."""
+    labels = ["model", NS_LABEL]
 
-    def family(name: str, doc: str, extra: list[str] | None = None) -> GaugeMetricFamily:
-        return GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=labels + (extra or []))
+    def family(
+        name: str, doc: str, extra: list[str] | None = None, unit: str = ""
+    ) -> GaugeMetricFamily:
+        return _gauge(f"window_{name}", doc, labels + (extra or []), unit)
 
-    completions = family("completions", "completions in the window", ["outcome"])
-    success = family("success_ratio", "successful / all completions in the window")
-    latency = family("latency_avg_seconds", "average latency of successful completions")
-    quantiles = family("latency_seconds", "latency percentiles of successful completions "
-                       "(exact, nearest rank; with serve --percentiles)", ["quantile"])  # fmt: skip
-    throughput = family("throughput_per_second", "successful completions per second of window")
-    cost = family("cost_usd", "cost of the window's completions, USD")
-    tokens = family("tokens", "tokens in the window", ["kind"])
-    limited = family("subscription_limited", "1 while the model is subscription-limited")
-    left = family("subscription_limit_remaining_seconds", "time left on the limit (0: none)")
-    age = family("last_event_age_seconds", "age of the newest event in the window")
+    completions = family("completions", "completions in the window, by outcome (ok, failed)",
+                         ["outcome"])  # fmt: skip
+    latency = family("latency_sum_seconds", "sum of the latency of the window's successful "
+                     "completions; divide by window_completions{outcome=\"ok\"}",
+                     unit="seconds")  # fmt: skip
+    percentile = family("latency_percentile_seconds", "exact nearest-rank latency percentile "
+                        "of the window's successful completions (serve --percentiles)",
+                        ["percentile"], "seconds")  # fmt: skip
+    cost = family("cost_usd", "cost of the window's completions, failures included", unit="usd")
+    tokens = family("tokens", "tokens in the window, by kind (no total: see reported_tokens)",
+                    ["kind"])  # fmt: skip
+    reported = family("reported_tokens", "tokens.total summed over the window: the tool's own "
+                      "total where it reports one, else the sum of the kinds")  # fmt: skip
+    limited = _gauge("subscription_limited", "1 while the model is subscription-limited",
+                     labels)  # fmt: skip
+    expires = _gauge("subscription_limit_expiry_timestamp_seconds", "Unix time the "
+                     "subscription limit ends (absent without a limit or its TTL)", labels,
+                     "seconds")  # fmt: skip
+    last = _gauge("last_event_timestamp_seconds", "Unix time of the newest event in the window",
+                  labels, "seconds")  # fmt: skip
     for s in snaps:
         ids = [s.model, namespace]
         completions.add_metric([*ids, "ok"], s.successful_completions)
         completions.add_metric([*ids, "failed"], s.failed_completions)
-        success.add_metric(ids, s.success_rate)
-        latency.add_metric(ids, s.avg_latency_ms / 1000)
-        for q, value in (("0.5", s.latency_p50_ms), ("0.95", s.latency_p95_ms)):
+        latency.add_metric(ids, round(s.avg_latency_ms * s.successful_completions) / 1000)
+        for p, value in (("50", s.latency_p50_ms), ("95", s.latency_p95_ms)):
             if value is not None:
-                quantiles.add_metric([*ids, q], value / 1000)
-        throughput.add_metric(ids, s.throughput)
+                percentile.add_metric([*ids, p], value / 1000)
         cost.add_metric(ids, s.total_cost_usd)
         for kind in TOKEN_KINDS:
             tokens.add_metric([*ids, kind], getattr(s.tokens, kind))
+        reported.add_metric(ids, s.tokens.total)
         is_limited = s.is_subscription_limited()
         limited.add_metric(ids, 1 if is_limited else 0)
-        expires = s.subscription_limit_expires_at
-        remaining = (expires - now).total_seconds() if is_limited and expires else 0.0
-        left.add_metric(ids, max(0.0, remaining))
+        if is_limited and s.subscription_limit_expires_at is not None:
+            expires.add_metric(ids, s.subscription_limit_expires_at.timestamp())
         if s.last_event_at is not None:
-            age.add_metric(ids, max(0.0, (now - s.last_event_at).total_seconds()))
-    yield from (completions, success, latency, quantiles, throughput, cost, tokens, limited,
-                left, age)  # fmt: skip
+            last.add_metric(ids, s.last_event_at.timestamp())
+    yield from (completions, latency, cost, tokens, reported, limited, expires, last)
+    if with_percentiles:
+        yield percentile
 
 
 class _QuietHandler(WSGIRequestHandler):

@@ -6,16 +6,18 @@ import json
 import re
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from redis_telemetry import TelemetryStore
+import redis_telemetry
+from redis_telemetry import TelemetryStore, TokenBreakdown
+from redis_telemetry.cli import DEFAULT_PORT
 
 from .helpers import event
 from .servers import free_port
@@ -59,6 +61,9 @@ def value(data: dict, name: str, **labels: str) -> float:  # type: ignore[type-a
     return data[(name, tuple(sorted(labels.items())))]
 
 
+NS = "telemetry"
+
+
 def test_scrape_reports_every_model(url: str) -> None:
     store = TelemetryStore.from_url(url)
     store.record_batch(
@@ -69,35 +74,49 @@ def test_scrape_reports_every_model(url: str) -> None:
         status, text = get(base + "/metrics")
         assert status == 200
         data = samples(text)
-        ns = "telemetry"
-        assert value(data, "redis_telemetry_up", namespace=ns) == 1
-        assert value(data, "redis_telemetry_models", namespace=ns) == 2
-        assert (
-            value(data, "redis_telemetry_completions", model="a", namespace=ns, outcome="ok") == 2
-        )
-        assert value(data, "redis_telemetry_completions", model="a", namespace=ns,
-                     outcome="failed") == 1  # fmt: skip
-        assert value(data, "redis_telemetry_success_ratio", model="a", namespace=ns) == (
-            pytest.approx(2 / 3)
-        )
-        assert value(data, "redis_telemetry_latency_avg_seconds", model="a", namespace=ns) == 0.3
-        assert value(data, "redis_telemetry_throughput_per_second", model="a", namespace=ns) == (
-            pytest.approx(2 / 3600)
-        )
-        assert value(data, "redis_telemetry_cost_usd", model="a", namespace=ns) == 0.76
-        assert value(data, "redis_telemetry_tokens", model="a", namespace=ns, kind="total") == 3000
-        assert value(data, "redis_telemetry_subscription_limited", model="b", namespace=ns) == 1
-        assert value(data, "redis_telemetry_subscription_limited", model="a", namespace=ns) == 0
-        left = value(data, "redis_telemetry_subscription_limit_remaining_seconds", model="b",
-                     namespace=ns)  # fmt: skip
-        assert 3590 < left <= 3600
-        assert 0 <= value(data, "redis_telemetry_last_event_age_seconds", model="a",
-                          namespace=ns) < 60  # fmt: skip
-        assert value(data, "redis_telemetry_redis_errors_total", namespace=ns) == 0
-        assert value(data, "redis_telemetry_scrape_duration_seconds", namespace=ns) > 0
+        ns = {"store_namespace": NS}
+        a, b = {"model": "a", **ns}, {"model": "b", **ns}
+        assert value(data, "redis_telemetry_up", **ns) == 1
+        assert value(data, "redis_telemetry_models", **ns) == 2
+        assert value(data, "redis_telemetry_window_seconds", **ns) == 3600
+        assert value(data, "redis_telemetry_window_completions", **a, outcome="ok") == 2
+        assert value(data, "redis_telemetry_window_completions", **a, outcome="failed") == 1
+        # sums, so PromQL divides: average latency = 0.6 s / 2 successes
+        assert value(data, "redis_telemetry_window_latency_sum_seconds", **a) == 0.6
+        assert value(data, "redis_telemetry_window_cost_usd", **a) == 0.76
+        for kind, tokens in (("input", 2400), ("output", 600), ("reasoning", 0)):
+            assert value(data, "redis_telemetry_window_tokens", **a, kind=kind) == tokens
+        assert value(data, "redis_telemetry_window_reported_tokens", **a) == 3000
+        assert value(data, "redis_telemetry_subscription_limited", **b) == 1
+        assert value(data, "redis_telemetry_subscription_limited", **a) == 0
+        expiry = value(data, "redis_telemetry_subscription_limit_expiry_timestamp_seconds", **b)
+        assert 3590 < expiry - time.time() <= 3600
+        assert ("redis_telemetry_subscription_limit_expiry_timestamp_seconds",
+                tuple(sorted(a.items()))) not in data  # fmt: skip
+        newest = value(data, "redis_telemetry_last_event_timestamp_seconds", **a)
+        assert 0 <= time.time() - newest < 60
+        assert value(data, "redis_telemetry_redis_errors_total", **ns) == 0
+        assert value(data, "redis_telemetry_scrape_duration_seconds", **ns) > 0
+        assert value(data, "redis_telemetry_build_info", version=redis_telemetry.__version__) == 1
         assert get(base + "/healthz") == (200, "ok\n")
         assert get(base + "/nope")[0] == 404
     store.client.close()
+
+
+def test_token_kinds_sum_to_the_total_without_double_counting(url: str) -> None:
+    tokens = TokenBreakdown(
+        total=438, input=10, output=20, reasoning=3, cache_read=400, cache_write=5
+    )
+    TelemetryStore.from_url(url).record_batch([event("t", tokens=tokens)] * 2)
+    with serving(url) as base:
+        data = samples(get(base + "/metrics")[1])
+    kinds = {dict(labels)["kind"]: v for (name, labels), v in data.items()
+             if name == "redis_telemetry_window_tokens"}  # fmt: skip
+    assert kinds == {"input": 20, "output": 40, "reasoning": 6, "cache_read": 800,
+                     "cache_write": 10}  # fmt: skip
+    assert sum(kinds.values()) == value(
+        data, "redis_telemetry_window_reported_tokens", model="t", store_namespace=NS
+    )
 
 
 def test_scrape_while_redis_is_down_still_answers() -> None:
@@ -107,11 +126,11 @@ def test_scrape_while_redis_is_down_still_answers() -> None:
             status, text = get(base + "/metrics")
             assert status == 200
             data = samples(text)
-            assert value(data, "redis_telemetry_up", namespace="telemetry") == 0
-            assert value(data, "redis_telemetry_redis_errors_total", namespace="telemetry") == (
+            assert value(data, "redis_telemetry_up", store_namespace=NS) == 0
+            assert value(data, "redis_telemetry_redis_errors_total", store_namespace=NS) == (
                 expected_errors
             )
-            assert not any(name == "redis_telemetry_completions" for name, _ in data)
+            assert not any(name.startswith("redis_telemetry_window_") for name, _ in data)
         status, body = get(base + "/healthz")
         assert status == 503
         assert "redis unreachable" in body
@@ -121,37 +140,77 @@ def test_serve_follows_a_window_changed_in_redis(url: str) -> None:
     TelemetryStore.from_url(url, window_secs=60).record(event("m"))
     with serving(url) as base:
         data = samples(get(base + "/metrics")[1])
-        assert value(data, "redis_telemetry_up", namespace="telemetry") == 1
+        assert value(data, "redis_telemetry_up", store_namespace=NS) == 1
+        assert value(data, "redis_telemetry_window_seconds", store_namespace=NS) == 60
         TelemetryStore.from_url(url, window_secs=60).set_window(120)
         data = samples(get(base + "/metrics")[1])  # the next scrape already follows it
-        assert value(data, "redis_telemetry_up", namespace="telemetry") == 1
-        assert value(data, "redis_telemetry_throughput_per_second", model="m",
-                     namespace="telemetry") == pytest.approx(1 / 120)  # fmt: skip
+        assert value(data, "redis_telemetry_up", store_namespace=NS) == 1
+        assert value(data, "redis_telemetry_window_seconds", store_namespace=NS) == 120
 
 
 def test_shipped_dashboard_and_scrape_config_match_the_exporter(url: str) -> None:
     root = Path(__file__).resolve().parents[1] / "deploy"
     dashboard = json.loads((root / "grafana-dashboard.json").read_text())
-    used = {
-        name
-        for p in dashboard["panels"]
-        for t in p["targets"]
-        for name in re.findall(r"redis_telemetry_\w+", t["expr"])
-    }
-    TelemetryStore.from_url(url).record(event("m"))
-    with serving(url) as base:
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {name for e in exprs for name in re.findall(r"redis_telemetry_\w+", e)}
+    TelemetryStore.from_url(url).record_batch([event("m"), event("l", False, error="usage limit")])
+    with serving(url, "--percentiles") as base:
         exported = {name for name, _ in samples(get(base + "/metrics")[1])}
     assert used <= exported, used - exported
-    assert "localhost:9464" in (root / "prometheus.yml").read_text()
+    assert len(used) >= 10
+    # every query selects the store's namespace by its own label, never Kubernetes' one
+    assert all('store_namespace="$store_namespace"' in e for e in exprs)
+    assert not any(re.search(r"[^_]namespace=", e) for e in exprs)
+    (variable,) = (v for v in dashboard["templating"]["list"] if v["type"] == "query")
+    assert variable["query"] == "label_values(redis_telemetry_up, store_namespace)"
+    assert f"localhost:{DEFAULT_PORT}" in (root / "prometheus.yml").read_text()
 
 
 def test_percentiles_are_exported_on_request(url: str) -> None:
     TelemetryStore.from_url(url).record_batch([event("p", True, ms) for ms in (100, 200, 900)])
+    name = "redis_telemetry_window_latency_percentile_seconds"
     with serving(url) as base:
-        assert not any(n == "redis_telemetry_latency_seconds" for n, _ in samples(get(base)[1]))
+        assert not any(n == name for n, _ in samples(get(base)[1]))
     with serving(url, "--percentiles") as base:
         data = samples(get(base + "/metrics")[1])
-        assert value(data, "redis_telemetry_latency_seconds", model="p", namespace="telemetry",
-                     quantile="0.5") == 0.2  # fmt: skip
-        assert value(data, "redis_telemetry_latency_seconds", model="p", namespace="telemetry",
-                     quantile="0.95") == 0.9  # fmt: skip
+        p = {"model": "p", "store_namespace": NS}
+        assert value(data, name, **p, percentile="50") == 0.2
+        assert value(data, name, **p, percentile="95") == 0.9
+
+
+# -- the naming conventions (prometheus.io/docs/practices/naming) ---------------------------------
+
+BASE_UNITS = ("seconds", "bytes", "ratio", "usd", "tokens", "completions", "models", "info")
+NOT_BASE_UNITS = ("milliseconds", "ms", "minutes", "hours", "percent", "kilobytes")
+NO_AGES = ("age", "remaining", "ago", "elapsed", "left")
+
+
+def test_every_metric_follows_the_naming_conventions(url: str) -> None:
+    store = TelemetryStore.from_url(url)
+    store.record_batch([event("m", True, 100), event("m", False, 5, error="usage limit")])
+    with serving(url, "--percentiles") as base:
+        families = list(text_string_to_metric_families(get(base + "/metrics")[1]))
+    by_name = {f.name: f for f in families}
+    assert len(by_name) >= 15
+    for f in families:
+        assert f.name.startswith("redis_telemetry_"), f.name
+        assert f.documentation, f.name
+        words = f.name.split("_")
+        assert not set(words) & set(NO_AGES), f"{f.name}: export a timestamp, not an age"
+        assert not set(words) & set(NOT_BASE_UNITS), f"{f.name}: use base units"
+        if f.type == "gauge":
+            assert not f.name.endswith(("_total", "_count", "_sum", "_bucket")), f.name
+            if f.name != "redis_telemetry_up" and f.name != "redis_telemetry_subscription_limited":
+                assert f.name.endswith(BASE_UNITS), f"{f.name}: name the unit last"
+        if "latency" in f.name or "duration" in f.name or "timestamp" in f.name:
+            assert f.name.endswith("_seconds"), f.name
+        labels = {k for s in f.samples for k in s.labels}
+        assert "namespace" not in labels, f"{f.name}: collides with Kubernetes' label"
+        if f.type != "summary":
+            assert "quantile" not in labels, f"{f.name}: quantile belongs to summaries"
+        if f.name != "redis_telemetry_build_info":
+            assert all(s.labels.get("store_namespace") == NS for s in f.samples), f.name
+        assert all(s.labels.get("kind") != "total" for s in f.samples), f.name
+    # window values are gauges, the only counter counts the exporter's own failures
+    assert {f.name for f in families if f.type == "counter"} == {"redis_telemetry_redis_errors"}
+    assert all(f.type == "gauge" for f in families if "_window_" in f.name)
