@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import queue
 import sys
@@ -21,6 +22,7 @@ from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn, TransferSpeedColumn
 
 from . import render
+from ._version import __version__
 from .core.backup import Dump, DumpEvent, DumpHeader, DumpLimit, describe_validation, parse_line
 from .core.keys import DEFAULT_NAMESPACE
 from .errors import InvalidInputError, TelemetryError, TelemetryUnavailable
@@ -28,6 +30,7 @@ from .ingest import FORMATS, UnparseableLine, breakdown, make_parser
 from .models import CompletionEvent, TelemetrySummary
 from .store import TelemetryStore
 
+log = logging.getLogger(__name__)
 DEFAULT_URL = "redis://localhost:6379/0"
 #: `serve`'s port: free in the Prometheus default port allocations list (9464, the old
 #: default, is the OpenTelemetry Prometheus exporter's, which Claude Code may use)
@@ -469,6 +472,13 @@ def cmd_demo(ctx: Context) -> int:
     return run_demo(ctx.args, ctx.out, ctx.err)
 
 
+def cmd_completion(ctx: Context) -> int:
+    import shtab
+
+    print(shtab.complete(build_parser(), shell=ctx.args.shell), end="")
+    return 0
+
+
 # -- the parser ---------------------------------------------------------------------------------
 
 
@@ -486,6 +496,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--window", type=int, default=3600, metavar="SECS",
         help="window for a namespace that has none yet (default 3600); "
         "a namespace's stored window always wins",
+    )  # fmt: skip
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument(
+        "-v", "--verbose", action="count", default=0,
+        help="log more on stderr: -v info, -vv debug (with tracebacks behind errors)",
+    )  # fmt: skip
+    p.add_argument(
+        "--log-level", type=str.upper, choices=LOG_LEVELS, default=None, metavar="LEVEL",
+        help=f"log level of the redis_telemetry loggers, one of {', '.join(LOG_LEVELS)} "
+        "(default WARNING; overrides -v)",
     )  # fmt: skip
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -551,7 +571,43 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = command("demo", cmd_demo, "a simulated fleet with a live table and a router")
     sp.add_argument("--seconds", type=float, default=20.0, help="how long to run (default 20)")
+
+    sp = command("completion", cmd_completion, "print a shell completion script")
+    sp.add_argument("shell", choices=("bash", "zsh"))
     return p
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record comes, not when it was built."""
+
+    @property
+    def stream(self) -> IO[str]:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
+def configure_logging(verbose: int, level: str | None) -> None:
+    """Send the package's log records to stderr at ``level``, else by ``-v`` count.
+
+    Every module logs to a child of the ``redis_telemetry`` logger (``redis_telemetry.store``,
+    ``redis_telemetry.exporter``, ...); one handler on the parent serves them all. Calling it
+    again replaces the handler instead of adding a second one.
+    """
+    if level is None:
+        level = LOG_LEVELS[max(0, 2 - verbose)]
+    package = logging.getLogger("redis_telemetry")
+    for old in [h for h in package.handlers if isinstance(h, _StderrHandler)]:
+        package.removeHandler(old)
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    package.addHandler(handler)
+    package.setLevel(level)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -559,11 +615,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.url_given = args.url is not None
     args.url = args.url or default_url()
+    configure_logging(args.verbose, args.log_level)
+    log.debug("%s on %s", args.command, redact(args.url))
     ctx = Context(args, Console(), Console(stderr=True, soft_wrap=True))
     try:
         code: int = args.handler(ctx)
         return code
-    except TelemetryUnavailable as exc:
+    except (TelemetryError, ValidationError) as exc:
+        log.debug("%s failed", args.command, exc_info=exc)
+        return _report(ctx, exc)
+    except BrokenPipeError:
+        return 0
+
+
+def _report(ctx: Context, exc: TelemetryError | ValidationError) -> int:
+    """One line on stderr for a failure, and its exit code."""
+    args = ctx.args
+    if isinstance(exc, TelemetryUnavailable):
         ctx.err.print(
             f"redis-telemetry: cannot reach Redis at {redact(args.url)} ({_cause(exc)}). "
             "Start one with `docker compose up -d`, or install redis-server, "
@@ -572,14 +640,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             highlight=False,
         )
         return EXIT_UNAVAILABLE
-    except TelemetryError as exc:
+    if isinstance(exc, TelemetryError):
         ctx.err.print(f"redis-telemetry: {exc}", markup=False, highlight=False)
-        return EXIT_ERROR
-    except ValidationError as exc:
+    else:
         ctx.err.print(f"redis-telemetry: {describe_validation(exc)}", markup=False)
-        return EXIT_ERROR
-    except BrokenPipeError:
-        return 0
+    return EXIT_ERROR
 
 
 def _cause(exc: BaseException) -> str:

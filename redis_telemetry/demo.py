@@ -10,6 +10,7 @@ server (in-process, TCP, with Lua).
 from __future__ import annotations
 
 import argparse
+import logging
 import random
 import threading
 import time
@@ -28,6 +29,7 @@ from .errors import TelemetryError, TelemetryUnavailable
 from .models import CompletionEvent, ModelPerformanceSnapshot, TokenBreakdown
 from .store import TelemetryStore
 
+log = logging.getLogger(__name__)
 DEMO_NAMESPACE = "demo"
 DEMO_WINDOW_SECS = 300
 REPLICAS = 3
@@ -91,6 +93,7 @@ def replica(
             sent += 1
             stop.wait(rng.uniform(0.02, 0.08))
     except TelemetryError as exc:
+        log.debug("replica %d stopped", n, exc_info=exc)
         errors.append(f"replica {n} stopped: {exc}")
     finally:
         store.client.close()
@@ -135,11 +138,13 @@ def reachable(url: str) -> bool:
     quick = ConnectionSettings(socket_timeout=1, socket_connect_timeout=1, retries=0)
     try:
         store = TelemetryStore.from_url(url, connection=quick)
-    except TelemetryError:
+    except TelemetryError as exc:
+        log.debug("cannot use the URL: %s", exc)
         return False
     try:
         return bool(store.client.ping())
-    except redis.RedisError:
+    except redis.RedisError as exc:
+        log.debug("no Redis answers: %s", exc)
         return False
     finally:
         store.client.close()
