@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up and run the project from a fresh checkout.
-#   bash dev.sh test    venv + install + redis-server, then ruff, mypy and the whole test suite
+#   bash dev.sh test    venv + install + redis-server, then ruff, mypy, the whole test suite
+#                       and the docs site (mkdocs build --strict)
 #   bash dev.sh demo    venv + install, then the live demo (embedded Redis when none is reachable)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -41,6 +42,7 @@ case "${1:-}" in
     "$VENV/bin/ruff" format --check .
     "$VENV/bin/mypy"
     "$VENV/bin/python" -m pytest "$@"
+    NO_MKDOCS_2_WARNING=1 "$VENV/bin/mkdocs" build --strict --quiet --site-dir "$VENV/docs-site"
     ;;
   demo)
     shift

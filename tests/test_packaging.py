@@ -90,7 +90,8 @@ def test_sdist_has_what_a_rebuild_and_the_tests_need(dists: tuple[Path, Path]) -
     _, sdist = dists
     with tarfile.open(sdist) as tf:
         names = {n.split("/", 1)[1] for n in tf.getnames() if "/" in n}
-    for needed in ("pyproject.toml", "README.md", "CHANGELOG.md", "LICENSE", "docs/metrics.md",
+    for needed in ("pyproject.toml", "README.md", "CHANGELOG.md", "LICENSE", "mkdocs.yml",
+                   "docs/index.md", "docs/metrics.md",
                    "redis_telemetry/py.typed", "lua/record.lua",
                    "tests/conftest.py", "deploy/grafana-dashboard.json", "dev.sh"):  # fmt: skip
         assert needed in names, needed
