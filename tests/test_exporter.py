@@ -10,13 +10,14 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
+import promql_parser
 from prometheus_client.parser import text_string_to_metric_families
 
 import redis_telemetry
-from redis_telemetry import TelemetryStore, TokenBreakdown
+from redis_telemetry import CompletionEvent, TelemetryStore, TokenBreakdown
 from redis_telemetry.cli import DEFAULT_PORT
 
 from .helpers import event
@@ -39,6 +40,13 @@ def serving(url: str, *extra: str) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.communicate(timeout=30)
+
+
+def write(url: str, events: list[CompletionEvent], window_secs: int = 3600) -> None:
+    """Record with a store of its own, closed afterwards."""
+    store = TelemetryStore.from_url(url, window_secs=window_secs)
+    with closing(store.client):
+        store.record_batch(events)
 
 
 def get(url: str) -> tuple[int, str]:
@@ -107,7 +115,7 @@ def test_token_kinds_sum_to_the_total_without_double_counting(url: str) -> None:
     tokens = TokenBreakdown(
         total=438, input=10, output=20, reasoning=3, cache_read=400, cache_write=5
     )
-    TelemetryStore.from_url(url).record_batch([event("t", tokens=tokens)] * 2)
+    write(url, [event("t", tokens=tokens)] * 2)
     with serving(url) as base:
         data = samples(get(base + "/metrics")[1])
     kinds = {dict(labels)["kind"]: v for (name, labels), v in data.items()
@@ -137,12 +145,14 @@ def test_scrape_while_redis_is_down_still_answers() -> None:
 
 
 def test_serve_follows_a_window_changed_in_redis(url: str) -> None:
-    TelemetryStore.from_url(url, window_secs=60).record(event("m"))
+    write(url, [event("m")], window_secs=60)
     with serving(url) as base:
         data = samples(get(base + "/metrics")[1])
         assert value(data, "redis_telemetry_up", store_namespace=NS) == 1
         assert value(data, "redis_telemetry_window_seconds", store_namespace=NS) == 60
-        TelemetryStore.from_url(url, window_secs=60).set_window(120)
+        store = TelemetryStore.from_url(url, window_secs=60)
+        with closing(store.client):
+            store.set_window(120)
         data = samples(get(base + "/metrics")[1])  # the next scrape already follows it
         assert value(data, "redis_telemetry_up", store_namespace=NS) == 1
         assert value(data, "redis_telemetry_window_seconds", store_namespace=NS) == 120
@@ -153,11 +163,13 @@ def test_shipped_dashboard_and_scrape_config_match_the_exporter(url: str) -> Non
     dashboard = json.loads((root / "grafana-dashboard.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     used = {name for e in exprs for name in re.findall(r"redis_telemetry_\w+", e)}
-    TelemetryStore.from_url(url).record_batch([event("m"), event("l", False, error="usage limit")])
+    write(url, [event("m"), event("l", False, error="usage limit")])
     with serving(url, "--percentiles") as base:
         exported = {name for name, _ in samples(get(base + "/metrics")[1])}
     assert used <= exported, used - exported
     assert len(used) >= 10
+    for expr in exprs:  # each one is valid PromQL
+        promql_parser.parse(expr.replace("$store_namespace", NS))
     # every query selects the store's namespace by its own label, never Kubernetes' one
     assert all('store_namespace="$store_namespace"' in e for e in exprs)
     assert not any(re.search(r"[^_]namespace=", e) for e in exprs)
@@ -166,8 +178,20 @@ def test_shipped_dashboard_and_scrape_config_match_the_exporter(url: str) -> Non
     assert f"localhost:{DEFAULT_PORT}" in (root / "prometheus.yml").read_text()
 
 
+def test_the_promql_in_the_metrics_page_parses_and_names_exported_metrics(url: str) -> None:
+    page = (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text()
+    queries = re.findall(r"^\| [^|]+ \| `([^`]+)` \|$", page, flags=re.M)
+    assert len(queries) >= 8
+    write(url, [event("m"), event("l", False, error="usage limit")])
+    with serving(url, "--percentiles") as base:
+        exported = {name for name, _ in samples(get(base + "/metrics")[1])}
+    for query in queries:
+        promql_parser.parse(query)
+        assert set(re.findall(r"redis_telemetry_\w+", query)) <= exported, query
+
+
 def test_percentiles_are_exported_on_request(url: str) -> None:
-    TelemetryStore.from_url(url).record_batch([event("p", True, ms) for ms in (100, 200, 900)])
+    write(url, [event("p", True, ms) for ms in (100, 200, 900)])
     name = "redis_telemetry_window_latency_percentile_seconds"
     with serving(url) as base:
         assert not any(n == name for n, _ in samples(get(base)[1]))
@@ -186,8 +210,7 @@ NO_AGES = ("age", "remaining", "ago", "elapsed", "left")
 
 
 def test_every_metric_follows_the_naming_conventions(url: str) -> None:
-    store = TelemetryStore.from_url(url)
-    store.record_batch([event("m", True, 100), event("m", False, 5, error="usage limit")])
+    write(url, [event("m", True, 100), event("m", False, 5, error="usage limit")])
     with serving(url, "--percentiles") as base:
         families = list(text_string_to_metric_families(get(base + "/metrics")[1]))
     by_name = {f.name: f for f in families}
