@@ -63,7 +63,7 @@ class SnapshotCollector(Collector):
 
     def describe(self) -> Iterator[Metric]:
         """Every family this collector yields, without samples (no Redis read)."""
-        yield from model_metrics([], "", with_percentiles=True)
+        yield from model_metrics([], "")
         yield from _scrape_metrics("", up=0, models=0, errors=0, window=0, duration=0.0)
 
     def collect(self) -> Iterator[Metric]:
@@ -76,7 +76,7 @@ class SnapshotCollector(Collector):
                 self.errors += 1
                 log.warning("scrape failed: %s", exc)
                 snaps, up = [], 0
-            yield from model_metrics(snaps, ns, with_percentiles=self.percentiles)
+            yield from model_metrics(snaps, ns)
             window = self.store.window_secs if up else None
             yield from _scrape_metrics(ns, up, len(snaps), self.errors, window,
                                        time.perf_counter() - start)  # fmt: skip
@@ -110,10 +110,12 @@ def _scrape_metrics(
     yield failed
 
 
-def model_metrics(
-    snaps: Iterable[ModelPerformanceSnapshot], namespace: str, with_percentiles: bool = True
-) -> Iterator[Metric]:
-    """Per-model gauges over the window, labelled ``model`` and ``store_namespace``."""
+def model_metrics(snaps: Iterable[ModelPerformanceSnapshot], namespace: str) -> Iterator[Metric]:
+    """Per-model gauges over the window, labelled ``model`` and ``store_namespace``.
+
+    The latency percentiles have samples where the snapshots carry them (today, with
+    ``percentiles=True``).
+    """
     labels = ["model", NS_LABEL]
 
     def family(
@@ -159,9 +161,7 @@ def model_metrics(
             expires.add_metric(ids, s.subscription_limit_expires_at.timestamp())
         if s.last_event_at is not None:
             last.add_metric(ids, s.last_event_at.timestamp())
-    yield from (completions, latency, cost, tokens, reported, limited, expires, last)
-    if with_percentiles:
-        yield percentile
+    yield from (completions, latency, percentile, cost, tokens, reported, limited, expires, last)
 
 
 class _QuietHandler(WSGIRequestHandler):
