@@ -29,11 +29,13 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _writer(url: str, seed: int, until: float, out: Any) -> None:
+def _writer(url: str, seed: int, ready: Any, out: Any) -> None:
     store = TelemetryStore.from_url(url, window_secs=WINDOW)
+    ready.wait()  # every process is up: the clock starts for all of them at once
+    start = time.time()
+    until = start + SECS
     sent = stored = errors = 0
     rss_early = None
-    start = time.time()
     while time.time() < until:
         batch = [event(MODELS[(seed + i) % 4], i % 9 != 0, 10 + i) for i in range(20)]
         try:
@@ -47,8 +49,10 @@ def _writer(url: str, seed: int, until: float, out: Any) -> None:
              "rss_late": _rss_mb()})  # fmt: skip
 
 
-def _reader(url: str, until: float, out: Any) -> None:
+def _reader(url: str, ready: Any, out: Any) -> None:
     store = TelemetryStore.from_url(url, window_secs=WINDOW)
+    ready.wait()
+    until = time.time() + SECS
     reads = errors = 0
     while time.time() < until:
         try:
@@ -65,12 +69,14 @@ def test_soak(tmp_path: Path) -> None:
     server = RedisServer(workdir=tmp_path).start()
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
-    until = time.time() + SECS
-    procs = [ctx.Process(target=_writer, args=(server.url, w, until, results)) for w in range(2)]
-    procs.append(ctx.Process(target=_reader, args=(server.url, until, results)))
+    ready = ctx.Barrier(4)  # two writers, one reader and this process
+    procs = [ctx.Process(target=_writer, args=(server.url, w, ready, results)) for w in range(2)]
+    procs.append(ctx.Process(target=_reader, args=(server.url, ready, results)))
     for p in procs:
         p.start()
     client = server.client()
+    ready.wait(timeout=120)  # spawned interpreters can take seconds to import on a busy host
+    until = time.time() + SECS
     samples = []
     while time.time() < until:
         if time.time() > until - SECS + 3 * WINDOW:  # the window is full: memory should be flat
