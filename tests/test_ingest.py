@@ -114,11 +114,11 @@ def test_claude_older_release() -> None:
         total=1600, input=30, output=70, reasoning=0, cache_read=1000, cache_write=500
     )
     assert ok.cost_usd == pytest.approx(0.0521)
-    assert limited.error == "Claude AI usage limit reached|1795900000"
+    assert limited.error == "Claude AI usage limit reached|2051222400"
     assert old.model == "claude-other-model"  # no init line: the modelUsage entry
     assert old.cost_usd == pytest.approx(0.002)  # older releases' cost_usd
     assert old.event_id == "claude:c-ses-4:result1"  # no uuid: session and result position
-    assert p.limits == [Limit("claude-fixture-model", datetime.fromtimestamp(1795900000, UTC),
+    assert p.limits == [Limit("claude-fixture-model", datetime.fromtimestamp(2051222400, UTC),
                               limited.error)]  # fmt: skip
 
 
@@ -228,7 +228,8 @@ def test_pi_final_errors_are_limits() -> None:
 def test_pi_limits_apply_from_a_file_too() -> None:
     p = parse("pi", "pi-0.58-mode-json-errors.jsonl", clock=LATER)
     assert [lim.until for lim in p.limits] == [
-        datetime(2026, 11, 20, 12, 0, 32, 300000, tzinfo=UTC), None
+        datetime(2026, 11, 20, 12, 0, 32, 300000, tzinfo=UTC),
+        None,
     ]
     assert len(p.unmeasured) == 3
 
