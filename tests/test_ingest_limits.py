@@ -144,3 +144,21 @@ def test_seconds_until_rounds_up() -> None:
     assert limits.seconds_until(NOW + timedelta(milliseconds=1), NOW) == 1
     assert limits.seconds_until(NOW + timedelta(seconds=5), NOW) == 5
     assert limits.seconds_until(NOW - timedelta(seconds=5), NOW) == 0
+
+
+def test_record_blocks_only_while_the_named_reset_is_ahead() -> None:
+    import fakeredis
+
+    from redis_telemetry import TelemetryStore
+
+    from .helpers import event
+
+    store = TelemetryStore(fakeredis.FakeRedis())
+    store.record(event("past", False, error="Claude AI usage limit reached|1700000000"))
+    perf = store.model_performance("past")
+    assert perf.failed_completions == 1
+    assert not perf.subscription_limit_reached  # it reset in 2023
+    store.record(event("ahead", False, error="5-hour limit reached ∙ resets 3pm"))
+    assert store.model_performance("ahead").subscription_limit_reached
+    store.record(event("plain", False, error="usage limit reached"))
+    assert store.model_performance("plain").subscription_limit_reached

@@ -80,6 +80,13 @@ def is_limit_text(text: str) -> bool:
     return bool(_STATUS_429.search(text)) and bool(_RATE_WORDS.search(text))
 
 
+def blocks_at(text: str, now: datetime) -> bool:
+    """True when an error text names a limit still in force at ``now`` (one whose reset time
+    is already past blocks nothing): the rule ``record()`` applies."""
+    found = from_text(text, now)
+    return found is not None and (found.until is None or found.until > now)
+
+
 def from_text(text: str, now: datetime) -> LimitEnd | None:
     """The limit an error text names, with its end when the text gives a readable one;
     None when the text names no limit."""
