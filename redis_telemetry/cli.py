@@ -23,7 +23,7 @@ from .core.backup import Dump, DumpEvent, DumpHeader, DumpLimit, describe_valida
 from .core.keys import DEFAULT_NAMESPACE
 from .errors import InvalidInputError, TelemetryError, TelemetryUnavailable
 from .ingest import FORMAT_NAMES, IngestAborted, breakdown, make_parser, run_ingest
-from .ingest.run import DEFAULT_RETRY_FOR, read_lines
+from .ingest.run import DEFAULT_RETRY_FOR, read_lines, with_retry
 from .models import CompletionEvent, TelemetrySummary
 from .store import TelemetryStore
 
@@ -213,10 +213,11 @@ def cmd_ingest(ctx: Context) -> int:
     except ValueError as exc:
         ctx.err.print(f"redis-telemetry ingest: {exc}", markup=False)
         return EXIT_USAGE
-    store = open_store(ctx.args)
 
     def notify(text: str) -> None:
         ctx.err.print(f"redis-telemetry ingest: {text}", markup=False, highlight=False)
+
+    store = with_retry(lambda: open_store(ctx.args), ctx.args.retry_for, notify)
 
     def run(stream: IO[str], on_line: Callable[[str], None] = lambda line: None) -> int:
         try:

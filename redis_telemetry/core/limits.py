@@ -139,6 +139,13 @@ def retry_after(value: object, now: datetime) -> datetime | None:
 
 def reset_from_text(text: str, now: datetime) -> datetime | None:
     """The reset time a limit text names, or None (none given, or unreadable)."""
+    try:
+        return _reset_from_text(text, now)
+    except OverflowError:  # a time beyond what datetime can hold: unreadable
+        return None
+
+
+def _reset_from_text(text: str, now: datetime) -> datetime | None:
     if m := _EPOCH_SUFFIX.search(text):
         return epoch_seconds(int(m.group(1)))
     if m := _RETRY_SECS.search(text):
@@ -185,7 +192,10 @@ def _clock_time(m: re.Match[str], now: datetime) -> datetime | None:
 def _after(now: datetime, secs: float) -> datetime | None:
     if not math.isfinite(secs) or secs < 0:
         return None
-    return _sane(now + timedelta(seconds=min(secs, _MAX_AHEAD.total_seconds() + 1)), now)
+    try:
+        return _sane(now + timedelta(seconds=min(secs, _MAX_AHEAD.total_seconds() + 1)), now)
+    except OverflowError:
+        return None
 
 
 def _sane(when: datetime, now: datetime) -> datetime | None:

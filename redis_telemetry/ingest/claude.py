@@ -108,7 +108,7 @@ class ClaudeParser(Parser):
             return []  # allowed / allowed_warning: never a block
         info = obj(data.get("rate_limit_info"), "rate_limit_info")
         reason = f"rate_limit_event: {text(info.get('rateLimitType')) or 'rejected'}"
-        self._structured_limit.add(session)
+        self._structured_limit.add(session)  # nothing below can fail
         model = self._known_model(session)
         if model is None:
             self._pending_limits.setdefault(session, []).append(Limit("", found.until, reason))
@@ -121,11 +121,11 @@ class ClaudeParser(Parser):
         usage = obj(data.get("usage"), "usage")
         counts = tuple(count(usage.get(k)) for k in _USAGE_KEYS)
         total_cost = cost(data.get("total_cost_usd", data.get("cost_usd")))
-        run_cost, run_counts = self._increment(session, total_cost, counts)
+        run_cost, run_counts = self._increment(self._cumulative.get(session), total_cost, counts)
         subtype = text(data.get("subtype"))
         failed = data.get("is_error") is True or subtype.startswith("error")
         error = self._error_text(data, subtype) if failed else None
-        position = self._results[session] = self._results.get(session, 0) + 1
+        position = self._results.get(session, 0) + 1
         uuid = text(data.get("uuid"))
         event_id = f"claude:{uuid}" if uuid else stable_id("claude", session, f"result{position}")
         now = self.arrived
@@ -148,9 +148,12 @@ class ClaudeParser(Parser):
                 event_id=event_id,
             )
         ]
-        items += [Limit(model, p.until, p.reason) for p in self._pending_limits.pop(session, [])]
+        pending = self._pending_limits.pop(session, [])
+        items += [Limit(model, p.until, p.reason) for p in pending]
         if failed and error is not None:
             items += self._failure_limit(session, model, error, data, now)
+        self._results[session] = position
+        self._cumulative[session] = (total_cost, counts)
         return items
 
     def _failure_limit(
@@ -171,15 +174,14 @@ class ClaudeParser(Parser):
             return "; ".join(parts)
         return text(data.get("result")) or subtype or "error"
 
+    @staticmethod
     def _increment(
-        self, session: str, total_cost: float, counts: tuple[int, ...]
+        previous: tuple[float, tuple[int, ...]] | None, total_cost: float, counts: tuple[int, ...]
     ) -> tuple[float, tuple[int, ...]]:
         """This result's own share. Under multi-turn stream-json input one process restates its
         running totals (cost, tokens) in each result, so a result whose totals all grew
         since the session's previous one counts only the growth; any total that went down
         means a new process, whose result counts whole."""
-        previous = self._cumulative.get(session)
-        self._cumulative[session] = (total_cost, counts)
         if previous is None:
             return total_cost, counts
         before_cost, before = previous

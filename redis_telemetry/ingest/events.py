@@ -171,12 +171,17 @@ class Parser:
             raise UnparseableLine("not a JSON object")
         self.line_digest = hashlib.sha256(body.encode("utf-8", "replace")).hexdigest()[:32]
         try:
-            self._ready += self.before(data)
-            return self._take(self.parse(data))
+            settled = self.before(data)
+            try:
+                items = self.parse(data)
+            except BaseException:
+                self.undo_before()
+                raise
         except UnparseableLine:
             raise
         except (KeyError, TypeError, AttributeError, ValueError, OverflowError) as exc:
             raise UnparseableLine(f"missing or malformed field: {exc}") from None
+        return self._take(settled + items)
 
     def finish(self) -> list[Item]:
         """At the end of the stream: what the parser still holds."""
@@ -190,10 +195,15 @@ class Parser:
         """Items an earlier line left pending that this line settles (default: none)."""
         return []
 
+    def undo_before(self) -> None:
+        """Put back what ``before`` settled: the line turned out unparseable, and an
+        unparseable line leaves no trace."""
+
     def at_end(self) -> list[Item]:
         return []
 
     def parse(self, data: dict[str, Any]) -> list[Item]:
+        """The items of one decoded line; raises before changing any state if it cannot."""
         raise NotImplementedError
 
     def pick_model(self, model: str | None) -> str:

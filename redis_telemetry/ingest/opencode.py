@@ -93,11 +93,13 @@ class OpencodeParser(Parser):
         model = self._model(part)
         reason = text(part.get("reason"))
         failed = reason in FAILED_REASONS
-        start = self._open.get(session, {}).pop(text(part.get("messageID")), None)
+        steps = self._open.get(session, {})
+        step = text(part.get("messageID"))
+        start = steps.get(step)
         if start is None:
             return [Unmeasured(model, session, "step_finish without its step_start")]
         part_id = text(part.get("id"))
-        return [
+        done: list[Item] = [
             self.completion(
                 model=model,
                 session=session,
@@ -110,6 +112,8 @@ class OpencodeParser(Parser):
                 event_id=stable_id("opencode", part_id or self.line_digest),
             )
         ]
+        del steps[step]
+        return done
 
     def _error(self, session: str, data: dict[str, Any]) -> list[Item]:
         err = obj(data.get("error"), "error")
@@ -132,14 +136,14 @@ class OpencodeParser(Parser):
         if not steps:
             return [Unmeasured(model, session, "error outside a step"), *items]
         step = max(steps, key=steps.__getitem__)
-        start = steps.pop(step)
         event = self.completion(
             model=model,
             session=session,
             completed_at=at,
-            latency_ms=max(0, round((at - start).total_seconds() * 1000)),
+            latency_ms=max(0, round((at - steps[step]).total_seconds() * 1000)),
             success=False,
             error=message,
             event_id=stable_id("opencode", session, step, "error"),
         )
+        del steps[step]
         return [event, *items]

@@ -58,14 +58,23 @@ class PiParser(Parser):
         self._live_start: dict[str, datetime] = {}
         #: failed calls waiting to learn whether pi retries them: (key, item, limits)
         self._held: list[tuple[str, Item, list[Item]]] = []
+        self._unsettled: list[tuple[str, Item, list[Item]]] = []
 
     def parse(self, data: dict[str, Any]) -> list[Item]:
         kind = data.get("type")
         if kind == "session":
             self._session = text(data.get("id")) or text(data.get("sessionId"))
             return []
+        previous = self._session
         if isinstance(data.get("sessionId"), str):  # the seed's shape names it on each event
             self._session = data["sessionId"]
+        try:
+            return self._parse(kind, data)
+        except BaseException:
+            self._session = previous
+            raise
+
+    def _parse(self, kind: object, data: dict[str, Any]) -> list[Item]:
         if kind not in ("message_start", "message_end", "turn_end"):
             return []
         message = obj(data.get("message"), "message")
@@ -78,12 +87,15 @@ class PiParser(Parser):
             return []
         if key in self._counted:
             return []  # turn_end repeats the message_end already counted
+        items = self._completion(key, message, data)
         self._counted.add(key)
-        return self._completion(key, message, data)
+        self._live_start.pop(key, None)
+        return items
 
     def before(self, data: dict[str, Any]) -> list[Item]:
         """Settle held failures: pi retried them (``auto_retry_start``), or they were final."""
         kind = data.get("type")
+        self._unsettled = list(self._held)
         if not self._held or kind in ("agent_end", "message_update"):
             return []
         if kind == "turn_end":
@@ -100,6 +112,9 @@ class PiParser(Parser):
             retried.append(item)
         self._held.clear()
         return retried
+
+    def undo_before(self) -> None:
+        self._held = self._unsettled
 
     def at_end(self) -> list[Item]:
         """Failures nothing retried are final: recorded, with the limit their text names."""
@@ -127,7 +142,6 @@ class PiParser(Parser):
         model = self.pick_model(f"{provider}/{name}" if provider and name else name or None)
         stop = text(message.get("stopReason"))
         if stop == "aborted":
-            self._live_start.pop(key, None)
             return []  # the user stopped it: not the model's failure
         if stop not in SUCCESS and stop != "error":
             raise UnparseableLine(f"unknown stopReason {stop!r}")
@@ -165,7 +179,7 @@ class PiParser(Parser):
         return []
 
     def _latency(self, key: str, data: dict[str, Any]) -> int | None:
-        start = self._live_start.pop(key, None)
+        start = self._live_start.get(key)
         if start is not None:
             ms = round((self.arrived - start).total_seconds() * 1000)
             return ms if ms >= 1 else None  # lines read at once: a file, not a live call

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 from ..core.limits import seconds_until
 from ..errors import InvalidInputError, TelemetryUnavailable
@@ -28,6 +28,7 @@ MAX_DELAY = 0.25
 QUEUE_LINES = 10_000
 DEFAULT_RETRY_FOR = 60.0
 BACKOFF_FIRST, BACKOFF_MAX = 0.05, 2.0
+T = TypeVar("T")
 
 
 class IngestReport:
@@ -68,6 +69,47 @@ class IngestAborted(TelemetryUnavailable):
         self.report = report
         self.resume_line = resume_line
         self.not_stored = not_stored
+
+
+class RetryExhausted(TelemetryUnavailable):
+    """Redis stayed unreachable for the whole retry time."""
+
+    def __init__(self, cause: str, retry_for: float) -> None:
+        super().__init__(f"Redis stayed unreachable for {retry_for:g}s ({cause})")
+        self.cause = cause
+
+
+def with_retry(
+    fn: Callable[[], T],
+    retry_for: float,
+    notify: Callable[[str], None],
+    sleep: Callable[[float], None] = time.sleep,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> T:
+    """``fn()``, called again with backoff while Redis is unreachable, for up to
+    ``retry_for`` seconds; one notice when an outage begins, one when it ends."""
+    outage: float | None = None
+    delay = BACKOFF_FIRST
+    while True:
+        try:
+            result = fn()
+        except TelemetryUnavailable as exc:
+            cause = str(exc.__cause__ or exc).split("\n")[0]
+            now = monotonic()
+            if outage is None:
+                outage = now
+                notify(
+                    f"Redis is unreachable ({cause}); holding the lines read so far and "
+                    f"retrying for up to {retry_for:g}s"
+                )
+            if now - outage >= retry_for:
+                raise RetryExhausted(cause, retry_for) from exc
+            sleep(min(delay, max(0.0, outage + retry_for - now)))
+            delay = min(delay * 2, BACKOFF_MAX)
+            continue
+        if outage is not None:
+            notify("Redis is reachable again; the held lines are being stored")
+        return result
 
 
 def apply_limit(store: TelemetryStore, limit: Limit, now: datetime) -> bool:
@@ -145,30 +187,11 @@ class _Run:
         """Write the pending batch, retrying while Redis is unreachable."""
         if not self.events and not self.limits:
             return
-        outage: float | None = None
-        delay = BACKOFF_FIRST
-        while True:
-            try:
-                self._write()
-                break
-            except TelemetryUnavailable as exc:
-                cause = str(exc.__cause__ or exc).split("\n")[0]
-                now = self.monotonic()
-                if outage is None:
-                    outage = now
-                    self.notify(
-                        f"Redis is unreachable ({cause}); holding the lines read so far and "
-                        f"retrying for up to {self.retry_for:g}s"
-                    )
-                if now - outage >= self.retry_for:
-                    first = min(n for n, _ in [*self.events, *self.limits])
-                    raise IngestAborted(
-                        self.report, first, self.last_line - first + 1, cause
-                    ) from exc
-                self.sleep(min(delay, max(0.0, outage + self.retry_for - now)))
-                delay = min(delay * 2, BACKOFF_MAX)
-        if outage is not None:
-            self.notify("Redis is reachable again; the held lines are stored")
+        try:
+            with_retry(self._write, self.retry_for, self.notify, self.sleep, self.monotonic)
+        except RetryExhausted as exc:
+            first = min(n for n, _ in [*self.events, *self.limits])
+            raise IngestAborted(self.report, first, self.last_line - first + 1, exc.cause) from exc
         self.events.clear()
         self.events_written = False
 
