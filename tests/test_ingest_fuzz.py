@@ -129,6 +129,6 @@ limit_texts = st.one_of(
 def test_limit_rules_never_crash(text: str, now: datetime) -> None:
     found = limits.from_text(text, now)
     assert found is None or found.until is None or found.until.tzinfo is not None
-    assert limits.blocks_at(text, now) in (True, False)
+    assert limits.blocks_at(text, now, now) in (True, False)
     limits.retry_after(text, now)
     limits.from_status(429, text, {"retry-after": text}, now)

@@ -160,7 +160,9 @@ def prepare(event: object, now_ms: int) -> PreparedEvent:
     reason = ""
     if error is not None:
         error = rules.check_error(error)
-        if error and limits.blocks_at(error, rules.from_epoch_us(now_ms * 1000)):
+        if error and limits.blocks_at(
+            error, rules.from_epoch_us(completed_us), rules.from_epoch_us(now_ms * 1000)
+        ):
             reason = error[:MAX_LIMIT_REASON]
     event_id = fields.get("event_id")
     ids = _ids

@@ -80,10 +80,11 @@ def is_limit_text(text: str) -> bool:
     return bool(_STATUS_429.search(text)) and bool(_RATE_WORDS.search(text))
 
 
-def blocks_at(text: str, now: datetime) -> bool:
-    """True when an error text names a limit still in force at ``now`` (one whose reset time
-    is already past blocks nothing): the rule ``record()`` applies."""
-    found = from_text(text, now)
+def blocks_at(text: str, said_at: datetime, now: datetime) -> bool:
+    """True when an error text, written at ``said_at``, names a limit still in force at
+    ``now`` (one whose reset time is already past blocks nothing): the rule ``record()``
+    applies, with the event's ``completed_at`` as ``said_at``."""
+    found = from_text(text, said_at)
     return found is not None and (found.until is None or found.until > now)
 
 
