@@ -282,6 +282,8 @@ def test_opencode_errors() -> None:
     assert (error.success, error.latency_ms, error.error) == (False, 1800, "finish reason: error")
     assert (filtered.success, filtered.error) == (False, "finish reason: content-filter")
     assert (too_many.success, too_many.latency_ms) == (False, 350)  # from its own step only
+    # the header's end, in words record() reads too
+    assert too_many.error == "Too Many Requests (HTTP 429, retry after 1790 seconds)"
     assert fork.model == "openrouter/qwen3-coder"  # part.model wins over --model
     assert auth.latency_ms == 400  # the aborted step before it ended with the abort
     assert p.ignored == [1, 3, 5, 7, 9, 10, 11, 14]  # step_start lines, MessageAbortedError

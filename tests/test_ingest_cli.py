@@ -163,6 +163,29 @@ def test_opencode_retry_after_blocks_for_the_servers_time(store: TelemetryStore)
     assert abs((expires - (error_at + timedelta(seconds=120))).total_seconds()) <= 2
 
 
+def test_an_old_opencode_429_blocks_nothing(store: TelemetryStore) -> None:
+    """Its Retry-After date is long past; the error text alone must not block either."""
+    lines = recent("opencode-run-json-errors.jsonl", lag_ms=600_000)[6:8]  # Retry-After: a date
+    report = ingest_lines(store, "opencode", lines, model="m")
+    assert (report.recorded, report.limits) == (1, 0)
+    assert not store.model_performance("m").subscription_limit_reached
+
+
+def test_a_429_whose_retry_after_ran_out_blocks_nothing(store: TelemetryStore) -> None:
+    at = int(time.time() * 1000) - 600_000  # ten minutes ago, for 120 s
+    lines = [
+        {"type": "step_start", "timestamp": at - 500, "sessionID": "s",
+         "part": {"id": "p1", "messageID": "m1"}},
+        {"type": "error", "timestamp": at, "sessionID": "s",
+         "error": {"name": "APIError", "data": {"message": "Too Many Requests",
+                   "statusCode": 429, "responseHeaders": {"retry-after": "120"}}}},
+    ]  # fmt: skip
+    report = ingest_lines(store, "opencode", map(json.dumps, lines), model="m")
+    assert (report.recorded, report.limits) == (1, 0)
+    assert store.events("m")[0].error == "Too Many Requests (HTTP 429, retry after 120 seconds)"
+    assert not store.model_performance("m").subscription_limit_reached
+
+
 def test_a_reset_already_past_blocks_nothing() -> None:
     store = TelemetryStore(fakeredis.FakeRedis())
     now = datetime.now(UTC)

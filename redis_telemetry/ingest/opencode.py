@@ -133,6 +133,11 @@ class OpencodeParser(Parser):
         )
         if found is not None:
             items.append(Limit(model, found.until, message[:200]))
+            said = limits.from_text(message, at)
+            if found.until is not None and (said is None or said.until is None):
+                # the end the header gave, in words the store's own limit check reads
+                secs = limits.seconds_until(found.until, at)
+                message += f" (HTTP 429, retry after {secs} seconds)"
         if not steps:
             return [Unmeasured(model, session, "error outside a step"), *items]
         step = max(steps, key=steps.__getitem__)
