@@ -103,6 +103,18 @@ def test_claude_rate_limit_event_before_the_model_is_known_waits_for_the_result(
                               "rate_limit_event: five_hour")]  # fmt: skip
 
 
+def test_claude_output_format_json_verbose_is_one_array() -> None:
+    lines = (FIXTURES / "claude-2.1-stream-json.jsonl").read_text().splitlines()[:3]
+    one_line = "[" + ",".join(lines) + "]"
+    p = parse_lines("claude", [one_line], clock=lambda: FIXED)
+    assert [(e.model, e.latency_ms) for e in p.events] == [("claude-sonnet-4-5-20250929", 12000)]
+    assert parse_lines("jsonl", [one_line]).unparseable == [(1, "not a JSON object")]
+    assert parse_lines("claude", ["[]", "[1]"]).unparseable == [
+        (1, "not a JSON object"),
+        (2, "not a JSON object"),
+    ]
+
+
 def test_claude_older_release() -> None:
     p = parse("claude", "claude-stream.jsonl")
     assert p.ignored == [1, 2, 5]
@@ -359,3 +371,13 @@ def test_blank_lines_are_ignored() -> None:
 def test_unknown_format() -> None:
     with pytest.raises(ValueError, match="unknown format 'xml'"):
         make_parser("xml")
+
+
+def test_a_bad_message_in_an_array_undoes_the_whole_line() -> None:
+    init = {"type": "system", "subtype": "init", "session_id": "s", "model": "from-init"}
+    bad = {"type": "result", "session_id": "s"}  # no duration_ms
+    result = {"type": "result", "subtype": "success", "is_error": False, "duration_ms": 3,
+              "session_id": "s", "uuid": "u", "modelUsage": {"from-usage": {}}}  # fmt: skip
+    p = parse_lines("claude", [json.dumps([init, bad]), json.dumps(result)])
+    assert [n for n, _ in p.unparseable] == [1]
+    assert [e.model for e in p.events] == ["from-usage"]  # the init of line 1 left no trace

@@ -1,5 +1,8 @@
 """Claude Code: ``claude -p --output-format stream-json --verbose`` (2.1.x; older shapes too).
 
+``--output-format json`` is read too: its one result object, or with ``--verbose`` the run's
+messages as one JSON array.
+
 Modelled on Claude Code's stream-json messages: ``system``/``init`` (``model``, ``session_id``),
 ``assistant`` (``message.model``; ``<synthetic>`` marks Claude Code's own notices),
 ``rate_limit_event`` (``rate_limit_info.status``, ``resetsAt`` in epoch seconds) and
@@ -69,6 +72,8 @@ class ClaudeParser(Parser):
     """Claude Code's stream-json (see the module docstring)."""
 
     name = "claude"
+    #: ``--output-format json --verbose`` prints the whole run as one JSON array
+    reads_arrays = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -14,6 +14,7 @@ raises :class:`UnparseableLine` and leaves the parser as it was.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Callable
@@ -141,6 +142,8 @@ class Parser:
     name: ClassVar[str] = ""
     #: the stream names no model, so ``--model`` is required
     needs_model: ClassVar[bool] = False
+    #: a line may hold a JSON array of messages, read in order
+    reads_arrays: ClassVar[bool] = False
 
     def __init__(self, model: str | None = None, session: str | None = None,
                  clock: Callable[[], datetime] = now_utc) -> None:  # fmt: skip
@@ -167,21 +170,29 @@ class Parser:
             raise UnparseableLine(f"not JSON: {exc.msg}") from None
         except RecursionError:
             raise UnparseableLine("not JSON: nested too deeply") from None
-        if not isinstance(data, dict):
+        messages = data if isinstance(data, list) and self.reads_arrays else [data]
+        if not messages or not all(isinstance(m, dict) for m in messages):
             raise UnparseableLine("not a JSON object")
         self.line_digest = hashlib.sha256(body.encode("utf-8", "replace")).hexdigest()[:32]
-        try:
-            settled = self.before(data)
+        out: list[Item] = []
+        # an array is a whole run: if one of its messages fails, none of them counted
+        saved = copy.deepcopy(self.__dict__) if len(messages) > 1 else None
+        for message in messages:
             try:
-                items = self.parse(data)
-            except BaseException:
-                self.undo_before()
-                raise
-        except UnparseableLine:
-            raise
-        except (KeyError, TypeError, AttributeError, ValueError, OverflowError) as exc:
-            raise UnparseableLine(f"missing or malformed field: {exc}") from None
-        return self._take(settled + items)
+                settled = self.before(message)
+                try:
+                    out += settled + self.parse(message)
+                except BaseException:
+                    self.undo_before()
+                    raise
+            except (UnparseableLine, KeyError, TypeError, AttributeError, ValueError,
+                    OverflowError) as exc:  # fmt: skip
+                if saved is not None:
+                    self.__dict__ = saved
+                if isinstance(exc, UnparseableLine):
+                    raise
+                raise UnparseableLine(f"missing or malformed field: {exc}") from None
+        return self._take(out)
 
     def finish(self) -> list[Item]:
         """At the end of the stream: what the parser still holds."""
