@@ -186,6 +186,17 @@ def test_a_429_whose_retry_after_ran_out_blocks_nothing(store: TelemetryStore) -
     assert not store.model_performance("m").subscription_limit_reached
 
 
+def test_a_longer_block_in_place_is_not_shortened(store: TelemetryStore) -> None:
+    store.mark_subscription_limited("openai/gpt-5.1-codex", ttl_secs=86400)
+    lines = recent("opencode-run-json-errors.jsonl", lag_ms=0)
+    report = ingest_lines(store, "opencode", lines, model="openai/gpt-5.1-codex")
+    assert report.limits == 0
+    perf = store.model_performance("openai/gpt-5.1-codex")
+    assert perf.subscription_limit_expires_at is not None
+    left = perf.subscription_limit_expires_at - datetime.now(UTC)
+    assert left > timedelta(hours=23)
+
+
 def test_a_reset_already_past_blocks_nothing() -> None:
     store = TelemetryStore(fakeredis.FakeRedis())
     now = datetime.now(UTC)

@@ -13,7 +13,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, TypeVar
 
@@ -112,16 +112,17 @@ def with_retry(
         return result
 
 
-def apply_limit(store: TelemetryStore, limit: Limit, now: datetime) -> bool:
+def apply_limit(
+    store: TelemetryStore, limit: Limit, now: datetime, kept: datetime | None = None
+) -> bool:
     """Block ``limit.model`` until ``limit.until`` (None: the store's default TTL). A reset
-    time already past blocks nothing. The one place ingest blocks a model."""
-    if limit.until is None:
-        store.mark_subscription_limited(limit.model)
-        return True
-    secs = seconds_until(limit.until, now)
-    if secs <= 0:
+    time already past blocks nothing, and a block that ends at ``kept`` or later (one in
+    place before) is not shortened. The one place ingest blocks a model."""
+    ttl = store.subscription_limit_ttl_secs
+    secs = ttl if limit.until is None else seconds_until(limit.until, now)
+    if secs <= 0 or (kept is not None and kept >= now + timedelta(seconds=secs)):
         return False
-    store.mark_subscription_limited(limit.model, ttl_secs=max(1, secs))
+    store.mark_subscription_limited(limit.model, ttl_secs=None if limit.until is None else secs)
     return True
 
 
@@ -169,6 +170,7 @@ class _Run:
         self.events: list[tuple[int, Completion]] = []
         self.limits: list[tuple[int, Limit]] = []
         self.events_written = False
+        self.kept: dict[str, datetime | None] = {}
         self.last_line = 0
         #: model -> event ids stored, for events stamped with the ingest clock (their stored
         #: form differs between runs, so only the id tells a re-run apart)
@@ -197,6 +199,10 @@ class _Run:
 
     def _write(self) -> None:
         if not self.events_written:
+            models = {lim.model for _, lim in self.limits}
+            # the blocks in place before this batch (its own events may add one more)
+            self.kept = {m: self.store.model_performance(m).subscription_limit_expires_at
+                         for m in models}  # fmt: skip
             fresh = self._unseen()
             write_batch(self.store, fresh, self.report)
             for _, c in fresh:
@@ -205,7 +211,8 @@ class _Run:
             self.events_written = True
         now = self.clock()
         while self.limits:
-            if apply_limit(self.store, self.limits[0][1], now):
+            limit = self.limits[0][1]
+            if apply_limit(self.store, limit, now, self.kept.get(limit.model)):
                 self.report.limits += 1
             self.limits.pop(0)
 
