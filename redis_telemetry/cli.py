@@ -6,11 +6,9 @@ import argparse
 import json
 import logging
 import os
-import queue
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, NamedTuple
@@ -26,7 +24,8 @@ from ._version import __version__
 from .core.backup import Dump, DumpEvent, DumpHeader, DumpLimit, describe_validation, parse_line
 from .core.keys import DEFAULT_NAMESPACE
 from .errors import InvalidInputError, TelemetryError, TelemetryUnavailable
-from .ingest import FORMATS, UnparseableLine, breakdown, make_parser
+from .ingest import FORMAT_NAMES, IngestAborted, breakdown, make_parser, run_ingest
+from .ingest.run import DEFAULT_RETRY_FOR, read_lines, with_retry
 from .models import CompletionEvent, TelemetrySummary
 from .store import TelemetryStore
 
@@ -214,123 +213,36 @@ def _record_result(result: Any) -> str:
     )
 
 
-class IngestReport:
-    """What an ingest did, for the closing report."""
-
-    def __init__(self) -> None:
-        self.recorded = self.duplicates = self.outside = self.ignored = 0
-        self.unparseable: list[tuple[int, str]] = []
-
-    def line(self) -> str:
-        text = (
-            f"recorded {self.recorded} events ({self.duplicates} already present, "
-            f"{self.outside} outside the window); ignored {self.ignored} lines; "
-            f"unparseable {len(self.unparseable)} lines"
-        )
-        if self.unparseable:
-            shown = ", ".join(f"{n} ({why})" for n, why in self.unparseable[:10])
-            more = len(self.unparseable) - 10
-            text += f": {shown}" + (f" and {more} more" if more > 0 else "")
-        return text
-
-
-def read_lines(stream: IO[str]) -> Iterator[tuple[int, str] | None]:
-    """Lines with their numbers as they arrive; ``None`` whenever nothing came for a while."""
-    lines: queue.Queue[tuple[int, str] | None] = queue.Queue(maxsize=10_000)
-
-    def pump() -> None:
-        for n, line in enumerate(stream, 1):
-            lines.put((n, line))
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True, name="ingest-reader").start()
-    while True:
-        try:
-            item = lines.get(timeout=INGEST_MAX_DELAY)
-        except queue.Empty:
-            yield None
-            continue
-        if item is None:
-            return
-        yield item
-
-
-INGEST_BATCH = 500
-INGEST_MAX_DELAY = 0.25
-
-
-def ingest(
-    store: TelemetryStore,
-    parser: Any,
-    items: Iterable[tuple[int, str] | None],
-    on_line: Callable[[str], None] = lambda line: None,
-) -> IngestReport:
-    """Parse lines into events and record them in batches of at most ``INGEST_BATCH`` events
-    or ``INGEST_MAX_DELAY`` seconds, whichever comes first. A bad line never stops the run."""
-    report = IngestReport()
-    pending: list[tuple[int, CompletionEvent]] = []
-    since = time.monotonic()
-
-    def flush() -> None:
-        nonlocal since
-        if pending:
-            write_batch(store, pending, report)
-            pending.clear()
-        since = time.monotonic()
-
-    for item in items:
-        if item is not None:
-            lineno, line = item
-            on_line(line)
-            try:
-                events = parser.feed(line)
-            except UnparseableLine as exc:
-                report.unparseable.append((lineno, str(exc)))
-            else:
-                if events:
-                    pending.extend((lineno, e) for e in events)
-                elif line.strip():
-                    report.ignored += 1
-        if len(pending) >= INGEST_BATCH or time.monotonic() - since >= INGEST_MAX_DELAY:
-            flush()
-    flush()
-    return report
-
-
-def write_batch(
-    store: TelemetryStore, pending: list[tuple[int, CompletionEvent]], report: IngestReport
-) -> None:
-    """One round trip; if the store refuses an event, write the rest one by one."""
-    try:
-        results = [store.record_batch([e for _, e in pending])]
-    except InvalidInputError:
-        results = []
-        for lineno, e in pending:
-            try:
-                results.append(store.record(e))
-            except InvalidInputError as exc:
-                report.unparseable.append((lineno, str(exc)))
-    for r in results:
-        report.recorded += r.stored
-        report.duplicates += r.duplicates
-        report.outside += r.outside_window
-
-
 def cmd_ingest(ctx: Context) -> int:
     try:
         parser = make_parser(ctx.args.format, ctx.args.model, ctx.args.session)
     except ValueError as exc:
         ctx.err.print(f"redis-telemetry ingest: {exc}", markup=False)
         return EXIT_USAGE
-    store = open_store(ctx.args)
+
+    def notify(text: str) -> None:
+        ctx.err.print(f"redis-telemetry ingest: {text}", markup=False, highlight=False)
+
+    store = with_retry(lambda: open_store(ctx.args), ctx.args.retry_for, notify)
+
+    def run(stream: IO[str], on_line: Callable[[str], None] = lambda line: None) -> int:
+        try:
+            report = run_ingest(
+                store, parser, read_lines(stream), retry_for=ctx.args.retry_for,
+                on_line=on_line, notify=notify,
+            )  # fmt: skip
+        except IngestAborted as exc:
+            ctx.out.print(exc.report.line(), markup=False)
+            notify(f"giving up at {redact(ctx.args.url)}: {exc}")
+            return EXIT_UNAVAILABLE
+        ctx.out.print(report.line(), markup=False)
+        return 0
+
     if ctx.args.file == "-":
-        report = ingest(store, parser, read_lines(sys.stdin))
-    else:
-        path = Path(ctx.args.file)
-        with open_input(path) as stream, _progress(ctx, path) as advance:
-            report = ingest(store, parser, read_lines(stream), advance)
-    ctx.out.print(report.line(), markup=False)
-    return 0
+        return run(sys.stdin)
+    path = Path(ctx.args.file)
+    with open_input(path) as stream, _progress(ctx, path) as advance:
+        return run(stream, advance)
 
 
 @contextmanager
@@ -482,6 +394,16 @@ def cmd_completion(ctx: Context) -> int:
 # -- the parser ---------------------------------------------------------------------------------
 
 
+def _retry_secs(text: str) -> float:
+    try:
+        secs = float(text)
+    except ValueError:
+        secs = -1.0
+    if not 0 <= secs <= 86400 * 7:
+        raise argparse.ArgumentTypeError(f"expected seconds between 0 and 604800, got {text!r}")
+    return secs
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="redis-telemetry",
@@ -549,9 +471,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--completed-at", help="RFC 3339 time (default: now)")
 
     sp = command("ingest", cmd_ingest, "turn agent CLI output into events and record them")
-    sp.add_argument("--format", choices=FORMATS, required=True)
+    sp.add_argument("--format", choices=FORMAT_NAMES, required=True)
     sp.add_argument("--model", help="model name (required for opencode; overrides the stream)")
     sp.add_argument("--session", help="session id (overrides the stream)")
+    sp.add_argument(
+        "--retry-for", type=_retry_secs, default=DEFAULT_RETRY_FOR, metavar="SECS",
+        help="while Redis is unreachable, hold the lines read and retry for up to SECS "
+        f"(default {DEFAULT_RETRY_FOR:g}); then exit 3 naming the line to resume from",
+    )  # fmt: skip
     sp.add_argument("file", nargs="?", default="-", help="a file, or - for stdin (default)")
 
     sp = command("export", cmd_export, "print the TelemetrySummary JSON")

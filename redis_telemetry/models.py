@@ -5,7 +5,6 @@ Timestamps serialise as RFC 3339 UTC. A naive ``datetime`` is taken to be UTC.
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from functools import partial
 from typing import Annotated, Any
@@ -19,7 +18,7 @@ from pydantic import (
     model_serializer,
 )
 
-from .core import rules
+from .core import limits, rules
 
 UtcDatetime = Annotated[datetime, AfterValidator(rules.to_utc)]
 ModelName = Annotated[str, AfterValidator(rules.check_model_name)]
@@ -33,27 +32,10 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-_SUBSCRIPTION_LIMIT_PHRASES = (
-    "weekly session limit",
-    "monthly limit",
-    "rate limit exceeded",
-    "quota exceeded",
-    "429",
-    "too many requests",
-    "capacity limit",
-    "spending limit",
-    "billing limit",
-    "usage limit",
-    "subscription limit",
-)
-
-
-_SUBSCRIPTION_LIMIT = re.compile("|".join(map(re.escape, _SUBSCRIPTION_LIMIT_PHRASES)))
-
-
 def is_subscription_limit_error(error: str) -> bool:
-    """True when an error message says the provider cut the model off (the reference's list)."""
-    return _SUBSCRIPTION_LIMIT.search(error.lower()) is not None
+    """True when an error message says the provider cut the model off (``core.limits`` rules:
+    limit phrases, and 429 only as a status beside "too many requests" or "rate limit")."""
+    return limits.is_limit_text(error)
 
 
 class TokenBreakdown(BaseModel):

@@ -83,7 +83,9 @@ def test_status_on_an_empty_store(cli: Cli) -> None:
 
 
 def test_status_table_and_json(cli: Cli, store: TelemetryStore) -> None:
-    store.record_batch([event("alpha", True, 100), event("alpha", False, 5, error="429")])
+    store.record_batch(
+        [event("alpha", True, 100), event("alpha", False, 5, error="429 rate limit")]
+    )
     store.record(event("beta", True, 300, ago_secs=90))
     data = cli.json("status")
     assert [d["model"] for d in data] == ["alpha", "beta"]

@@ -45,7 +45,7 @@ class NodeCalls:
 
 
 def test_one_slot_per_model_and_models_spread_over_masters(store: TelemetryStore) -> None:
-    store.record_batch([event(m, False, error="429") for m in MODELS])
+    store.record_batch([event(m, False, error="429 Too Many Requests") for m in MODELS])
     client: RedisCluster = store.client
     nodes = set()
     for m in MODELS:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,7 +18,6 @@ from redis_telemetry import (
     TelemetryStore,
     TokenBreakdown,
 )
-from redis_telemetry.ingest import FORMATS, UnparseableLine, make_parser
 
 from .helpers import dump_all, event
 
@@ -132,34 +130,3 @@ def test_completion_event_json_parses_or_names_the_problem(data: dict[str, Any])
         assert exc.errors()[0]["loc"]  # names the field
     except ValueError as exc:  # json.dumps of odd floats never gets here; be explicit anyway
         pytest.fail(f"unexpected {exc!r}")
-
-
-shaped_lines = st.fixed_dictionaries(
-    {"type": st.sampled_from(["result", "system", "step_start", "step_finish", "error",
-                              "turn_end", "turn_start", "assistant"])},
-    optional={
-        "subtype": st.sampled_from(["init", "success"]), "is_error": json_values,
-        "duration_ms": json_values, "total_cost_usd": json_values, "usage": json_values,
-        "modelUsage": json_values, "session_id": json_values, "model": json_values,
-        "timestamp": json_values, "sessionID": json_values, "part": json_values,
-        "message": json_values, "latencyBreakdown": json_values, "error": json_values,
-        "result": json_values,
-    },
-)  # fmt: skip
-
-
-@FUZZ
-@given(fmt=st.sampled_from(FORMATS), lines=st.lists(
-    st.one_of(shaped_lines.map(json.dumps), st.text(max_size=80)), max_size=8))  # fmt: skip
-def test_ingest_parsers_yield_events_or_unparseable(fmt: str, lines: list[str]) -> None:
-    parser = make_parser(fmt, model="fuzz/model")
-    for line in lines:
-        try:
-            events = parser.feed(line)
-        except UnparseableLine as exc:
-            assert clear(exc)
-            continue
-        for e in events:
-            assert isinstance(e, CompletionEvent)
-            assert e.latency_ms >= 0
-            assert math.isfinite(e.cost_usd)

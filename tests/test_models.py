@@ -48,7 +48,8 @@ def test_subscription_limit_detection() -> None:
 @pytest.mark.parametrize(
     "phrase",
     [
-        "weekly session limit", "monthly limit", "rate limit exceeded", "quota exceeded", "429",
+        "weekly session limit", "monthly limit", "rate limit exceeded", "quota exceeded",
+        "429 too many requests",  # a bare "429" is no longer enough (docs/ingest.md)
         "too many requests", "capacity limit", "spending limit", "billing limit", "usage limit",
         "subscription limit",
     ],

@@ -426,7 +426,7 @@ def test_a_corrupt_config_refuses_writes_but_not_reads(
 def test_namespaces_are_isolated(r: redis.Redis) -> None:
     a = TelemetryStore(r, namespace="team-a", window_secs=60)
     b = TelemetryStore(r, namespace="team-b", window_secs=120)
-    a.record(event("m", False, error="429"))
+    a.record(event("m", False, error="429 Too Many Requests"))
     assert b.known_models() == []
     assert not b.model_performance("m").subscription_limit_reached
     assert a.known_models() == ["m"]
@@ -567,7 +567,7 @@ def test_script_cache_flush_on_a_plain_call(r: redis.Redis, store: TelemetryStor
 def test_script_cache_flush_on_a_pipeline(r: redis.Redis, store: TelemetryStore) -> None:
     store.record_batch([event("a"), event("b")])
     r.script_flush()
-    result = store.record_batch([event("a"), event("b"), event("c", False, error="429")])
+    result = store.record_batch([event("a"), event("b"), event("c", False, error="429 Rate limit")])
     assert result.stored == 3
     perfs = store.all_model_performances()
     assert [(p.model, p.successful_completions + p.failed_completions) for p in perfs] == [

@@ -19,8 +19,8 @@ from typing import Any, NamedTuple
 import msgpack
 
 from ..errors import InvalidInputError
-from ..models import CompletionEvent, TokenBreakdown, is_subscription_limit_error
-from . import rules
+from ..models import CompletionEvent, TokenBreakdown
+from . import limits, rules
 
 FORMAT_VERSION = 1
 #: The running totals ``record.lua`` keeps per model (hash ``<ns>:{<model>}:totals``).
@@ -117,7 +117,8 @@ def prepare(event: object, now_ms: int) -> PreparedEvent:
     Runs on every write, because ``model_construct``/``model_copy`` bypass pydantic. It is
     the hot path of every write, hence the plain code: validated names are remembered, and
     ``rules`` checks the common case (ASCII text, a UTC datetime) first.
-    ``now_ms`` is the writer's clock, used only to refuse timestamps far in the future.
+    ``now_ms`` is the writer's clock: it refuses timestamps far in the future, and an error
+    naming a limit whose reset time is already past blocks nothing (``limits.blocks_at``).
     """
     if not isinstance(event, CompletionEvent):
         raise InvalidInputError(f"expected a CompletionEvent, got {type(event).__name__}")
@@ -159,7 +160,9 @@ def prepare(event: object, now_ms: int) -> PreparedEvent:
     reason = ""
     if error is not None:
         error = rules.check_error(error)
-        if error and is_subscription_limit_error(error):
+        if error and limits.blocks_at(
+            error, rules.from_epoch_us(completed_us), rules.from_epoch_us(now_ms * 1000)
+        ):
             reason = error[:MAX_LIMIT_REASON]
     event_id = fields.get("event_id")
     ids = _ids

@@ -1,0 +1,228 @@
+"""Subscription-limit detection and reset times, in one place (no I/O).
+
+``record()`` (through :func:`is_limit_text`), :func:`redis_telemetry.is_subscription_limit_error`
+and every ingest parser use these rules. A limit is either *detected without an end* (the store
+blocks the model for its default TTL) or *detected with an end* (``Limit.until``): the time a
+provider says the limit resets.
+
+Rules (docs/ingest.md states them for users):
+
+- A text names a limit when it has one of the limit phrases below ("usage limit", "weekly
+  limit", "hit your limit", "quota exceeded", "too many requests", ...). ``429`` alone is not
+  enough: it counts only as an HTTP status token (not part of a longer number or an id) in a
+  text that also says "too many requests" or "rate limit". Structured statuses
+  (``api_error_status``, ``statusCode``) are read by :func:`from_status`.
+- The end, when the text gives one: ``|<epoch seconds>`` (older Claude Code), "resets 4:50pm
+  (Zone)" or "resets Nov 24, 5pm (Zone)" in that IANA zone (no zone: UTC; a bare time is its
+  next occurrence after ``now``; a date without a year is the one nearest to ``now``),
+  "retry after N seconds" / "Retry-After: N". A reset time that cannot be read gives no end.
+- ``Retry-After`` header values are seconds or an HTTP date.
+- Claude Code's ``rate_limit_event`` blocks only with ``status: "rejected"``; ``allowed`` and
+  ``allowed_warning`` never block.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+_NOUNS = (
+    r"(?:usage|session|weekly|monthly|daily|hourly|5-hour|five-hour|subscription|spending"
+    r"|billing|capacity|plan|rate)"
+)
+_PHRASES = re.compile(
+    r"\b" + _NOUNS + r"[ _-]limits?\b"  # "weekly limit"; "rate limiter" has no boundary
+    r"|\bhit your (?:\w+ )?limit\b"
+    r"|\bquota (?:exceeded|exhausted)\b|\bexceeded your (?:current )?quota\b|\binsufficient_quota\b"
+    r"|\btoo many requests\b|\brate_limit(?:_error|ed)?\b",
+    re.IGNORECASE,
+)
+_STATUS_429 = re.compile(r"(?<![\w.])429(?!\w|\.\d)")
+_RATE_WORDS = re.compile(r"too many requests|rate[ _-]?limit", re.IGNORECASE)
+
+_EPOCH_SUFFIX = re.compile(r"limit reached\|(\d{9,13})\b", re.IGNORECASE)
+_RESETS = re.compile(r"\bresets?\b", re.IGNORECASE)
+_RESET_AT = re.compile(
+    r"\bresets?(?:\s+at)?\s+"
+    r"(?:(?P<mon>[A-Za-z]{3,9})\.?\s+(?P<day>\d{1,2})(?:st|nd|rd|th)?,?\s+(?:at\s+)?)?"
+    r"(?P<h>\d{1,2})(?::(?P<m>\d{2}))?\s*(?P<ap>am|pm)\b"
+    r"(?:\s*\((?P<tz>[^()]{1,64})\))?",
+    re.IGNORECASE,
+)
+_RETRY_SECS = re.compile(
+    r"\bretry[ -]after:?\s*(\d{1,9})(?:\s*(?:s|secs?|seconds?))?\b", re.IGNORECASE
+)
+_MONTHS = {m: i for i, m in enumerate(
+    ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1
+)}  # fmt: skip
+#: Rate-limit statuses of Claude Code's ``rate_limit_event`` that block the model.
+BLOCKING_STATUSES = frozenset({"rejected"})
+#: An end further away than this is not believed (ten years, the store's longest TTL).
+_MAX_AHEAD = timedelta(days=3650)
+
+
+@dataclass(frozen=True)
+class LimitEnd:
+    """A detected limit: ``until`` is when it resets, None when the source gives no end."""
+
+    until: datetime | None
+
+
+def is_limit_text(text: str) -> bool:
+    """True when an error text says the provider cut the model off (see the module rules)."""
+    if _PHRASES.search(text):
+        return True
+    return bool(_STATUS_429.search(text)) and bool(_RATE_WORDS.search(text))
+
+
+def blocks_at(text: str, said_at: datetime, now: datetime) -> bool:
+    """True when an error text, written at ``said_at``, names a limit still in force at
+    ``now`` (one whose reset time is already past blocks nothing): the rule ``record()``
+    applies, with the event's ``completed_at`` as ``said_at``."""
+    found = from_text(text, said_at)
+    return found is not None and (found.until is None or found.until > now)
+
+
+def from_text(text: str, now: datetime) -> LimitEnd | None:
+    """The limit an error text names, with its end when the text gives a readable one;
+    None when the text names no limit."""
+    if not is_limit_text(text):
+        return None
+    return LimitEnd(reset_from_text(text, now))
+
+
+def from_status(status: object, text: str, headers: Any, now: datetime) -> LimitEnd | None:
+    """A limit from an HTTP status (429) and its ``Retry-After`` header, else from the text."""
+    if _as_int(status) == 429:
+        after = retry_after(_header(headers, "retry-after"), now)
+        return LimitEnd(after or reset_from_text(text, now))
+    return from_text(text, now)
+
+
+def from_rate_limit_info(info: Any) -> LimitEnd | None:
+    """Claude Code's ``rate_limit_event.rate_limit_info``: a limit only when ``rejected``."""
+    if not isinstance(info, dict) or info.get("status") not in BLOCKING_STATUSES:
+        return None
+    return LimitEnd(epoch_seconds(info.get("resetsAt")))
+
+
+def epoch_seconds(value: object) -> datetime | None:
+    """Epoch seconds (or milliseconds, when the number is that large) as a UTC time."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    secs = value / 1000 if value > 1e11 else value
+    try:
+        return datetime.fromtimestamp(secs, UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def retry_after(value: object, now: datetime) -> datetime | None:
+    """A ``Retry-After`` value (seconds, or an HTTP date) as the time it names."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return _after(now, float(value))
+    text = str(value).strip()
+    if re.fullmatch(r"\d{1,9}(?:\.\d+)?", text):
+        return _after(now, float(text))
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return _sane(when if when.tzinfo else when.replace(tzinfo=UTC), now)
+
+
+def reset_from_text(text: str, now: datetime) -> datetime | None:
+    """The reset time a limit text names, or None (none given, or unreadable)."""
+    try:
+        return _reset_from_text(text, now)
+    except OverflowError:  # a time beyond what datetime can hold: unreadable
+        return None
+
+
+def _reset_from_text(text: str, now: datetime) -> datetime | None:
+    if m := _EPOCH_SUFFIX.search(text):
+        return epoch_seconds(int(m.group(1)))
+    if m := _RETRY_SECS.search(text):
+        return _after(now, float(m.group(1)))
+    if _RESETS.search(text) and (m := _RESET_AT.search(text)):
+        return _clock_time(m, now)
+    return None
+
+
+def _clock_time(m: re.Match[str], now: datetime) -> datetime | None:
+    hour, minute = int(m.group("h")), int(m.group("m") or 0)
+    if not 1 <= hour <= 12 or minute > 59:
+        return None
+    hour = hour % 12 + (12 if m.group("ap").lower() == "pm" else 0)
+    zone: Any = UTC
+    if m.group("tz"):
+        try:
+            zone = ZoneInfo(m.group("tz").strip())
+        except (ZoneInfoNotFoundError, ValueError):
+            return None
+    local_now = now.astimezone(zone)
+    if m.group("mon"):
+        month = _MONTHS.get(m.group("mon")[:3].lower())
+        if month is None:
+            return None
+        candidates = []
+        for year in (local_now.year - 1, local_now.year, local_now.year + 1):
+            try:
+                candidates.append(datetime(year, month, int(m.group("day")), hour, minute,
+                                           tzinfo=zone))  # fmt: skip
+            except ValueError:
+                continue
+        if not candidates:
+            return None
+        return min(candidates, key=lambda c: abs(c - now)).astimezone(UTC)
+    at = local_now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    if at <= local_now:
+        at = (local_now + timedelta(days=1)).replace(hour=hour, minute=minute, second=0,
+                                                     microsecond=0)  # fmt: skip
+    # re-anchor in the zone, so a DST change between now and then keeps the wall-clock time
+    return at.replace(tzinfo=None).replace(tzinfo=zone).astimezone(UTC)
+
+
+def _after(now: datetime, secs: float) -> datetime | None:
+    if not math.isfinite(secs) or secs < 0:
+        return None
+    try:
+        return _sane(now + timedelta(seconds=min(secs, _MAX_AHEAD.total_seconds() + 1)), now)
+    except OverflowError:
+        return None
+
+
+def _sane(when: datetime, now: datetime) -> datetime | None:
+    return when.astimezone(UTC) if when - now <= _MAX_AHEAD else None
+
+
+def _as_int(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+def _header(headers: Any, name: str) -> Any:
+    if not isinstance(headers, dict):
+        return None
+    for key, value in headers.items():
+        if isinstance(key, str) and key.lower() == name:
+            return value
+    return None
+
+
+def seconds_until(until: datetime, now: datetime) -> int:
+    """Whole seconds from ``now`` to ``until``, rounded up (0 when it is past)."""
+    left = (until - now).total_seconds()
+    return max(0, math.ceil(left))

@@ -1,0 +1,47 @@
+"""Turn agent CLI output into completion events and limits, and record them.
+
+Formats (one parser module each; docs/ingest.md has their field mappings):
+
+- ``claude``: ``claude -p --output-format stream-json --verbose`` (:mod:`.claude`)
+- ``opencode``: ``opencode run --format json`` (:mod:`.opencode`)
+- ``pi``: ``pi --mode json`` (:mod:`.pi`)
+- ``jsonl``: one ``CompletionEvent`` per line, in serde JSON (:mod:`.jsonl`)
+
+For Python orchestrators: :func:`parse_lines` (pure) and :func:`ingest_lines` /
+:func:`ingest_file` (record into a store), the same code the ``ingest`` command runs.
+"""
+
+from __future__ import annotations
+
+from .claude import ClaudeParser
+from .events import Completion, Item, Limit, Parser, Unmeasured, UnparseableLine, breakdown
+from .formats import FORMAT_NAMES, FORMATS, Parsed, make_parser, parse_lines
+from .jsonl import JsonlParser
+from .opencode import OpencodeParser
+from .pi import PiParser
+from .run import IngestAborted, IngestReport, apply_limit, ingest_file, ingest_lines, run_ingest
+
+__all__ = [
+    "FORMATS",
+    "FORMAT_NAMES",
+    "ClaudeParser",
+    "Completion",
+    "IngestAborted",
+    "IngestReport",
+    "Item",
+    "JsonlParser",
+    "Limit",
+    "OpencodeParser",
+    "Parsed",
+    "Parser",
+    "PiParser",
+    "Unmeasured",
+    "UnparseableLine",
+    "apply_limit",
+    "breakdown",
+    "ingest_file",
+    "ingest_lines",
+    "make_parser",
+    "parse_lines",
+    "run_ingest",
+]

@@ -1,0 +1,154 @@
+"""opencode: ``opencode run --format json``.
+
+Modelled on what ``run --format json`` prints: ``{"type", "timestamp" (epoch ms), "sessionID",
+"part"}`` lines for ``step_start``, ``step_finish`` (``part.reason``, ``part.cost``,
+``part.tokens`` with ``cache.read``/``cache.write``), ``text`` and ``tool_use``, and
+``{"type": "error", "error": {"name", "data": {"message", "statusCode",
+"responseHeaders"}}}``.
+
+One completion per ``step_finish`` (one model call) and per ``error`` that is the model's
+(``MessageAbortedError`` is the user stopping it: nothing is counted). Latency runs from the
+start of the call's own step. The stream names no model, so ``--model`` is needed, except that
+a step naming its model (``part.model``, as forks emit) wins.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from ..core import limits
+from .events import (
+    Item,
+    Limit,
+    Parser,
+    Unmeasured,
+    breakdown,
+    cost,
+    count,
+    ms_timestamp,
+    obj,
+    stable_id,
+    text,
+)
+
+#: ``part.reason`` values that make a step a failure (the AI SDK's finish reasons)
+FAILED_REASONS = frozenset({"error", "content-filter"})
+#: ``error.name`` values that are not the model's failure
+NOT_THE_MODELS = frozenset({"MessageAbortedError"})
+
+
+def step_model(part: dict[str, Any]) -> str | None:
+    """``part.model`` as a name: a string, or ``{providerID, modelID}``."""
+    model = part.get("model")
+    if isinstance(model, str) and model:
+        return model
+    if isinstance(model, dict):
+        provider, name = text(model.get("providerID")), text(model.get("modelID"))
+        return f"{provider}/{name}" if provider and name else name or None
+    return None
+
+
+class OpencodeParser(Parser):
+    """opencode's ``run --format json`` (see the module docstring)."""
+
+    name = "opencode"
+    needs_model = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: session -> {messageID: start} of the steps begun and not finished yet
+        self._open: dict[str, dict[str, datetime]] = {}
+
+    def _model(self, part: dict[str, Any]) -> str:
+        return step_model(part) or self.pick_model(None)
+
+    def parse(self, data: dict[str, Any]) -> list[Item]:
+        kind = data.get("type")
+        session = text(data.get("sessionID"))
+        if kind == "step_start":
+            part = obj(data.get("part"), "part")
+            at = ms_timestamp(data["timestamp"])
+            self._open.setdefault(session, {})[text(part.get("messageID"))] = at
+            return []
+        if kind == "step_finish":
+            return self._step_finish(session, data)
+        if kind == "error":
+            return self._error(session, data)
+        return []
+
+    def _step_finish(self, session: str, data: dict[str, Any]) -> list[Item]:
+        part = obj(data.get("part"), "part")
+        at = ms_timestamp(data["timestamp"])
+        raw = obj(part.get("tokens"), "part.tokens")
+        cache = obj(raw.get("cache"), "part.tokens.cache")
+        tokens = breakdown(
+            input=count(raw.get("input")),
+            output=count(raw.get("output")),
+            reasoning=count(raw.get("reasoning")),
+            cache_read=count(cache.get("read")),
+            cache_write=count(cache.get("write")),
+            total=count(raw["total"]) if "total" in raw else None,
+        )
+        model = self._model(part)
+        reason = text(part.get("reason"))
+        failed = reason in FAILED_REASONS
+        steps = self._open.get(session, {})
+        step = text(part.get("messageID"))
+        start = steps.get(step)
+        if start is None:
+            return [Unmeasured(model, session, "step_finish without its step_start")]
+        part_id = text(part.get("id"))
+        done: list[Item] = [
+            self.completion(
+                model=model,
+                session=session,
+                completed_at=at,
+                latency_ms=max(0, round((at - start).total_seconds() * 1000)),
+                success=not failed,
+                tokens=tokens,
+                cost_usd=cost(part.get("cost")),
+                error=f"finish reason: {reason}" if failed else None,
+                event_id=stable_id("opencode", part_id or self.line_digest),
+            )
+        ]
+        del steps[step]
+        return done
+
+    def _error(self, session: str, data: dict[str, Any]) -> list[Item]:
+        err = obj(data.get("error"), "error")
+        name = text(err.get("name"))
+        at = ms_timestamp(data["timestamp"])
+        steps = self._open.get(session, {})
+        if name in NOT_THE_MODELS:
+            if steps:  # the stopped step is over
+                del steps[max(steps, key=steps.__getitem__)]
+            return []
+        details = obj(err.get("data"), "error.data")
+        message = text(details.get("message")) or name or "error"
+        model = self._model(details)
+        items: list[Item] = []
+        found = limits.from_status(
+            details.get("statusCode"), message, details.get("responseHeaders"), at
+        )
+        if found is not None:
+            items.append(Limit(model, found.until, message[:200]))
+            said = limits.from_text(message, at)
+            if found.until is not None and (said is None or said.until is None):
+                # the end the header gave, in words the store's own limit check reads
+                secs = limits.seconds_until(found.until, at)
+                message += f" (HTTP 429, retry after {secs} seconds)"
+        if not steps:
+            return [Unmeasured(model, session, "error outside a step"), *items]
+        step = max(steps, key=steps.__getitem__)
+        event = self.completion(
+            model=model,
+            session=session,
+            completed_at=at,
+            latency_ms=max(0, round((at - steps[step]).total_seconds() * 1000)),
+            success=False,
+            error=message,
+            event_id=stable_id("opencode", session, step, "error"),
+        )
+        del steps[step]
+        return [event, *items]

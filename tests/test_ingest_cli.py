@@ -1,0 +1,396 @@
+"""Ingest into a store: re-runs add nothing, limits block until their end, outages are survived."""
+
+from __future__ import annotations
+
+import json
+import queue
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+import fakeredis
+import pytest
+
+from redis_telemetry import TelemetryStore, TelemetryUnavailable
+from redis_telemetry.cli import main
+from redis_telemetry.ingest import (
+    IngestAborted,
+    Limit,
+    apply_limit,
+    ingest_file,
+    ingest_lines,
+    make_parser,
+    parse_lines,
+    run_ingest,
+)
+from redis_telemetry.ingest.run import BATCH, RetryExhausted, with_retry
+
+from .helpers import event
+from .servers import RedisServer
+
+FIXTURES = Path(__file__).parent / "fixtures"
+#: the fixtures' calls happen around this time; ``recent`` moves them to just now
+FIXTURE_TIME_MS = 1795176000000
+
+
+def recent(name: str, base_ms: int = FIXTURE_TIME_MS, lag_ms: int = 60_000) -> list[str]:
+    """A fixture with its epoch-ms timestamps moved to ``lag_ms`` ago, ``completed_at`` to
+    five minutes ago."""
+    offset = int(time.time() * 1000) - base_ms - lag_ms
+    out = []
+    for line in (FIXTURES / name).read_text().splitlines():
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError:
+            out.append(line)
+            continue
+        if isinstance(data, dict):
+            _shift(data, offset)
+        out.append(json.dumps(data))
+    return out
+
+
+def _shift(value: Any, offset: int) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "timestamp" and isinstance(item, int):
+                value[key] = item + offset
+            elif key == "completed_at" and isinstance(item, str):
+                value[key] = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
+            else:
+                _shift(item, offset)
+    elif isinstance(value, list):
+        for item in value:
+            _shift(item, offset)
+
+
+RUNS = {
+    "claude": ("claude-2.1-stream-json.jsonl", None, FIXTURE_TIME_MS),
+    "claude-older": ("claude-stream.jsonl", None, FIXTURE_TIME_MS),
+    "opencode": ("opencode-run-json-errors.jsonl", "openai/gpt-5.1-codex", FIXTURE_TIME_MS),
+    "opencode-older": ("opencode-run.jsonl", "oc/m", 1795900010000),
+    "pi": ("pi.jsonl", None, FIXTURE_TIME_MS),
+    "jsonl": ("rust-completion-events.jsonl", None, FIXTURE_TIME_MS),
+}
+
+
+@pytest.mark.parametrize("run", sorted(RUNS))
+def test_ingesting_the_same_log_twice_adds_nothing(store: TelemetryStore, run: str) -> None:
+    name, model, base = RUNS[run]
+    fmt = run.split("-")[0]
+    lines = recent(name, base)
+    first = ingest_lines(store, fmt, lines, model=model)
+    assert first.recorded > 0
+    assert first.outside == 0
+    before = store.dump().events
+    again = ingest_lines(store, fmt, lines, model=model)
+    assert again.recorded == 0
+    assert again.duplicates == first.recorded
+    assert store.dump().events == before
+
+
+def pi_live(lines: list[str]) -> Iterator[tuple[int, str, datetime]]:
+    """pi's lines as they arrive live: a message_start when its call began, the message_end
+    2.5 s later, the rest right after the line before."""
+    at = datetime.now(UTC)
+    for n, line in enumerate(lines, 1):
+        data = json.loads(line)
+        message = data.get("message") or {}
+        if isinstance(message.get("timestamp"), int):
+            began = datetime.fromtimestamp(message["timestamp"] / 1000, UTC)
+            at = began if data["type"] == "message_start" else began + timedelta(seconds=2.5)
+        else:
+            at += timedelta(milliseconds=1)
+        yield n, line, at
+
+
+def test_pi_followed_live_twice_adds_nothing(store: TelemetryStore) -> None:
+    lines = recent("pi-0.58-mode-json.jsonl", lag_ms=0)
+    first = run_ingest(store, make_parser("pi"), pi_live(lines))
+    assert (first.recorded, first.unmeasured) == (3, 0)
+    again = run_ingest(store, make_parser("pi"), pi_live(lines))
+    assert (again.recorded, again.duplicates) == (0, 3)
+
+
+def test_the_library_gives_what_the_command_gives(tmp_path: Path, url: str) -> None:
+    path = tmp_path / "run.jsonl"
+    path.write_text("\n".join(recent("claude-2.1-stream-json.jsonl")) + "\n")
+    assert main(["--url", url, "--namespace", "cli", "ingest", "--format", "claude",
+                 str(path)]) == 0  # fmt: skip
+    library = TelemetryStore.from_url(url, namespace="lib")
+    report = ingest_file(library, "claude", path)
+    cli = TelemetryStore.from_url(url, namespace="cli")
+    assert report.recorded == 6
+    clock_fields = {"last_event_at", "subscription_limit_expires_at"}  # each run's own clock
+    for a, b in zip(cli.all_model_performances(), library.all_model_performances(), strict=True):
+        assert a.model_dump(exclude=clock_fields) == b.model_dump(exclude=clock_fields)
+    cli.client.close()
+    library.client.close()
+
+
+# -- limits ---------------------------------------------------------------------------------------
+
+
+def test_a_weekly_limit_blocks_until_its_reset(store: TelemetryStore) -> None:
+    resets = datetime.now(UTC).replace(microsecond=0) + timedelta(days=6, hours=3)
+    lines = [
+        {"type": "system", "subtype": "init", "session_id": "s", "model": "claude-opus-4-6[1m]"},
+        {"type": "rate_limit_event", "session_id": "s", "uuid": "r1", "rate_limit_info": {
+            "status": "rejected", "resetsAt": int(resets.timestamp()),
+            "rateLimitType": "seven_day"}},
+        {"type": "result", "subtype": "success", "is_error": True, "duration_ms": 700,
+         "session_id": "s", "uuid": "u1", "result": "Weekly limit reached · resets 5pm (UTC)",
+         "modelUsage": {}},
+    ]  # fmt: skip
+    report = ingest_lines(store, "claude", map(json.dumps, lines))
+    assert (report.recorded, report.limits) == (1, 1)
+    expires = store.model_performance("claude-opus-4-6").subscription_limit_expires_at
+    assert expires is not None
+    assert abs((expires - resets).total_seconds()) <= 2  # a week, not the default hour
+
+
+def test_opencode_retry_after_blocks_for_the_servers_time(store: TelemetryStore) -> None:
+    lines = recent("opencode-run-json-errors.jsonl")
+    ingest_lines(store, "opencode", lines, model="openai/gpt-5.1-codex")
+    error_at = datetime.fromtimestamp(json.loads(lines[12])["timestamp"] / 1000, UTC)
+    expires = store.model_performance("openai/gpt-5.1-codex").subscription_limit_expires_at
+    assert expires is not None
+    assert abs((expires - (error_at + timedelta(seconds=120))).total_seconds()) <= 2
+
+
+def test_an_old_opencode_429_blocks_nothing(store: TelemetryStore) -> None:
+    """Its Retry-After date is long past; the error text alone must not block either."""
+    lines = recent("opencode-run-json-errors.jsonl", lag_ms=600_000)[6:8]  # Retry-After: a date
+    report = ingest_lines(store, "opencode", lines, model="m")
+    assert (report.recorded, report.limits) == (1, 0)
+    assert not store.model_performance("m").subscription_limit_reached
+
+
+def test_a_429_whose_retry_after_ran_out_blocks_nothing(store: TelemetryStore) -> None:
+    at = int(time.time() * 1000) - 600_000  # ten minutes ago, for 120 s
+    lines = [
+        {"type": "step_start", "timestamp": at - 500, "sessionID": "s",
+         "part": {"id": "p1", "messageID": "m1"}},
+        {"type": "error", "timestamp": at, "sessionID": "s",
+         "error": {"name": "APIError", "data": {"message": "Too Many Requests",
+                   "statusCode": 429, "responseHeaders": {"retry-after": "120"}}}},
+    ]  # fmt: skip
+    report = ingest_lines(store, "opencode", map(json.dumps, lines), model="m")
+    assert (report.recorded, report.limits) == (1, 0)
+    assert store.events("m")[0].error == "Too Many Requests (HTTP 429, retry after 120 seconds)"
+    assert not store.model_performance("m").subscription_limit_reached
+
+
+def test_a_longer_block_in_place_is_not_shortened(store: TelemetryStore) -> None:
+    store.mark_subscription_limited("openai/gpt-5.1-codex", ttl_secs=86400)
+    lines = recent("opencode-run-json-errors.jsonl", lag_ms=0)
+    report = ingest_lines(store, "opencode", lines, model="openai/gpt-5.1-codex")
+    assert report.limits == 0
+    perf = store.model_performance("openai/gpt-5.1-codex")
+    assert perf.subscription_limit_expires_at is not None
+    left = perf.subscription_limit_expires_at - datetime.now(UTC)
+    assert left > timedelta(hours=23)
+
+
+def test_a_reset_already_past_blocks_nothing() -> None:
+    store = TelemetryStore(fakeredis.FakeRedis())
+    now = datetime.now(UTC)
+    assert not apply_limit(store, Limit("m", now - timedelta(seconds=1), "old"), now)
+    assert not store.model_performance("m").subscription_limit_reached
+    assert apply_limit(store, Limit("m", now + timedelta(milliseconds=10), "soon"), now)
+    assert store.model_performance("m").subscription_limit_reached  # at least 1 s
+    assert apply_limit(store, Limit("n", None, "no end"), now)
+    perf = store.model_performance("n")
+    assert perf.subscription_limit_expires_at is not None
+    left = (perf.subscription_limit_expires_at - now).total_seconds()
+    assert 3590 <= left <= 3601  # the store's default TTL
+
+
+def test_a_retried_pi_429_blocks_nothing(store: TelemetryStore) -> None:
+    lines = recent("pi-0.58-mode-json.jsonl", lag_ms=0)
+    report = run_ingest(store, make_parser("pi"), pi_live(lines))
+    perf = store.model_performance("anthropic/claude-sonnet-4-5")
+    assert (perf.successful_completions, perf.failed_completions) == (2, 1)
+    assert not perf.subscription_limit_reached
+    assert report.limits == 0
+
+
+# -- outages --------------------------------------------------------------------------------------
+
+
+class FlakyStore:
+    """A store that is unreachable for its first ``down`` calls."""
+
+    def __init__(self, down: int) -> None:
+        self.real = TelemetryStore(fakeredis.FakeRedis())
+        self.down = down
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.real, name)
+
+        def call(*args: Any, **kw: Any) -> Any:
+            if self.down > 0:
+                self.down -= 1
+                raise TelemetryUnavailable("Redis is unreachable: connection refused")
+            return attr(*args, **kw)
+
+        return call
+
+
+def test_an_outage_holds_the_batch_and_reads_no_further() -> None:
+    store = FlakyStore(down=5)
+    lines = [event(f"m{n}").model_dump_json() for n in range(BATCH + 3)]
+    pulled: list[int] = []
+    pulled_at_failure: list[int] = []
+
+    def items() -> Iterator[tuple[int, str, None]]:
+        for n, line in enumerate(lines, 1):
+            pulled.append(n)
+            yield n, line, None
+
+    sleeps: list[float] = []
+
+    def sleep(secs: float) -> None:
+        pulled_at_failure.append(len(pulled))
+        sleeps.append(secs)
+
+    notices: list[str] = []
+    report = run_ingest(store, make_parser("jsonl"), items(), notify=notices.append,
+                        sleep=sleep)  # fmt: skip
+    assert report.recorded == BATCH + 3
+    assert sleeps == [0.05, 0.1, 0.2, 0.4, 0.8]  # backoff, doubling
+    assert set(pulled_at_failure) == {BATCH}  # no line read while Redis was down
+    assert len(notices) == 2
+    assert "unreachable" in notices[0]
+    assert "reachable again" in notices[1]
+
+
+def test_an_outage_longer_than_retry_for_names_the_line_to_resume_from() -> None:
+    store = FlakyStore(down=10**9)
+    clock = [0.0]  # time passes only in the backoff sleeps
+
+    def sleep(secs: float) -> None:
+        clock[0] += secs
+
+    lines = ["not an event"] + [event("m").model_dump_json() for _ in range(3)]
+    numbered = ((n, s, None) for n, s in enumerate(lines, 1))
+    with pytest.raises(IngestAborted) as caught:
+        run_ingest(store, make_parser("jsonl"), numbered, retry_for=5, sleep=sleep,
+                   monotonic=lambda: clock[0])  # fmt: skip
+    assert clock[0] == 5  # the last sleep ends exactly at retry_for
+    assert (caught.value.resume_line, caught.value.not_stored) == (2, 3)
+    assert "3 lines were not stored; resume from line 2" in str(caught.value)
+
+
+def test_with_retry_gives_up_after_retry_for() -> None:
+    clock = iter([0.0, 1.0, 2.5])
+
+    def down() -> None:
+        raise TelemetryUnavailable("down")
+
+    with pytest.raises(RetryExhausted, match="unreachable for 2s"):
+        with_retry(down, 2, lambda text: None, lambda s: None, lambda: next(clock))
+
+
+def _lines_of(stream: IO[str]) -> queue.Queue[str]:
+    got: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        for line in stream:
+            got.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return got
+
+
+def _wait_for(check: Any, what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)  # poll interval of a readiness check
+
+
+def _ingest_process(url: str, *flags: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "redis_telemetry", "--url", url, "ingest", "--format", "jsonl",
+         *flags, "-"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def _send(proc: subprocess.Popen[str], *models: str) -> None:
+    assert proc.stdin is not None
+    for m in models:
+        proc.stdin.write(event(m).model_dump_json() + "\n")
+    proc.stdin.flush()
+
+
+def test_ingest_survives_a_redis_restart(tmp_path: Path) -> None:
+    server = RedisServer(workdir=tmp_path).start()
+    proc = _ingest_process(server.url, "--retry-for", "60")
+    try:
+        assert proc.stderr is not None
+        errors = _lines_of(proc.stderr)
+        store = TelemetryStore.from_url(server.url)
+        _send(proc, "before")
+        _wait_for(lambda: store.model_performance("before").successful_completions == 1,
+                  "the first line was not stored")  # fmt: skip
+        server.stop()
+        _send(proc, "during", "during")
+        notice = errors.get(timeout=30)
+        assert "Redis is unreachable" in notice
+        server.start()  # the same port; nothing persisted across the restart
+        _send(proc, "after")
+        _wait_for(lambda: store.model_performance("during").successful_completions == 2,
+                  "the held lines were not stored after Redis came back")  # fmt: skip
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0
+        assert "recorded 4 events" in out
+        assert store.model_performance("after").successful_completions == 1
+        rest = [errors.get(timeout=5)]
+        while not errors.empty():
+            rest.append(errors.get())
+        assert sum("unreachable" in line for line in [notice, *rest]) == 1  # said once
+        store.client.close()
+    finally:
+        proc.kill()
+        server.cleanup()
+
+
+def test_ingest_gives_up_after_retry_for_with_exit_3(tmp_path: Path) -> None:
+    server = RedisServer(workdir=tmp_path).start()
+    proc = _ingest_process(server.url, "--retry-for", "1")
+    try:
+        store = TelemetryStore.from_url(server.url)
+        _send(proc, "first")
+        _wait_for(lambda: store.model_performance("first").successful_completions == 1,
+                  "the first line was not stored")  # fmt: skip
+        store.client.close()
+        server.stop()
+        _send(proc, "lost", "lost")
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        server.cleanup()
+    assert proc.returncode == 3
+    assert "recorded 1 events" in out
+    assert "2 lines were not stored; resume from line 2" in err
+    assert "Traceback" not in err
+
+
+def test_bad_retry_for_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["ingest", "--format", "jsonl", "--retry-for", "soon", "-"])
+    assert caught.value.code == 2
+    assert "--retry-for" in capsys.readouterr().err
+
+
+def test_parse_lines_reports_every_bad_line_with_its_number() -> None:
+    p = parse_lines("jsonl", ["{", event("m").model_dump_json(), "[]", ""])
+    assert [n for n, _ in p.unparseable] == [1, 3]
+    assert len(p.events) == 1

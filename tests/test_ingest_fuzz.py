@@ -1,0 +1,134 @@
+"""Hypothesis throws odd lines at every parser: nothing crashes, every bad line is counted
+with its number, and an unparseable line leaves no trace."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from redis_telemetry.core import limits
+from redis_telemetry.ingest import FORMAT_NAMES, Limit, Unmeasured, parse_lines
+
+FUZZ = settings(max_examples=300, deadline=None)
+NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**66), 2**66),
+    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=12),
+    st.sampled_from([0, 1, 429, 1795176000000, 1795230000, "429", "rejected", "allowed",
+                     "error", "stop", "toolUse", "aborted", "length", "tool-calls",
+                     "content-filter", "assistant", "MessageAbortedError", "APIError",
+                     "claude-opus-4-6[1m]", "<synthetic>", "init", "error_max_turns", "s", "m"]),
+)  # fmt: skip
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3),
+                            st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+    max_leaves=12,
+)  # fmt: skip
+KEYS = [
+    "subtype", "is_error", "duration_ms", "total_cost_usd", "cost_usd", "usage", "modelUsage",
+    "session_id", "model", "uuid", "errors", "result", "api_error_status", "rate_limit_info",
+    "parent_tool_use_id", "message", "timestamp", "sessionID", "part", "error", "id",
+    "sessionId", "turnIndex", "latencyBreakdown", "attempt", "success", "latency_ms",
+    "completed_at", "tokens", "event_id", "session_id",
+]  # fmt: skip
+TYPES = ["system", "assistant", "result", "rate_limit_event", "user", "session", "agent_start",
+         "turn_start", "message_start", "message_end", "turn_end", "agent_end",
+         "auto_retry_start", "auto_retry_end", "step_start", "step_finish", "error", "text",
+         "tool_use", "other"]  # fmt: skip
+message = st.fixed_dictionaries(
+    {"role": st.sampled_from(["assistant", "user", "toolResult"])},
+    optional=dict.fromkeys(["provider", "model", "usage", "stopReason", "errorMessage"], values)
+    | {"timestamp": st.integers(1795176000000, 1795176100000)},
+)
+part = st.fixed_dictionaries(
+    {},
+    optional={"id": st.sampled_from(["prt_1", "prt_2"]), "messageID": st.sampled_from(["a", "b"]),
+              "reason": scalars, "cost": scalars, "tokens": values, "model": values},
+)  # fmt: skip
+shaped = st.fixed_dictionaries(
+    {"type": st.sampled_from(TYPES)},
+    optional=dict.fromkeys(KEYS, values) | {"message": message, "part": part},
+)
+lines = st.lists(
+    st.one_of(shaped.map(json.dumps), st.text(max_size=40), values.map(json.dumps)),
+    max_size=12,
+)
+
+
+def run(fmt: str, stream: list[str]) -> Any:
+    return parse_lines(fmt, stream, model="fuzz/model" if fmt == "opencode" else None,
+                       clock=lambda: NOW)  # fmt: skip
+
+
+@FUZZ
+@given(fmt=st.sampled_from(FORMAT_NAMES), stream=lines)
+def test_every_line_is_accounted_for(fmt: str, stream: list[str]) -> None:
+    p = run(fmt, stream)  # never raises
+    bad = [n for n, _ in p.unparseable]
+    assert all(why for _, why in p.unparseable)  # each names its problem
+    assert not set(bad) & set(p.ignored)
+    assert set(bad) | set(p.ignored) <= set(range(1, len(stream) + 1))
+    for e in p.events:
+        assert e.latency_ms >= 0
+        assert math.isfinite(e.cost_usd)
+        assert e.event_id  # every event has an id from its line
+    for lim in p.limits:
+        assert isinstance(lim, Limit)
+        assert lim.model
+    assert all(isinstance(u, Unmeasured) for u in p.unmeasured)
+
+
+@FUZZ
+@given(fmt=st.sampled_from(FORMAT_NAMES), stream=lines)
+def test_an_unparseable_line_leaves_no_trace(fmt: str, stream: list[str]) -> None:
+    p = run(fmt, stream)
+    bad = {n for n, _ in p.unparseable}
+    kept = [line for n, line in enumerate(stream, 1) if n not in bad]
+    q = run(fmt, kept)
+    assert q.unparseable == []
+    assert q.events == p.events
+    assert q.limits == p.limits
+    assert q.unmeasured == p.unmeasured
+
+
+@FUZZ
+@given(fmt=st.sampled_from(FORMAT_NAMES), stream=lines)
+def test_the_same_stream_gives_the_same_ids(fmt: str, stream: list[str]) -> None:
+    assert [e.event_id for e in run(fmt, stream).events] == [
+        e.event_id for e in run(fmt, stream).events
+    ]
+
+
+limit_texts = st.one_of(
+    st.text(max_size=200),
+    st.builds(
+        "{} resets {}{} {} ({}) retry after {} seconds|{}".format,
+        st.sampled_from(["usage limit", "429 Too Many Requests", "Weekly limit reached"]),
+        st.sampled_from(["", "Nov 24, ", "Feb 30, ", "Smarch 3, "]),
+        st.integers(0, 13), st.sampled_from(["am", "pm", ":61pm", ":30am"]),
+        st.sampled_from(["UTC", "America/Anchorage", "Nowhere/Else", "", "../etc"]),
+        st.integers(-5, 10**12), st.integers(0, 10**14),
+    ),
+)  # fmt: skip
+
+
+@FUZZ
+@given(limit_texts, st.datetimes(timezones=st.just(UTC)))
+@example("usage limit resets 3pm (America/Anchorage)", datetime(9999, 12, 31, 23, tzinfo=UTC))
+@example("usage limit resets Dec 31, 11pm (Asia/Tokyo)", datetime(9999, 12, 31, tzinfo=UTC))
+@example("usage limit resets Jan 1, 1am (Asia/Tokyo)", datetime(1, 1, 1, tzinfo=UTC))
+@example("usage limit; retry after 999999999 seconds", datetime(9999, 12, 31, tzinfo=UTC))
+@example("Fri, 31 Dec 9999 23:59:59 GMT", datetime(1, 1, 1, tzinfo=UTC))
+def test_limit_rules_never_crash(text: str, now: datetime) -> None:
+    found = limits.from_text(text, now)
+    assert found is None or found.until is None or found.until.tzinfo is not None
+    assert limits.blocks_at(text, now, now) in (True, False)
+    limits.retry_after(text, now)
+    limits.from_status(429, text, {"retry-after": text}, now)
