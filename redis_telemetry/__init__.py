@@ -1,11 +1,10 @@
 """redis-telemetry: a shared, live view of LLM model performance, stored in Redis."""
 
+from ._shell import ConnectionSettings
 from .aio import AsyncTelemetryStore
 from .buffer import BufferedWriter, BufferStats
-from .core.ops import ConnectionSettings, RecordResult
 from .core.routing import (
     ExcludedModel,
-    NoModelAvailable,
     RankedModel,
     Ranking,
     Strategy,
@@ -13,6 +12,7 @@ from .core.routing import (
 )
 from .errors import (
     InvalidInputError,
+    NoModelAvailable,
     TelemetryError,
     TelemetryUnavailable,
     WindowMismatchError,
@@ -21,6 +21,7 @@ from .models import (
     CompletionEvent,
     ModelPerformanceSnapshot,
     ModelUsage,
+    RecordResult,
     TelemetrySummary,
     TokenBreakdown,
     UsageSnapshot,

@@ -16,19 +16,16 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from ._shell import StoreShell
 from .core import cluster
 from .core.backup import Dump
-from .core.ops import (
-    Batch,
-    Op,
-    Quick,
-    RecordResult,
-    call,
-    queue,
-    recovering,
-    single,
-    translate,
-)
+from .core.commands import Batch, Op, SingleCommand, call, queue, single
+from .core.replies import recovering, translate
 from .core.routing import Ranking, StalePolicy, Strategy, Weights
-from .models import CompletionEvent, ModelPerformanceSnapshot, TelemetrySummary, UsageSnapshot
+from .models import (
+    CompletionEvent,
+    ModelPerformanceSnapshot,
+    RecordResult,
+    TelemetrySummary,
+    UsageSnapshot,
+)
 
 T = TypeVar("T")
 
@@ -98,8 +95,8 @@ class AsyncTelemetryStore(StoreShell):
         except RedisError as exc:
             raise translate(exc) from exc
 
-    async def _run(self, op: Op[T] | Quick[T]) -> T:
-        if isinstance(op, Quick):
+    async def _run(self, op: Op[T] | SingleCommand[T]) -> T:
+        if isinstance(op, SingleCommand):
             if not self.is_cluster:
                 reply = (await self._execute([op.command]))[0]
                 if not isinstance(reply, NoScriptError):

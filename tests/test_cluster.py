@@ -203,7 +203,7 @@ def _drive(batch: Any, answers: dict[str, Any]) -> list[Any]:
 
 
 def test_script_load_passes_over_an_unreachable_node() -> None:
-    from redis_telemetry.core.ops import Cmd
+    from redis_telemetry.core.commands import Cmd
 
     load = Cmd("script_load", ("return 1",), route="telemetry:{m}:events")
     ok = lambda commands: ["sha"] * len(commands)  # noqa: E731

@@ -20,7 +20,8 @@ from redis_telemetry import (
     TokenBreakdown,
     WindowMismatchError,
 )
-from redis_telemetry.core.ops import CONFIG_RECHECK_MS, Quick
+from redis_telemetry.core.commands import SingleCommand
+from redis_telemetry.core.window import CONFIG_RECHECK_MS
 
 from .helpers import all_keys, dump_all, event, now, server_ms
 
@@ -558,7 +559,9 @@ def test_exported_summary_round_trips_through_json(store: TelemetryStore) -> Non
 
 def test_script_cache_flush_on_a_plain_call(r: redis.Redis, store: TelemetryStore) -> None:
     store.record(event("m"))
-    assert isinstance(store._core.record(event("m")), Quick)  # the next one is a lone EVALSHA
+    assert isinstance(
+        store._core.record(event("m")), SingleCommand
+    )  # the next one is a lone EVALSHA
     r.script_flush()
     assert store.record(event("m")).stored == 1
     assert store.model_performance("m").successful_completions == 2

@@ -14,6 +14,7 @@ import itertools
 import math
 import os
 import threading
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 import msgpack
@@ -171,6 +172,24 @@ def prepare(event: object, now_ms: int) -> PreparedEvent:
     cost_nusd = int(cost * 1e9 + 0.5)  # nano_usd(): floor, as the cost is not negative
     sums = (1, 0, latency, cost_nusd, *counts) if success else (0, 1, 0, cost_nusd, *counts)
     return _new_prepared(PreparedEvent, (model, score_ms, member, reason, sums))
+
+
+def by_model(
+    prepared: Iterable[PreparedEvent],
+) -> tuple[dict[str, list[PreparedEvent]], int]:
+    """Events grouped per model, in order, each member once; and how many repeated a member
+    already in the batch (stored once: they count as duplicates)."""
+    groups: dict[str, dict[bytes, PreparedEvent]] = {}
+    repeated = 0
+    for p in prepared:
+        group = groups.get(p.model)
+        if group is None:
+            group = groups[p.model] = {}
+        if p.member in group:
+            repeated += 1
+        else:
+            group[p.member] = p
+    return {model: list(group.values()) for model, group in groups.items()}, repeated
 
 
 def _refuse_counts(latency: object, tokens: TokenBreakdown) -> None:

@@ -1,11 +1,28 @@
-"""Lua script sources, read from the ``lua/`` folder that ships inside the wheel."""
+"""The Lua scripts: their sources, and the Python side of each one's contract.
+
+Each script's header (under ``lua/``, shipped inside the wheel) names its KEYS, ARGV and
+reply; the builders here make those arguments, and the readers take those replies apart, so
+the layout of every call is written down once on each side.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
+
+from ..models import RecordResult
+from . import codec
+from .commands import Eval
+from .keys import Keys
 
 SCRIPT_NAMES = ("config", "register", "record", "snapshot", "window")
+
+#: How far past the data they govern the keys' TTLs reach.
+GRACE_MS = 2000
+#: Newest members ``snapshot.lua`` returns, to find ``last_event_at`` to the microsecond.
+NEWEST_PROBE = 32
 
 
 def _lua_dir() -> Path:
@@ -23,3 +40,108 @@ def _load() -> dict[str, str]:
 
 #: name -> Lua source
 SCRIPTS: dict[str, str] = _load()
+
+
+# -- config.lua ----------------------------------------------------------------------------
+
+
+def config_call(keys: Keys, window_secs: int, ttl_ms: int) -> Eval:
+    """Claim (or confirm) the namespace's window; the reply is the stored window."""
+    return Eval("config", (keys.config,), (window_secs, ttl_ms))
+
+
+# -- register.lua --------------------------------------------------------------------------
+
+
+def register_call(keys: Keys, entries: Iterable[tuple[str, int, int]]) -> Eval:
+    """List models in the registry: (model, keep_until_ms, keep_for_ms) triples."""
+    args: list[Any] = [GRACE_MS]
+    for model, keep_until_ms, keep_for_ms in entries:
+        args += (model, keep_until_ms, keep_for_ms)
+    return Eval("register", (keys.models,), tuple(args))
+
+
+# -- record.lua ----------------------------------------------------------------------------
+
+#: ARGV[2]: count, oldest and newest score, then the sums in ``codec.TOTALS_FIELDS`` order
+HEAD_FORMAT = " ".join(["%d"] * (3 + len(codec.TOTALS_FIELDS)))
+
+
+def record_settings(window_ms: int, limit_ttl_ms: int, max_events: int) -> str:
+    """ARGV[1]: the window, the limit TTL, the TTLs' grace and the per-model cap (0: none)."""
+    return f"{window_ms} {limit_ttl_ms} {GRACE_MS} {max_events}"
+
+
+def limit_pairs(reasons: Sequence[str]) -> list[Any]:
+    """ARGV[3+2n..]: (position, reason) for the events (1..n) whose error is a
+    subscription-limit error."""
+    pairs: list[Any] = []
+    for position, reason in enumerate(reasons, 1):
+        if reason:
+            pairs += (position, reason)
+    return pairs
+
+
+def record_call(
+    keys: tuple[str, str, str], settings: str, chunk: Sequence[codec.PreparedEvent]
+) -> Eval:
+    """One ``record.lua`` call for ``chunk``, events of the model whose (events, limit,
+    totals) keys are ``keys``."""
+    if len(chunk) == 1:
+        p = chunk[0]
+        args: list[Any] = [settings, HEAD_FORMAT % (1, p.score_ms, p.score_ms, *p.sums)]
+        args += (p.score_ms, p.member)
+        if p.limit_reason:
+            args += limit_pairs((p.limit_reason,))
+        return Eval("record", keys, tuple(args))
+    _, scores, members, reasons, sums = zip(*chunk, strict=True)  # columns
+    pairs: list[Any] = [None] * (2 * len(chunk))
+    pairs[0::2] = scores
+    pairs[1::2] = members
+    head = (len(chunk), min(scores), max(scores), *map(sum, zip(*sums, strict=True)))
+    args = [settings, HEAD_FORMAT % head, *pairs]
+    if any(reasons):
+        args += limit_pairs(reasons)
+    return Eval("record", keys, tuple(args))
+
+
+def record_counts(replies: Iterable[Any], repeated: int = 0) -> RecordResult:
+    """Add up ``record.lua`` replies ({stored, duplicates, outside, now, capped}), and the
+    ``repeated`` duplicates within the batch."""
+    stored = outside = capped = 0
+    duplicates = repeated
+    for r in replies:
+        stored += int(r[0])
+        duplicates += int(r[1])
+        outside += int(r[2])
+        capped += int(r[4])
+    return RecordResult(stored, duplicates, outside, capped)
+
+
+# -- window.lua and snapshot.lua -----------------------------------------------------------
+
+
+def window_call(keys: Keys, model: str, window_ms: int) -> Eval:
+    """Read every event of ``model`` in the window, at its server's time."""
+    return Eval("window", (keys.events(model), keys.limit(model)), (window_ms,), tolerant=True)
+
+
+def snapshot_call(keys: Keys, model: str, window_ms: int) -> Eval:
+    """Read the running totals of ``model`` and the members that aged out since the last trim."""
+    script_keys = (keys.events(model), keys.totals(model), keys.limit(model))
+    args = (window_ms, NEWEST_PROBE, *codec.TOTALS_FIELDS)
+    return Eval("snapshot", script_keys, args, tolerant=True)
+
+
+def window_reply(reply: Any, now_ms: int) -> tuple[int, Sequence[Any], int]:
+    """``window.lua``'s (now_ms, flat members, limit PTTL); None reads as nothing stored."""
+    at, members, pttl = reply or (now_ms, [], -2)
+    return int(at), members, int(pttl)
+
+
+def snapshot_reply(
+    reply: Any, now_ms: int
+) -> tuple[int, Sequence[Any], Sequence[Any], Sequence[Any], int]:
+    """``snapshot.lua``'s (now_ms, sums, aged, newest, limit PTTL); None reads as nothing."""
+    at, sums, aged, newest, pttl = reply or (now_ms, [], [], [], -2)
+    return int(at), sums, aged, newest, int(pttl)
