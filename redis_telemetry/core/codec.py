@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 import os
 import threading
 from collections.abc import Iterable
@@ -21,12 +22,11 @@ import msgpack
 
 from ..errors import InvalidInputError
 from ..models import CompletionEvent, TokenBreakdown, is_subscription_limit_error
-from . import rules
+from . import rules, totals
 
 FORMAT_VERSION = 1
-#: The running totals ``record.lua`` keeps per model (hash ``<ns>:{<model>}:totals``).
-TOTALS_FIELDS = ("ok", "failed", "latency", "cost_nusd", "total", "input", "output",
-                 "reasoning", "cache_read", "cache_write")  # fmt: skip
+#: The running totals ``record.lua`` keeps per model (see ``totals``).
+TOTALS_FIELDS = totals.FIELDS
 _FIELDS = 14
 #: The limit key's value is informational (the TTL is what counts); keep it short.
 MAX_LIMIT_REASON = 200
@@ -58,7 +58,7 @@ class PreparedEvent(NamedTuple):
     score_ms: int
     member: bytes
     limit_reason: str
-    #: What the event adds to the model's running totals, in ``TOTALS_FIELDS`` order.
+    #: What the event adds to the model's running totals, in ``totals.FIELDS`` order.
     sums: tuple[int, ...]
 
 
@@ -98,7 +98,9 @@ def new_event_id() -> str:
 _MAX_COUNT = rules.MAX_STORED_COUNT
 _MAX_COST = rules.MAX_STORED_COST
 _MAX_FUTURE_MS = rules.MAX_FUTURE_MS
-_COUNT_FIELDS = ("total", "input", "output", "reasoning", "cache_read", "cache_write")
+_COUNT_FIELDS = totals.TOKEN_FIELDS
+#: a StoredEvent's token counts, in ``totals.TOKEN_FIELDS`` order
+_tokens_of = operator.attrgetter(*totals.TOKEN_FIELDS)
 _valid_models: set[str] = set()
 _valid_sessions: set[str] = set()
 
@@ -145,9 +147,7 @@ def prepare(event: object, now_ms: int) -> PreparedEvent:
         raise InvalidInputError("tokens must be a TokenBreakdown")
     latency = fields.get("latency_ms")
     counted: Any = tokens.__dict__
-    counts = (counted.get("total"), counted.get("input"), counted.get("output"),
-              counted.get("reasoning"), counted.get("cache_read"),
-              counted.get("cache_write"))  # fmt: skip
+    counts = tuple(map(counted.get, _COUNT_FIELDS))
     if type(latency) is not int or not 0 <= latency <= _MAX_COUNT:
         _refuse_counts(latency, tokens)
     for count in counts:
@@ -166,11 +166,10 @@ def prepare(event: object, now_ms: int) -> PreparedEvent:
     ids = _ids
     event_id = next(ids.ids) if event_id is None else rules.check_event_id(event_id)
     member = ids.packer.pack(
-        [FORMAT_VERSION, event_id, session_id, completed_us, latency, success, *counts, cost,
-         error]
-    )  # fmt: skip
+        [FORMAT_VERSION, event_id, session_id, completed_us, latency, success, *counts, cost, error]
+    )
     cost_nusd = int(cost * 1e9 + 0.5)  # nano_usd(): floor, as the cost is not negative
-    sums = (1, 0, latency, cost_nusd, *counts) if success else (0, 1, 0, cost_nusd, *counts)
+    sums = totals.contribution(success, latency, cost_nusd, counts)
     return _new_prepared(PreparedEvent, (model, score_ms, member, reason, sums))
 
 
@@ -200,14 +199,12 @@ def _refuse_counts(latency: object, tokens: TokenBreakdown) -> None:
 
 
 def stored_sums(e: StoredEvent) -> tuple[int, ...]:
-    """What a decoded member adds to its model's running totals (``TOTALS_FIELDS`` order).
+    """What a decoded member adds to its model's running totals (``totals.FIELDS`` order).
 
     The same as ``PreparedEvent.sums`` at write time, and as ``record.lua`` computes when it
     subtracts a trimmed member.
     """
-    head = (1, 0, e.latency_ms) if e.success else (0, 1, 0)
-    counts = (e.total, e.input, e.output, e.reasoning, e.cache_read, e.cache_write)
-    return (*head, nano_usd(e.cost_usd), *counts)
+    return totals.contribution(e.success, e.latency_ms, nano_usd(e.cost_usd), _tokens_of(e))
 
 
 def nano_usd(cost: float) -> int:

@@ -398,27 +398,45 @@ class StoreCore:
         if from_registry:
             self._models = dict.fromkeys(targets)
         reading = Reading(now_ms, targets, {}, {}, {})
-        for m in targets if kind != "models" else []:
+        if kind == "window":
+            for m in targets:
+                _, reading.events[m], reading.limit_pttl[m] = self._window_of(m, fetched[m], now_ms)
+        incomplete = []
+        for m in targets if kind == "totals" else []:
             key = self.keys.events(m)
-            reply = usable(fetched[m], None, key)
-            if kind == "window":
-                at, members, pttl = scripts.window_reply(reply, now_ms)
-                pairs = snapshot.pairs(members)
-                reading.events[m] = snapshot.decode_window(key, pairs, at - self._window_ms)
-                reading.limit_pttl[m] = pttl
-            else:
-                at, sums, aged, newest, pttl = scripts.snapshot_reply(reply, now_ms)
-                reading.performance[m] = snapshot.from_totals(
-                    model=m,
-                    key=key,
-                    sums=sums,
-                    aged=snapshot.pairs(aged),
-                    newest=snapshot.pairs(newest),
-                    window_secs=self.window_secs,
-                    now_ms=at,
-                    limit_pttl=pttl,
+            at, sums, aged, newest, pttl = scripts.snapshot_reply(
+                usable(fetched[m], None, key), now_ms
+            )
+            newest_pairs = snapshot.pairs(newest)
+            if snapshot.lacks_fields(sums, newest_pairs):
+                incomplete.append(m)
+                continue
+            reading.performance[m] = snapshot.from_totals(
+                model=m,
+                key=key,
+                sums=sums,
+                aged=snapshot.pairs(aged),
+                newest=newest_pairs,
+                window_secs=self.window_secs,
+                now_ms=at,
+                limit_pttl=pttl,
+            )
+        if incomplete:  # totals from before a field existed: sum the window's events instead
+            replies = yield [self._fetch("window", m) for m in incomplete]
+            for m, reply in zip(incomplete, replies, strict=True):
+                at, events, pttl = self._window_of(m, reply, now_ms)
+                reading.performance[m] = snapshot.performance(
+                    m, events, self.window_secs, at, pttl, percentiles=False
                 )
         return reading
+
+    def _window_of(
+        self, model: str, reply: Any, now_ms: int
+    ) -> tuple[int, list[codec.StoredEvent], int]:
+        """``window.lua``'s reply for ``model``: (server ms, the window's events, limit PTTL)."""
+        key = self.keys.events(model)
+        at, members, pttl = scripts.window_reply(usable(reply, None, key), now_ms)
+        return at, snapshot.decode_window(key, snapshot.pairs(members), at - self._window_ms), pttl
 
     def _window_snapshots(self, r: Reading) -> dict[str, ModelPerformanceSnapshot]:
         return {

@@ -7,13 +7,14 @@ the layout of every call is written down once on each side.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from ..models import RecordResult
-from . import codec
+from . import codec, totals
 from .commands import Eval
 from .keys import Keys
 
@@ -33,9 +34,27 @@ def _lua_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "lua"
 
 
+def _lua_list(names: Sequence[str]) -> str:
+    return "{" + ", ".join(f"'{name}'" for name in names) + "}"
+
+
+def render_fields(source: str) -> str:
+    """``record.lua``'s source with its ``local FIELDS = {...}`` and ``local ADDED_LATER =
+    {...}`` lines naming :data:`totals.FIELDS` and :data:`totals.ADDED_LATER`."""
+    for name, value in (("FIELDS", totals.FIELDS), ("ADDED_LATER", totals.ADDED_LATER)):
+        line = re.compile(rf"^local {name} = \{{.*\}}$", flags=re.M)
+        rendered = f"local {name} = {_lua_list(value)}".replace("\\", "\\\\")
+        source, found = line.subn(rendered, source)
+        if found != 1:
+            raise RuntimeError(f"record.lua must have one line 'local {name} = {{...}}'")
+    return source
+
+
 def _load() -> dict[str, str]:
     folder = _lua_dir()
-    return {name: (folder / f"{name}.lua").read_text(encoding="utf-8") for name in SCRIPT_NAMES}
+    sources = {name: (folder / f"{name}.lua").read_text(encoding="utf-8") for name in SCRIPT_NAMES}
+    sources["record"] = render_fields(sources["record"])
+    return sources
 
 
 #: name -> Lua source
@@ -63,8 +82,8 @@ def register_call(keys: Keys, entries: Iterable[tuple[str, int, int]]) -> Eval:
 
 # -- record.lua ----------------------------------------------------------------------------
 
-#: ARGV[2]: count, oldest and newest score, then the sums in ``codec.TOTALS_FIELDS`` order
-HEAD_FORMAT = " ".join(["%d"] * (3 + len(codec.TOTALS_FIELDS)))
+#: ARGV[2]: count, oldest and newest score, then the sums in ``totals.FIELDS`` order
+HEAD_FORMAT = " ".join(["%d"] * (3 + len(totals.FIELDS)))
 
 
 def record_settings(window_ms: int, limit_ttl_ms: int, max_events: int) -> str:
@@ -129,7 +148,7 @@ def window_call(keys: Keys, model: str, window_ms: int) -> Eval:
 def snapshot_call(keys: Keys, model: str, window_ms: int) -> Eval:
     """Read the running totals of ``model`` and the members that aged out since the last trim."""
     script_keys = (keys.events(model), keys.totals(model), keys.limit(model))
-    args = (window_ms, NEWEST_PROBE, *codec.TOTALS_FIELDS)
+    args = (window_ms, NEWEST_PROBE, *totals.FIELDS)
     return Eval("snapshot", script_keys, args, tolerant=True)
 
 
