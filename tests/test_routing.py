@@ -16,7 +16,7 @@ from redis_telemetry import (
     TokenBreakdown,
     Weights,
 )
-from redis_telemetry.core.routing import choose, rank
+from redis_telemetry.core.routing import SCORERS, Strategy, choose, rank
 
 from .helpers import event
 
@@ -93,6 +93,15 @@ def test_limited_models_are_never_ranked_and_say_when_they_return() -> None:
     expired = snap("was-blocked", latency=10, subscription_limit_reached=True,
                    subscription_limit_expires_at=NOW - timedelta(seconds=1))  # fmt: skip
     assert order([expired], "fastest") == ["was-blocked"]
+
+
+def test_every_strategy_has_its_own_scorer() -> None:
+    """A strategy without a scorer would fail loudly (KeyError), never rank as another."""
+    assert set(SCORERS) == set(Strategy)
+    assert len(set(SCORERS.values())) == len(Strategy)
+    snaps = [snap("a", ok=9, failed=1, latency=500), snap("b", latency=900, cost=0.0)]
+    meanings = {rank(snaps, s, now=NOW).ranked[0].explanation.split("(")[1] for s in Strategy}
+    assert len(meanings) == len(Strategy)
 
 
 def test_unknown_models_are_never_fastest_or_cheapest() -> None:
