@@ -6,6 +6,7 @@ import logging
 import time
 from datetime import UTC, datetime, timedelta
 
+import fakeredis
 import msgpack
 import pytest
 import redis
@@ -486,6 +487,28 @@ def test_bad_arguments_are_refused(store: TelemetryStore) -> None:
         TelemetryStore(store.client, window_secs=0)
     with pytest.raises(InvalidInputError, match="namespace"):
         TelemetryStore(store.client, namespace="a{b}")
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("window_secs", 0, "window_secs must be at least 1 second"),
+        ("window_secs", 10**10, "window_secs must be at most ten years, got 10000000000"),
+        ("wait_timeout_ms", 0, "wait_timeout_ms must be at least 1 millisecond"),
+        ("wait_timeout_ms", 10**12, "wait_timeout_ms must be at most ten years"),
+        ("max_events_per_model", 0, "max_events_per_model must be at least 1, got 0"),
+        ("max_events_per_model", 10**13, "max_events_per_model must be at most 10\\^12"),
+        ("max_events_per_model", -1, "max_events_per_model must not be negative"),
+        ("wait_for_replicas", 1.5, "wait_for_replicas must be an integer"),
+    ],
+)
+def test_each_setting_is_checked_as_what_it_is(setting: str, value: object, message: str) -> None:
+    """Seconds, milliseconds and counts each have their own check and message."""
+    client = fakeredis.FakeRedis()
+    with pytest.raises(InvalidInputError, match=message):
+        TelemetryStore(client, **{setting: value})  # type: ignore[arg-type]
+    # a cap of a billion events is a count, not a duration past ten years
+    assert TelemetryStore(client, max_events_per_model=10**9).window_secs == 3600
 
 
 def test_a_decoding_client_is_refused(backend: object) -> None:

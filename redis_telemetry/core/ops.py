@@ -71,11 +71,11 @@ class StoreCore:
         self.keys = Keys(check_namespace(namespace))
         #: WAIT for this many replicas after every write (0: don't); see ``_durably``
         self.wait_for_replicas = rules.check_u64("wait_for_replicas", wait_for_replicas)
-        self.wait_timeout_ms = rules.check_positive_secs("wait_timeout_ms", wait_timeout_ms)
+        self.wait_timeout_ms = rules.check_positive_ms("wait_timeout_ms", wait_timeout_ms)
         self.max_events_per_model = (
             0
             if max_events_per_model is None
-            else rules.check_positive_secs("max_events_per_model", max_events_per_model)
+            else rules.check_positive_count("max_events_per_model", max_events_per_model)
         )
         self.window = SharedWindow(self.keys, window_secs)
         self.limit_ttl_secs = rules.check_positive_secs(
