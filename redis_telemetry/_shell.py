@@ -145,6 +145,22 @@ class StoreShell:
         """How long a subscription-limit error blocks a model."""
         return self._core.limit_ttl_secs
 
+    def with_window(self, window_secs: int) -> Self:
+        """The same store with another window: the same client, namespace, limit TTL, cap
+        and WAIT settings. Use it to follow a namespace whose window was changed on purpose
+        (``stored_window()``, or a ``WindowMismatchError``'s ``stored``); this store is left
+        as it is."""
+        core = self._core
+        return type(self)(
+            self.client,
+            window_secs,
+            core.limit_ttl_secs,
+            core.namespace,
+            core.max_events_per_model or None,
+            core.wait_for_replicas,
+            core.wait_timeout_ms,
+        )
+
     def _locate(self, key: str, read_only: bool) -> Hashable:
         """The cluster node for ``key``: its primary, or a replica for reads when the client
         was built to read from replicas (``load_balancing_strategy``)."""

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import random
 from collections.abc import Hashable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import redis.asyncio
 import redis.asyncio.cluster
@@ -53,6 +53,13 @@ class AsyncTelemetryStore(StoreShell):
             )
             clients[name] = redis.asyncio.Redis.from_pool(pool)  # closing it closes the pool
         return clients[name]
+
+    def with_window(self, window_secs: int) -> Self:
+        """The same store with another window (see ``TelemetryStore.with_window``). The two
+        share the client and, on a cluster, the per-node clients: ``aclose()`` either one."""
+        twin = super().with_window(window_secs)
+        twin.__dict__["_nodes"] = self.__dict__.setdefault("_nodes", {})
+        return twin
 
     async def _send_node(self, name: Hashable, batch: Batch) -> list[Any]:
         pipe = self._node_client(name).pipeline(transaction=False)

@@ -42,8 +42,7 @@ class SnapshotCollector(Collector):
         try:
             return self.store.all_model_performances(self.percentiles)
         except WindowMismatchError as exc:  # the namespace's window changed: follow it
-            self.store = TelemetryStore(self.store.client, window_secs=exc.stored,
-                                        namespace=self.store.namespace)  # fmt: skip
+            self.store = self.store.with_window(exc.stored)
             return self.store.all_model_performances(self.percentiles)
 
     def collect(self) -> Iterator[Metric]:

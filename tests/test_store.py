@@ -25,6 +25,7 @@ from redis_telemetry.core.commands import SingleCommand
 from redis_telemetry.core.window import CONFIG_RECHECK_MS
 
 from .helpers import all_keys, dump_all, event, now, server_ms
+from .servers import RedisServer
 
 # -- the reference's tests, ported ------------------------------------------------------------
 
@@ -637,3 +638,29 @@ def test_record_script_refuses_malformed_arguments(r: redis.Redis, store: Teleme
         with pytest.raises(redis.ResponseError, match=r"record\.lua: malformed arguments"):
             r.evalsha(store._shas()["record"], 3, *keys, *args)
     assert dump_all(r) == before
+
+
+def test_with_window_is_the_same_store_with_another_window(r: redis.Redis) -> None:
+    """Namespace, limit TTL, cap and client carry over; the original store is unchanged."""
+    settings = {"subscription_limit_ttl_secs": 90, "namespace": "fleet", "max_events_per_model": 5}
+    store = TelemetryStore(r, window_secs=600, **settings)  # type: ignore[arg-type]
+    other = store.with_window(1200)
+    assert type(other) is TelemetryStore
+    assert store.window_secs == 600
+    assert (other.window_secs, other.subscription_limit_ttl_secs) == (1200, 90)
+    assert (other.namespace, other.client) == ("fleet", r)
+    assert other.record_batch([event("m", ago_secs=i) for i in range(7)]).capped == 2
+    other.record(event("m", success=False))  # a subscription-limit error: blocked 90 s
+    assert 0 < r.pttl("fleet:{m}:limit") <= 90_000
+    assert r.hget("fleet:config", "window_secs") == b"1200"
+    with pytest.raises(WindowMismatchError):
+        store.record(event("m"))
+
+
+def test_with_window_keeps_wait_for_replicas(redis_server: RedisServer) -> None:
+    store = TelemetryStore.from_url(redis_server.url, wait_for_replicas=1, wait_timeout_ms=20)
+    with pytest.raises(
+        TelemetryError, match="only 0 of 1 replicas acknowledged the write within 20"
+    ):
+        store.with_window(1200).record(event("m"))
+    store.client.close()
