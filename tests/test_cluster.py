@@ -15,6 +15,7 @@ import redis.cluster
 from redis.cluster import LoadBalancingStrategy, RedisCluster
 
 from redis_telemetry import TelemetryError, TelemetryStore
+from redis_telemetry.core.keys import Keys
 
 from .helpers import event
 from .servers import RedisClusterServers
@@ -48,8 +49,9 @@ def test_one_slot_per_model_and_models_spread_over_masters(store: TelemetryStore
     store.record_batch([event(m, False, error="429") for m in MODELS])
     client: RedisCluster = store.client
     nodes = set()
+    layout = Keys(store.namespace)
     for m in MODELS:
-        keys = [store._core.keys.events(m), store._core.keys.limit(m), store._core.keys.totals(m)]
+        keys = [layout.events(m), layout.limit(m), layout.totals(m)]
         assert len({client.keyslot(k) for k in keys}) == 1
         assert all(client.exists(k) for k in keys)
         nodes.add(client.get_node_from_key(keys[0]).name)
@@ -128,7 +130,7 @@ def test_reads_from_replicas_are_opt_in(replicated: RedisClusterServers) -> None
     replicas_first = LoadBalancingStrategy.ROUND_ROBIN_REPLICAS
     client = RedisCluster(host="127.0.0.1", port=seed.port, load_balancing_strategy=replicas_first)
     reader = TelemetryStore(client)
-    nodes = {reader._locate(reader._core.keys.events(m), True) for m in MODELS}
+    nodes = {reader._locate(Keys(reader.namespace).events(m), True) for m in MODELS}
     roles = set()
     for name in nodes:  # ask each node what it is
         host, port = str(name).rsplit(":", 1)
@@ -161,7 +163,7 @@ def test_failover_the_same_store_recovers(replicated: RedisClusterServers) -> No
         acked[m] += 1
     assert sum(p.successful_completions for p in store.all_model_performances()) == 20
     client: RedisCluster = store.client
-    victim = client.get_node_from_key(store._core.keys.events(MODELS[0]))
+    victim = client.get_node_from_key(Keys(store.namespace).events(MODELS[0]))
     server = next(n for n in replicated.nodes if n.port == victim.port)
     assert server.proc is not None
     os.kill(server.proc.pid, signal.SIGKILL)

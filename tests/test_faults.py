@@ -176,7 +176,7 @@ def test_a_retry_after_a_lost_reply_counts_once(server: RedisServer, batch: bool
     for model, count in expected.items():
         perf = direct.model_performance(model)
         assert perf.successful_completions + perf.failed_completions == count
-        assert direct._run(direct._core.read([model], "window")).events[model].__len__() == count
+        assert len(direct.events(model)) == count
     store.client.close()
     direct.client.close()
     proxy.close()

@@ -483,14 +483,22 @@ class StoreCore:
     def select_model(
         self,
         candidates: Sequence[str],
-        strategy: routing.Strategy | str,
+        strategy: routing.Strategy | str = routing.Strategy.FASTEST,
         *,
-        exploration: float,
-        rng: random.Random | None,
-        **filters: Any,
+        weights: routing.Weights | None = None,
+        max_staleness_secs: int | None = None,
+        stale_policy: routing.StalePolicy = "exclude",
+        exploration: float = 0.0,
+        rng: random.Random | None = None,
     ) -> Op[str]:
         """The model to use now (see ``routing.choose``)."""
-        ranking = yield from self.rank_models(candidates, strategy, **filters)
+        ranking = yield from self.rank_models(
+            candidates,
+            strategy,
+            weights=weights,
+            max_staleness_secs=max_staleness_secs,
+            stale_policy=stale_policy,
+        )
         return routing.choose(ranking, exploration, rng)
 
     def all_model_performances(
