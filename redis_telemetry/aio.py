@@ -194,10 +194,13 @@ class AsyncTelemetryStore(StoreShell):
         """Rank candidate models from live snapshots (one round trip); see ``core.routing``."""
         return await self._run(
             self._core.rank_models(
-                candidates, strategy, weights=weights,
-                max_staleness_secs=max_staleness_secs, stale_policy=stale_policy,
+                candidates,
+                strategy,
+                weights=weights,
+                max_staleness_secs=max_staleness_secs,
+                stale_policy=stale_policy,
             )
-        )  # fmt: skip
+        )
 
     async def select_model(
         self,
@@ -217,10 +220,15 @@ class AsyncTelemetryStore(StoreShell):
         """
         return await self._run(
             self._core.select_model(
-                candidates, strategy, exploration=exploration, rng=rng, weights=weights,
-                max_staleness_secs=max_staleness_secs, stale_policy=stale_policy,
+                candidates,
+                strategy,
+                exploration=exploration,
+                rng=rng,
+                weights=weights,
+                max_staleness_secs=max_staleness_secs,
+                stale_policy=stale_policy,
             )
-        )  # fmt: skip
+        )
 
     async def set_window(self, window_secs: int) -> None:
         """Change the namespace's shared window on purpose (other stores then refuse)."""

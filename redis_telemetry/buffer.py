@@ -91,8 +91,11 @@ class BufferedWriter:
                     self._queue.popleft()
                     self._dropped += 1
                     if self._dropped == 1 or self._dropped % 1000 == 0:
-                        log.warning("buffer full (%d events): dropped the oldest; %d dropped "
-                                    "so far", self.max_events, self._dropped)  # fmt: skip
+                        log.warning(
+                            "buffer full (%d events): dropped the oldest; %d dropped so far",
+                            self.max_events,
+                            self._dropped,
+                        )
                 self._queue.append(p)
             self._submitted += len(prepared)
             self._cond.notify()

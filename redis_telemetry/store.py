@@ -173,10 +173,13 @@ class TelemetryStore(StoreShell):
         """Rank candidate models from live snapshots (one round trip); see ``core.routing``."""
         return self._run(
             self._core.rank_models(
-                candidates, strategy, weights=weights,
-                max_staleness_secs=max_staleness_secs, stale_policy=stale_policy,
+                candidates,
+                strategy,
+                weights=weights,
+                max_staleness_secs=max_staleness_secs,
+                stale_policy=stale_policy,
             )
-        )  # fmt: skip
+        )
 
     def select_model(
         self,
@@ -196,10 +199,15 @@ class TelemetryStore(StoreShell):
         """
         return self._run(
             self._core.select_model(
-                candidates, strategy, exploration=exploration, rng=rng, weights=weights,
-                max_staleness_secs=max_staleness_secs, stale_policy=stale_policy,
+                candidates,
+                strategy,
+                exploration=exploration,
+                rng=rng,
+                weights=weights,
+                max_staleness_secs=max_staleness_secs,
+                stale_policy=stale_policy,
             )
-        )  # fmt: skip
+        )
 
     def set_window(self, window_secs: int) -> None:
         """Change the namespace's shared window on purpose (other stores then refuse)."""

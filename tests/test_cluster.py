@@ -154,8 +154,9 @@ def test_wait_refuses_success_without_enough_replicas(replicated: RedisClusterSe
 @pytest.mark.slow
 def test_failover_the_same_store_recovers(replicated: RedisClusterServers) -> None:
     ns = "failover"
-    durable = TelemetryStore.from_url(replicated.url, namespace=ns, wait_for_replicas=1,
-                                      wait_timeout_ms=2000)  # fmt: skip
+    durable = TelemetryStore.from_url(
+        replicated.url, namespace=ns, wait_for_replicas=1, wait_timeout_ms=2000
+    )
     store = TelemetryStore.from_url(replicated.url, namespace=ns)  # must live through it
     acked = dict.fromkeys(MODELS, 0)
     for m in MODELS:

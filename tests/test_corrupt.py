@@ -91,8 +91,9 @@ def test_the_per_model_cap_trims_the_oldest_and_says_so(
     store = TelemetryStore(r, max_events_per_model=5)
     store.record_batch([event("m", latency_ms=i, ago_secs=100 - i) for i in range(4)])
     with caplog.at_level(logging.WARNING, logger="redis_telemetry"):
-        result = store.record_batch([event("m", latency_ms=10 + i, ago_secs=50 - i)
-                                     for i in range(4)])  # fmt: skip
+        result = store.record_batch(
+            [event("m", latency_ms=10 + i, ago_secs=50 - i) for i in range(4)]
+        )
     assert result.capped == 3
     assert "removed 3 of the oldest events" in caplog.text
     assert r.zcard("telemetry:{m}:events") == 5

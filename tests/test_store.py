@@ -131,13 +131,19 @@ def test_import_synthesises_like_the_reference(store: TelemetryStore) -> None:
     summary = TelemetrySummary(
         model_performances=[
             ModelPerformanceSnapshot(
-                model="m", successful_completions=3, failed_completions=7, window_secs=3600,
-                throughput=0.01, avg_latency_ms=812.9, success_rate=0.85, last_event_at=last,
+                model="m",
+                successful_completions=3,
+                failed_completions=7,
+                window_secs=3600,
+                throughput=0.01,
+                avg_latency_ms=812.9,
+                success_rate=0.85,
+                last_event_at=last,
             )
         ],
         window_secs=3600,
         exported_at=last,
-    )  # fmt: skip
+    )
     result = store.import_summary(summary)
     perf = store.model_performance("m")
     # 3 successes spread 1200 s apart back from `last`: the one at `last - 2400 s` is outside;

@@ -66,9 +66,13 @@ def retryable(error: BaseException) -> bool:
     """Errors that a slot-map refresh and a resend can cure."""
     return isinstance(
         error,
-        MovedError | AskError | ClusterDownError | TryAgainError | RedisConnectionError
+        MovedError
+        | AskError
+        | ClusterDownError
+        | TryAgainError
+        | RedisConnectionError
         | RedisTimeoutError,
-    )  # fmt: skip
+    )
 
 
 def waves(batch: Sequence[Command]) -> list[list[int]]:

@@ -241,9 +241,20 @@ def decode(raw: bytes) -> StoredEvent:
         raise CorruptMember("error must be a string or nil")
     total, inp, out, reasoning, cache_read, cache_write = (_u64(c) for c in counts)
     return StoredEvent(
-        event_id, session_id, completed_us, _u64(latency), success,
-        total, inp, out, reasoning, cache_read, cache_write, float(cost), error,
-    )  # fmt: skip
+        event_id,
+        session_id,
+        completed_us,
+        _u64(latency),
+        success,
+        total,
+        inp,
+        out,
+        reasoning,
+        cache_read,
+        cache_write,
+        float(cost),
+        error,
+    )
 
 
 def to_completion_event(model: str, stored: StoredEvent) -> CompletionEvent:
