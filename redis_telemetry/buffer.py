@@ -25,7 +25,7 @@ from .errors import InvalidInputError, TelemetryError
 from .models import CompletionEvent
 from .store import TelemetryStore
 
-log = logging.getLogger("redis_telemetry")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

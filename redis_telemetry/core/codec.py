@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, TelemetryError
 from ..models import CompletionEvent, TokenBreakdown, is_subscription_limit_error
 from . import rules, totals
 
@@ -66,8 +66,8 @@ class PreparedEvent(NamedTuple):
 _new_prepared = tuple.__new__
 
 
-class CorruptMember(ValueError):
-    """A member that is not a valid stored event."""
+class CorruptMember(TelemetryError, ValueError):
+    """A member that is not a valid stored event (readers skip it and log why)."""
 
 
 class _Ids(threading.local):
