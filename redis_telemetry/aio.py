@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import random
 from collections.abc import Hashable, Iterable, Sequence
+from datetime import datetime
 from typing import Any, Self, TypeVar
 
 import redis.asyncio
@@ -158,9 +159,13 @@ class AsyncTelemetryStore(StoreShell):
         """Restore limits and synthesise events from a summary (idempotent per summary)."""
         return await self._run(self._core.import_summary(summary))
 
-    async def mark_subscription_limited(self, model: str, ttl_secs: int | None = None) -> None:
-        """Block a model for ``ttl_secs`` (default: ``subscription_limit_ttl_secs``)."""
-        await self._run(self._core.mark_subscription_limited(model, ttl_secs))
+    async def mark_subscription_limited(
+        self, model: str, ttl_secs: int | None = None, *, until: datetime | None = None
+    ) -> None:
+        """Block a model for ``ttl_secs`` (default: ``subscription_limit_ttl_secs``), or
+        ``until`` a timezone-aware time, by the server's clock: a past time blocks nothing,
+        and a longer block already in place is kept."""
+        await self._run(self._core.mark_subscription_limited(model, ttl_secs, until=until))
 
     async def clear_subscription_limit(self, model: str) -> bool:
         """Lift a model's block; True when there was one."""

@@ -6,6 +6,7 @@ import contextlib
 import random
 import time
 from collections.abc import Hashable, Iterable, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 import redis
@@ -137,9 +138,13 @@ class TelemetryStore(StoreShell):
         """Restore limits and synthesise events from a summary (idempotent per summary)."""
         return self._run(self._core.import_summary(summary))
 
-    def mark_subscription_limited(self, model: str, ttl_secs: int | None = None) -> None:
-        """Block a model for ``ttl_secs`` (default: ``subscription_limit_ttl_secs``)."""
-        self._run(self._core.mark_subscription_limited(model, ttl_secs))
+    def mark_subscription_limited(
+        self, model: str, ttl_secs: int | None = None, *, until: datetime | None = None
+    ) -> None:
+        """Block a model for ``ttl_secs`` (default: ``subscription_limit_ttl_secs``), or
+        ``until`` a timezone-aware time, by the server's clock: a past time blocks nothing,
+        and a longer block already in place is kept."""
+        self._run(self._core.mark_subscription_limited(model, ttl_secs, until=until))
 
     def clear_subscription_limit(self, model: str) -> bool:
         """Lift a model's block; True when there was one."""

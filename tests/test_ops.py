@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Generator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -204,3 +205,19 @@ def test_the_core_and_both_stores_expose_the_same_operations() -> None:
         assert _parameters(core) == _parameters(blocking) == _parameters(awaited), name
         assert inspect.iscoroutinefunction(awaited), name
         assert not inspect.iscoroutinefunction(blocking), name
+
+
+def test_a_block_until_a_time_sends_the_time_for_the_server_to_judge(
+    core: StoreCore, clock: Clock
+) -> None:
+    """The script compares ``until`` with the server's clock: the writer's clock, even far
+    off, only sizes the config's TTL."""
+    until_ms = clock.ms + 5_000
+    until = datetime.fromtimestamp(until_ms / 1000, UTC)
+    sent, _ = drive(core.mark_subscription_limited("m", until=until), [b"3600"], [0, 5_000])
+    register, limit = sent[1]
+    assert register == Eval("register", ("telemetry:models",), (2000, "m", until_ms, 0))
+    assert limit == Eval("limit", ("telemetry:{m}:limit",), (until_ms, "manual"))
+    clock.now += 3600  # this clock says the time is long past: the server still decides
+    sent, _ = drive(core.mark_subscription_limited("m", until=until), [b"3600"], [0, 0])
+    assert sent[-1][1] == limit

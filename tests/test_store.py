@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import fakeredis
 import msgpack
@@ -22,6 +22,7 @@ from redis_telemetry import (
     WindowMismatchError,
 )
 from redis_telemetry.core.commands import SingleCommand
+from redis_telemetry.core.snapshot import ms_to_datetime
 
 from .helpers import all_keys, dump_all, event, now, server_ms
 from .servers import RedisServer
@@ -656,3 +657,59 @@ def test_with_window_keeps_wait_for_replicas(redis_server: RedisServer) -> None:
     ):
         store.with_window(1200).record(event("m"))
     store.client.close()
+
+
+# -- a block until a given time -----------------------------------------------------------------
+
+
+def test_a_block_until_a_time_lasts_until_then_by_the_server_clock(
+    r: redis.Redis, store: TelemetryStore
+) -> None:
+    until = ms_to_datetime(server_ms(r) + 600_000)
+    store.mark_subscription_limited("m", until=until.astimezone(timezone(timedelta(hours=-7))))
+    assert 590_000 < r.pttl("telemetry:{m}:limit") <= 600_000
+    perf = store.model_performance("m")
+    assert perf.subscription_limit_reached
+    assert perf.subscription_limit_expires_at is not None
+    assert abs((perf.subscription_limit_expires_at - until).total_seconds()) < 1
+    assert store.known_models() == ["m"]
+    store.mark_subscription_limited("m", until=until + timedelta(minutes=10))  # extends it
+    assert 1_190_000 < r.pttl("telemetry:{m}:limit") <= 1_200_000
+
+
+def test_a_block_until_a_time_never_shortens_a_longer_one(
+    r: redis.Redis, store: TelemetryStore
+) -> None:
+    store.mark_subscription_limited("m", ttl_secs=3600)
+    store.mark_subscription_limited("m", until=ms_to_datetime(server_ms(r) + 60_000))
+    assert r.pttl("telemetry:{m}:limit") > 3_500_000
+    r.set("telemetry:{n}:limit", "set by hand")  # no TTL: it gets one, as record.lua does
+    store.mark_subscription_limited("n", until=ms_to_datetime(server_ms(r) + 60_000))
+    assert 50_000 < r.pttl("telemetry:{n}:limit") <= 60_000
+
+
+def test_a_block_until_a_past_time_blocks_nothing(r: redis.Redis, store: TelemetryStore) -> None:
+    store.record(event("other"))
+    before = dump_all(r)
+    store.mark_subscription_limited("m", until=ms_to_datetime(server_ms(r) - 1))
+    assert dump_all(r) == before
+    assert not store.model_performance("m").subscription_limit_reached
+    assert store.known_models() == ["other"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"until": datetime(2030, 1, 1)}, "until must be timezone-aware"),
+        ({"until": "2030-01-01T00:00:00Z"}, "until must be a datetime, got str"),
+        ({"until": datetime(2030, 1, 1, tzinfo=UTC), "ttl_secs": 60}, "not both"),
+        ({"until": datetime(2100, 1, 1, tzinfo=UTC)}, "at most ten years away"),
+    ],
+)
+def test_a_bad_until_is_refused_and_writes_nothing(
+    r: redis.Redis, store: TelemetryStore, kwargs: dict[str, object], message: str
+) -> None:
+    before = dump_all(r)
+    with pytest.raises(InvalidInputError, match=message):
+        store.mark_subscription_limited("m", **kwargs)  # type: ignore[arg-type]
+    assert dump_all(r) == before

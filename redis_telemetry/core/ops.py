@@ -5,8 +5,9 @@ results; the sync and async stores only send each batch to Redis as one non-tran
 pipeline (on a cluster, one per node: see ``cluster``) and feed the results back. So the two
 stores cannot drift apart: every decision (what to send, in what order, how to read the
 replies) is made here. The one exception to the generator form is a steady-state ``record()``,
-a :class:`~.commands.SingleCommand`, built and read here as well. The scripts' argument
-layouts live in ``scripts``, error replies in ``replies``, dump/import planning in
+a :class:`~.commands.SingleCommand`, built and read here as well. The reads live in
+``reads`` (StoreCore's base class), the scripts' argument layouts in ``scripts``, error
+replies in ``replies``, the shared window in ``window``, dump/import planning in
 ``transfer``.
 """
 
@@ -14,23 +15,22 @@ from __future__ import annotations
 
 import logging
 import operator
-import random
 import time
 from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any
 
 from ..errors import InvalidInputError, TelemetryError
 from ..models import (
     CompletionEvent,
-    ModelPerformanceSnapshot,
     RecordResult,
     TelemetrySummary,
-    UsageSnapshot,
 )
-from . import backup, codec, routing, rules, scripts, snapshot, transfer
+from . import backup, codec, rules, scripts, transfer
 from .commands import Batch, Cmd, Command, Eval, Op, SingleCommand, key_of
 from .keys import Keys, check_namespace
+from .reads import Reads
 from .replies import time_ms, translate, usable
 from .window import SharedWindow
 
@@ -44,19 +44,10 @@ _SCORE = operator.itemgetter(1)  # of a codec.PreparedEvent
 _LIMIT_REASON = operator.itemgetter(3)
 
 
-class Reading(NamedTuple):
-    """What a read found at the server's time ``now_ms``: per model, the window's decoded
-    events and limit TTLs (``window`` reads) or the performance snapshot (``totals`` reads)."""
+class StoreCore(Reads):
+    """The state and logic of one store; the sync and async stores drive its operations.
 
-    now_ms: int
-    models: list[str]
-    events: dict[str, list[codec.StoredEvent]]
-    limit_pttl: dict[str, int]
-    performance: dict[str, ModelPerformanceSnapshot]
-
-
-class StoreCore:
-    """The state and logic of one store; the sync and async stores drive its operations."""
+    The writes are here; the reads come from :class:`~.reads.Reads`."""
 
     def __init__(
         self,
@@ -92,22 +83,9 @@ class StoreCore:
         self._settings_text = ""
 
     @property
-    def namespace(self) -> str:
-        return self.keys.namespace
-
-    @property
-    def _window_ms(self) -> int:
-        return self.window.ms
-
-    @property
     def _registry_slack_ms(self) -> int:
         """The registry keeps a model this long past its data, so most writes skip it."""
         return max(1000, self._window_ms // 10)
-
-    @property
-    def window_secs(self) -> int:
-        """The rolling window, shared by every store of the namespace."""
-        return self.window.secs
 
     def _write(self, batch: Batch, ttl_ms: int) -> Op[list[Any]]:
         """Send a write batch, never before this store's window is confirmed for the namespace.
@@ -262,9 +240,26 @@ class StoreCore:
         """Many events, one round trip, grouped per model; one bad event and none is written."""
         return (yield from self.record_prepared(self.prepare(events, indexed=True)))
 
-    def mark_subscription_limited(self, model: str, ttl_secs: int | None = None) -> Op[None]:
-        """Block ``model`` for ``ttl_secs`` (default: the store's subscription-limit TTL)."""
+    def mark_subscription_limited(
+        self, model: str, ttl_secs: int | None = None, *, until: datetime | None = None
+    ) -> Op[None]:
+        """Block ``model`` for ``ttl_secs`` (default: the store's subscription-limit TTL), or
+        ``until`` a timezone-aware time, by the server's clock. A block until a past time is
+        no block; one until a time sooner than a block in place leaves that block as it is."""
         model = rules.check_model_name(model)
+        if until is not None:
+            if ttl_secs is not None:
+                raise InvalidInputError("give ttl_secs or until, not both")
+            until_ms = rules.ms_floor(rules.epoch_us(rules.check_aware("until", until)))
+            about_ms = until_ms - self._now_ms()  # this clock's guess, for the TTLs around it
+            if about_ms > rules.TEN_YEARS_SECS * 1000:
+                raise InvalidInputError(f"until must be at most ten years away, got {until}")
+            block: Batch = [
+                scripts.register_call(self.keys, [(model, until_ms, 0)]),
+                scripts.limit_call(self.keys, model, until_ms, "manual"),
+            ]
+            yield from self._write(block, max(0, about_ms))
+            return
         ttl = self.limit_ttl_secs if ttl_secs is None else ttl_secs
         ttl_ms = rules.check_positive_secs("ttl_secs", ttl) * 1000
         yield from self._write(self._limit_cmds(model, ttl_ms, "manual"), ttl_ms)
@@ -328,204 +323,3 @@ class StoreCore:
         events = [codec.to_completion_event(m, e) for m in r.models for e in r.events[m]]
         header = transfer.dump_header(self.namespace, self.window_secs, r.now_ms)
         return backup.Dump(header=header, events=events, limits=limits)
-
-    def events(self, model: str, last: int | None = None) -> Op[list[CompletionEvent]]:
-        """The window's raw events of one model, newest first (at most ``last``)."""
-        model = rules.check_model_name(model)
-        if last is not None and (isinstance(last, bool) or not isinstance(last, int) or last < 1):
-            raise InvalidInputError(f"last must be a positive integer, got {last!r}")
-        r = yield from self.read([model])
-        newest_first = sorted(r.events[model], key=lambda e: e.completed_at_us, reverse=True)
-        return [codec.to_completion_event(model, e) for e in newest_first[:last]]
-
-    def stored_window(self) -> Op[int | None]:
-        """The namespace's window as stored in Redis, or None when unset or unreadable."""
-        (raw,) = yield [Cmd("hget", (self.keys.config, "window_secs"))]
-        try:
-            value = int(raw)
-        except (TypeError, ValueError):
-            return None
-        return value if value > 0 else None
-
-    # -- reads ------------------------------------------------------------------------------
-
-    def _live_models(self, entries: Sequence[tuple[Any, float]], now_ms: int) -> list[str]:
-        live = []
-        for raw, score in entries:
-            if score <= now_ms:
-                continue
-            try:
-                live.append(rules.check_model_name(bytes(raw).decode("utf-8")))
-            except (UnicodeDecodeError, InvalidInputError) as exc:
-                log.warning("skipped unreadable model %r in %s: %s", raw, self.keys.models, exc)
-        return sorted(live)
-
-    def _fetch(self, kind: str, model: str) -> Eval:
-        """One model's read script: ``window.lua`` or ``snapshot.lua`` (its node's TIME)."""
-        if kind == "window":
-            return scripts.window_call(self.keys, model, self._window_ms)
-        return scripts.snapshot_call(self.keys, model, self._window_ms)
-
-    def read(self, models: Sequence[str] | None, kind: str = "window") -> Op[Reading]:
-        """Data of ``models`` (None: every listed model) at the server's time.
-
-        ``kind`` is ``"window"`` (every event in the window, by ``window.lua``), ``"totals"``
-        (by ``snapshot.lua``: the running sums and only the members that aged out since the
-        last trim, so its cost does not depend on how many events the window holds) or
-        ``"models"`` (the registry only). Each model is read by one script that takes the time
-        from the model's own server, so the window is exact. One round trip when the models
-        are already known to this store; a model new to it costs one more.
-        """
-        from_registry = models is None
-        ask = [] if kind == "models" else list(self._models if models is None else models)
-        head: Batch = [
-            Cmd("hget", (self.keys.config, "window_secs"), tolerant=True),
-            Cmd("time", route=self.keys.models),
-        ]
-        if from_registry:
-            head.append(
-                Cmd("zrange", (self.keys.models, 0, -1), {"withscores": True}, tolerant=True)
-            )
-        results = yield head + [self._fetch(kind, m) for m in ask]
-        self.window.check(usable(results[0], None, self.keys.config), writing=False)
-        now_ms = time_ms(results[1])
-        registry = usable(results[2], [], self.keys.models) if from_registry else []
-        targets = self._live_models(registry, now_ms) if from_registry else list(ask)
-        fetched = dict(zip(ask, results[len(head) :], strict=True))
-        redo = [m for m in targets if m not in fetched] if kind != "models" else []
-        if redo:  # models new to this store
-            fetched.update(zip(redo, (yield [self._fetch(kind, m) for m in redo]), strict=True))
-        if from_registry:
-            self._models = dict.fromkeys(targets)
-        reading = Reading(now_ms, targets, {}, {}, {})
-        if kind == "window":
-            for m in targets:
-                _, reading.events[m], reading.limit_pttl[m] = self._window_of(m, fetched[m], now_ms)
-        incomplete = []
-        for m in targets if kind == "totals" else []:
-            key = self.keys.events(m)
-            at, sums, aged, newest, pttl = scripts.snapshot_reply(
-                usable(fetched[m], None, key), now_ms
-            )
-            newest_pairs = snapshot.pairs(newest)
-            if snapshot.lacks_fields(sums, newest_pairs):
-                incomplete.append(m)
-                continue
-            reading.performance[m] = snapshot.from_totals(
-                model=m,
-                key=key,
-                sums=sums,
-                aged=snapshot.pairs(aged),
-                newest=newest_pairs,
-                window_secs=self.window_secs,
-                now_ms=at,
-                limit_pttl=pttl,
-            )
-        if incomplete:  # totals from before a field existed: sum the window's events instead
-            replies = yield [self._fetch("window", m) for m in incomplete]
-            for m, reply in zip(incomplete, replies, strict=True):
-                at, events, pttl = self._window_of(m, reply, now_ms)
-                reading.performance[m] = snapshot.performance(
-                    m, events, self.window_secs, at, pttl, percentiles=False
-                )
-        return reading
-
-    def _window_of(
-        self, model: str, reply: Any, now_ms: int
-    ) -> tuple[int, list[codec.StoredEvent], int]:
-        """``window.lua``'s reply for ``model``: (server ms, the window's events, limit PTTL)."""
-        key = self.keys.events(model)
-        at, members, pttl = scripts.window_reply(usable(reply, None, key), now_ms)
-        return at, snapshot.decode_window(key, snapshot.pairs(members), at - self._window_ms), pttl
-
-    def _window_snapshots(self, r: Reading) -> dict[str, ModelPerformanceSnapshot]:
-        return {
-            m: snapshot.performance(m, r.events[m], self.window_secs, r.now_ms, r.limit_pttl[m])
-            for m in r.models
-        }
-
-    def model_performance(
-        self, model: str, percentiles: bool = False
-    ) -> Op[ModelPerformanceSnapshot]:
-        """One model's snapshot; with ``percentiles``, from its events (cost: the window)."""
-        model = rules.check_model_name(model)
-        if percentiles:
-            r = yield from self.read([model], "window")
-            return self._window_snapshots(r)[model]
-        r = yield from self.read([model], "totals")
-        return r.performance[model]
-
-    def rank_models(
-        self,
-        candidates: Sequence[str],
-        strategy: routing.Strategy | str = routing.Strategy.FASTEST,
-        *,
-        weights: routing.Weights | None = None,
-        max_staleness_secs: int | None = None,
-        stale_policy: routing.StalePolicy = "exclude",
-    ) -> Op[routing.Ranking]:
-        """Rank ``candidates`` from one consistent read (one round trip)."""
-        if isinstance(candidates, str) or not candidates:
-            raise InvalidInputError("candidates must be a non-empty list of model names")
-        models = list(dict.fromkeys(rules.check_model_name(m) for m in candidates))
-        if max_staleness_secs is not None:
-            rules.check_u64("max_staleness_secs", max_staleness_secs)
-        r = yield from self.read(models, "totals")
-        return routing.rank(
-            [r.performance[m] for m in models],
-            strategy,
-            weights=weights,
-            max_staleness_secs=max_staleness_secs,
-            stale_policy=stale_policy,
-            now=snapshot.ms_to_datetime(r.now_ms),
-        )
-
-    def select_model(
-        self,
-        candidates: Sequence[str],
-        strategy: routing.Strategy | str = routing.Strategy.FASTEST,
-        *,
-        weights: routing.Weights | None = None,
-        max_staleness_secs: int | None = None,
-        stale_policy: routing.StalePolicy = "exclude",
-        exploration: float = 0.0,
-        rng: random.Random | None = None,
-    ) -> Op[str]:
-        """The model to use now (see ``routing.choose``)."""
-        ranking = yield from self.rank_models(
-            candidates,
-            strategy,
-            weights=weights,
-            max_staleness_secs=max_staleness_secs,
-            stale_policy=stale_policy,
-        )
-        return routing.choose(ranking, exploration, rng)
-
-    def all_model_performances(
-        self, percentiles: bool = False
-    ) -> Op[list[ModelPerformanceSnapshot]]:
-        """Every listed model's snapshot, sorted; ``percentiles`` as in model_performance."""
-        if percentiles:
-            r = yield from self.read(None, "window")
-            snaps = self._window_snapshots(r)
-            return [snaps[m] for m in r.models]
-        r = yield from self.read(None, "totals")
-        return [r.performance[m] for m in r.models]
-
-    def session_usage(self, session_id: str) -> Op[UsageSnapshot]:
-        session_id = rules.check_session_id(session_id)
-        r = yield from self.read(None)
-        return snapshot.usage(session_id, r.events, self.window_secs, r.now_ms)
-
-    def known_models(self) -> Op[list[str]]:
-        r = yield from self.read(None, "models")
-        return r.models
-
-    def export_summary(self) -> Op[TelemetrySummary]:
-        r = yield from self.read(None, "totals")
-        return TelemetrySummary(
-            id="telemetry_summary",
-            model_performances=[r.performance[m] for m in r.models],
-            window_secs=self.window_secs,
-            exported_at=snapshot.ms_to_datetime(r.now_ms),
-        )

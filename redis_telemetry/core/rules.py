@@ -152,6 +152,15 @@ def check_positive_count(field: str, value: object) -> int:
     return _in_range(field, value, "1, got 0", MAX_STORED_COUNT, "10^12")
 
 
+def check_aware(field: str, value: object) -> datetime:
+    """A point in time with its time zone (a naive one would be read in an unknown zone)."""
+    if not isinstance(value, datetime):
+        raise InvalidInputError(f"{field} must be a datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidInputError(f"{field} must be timezone-aware, got {value.isoformat()}")
+    return value
+
+
 def to_utc(value: datetime) -> datetime:
     """Normalise a timestamp to UTC. A naive datetime is taken to be UTC already."""
     if not isinstance(value, datetime):

@@ -18,7 +18,7 @@ from . import codec, totals
 from .commands import Eval
 from .keys import Keys
 
-SCRIPT_NAMES = ("config", "register", "record", "snapshot", "window")
+SCRIPT_NAMES = ("config", "register", "record", "snapshot", "window", "limit")
 
 #: How far past the data they govern the keys' TTLs reach.
 GRACE_MS = 2000
@@ -78,6 +78,15 @@ def register_call(keys: Keys, entries: Iterable[tuple[str, int, int]]) -> Eval:
     for model, keep_until_ms, keep_for_ms in entries:
         args += (model, keep_until_ms, keep_for_ms)
     return Eval("register", (keys.models,), tuple(args))
+
+
+# -- limit.lua -----------------------------------------------------------------------------
+
+
+def limit_call(keys: Keys, model: str, until_ms: int, reason: str) -> Eval:
+    """Block ``model`` until ``until_ms`` (epoch ms, by the server's clock); the reply is the
+    block's ms left, 0 when that time is past."""
+    return Eval("limit", (keys.limit(model),), (until_ms, reason))
 
 
 # -- record.lua ----------------------------------------------------------------------------
