@@ -147,7 +147,16 @@ def prepare(event: object, now_ms: int) -> PreparedEvent:
         raise InvalidInputError("tokens must be a TokenBreakdown")
     latency = fields.get("latency_ms")
     counted: Any = tokens.__dict__
-    counts = tuple(map(counted.get, _COUNT_FIELDS))
+    # the member format's order (version 1), which is also totals.TOKEN_FIELDS
+    get = counted.get
+    counts = (
+        get("total"),
+        get("input"),
+        get("output"),
+        get("reasoning"),
+        get("cache_read"),
+        get("cache_write"),
+    )
     if type(latency) is not int or not 0 <= latency <= _MAX_COUNT:
         _refuse_counts(latency, tokens)
     for count in counts:
