@@ -91,6 +91,9 @@ local function named_contribution(member)
   local pos = 2
   for i = 1, 14 do v[i], pos = read(member, pos) end
   if v[1] ~= 1 or pos ~= #member + 1 then error('not a version-1 event') end
+  for _, i in ipairs({5, 7, 8, 9, 10, 11, 12, 13}) do
+    if type(v[i]) ~= 'number' then error('not a number') end
+  end
   local success = v[6] == true
   return {
     ok = success and 1 or 0,
