@@ -4,17 +4,19 @@
 -- KEYS[1]  <ns>:{<model>}:events  sorted set; member = msgpack event (carries a unique id),
 --                                  score = completed_at in epoch milliseconds
 -- KEYS[2]  <ns>:{<model>}:limit   string; present while the model is subscription-limited
--- KEYS[3]  <ns>:{<model>}:totals  hash; the sums over every event in KEYS[1] (see FIELDS)
+-- KEYS[3]  <ns>:{<model>}:totals  hash; the sums over every event in KEYS[1] (see FIELDS),
+--                                  and `capped`
 -- ARGV[1]  "window_ms limit_ttl_ms grace_ms max_events", space-separated integers:
 --           the rolling window; how long a subscription-limit error blocks the model; how
 --           far past the window the keys' TTLs reach; the cap on the model's stored events
 --           (0: none; the oldest go)
--- ARGV[2]  "n oldest newest sum_1 .. sum_10", space-separated integers: the number of events
+-- ARGV[2]  "n oldest newest sum_1 .. sum_N", space-separated integers: the number of events
 --           below, their oldest and newest scores, and their sums in FIELDS order, as if every
 --           one gets stored (exact and non-negative; cost in nano-USD)
 -- ARGV[3..2+2n] pairs (score, member), members distinct
--- ARGV[3+2n..]  pairs (position, limit_reason) for the events (1..n) whose error is a
---           subscription-limit error: the text stored in the limit key
+-- ARGV[3+2n..]  triples (position, until_ms, limit_reason) for the events (1..n) whose error
+--           is a subscription-limit error: when the block ends, in epoch ms (0: limit_ttl_ms
+--           from now), and the text stored in the limit key
 -- (Packing settings and sums into two arguments keeps a one-event call small; the common
 -- batch, all new and in the window, goes to ZADD with its arguments as they are.)
 --
@@ -24,10 +26,14 @@
 -- "now" is Redis's own clock (TIME), never a client's, so replicas with skewed clocks agree.
 -- A member that is already present (same event id: a retried write) is not counted again.
 -- The totals stay equal to the sums over the members of KEYS[1]: the batch's sums are added
--- less the events not stored, and every member trimmed here is subtracted.
-
-local FIELDS = {'ok', 'failed', 'latency', 'cost_nusd', 'total', 'input', 'output',
-                'reasoning', 'cache_read', 'cache_write'}
+-- less the events not stored, and every member trimmed here is subtracted. A field whose sum
+-- is 0 may be absent.
+--
+-- FIELDS names the totals, in the order of ARGV[2]'s sums; ADDED_LATER, the ones added after
+-- hashes were already written (see below). The loader renders both lines from the Python
+-- schema (redis_telemetry/core/totals.py); the copies here are kept equal by a test.
+local FIELDS = {'ok', 'failed', 'latency', 'cost_nusd', 'total', 'input', 'output', 'reasoning', 'cache_read', 'cache_write'}
+local ADDED_LATER = {}
 local N = #FIELDS
 local LIMIT = 2 ^ 52  -- doubles hold integers exactly below 2^53
 local TRIM_EVERY = 4
@@ -79,24 +85,42 @@ local function read(s, pos)  -- returns value, next position; strings and nil ar
   error('unexpected msgpack type')
 end
 
--- What one member adds to the totals (nil: not an event this package wrote, never counted).
+-- What one member adds to each total, by name (nil: not an event this package wrote).
+local function named_contribution(member)
+  if byte(member, 1) ~= 0x9e then error('not a 14-element array') end
+  local v = {}
+  local pos = 2
+  for i = 1, 14 do v[i], pos = read(member, pos) end
+  if v[1] ~= 1 or pos ~= #member + 1 then error('not a version-1 event') end
+  for _, i in ipairs({5, 7, 8, 9, 10, 11, 12, 13}) do
+    if type(v[i]) ~= 'number' then error('not a number') end
+  end
+  local success = v[6] == true
+  return {
+    ok = success and 1 or 0,
+    failed = success and 0 or 1,
+    latency = success and v[5] or 0,
+    cost_nusd = math.floor(v[13] * 1e9 + 0.5),
+    total = v[7], input = v[8], output = v[9], reasoning = v[10],
+    cache_read = v[11], cache_write = v[12],
+  }
+end
+
+-- The same in FIELDS order (nil: never counted). A field without a contribution is an error.
 local function contribution(member)
-  local ok, out = pcall(function()
-    if byte(member, 1) ~= 0x9e then error('not a 14-element array') end
-    local v = {}
-    local pos = 2
-    for i = 1, 14 do v[i], pos = read(member, pos) end
-    if v[1] ~= 1 or pos ~= #member + 1 then error('not a version-1 event') end
-    local success = v[6] == true
-    return {success and 1 or 0, success and 0 or 1, success and v[5] or 0,
-            math.floor(v[13] * 1e9 + 0.5), v[7], v[8], v[9], v[10], v[11], v[12]}
-  end)
-  if ok then return out end
-  return nil
+  local ok, named = pcall(named_contribution, member)
+  if not ok then return nil end
+  local c = {}
+  for i = 1, N do
+    c[i] = named[FIELDS[i]]
+    if c[i] == nil then error('record.lua: no contribution to the total ' .. FIELDS[i]) end
+  end
+  return c
 end
 
 -- Subtractions gather in `minus` and go to Redis before they could lose precision.
-local minus = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0}  -- N zeros
+local minus = {}
+for i = 1, N do minus[i] = 0 end
 
 local function flush(i)
   if minus[i] ~= 0 then
@@ -115,30 +139,76 @@ local function subtract(member)
 end
 
 local window, limit_ttl, grace, cap = string.match(ARGV[1], '^(%d+) (%d+) (%d+) (%d+)$')
-local head = {string.match(ARGV[2], '^(%d+) (%-?%d+) (%-?%d+) ' ..
-  '(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$')}
+local head = {string.match(ARGV[2], '^(%d+) (%-?%d+) (%-?%d+)' .. string.rep(' (%d+)', N) .. '$')}
 local n = tonumber(head[1])
-if not cap or #head ~= N + 3 or #ARGV < 2 + 2 * n or #ARGV % 2 ~= 0 then
+if not cap or #head ~= N + 3 or #ARGV < 2 + 2 * n or (#ARGV - 2 - 2 * n) % 3 ~= 0 then
   return redis.error_reply('record.lua: malformed arguments')
 end
 window, limit_ttl, grace, cap = tonumber(window), tonumber(limit_ttl), tonumber(grace),
   tonumber(cap)
-local reasons = {}
-for i = 3 + 2 * n, #ARGV, 2 do reasons[tonumber(ARGV[i])] = ARGV[i + 1] end
+local reasons, untils = {}, {}
+for i = 3 + 2 * n, #ARGV, 3 do
+  local position, ends = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+  if not position or not ends then
+    return redis.error_reply('record.lua: malformed arguments')
+  end
+  reasons[position], untils[position] = ARGV[i + 2], ends
+end
+
+-- A hash written by an older release may lack a field added since (ADDED_LATER): it gets the
+-- field's sum over the members stored, paged, before anything changes. From then on the
+-- field is present (0 included), so this costs one HMGET on later writes.
+if #ADDED_LATER > 0 then
+  local have = redis.call('HMGET', KEYS[3], unpack(ADDED_LATER))
+  local missing, sums = {}, {}
+  for j, name in ipairs(ADDED_LATER) do
+    if not have[j] then
+      for i = 1, N do
+        if FIELDS[i] == name then missing[#missing + 1] = i; sums[i] = 0 end
+      end
+    end
+  end
+  local card = #missing > 0 and redis.call('ZCARD', KEYS[1]) or 0
+  for start = 0, card - 1, 1000 do
+    for _, member in ipairs(redis.call('ZRANGE', KEYS[1], start, start + 999)) do
+      local c = contribution(member)
+      for _, i in ipairs(c and missing or {}) do
+        if sums[i] + c[i] >= LIMIT then
+          redis.call('HINCRBY', KEYS[3], FIELDS[i], string.format('%.0f', sums[i]))
+          sums[i] = 0
+        end
+        sums[i] = sums[i] + c[i]
+      end
+    end
+  end
+  for _, i in ipairs(missing) do
+    redis.call('HINCRBY', KEYS[3], FIELDS[i], string.format('%.0f', sums[i]))
+  end
+  if card > 0 and redis.call('PTTL', KEYS[3]) == -1 then  -- made here: lives as the events do
+    local ttl = redis.call('PTTL', KEYS[1])
+    if ttl > 0 then redis.call('PEXPIRE', KEYS[3], ttl) end
+  end
+end
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local cutoff = now - window
 
 local stored, duplicates, outside = 0, 0, 0
-local reason = nil  -- the limit text of the last stored event that has one
+local reason, block = nil, 0  -- the latest block end a stored event names, and its text
+local function limited(j)
+  local text = reasons[j]
+  if not text then return end
+  local ends = untils[j] > 0 and untils[j] or now + limit_ttl
+  if ends >= block then block, reason = ends, text end
+end
 local newest = cutoff
 if n == 1 then  -- the common single event: ZADD NX says whether it was already stored
   if tonumber(ARGV[3]) <= cutoff then
     outside = 1
   elseif redis.call('ZADD', KEYS[1], 'NX', ARGV[3], ARGV[4]) == 1 then
     stored = 1
-    reason = reasons[1]
+    limited(1)
     newest = tonumber(ARGV[3])
   else
     duplicates = 1
@@ -160,9 +230,7 @@ elseif n > 1 then
     redis.call('ZADD', KEYS[1], unpack(ARGV, 3, 2 + 2 * n))
     stored = n
     newest = tonumber(head[3])
-    for j = n, 1, -1 do
-      if reasons[j] then reason = reasons[j] break end
-    end
+    for j = 1, n do limited(j) end
   else
     local add, seen = {}, {}
     for j = 1, n do
@@ -178,7 +246,7 @@ elseif n > 1 then
         stored = stored + 1
         add[#add + 1] = score
         add[#add + 1] = member
-        if reasons[j] then reason = reasons[j] end
+        limited(j)
         if tonumber(score) > newest then newest = tonumber(score) end
       end
     end
@@ -186,12 +254,13 @@ elseif n > 1 then
   end
 end
 
--- Each new subscription-limit error extends the block to now + limit_ttl; a longer block
--- already in place is kept. A key left without a TTL (set by hand) gets one.
-if reason then
+-- Each new subscription-limit error extends the block to the end it names (else to
+-- now + limit_ttl); a longer block already in place is kept. A key left without a TTL (set by
+-- hand) gets one. An end already past blocks nothing.
+if reason and block > now then
   local left = redis.call('PTTL', KEYS[2])
-  if left == -1 or left < limit_ttl then
-    redis.call('SET', KEYS[2], reason, 'PX', limit_ttl)
+  if left == -1 or left < block - now then
+    redis.call('SET', KEYS[2], reason, 'PX', block - now)
   end
 end
 

@@ -1,12 +1,11 @@
 """redis-telemetry: a shared, live view of LLM model performance, stored in Redis."""
 
+from ._shell import ConnectionSettings
 from ._version import __version__
 from .aio import AsyncTelemetryStore
 from .buffer import BufferedWriter, BufferStats
-from .core.ops import ConnectionSettings, RecordResult
 from .core.routing import (
     ExcludedModel,
-    NoModelAvailable,
     RankedModel,
     Ranking,
     Strategy,
@@ -14,6 +13,7 @@ from .core.routing import (
 )
 from .errors import (
     InvalidInputError,
+    NoModelAvailable,
     TelemetryError,
     TelemetryUnavailable,
     WindowMismatchError,
@@ -22,6 +22,7 @@ from .models import (
     CompletionEvent,
     ModelPerformanceSnapshot,
     ModelUsage,
+    RecordResult,
     TelemetrySummary,
     TokenBreakdown,
     UsageSnapshot,

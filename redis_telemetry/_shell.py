@@ -6,21 +6,41 @@ Only sending a batch differs between them (``pipe.execute()`` or ``await pipe.ex
 from __future__ import annotations
 
 from collections.abc import Hashable
+from dataclasses import dataclass
 from typing import Any, ClassVar, Self, cast
 
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisClusterException, RedisError
 
 from .core.keys import DEFAULT_NAMESPACE
-from .core.ops import (
-    DEFAULT_CONNECTION,
-    DEFAULT_MAX_EVENTS_PER_MODEL,
-    ConnectionSettings,
-    StoreCore,
-    check_client,
-)
+from .core.ops import DEFAULT_MAX_EVENTS_PER_MODEL, StoreCore
 from .core.scripts import SCRIPTS
 from .errors import TelemetryError, TelemetryUnavailable
+
+
+def check_client(client: Any) -> None:
+    """Refuse a client that decodes replies: members are binary msgpack."""
+    get_encoder = getattr(client, "get_encoder", None)
+    if get_encoder is not None and getattr(get_encoder(), "decode_responses", False):
+        raise TelemetryError(
+            "the Redis client has decode_responses=True; redis-telemetry stores binary msgpack "
+            "members and needs a client built with decode_responses=False"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionSettings:
+    """Defaults ``from_url`` applies: bounded waits and a few retries with jittered backoff."""
+
+    socket_timeout: float = 5.0
+    socket_connect_timeout: float = 2.0
+    retries: int = 3
+    backoff_base: float = 0.05
+    backoff_cap: float = 0.5
+    health_check_interval: float = 30.0
+
+
+DEFAULT_CONNECTION = ConnectionSettings()
 
 
 class StoreShell:
@@ -124,6 +144,22 @@ class StoreShell:
     def subscription_limit_ttl_secs(self) -> int:
         """How long a subscription-limit error blocks a model."""
         return self._core.limit_ttl_secs
+
+    def with_window(self, window_secs: int) -> Self:
+        """The same store with another window: the same client, namespace, limit TTL, cap
+        and WAIT settings. Use it to follow a namespace whose window was changed on purpose
+        (``stored_window()``, or a ``WindowMismatchError``'s ``stored``); this store is left
+        as it is."""
+        core = self._core
+        return type(self)(
+            self.client,
+            window_secs,
+            core.limit_ttl_secs,
+            core.namespace,
+            core.max_events_per_model or None,
+            core.wait_for_replicas,
+            core.wait_timeout_ms,
+        )
 
     def _locate(self, key: str, read_only: bool) -> Hashable:
         """The cluster node for ``key``: its primary, or a replica for reads when the client

@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import random
 from collections.abc import Hashable, Iterable, Sequence
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import Any, Self, TypeVar
 
 import redis.asyncio
 import redis.asyncio.cluster
@@ -16,19 +17,16 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from ._shell import StoreShell
 from .core import cluster
 from .core.backup import Dump
-from .core.ops import (
-    Batch,
-    Op,
-    Quick,
-    RecordResult,
-    call,
-    queue,
-    recovering,
-    single,
-    translate,
-)
+from .core.commands import Batch, Op, SingleCommand, call, queue, single
+from .core.replies import recovering, translate
 from .core.routing import Ranking, StalePolicy, Strategy, Weights
-from .models import CompletionEvent, ModelPerformanceSnapshot, TelemetrySummary, UsageSnapshot
+from .models import (
+    CompletionEvent,
+    ModelPerformanceSnapshot,
+    RecordResult,
+    TelemetrySummary,
+    UsageSnapshot,
+)
 
 T = TypeVar("T")
 
@@ -56,6 +54,13 @@ class AsyncTelemetryStore(StoreShell):
             )
             clients[name] = redis.asyncio.Redis.from_pool(pool)  # closing it closes the pool
         return clients[name]
+
+    def with_window(self, window_secs: int) -> Self:
+        """The same store with another window (see ``TelemetryStore.with_window``). The two
+        share the client and, on a cluster, the per-node clients: ``aclose()`` either one."""
+        twin = super().with_window(window_secs)
+        twin.__dict__["_nodes"] = self.__dict__.setdefault("_nodes", {})
+        return twin
 
     async def _send_node(self, name: Hashable, batch: Batch) -> list[Any]:
         pipe = self._node_client(name).pipeline(transaction=False)
@@ -98,8 +103,8 @@ class AsyncTelemetryStore(StoreShell):
         except RedisError as exc:
             raise translate(exc) from exc
 
-    async def _run(self, op: Op[T] | Quick[T]) -> T:
-        if isinstance(op, Quick):
+    async def _run(self, op: Op[T] | SingleCommand[T]) -> T:
+        if isinstance(op, SingleCommand):
             if not self.is_cluster:
                 reply = (await self._execute([op.command]))[0]
                 if not isinstance(reply, NoScriptError):
@@ -154,9 +159,13 @@ class AsyncTelemetryStore(StoreShell):
         """Restore limits and synthesise events from a summary (idempotent per summary)."""
         return await self._run(self._core.import_summary(summary))
 
-    async def mark_subscription_limited(self, model: str, ttl_secs: int | None = None) -> None:
-        """Block a model for ``ttl_secs`` (default: ``subscription_limit_ttl_secs``)."""
-        await self._run(self._core.mark_subscription_limited(model, ttl_secs))
+    async def mark_subscription_limited(
+        self, model: str, ttl_secs: int | None = None, *, until: datetime | None = None
+    ) -> None:
+        """Block a model for ``ttl_secs`` (default: ``subscription_limit_ttl_secs``), or
+        ``until`` a timezone-aware time, by the server's clock: a past time blocks nothing,
+        and a longer block already in place is kept."""
+        await self._run(self._core.mark_subscription_limited(model, ttl_secs, until=until))
 
     async def clear_subscription_limit(self, model: str) -> bool:
         """Lift a model's block; True when there was one."""
@@ -190,10 +199,13 @@ class AsyncTelemetryStore(StoreShell):
         """Rank candidate models from live snapshots (one round trip); see ``core.routing``."""
         return await self._run(
             self._core.rank_models(
-                candidates, strategy, weights=weights,
-                max_staleness_secs=max_staleness_secs, stale_policy=stale_policy,
+                candidates,
+                strategy,
+                weights=weights,
+                max_staleness_secs=max_staleness_secs,
+                stale_policy=stale_policy,
             )
-        )  # fmt: skip
+        )
 
     async def select_model(
         self,
@@ -213,10 +225,15 @@ class AsyncTelemetryStore(StoreShell):
         """
         return await self._run(
             self._core.select_model(
-                candidates, strategy, exploration=exploration, rng=rng, weights=weights,
-                max_staleness_secs=max_staleness_secs, stale_policy=stale_policy,
+                candidates,
+                strategy,
+                exploration=exploration,
+                rng=rng,
+                weights=weights,
+                max_staleness_secs=max_staleness_secs,
+                stale_policy=stale_policy,
             )
-        )  # fmt: skip
+        )
 
     async def set_window(self, window_secs: int) -> None:
         """Change the namespace's shared window on purpose (other stores then refuse)."""

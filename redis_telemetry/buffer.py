@@ -25,7 +25,7 @@ from .errors import InvalidInputError, TelemetryError
 from .models import CompletionEvent
 from .store import TelemetryStore
 
-log = logging.getLogger("redis_telemetry")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -91,8 +91,11 @@ class BufferedWriter:
                     self._queue.popleft()
                     self._dropped += 1
                     if self._dropped == 1 or self._dropped % 1000 == 0:
-                        log.warning("buffer full (%d events): dropped the oldest; %d dropped "
-                                    "so far", self.max_events, self._dropped)  # fmt: skip
+                        log.warning(
+                            "buffer full (%d events): dropped the oldest; %d dropped so far",
+                            self.max_events,
+                            self._dropped,
+                        )
                 self._queue.append(p)
             self._submitted += len(prepared)
             self._cond.notify()

@@ -68,7 +68,7 @@ def adopt_window(store: TelemetryStore) -> TelemetryStore:
     stored = store.stored_window()
     if stored is None or stored == store.window_secs:
         return store
-    return TelemetryStore(store.client, window_secs=stored, namespace=store.namespace)
+    return store.with_window(stored)
 
 
 def open_store(args: argparse.Namespace) -> TelemetryStore:

@@ -24,7 +24,7 @@ from rich.live import Live
 from rich.text import Text
 
 from . import render
-from .core.ops import ConnectionSettings
+from ._shell import ConnectionSettings
 from .errors import TelemetryError, TelemetryUnavailable
 from .models import CompletionEvent, ModelPerformanceSnapshot, TokenBreakdown
 from .store import TelemetryStore

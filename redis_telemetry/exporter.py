@@ -57,8 +57,7 @@ class SnapshotCollector(Collector):
         try:
             return self.store.all_model_performances(self.percentiles)
         except WindowMismatchError as exc:  # the namespace's window changed: follow it
-            self.store = TelemetryStore(self.store.client, window_secs=exc.stored,
-                                        namespace=self.store.namespace)  # fmt: skip
+            self.store = self.store.with_window(exc.stored)
             return self.store.all_model_performances(self.percentiles)
 
     def describe(self) -> Iterator[Metric]:

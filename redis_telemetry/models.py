@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 from pydantic import (
     AfterValidator,
@@ -179,3 +179,13 @@ class TelemetrySummary(BaseModel):
     model_performances: list[ModelPerformanceSnapshot]
     window_secs: int
     exported_at: UtcDatetime
+
+
+class RecordResult(NamedTuple):
+    """What a write did: events newly stored, already present (same id), or too old; and how
+    many of the model's oldest events the per-model cap removed."""
+
+    stored: int = 0
+    duplicates: int = 0
+    outside_window: int = 0
+    capped: int = 0

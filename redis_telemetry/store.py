@@ -6,6 +6,7 @@ import contextlib
 import random
 import time
 from collections.abc import Hashable, Iterable, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 import redis
@@ -16,19 +17,16 @@ from redis.retry import Retry
 from ._shell import StoreShell
 from .core import cluster
 from .core.backup import Dump
-from .core.ops import (
-    Batch,
-    Op,
-    Quick,
-    RecordResult,
-    call,
-    queue,
-    recovering,
-    single,
-    translate,
-)
+from .core.commands import Batch, Op, SingleCommand, call, queue, single
+from .core.replies import recovering, translate
 from .core.routing import Ranking, StalePolicy, Strategy, Weights
-from .models import CompletionEvent, ModelPerformanceSnapshot, TelemetrySummary, UsageSnapshot
+from .models import (
+    CompletionEvent,
+    ModelPerformanceSnapshot,
+    RecordResult,
+    TelemetrySummary,
+    UsageSnapshot,
+)
 
 T = TypeVar("T")
 
@@ -88,8 +86,8 @@ class TelemetryStore(StoreShell):
         except RedisError as exc:
             raise translate(exc) from exc
 
-    def _run(self, op: Op[T] | Quick[T]) -> T:
-        if isinstance(op, Quick):
+    def _run(self, op: Op[T] | SingleCommand[T]) -> T:
+        if isinstance(op, SingleCommand):
             if not self.is_cluster:
                 reply = self._execute([op.command])[0]
                 if not isinstance(reply, NoScriptError):
@@ -140,9 +138,13 @@ class TelemetryStore(StoreShell):
         """Restore limits and synthesise events from a summary (idempotent per summary)."""
         return self._run(self._core.import_summary(summary))
 
-    def mark_subscription_limited(self, model: str, ttl_secs: int | None = None) -> None:
-        """Block a model for ``ttl_secs`` (default: ``subscription_limit_ttl_secs``)."""
-        self._run(self._core.mark_subscription_limited(model, ttl_secs))
+    def mark_subscription_limited(
+        self, model: str, ttl_secs: int | None = None, *, until: datetime | None = None
+    ) -> None:
+        """Block a model for ``ttl_secs`` (default: ``subscription_limit_ttl_secs``), or
+        ``until`` a timezone-aware time, by the server's clock: a past time blocks nothing,
+        and a longer block already in place is kept."""
+        self._run(self._core.mark_subscription_limited(model, ttl_secs, until=until))
 
     def clear_subscription_limit(self, model: str) -> bool:
         """Lift a model's block; True when there was one."""
@@ -176,10 +178,13 @@ class TelemetryStore(StoreShell):
         """Rank candidate models from live snapshots (one round trip); see ``core.routing``."""
         return self._run(
             self._core.rank_models(
-                candidates, strategy, weights=weights,
-                max_staleness_secs=max_staleness_secs, stale_policy=stale_policy,
+                candidates,
+                strategy,
+                weights=weights,
+                max_staleness_secs=max_staleness_secs,
+                stale_policy=stale_policy,
             )
-        )  # fmt: skip
+        )
 
     def select_model(
         self,
@@ -199,10 +204,15 @@ class TelemetryStore(StoreShell):
         """
         return self._run(
             self._core.select_model(
-                candidates, strategy, exploration=exploration, rng=rng, weights=weights,
-                max_staleness_secs=max_staleness_secs, stale_policy=stale_policy,
+                candidates,
+                strategy,
+                exploration=exploration,
+                rng=rng,
+                weights=weights,
+                max_staleness_secs=max_staleness_secs,
+                stale_policy=stale_policy,
             )
-        )  # fmt: skip
+        )
 
     def set_window(self, window_secs: int) -> None:
         """Change the namespace's shared window on purpose (other stores then refuse)."""

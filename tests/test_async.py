@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -90,6 +91,13 @@ async def test_async_import_clear_and_set_window(
     assert r.hget("telemetry:config", "window_secs") == b"7200"
     with pytest.raises(WindowMismatchError):
         TelemetryStore(r, window_secs=3600).record(event("m"))
+    until = datetime.now(UTC) + timedelta(minutes=5)
+    await astore.mark_subscription_limited("blocked", until=until)
+    assert 250_000 < r.pttl("telemetry:{blocked}:limit") <= 300_000
+    other = astore.with_window(600)  # the same client and settings, another window
+    assert isinstance(other, AsyncTelemetryStore)
+    assert (other.client, other.window_secs, astore.window_secs) == (astore.client, 600, 7200)
+    assert (await other.with_window(7200).record(event("m"))).stored == 1
 
 
 async def test_async_refuses_bad_input_and_writes_nothing(

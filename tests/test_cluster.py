@@ -15,6 +15,7 @@ import redis.cluster
 from redis.cluster import LoadBalancingStrategy, RedisCluster
 
 from redis_telemetry import TelemetryError, TelemetryStore
+from redis_telemetry.core.keys import Keys
 
 from .helpers import event
 from .servers import RedisClusterServers
@@ -48,8 +49,9 @@ def test_one_slot_per_model_and_models_spread_over_masters(store: TelemetryStore
     store.record_batch([event(m, False, error="429 Too Many Requests") for m in MODELS])
     client: RedisCluster = store.client
     nodes = set()
+    layout = Keys(store.namespace)
     for m in MODELS:
-        keys = [store._core.keys.events(m), store._core.keys.limit(m), store._core.keys.totals(m)]
+        keys = [layout.events(m), layout.limit(m), layout.totals(m)]
         assert len({client.keyslot(k) for k in keys}) == 1
         assert all(client.exists(k) for k in keys)
         nodes.add(client.get_node_from_key(keys[0]).name)
@@ -128,7 +130,7 @@ def test_reads_from_replicas_are_opt_in(replicated: RedisClusterServers) -> None
     replicas_first = LoadBalancingStrategy.ROUND_ROBIN_REPLICAS
     client = RedisCluster(host="127.0.0.1", port=seed.port, load_balancing_strategy=replicas_first)
     reader = TelemetryStore(client)
-    nodes = {reader._locate(reader._core.keys.events(m), True) for m in MODELS}
+    nodes = {reader._locate(Keys(reader.namespace).events(m), True) for m in MODELS}
     roles = set()
     for name in nodes:  # ask each node what it is
         host, port = str(name).rsplit(":", 1)
@@ -152,8 +154,9 @@ def test_wait_refuses_success_without_enough_replicas(replicated: RedisClusterSe
 @pytest.mark.slow
 def test_failover_the_same_store_recovers(replicated: RedisClusterServers) -> None:
     ns = "failover"
-    durable = TelemetryStore.from_url(replicated.url, namespace=ns, wait_for_replicas=1,
-                                      wait_timeout_ms=2000)  # fmt: skip
+    durable = TelemetryStore.from_url(
+        replicated.url, namespace=ns, wait_for_replicas=1, wait_timeout_ms=2000
+    )
     store = TelemetryStore.from_url(replicated.url, namespace=ns)  # must live through it
     acked = dict.fromkeys(MODELS, 0)
     for m in MODELS:
@@ -161,7 +164,7 @@ def test_failover_the_same_store_recovers(replicated: RedisClusterServers) -> No
         acked[m] += 1
     assert sum(p.successful_completions for p in store.all_model_performances()) == 20
     client: RedisCluster = store.client
-    victim = client.get_node_from_key(store._core.keys.events(MODELS[0]))
+    victim = client.get_node_from_key(Keys(store.namespace).events(MODELS[0]))
     server = next(n for n in replicated.nodes if n.port == victim.port)
     assert server.proc is not None
     os.kill(server.proc.pid, signal.SIGKILL)
@@ -203,7 +206,7 @@ def _drive(batch: Any, answers: dict[str, Any]) -> list[Any]:
 
 
 def test_script_load_passes_over_an_unreachable_node() -> None:
-    from redis_telemetry.core.ops import Cmd
+    from redis_telemetry.core.commands import Cmd
 
     load = Cmd("script_load", ("return 1",), route="telemetry:{m}:events")
     ok = lambda commands: ["sha"] * len(commands)  # noqa: E731

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import logging
 
+import msgpack
 import pytest
 import redis
 
 from redis_telemetry import TelemetryError, TelemetryStore
 from redis_telemetry.cli import main
 
-from .helpers import event
+from .helpers import event, server_ms
 
 
 def test_keys_of_the_wrong_type_are_skipped_and_reported(
@@ -91,8 +92,9 @@ def test_the_per_model_cap_trims_the_oldest_and_says_so(
     store = TelemetryStore(r, max_events_per_model=5)
     store.record_batch([event("m", latency_ms=i, ago_secs=100 - i) for i in range(4)])
     with caplog.at_level(logging.WARNING, logger="redis_telemetry"):
-        result = store.record_batch([event("m", latency_ms=10 + i, ago_secs=50 - i)
-                                     for i in range(4)])  # fmt: skip
+        result = store.record_batch(
+            [event("m", latency_ms=10 + i, ago_secs=50 - i) for i in range(4)]
+        )
     assert result.capped == 3
     assert "removed 3 of the oldest events" in caplog.text
     assert r.zcard("telemetry:{m}:events") == 5
@@ -109,3 +111,17 @@ def test_the_per_model_cap_trims_the_oldest_and_says_so(
     assert sorted(e.latency_ms for e in store.events("m", last=10)) == [10, 11, 12, 13, 20]
     other = TelemetryStore(r, max_events_per_model=None)  # no cap: nothing trimmed
     assert other.record(event("m")).capped == 0
+
+
+def test_a_member_with_a_count_of_the_wrong_type_is_trimmed_not_counted(
+    r: redis.Redis, store: TelemetryStore
+) -> None:
+    """record.lua skips a member it cannot sum (written by hand) and still trims it."""
+    store.record(event("m"))
+    old_ms = server_ms(r) - 7200_000
+    bad = msgpack.packb([1, "id", "s", old_ms * 1000, 5, True, "many", 1, 1, 1, 1, 1, 0.0, None])
+    r.zadd("telemetry:{m}:events", {bad: old_ms})
+    assert store.record_batch([event("m"), event("m")]).stored == 2  # a batch always trims
+    assert r.zscore("telemetry:{m}:events", bad) is None
+    assert store.model_performance("m").successful_completions == 3
+    assert store.model_performance("m").tokens.total == 3000

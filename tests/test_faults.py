@@ -113,8 +113,10 @@ def test_kill9_with_fsync_everysec_loses_at_most_the_last_seconds(tmp_path: Path
     # everysec fsyncs once a second: only writes acknowledged in the last ~2 s may be lost
     assert all(killed_at - t < 2.0 for _, t in missing), missing[:5]
     oldest = max((killed_at - t for _, t in missing), default=0.0)
-    print(f"everysec: {len(missing)} acknowledged events lost, acknowledged up to "
-          f"{oldest:.3f}s before the kill")  # fmt: skip
+    print(
+        f"everysec: {len(missing)} acknowledged events lost, acknowledged up to "
+        f"{oldest:.3f}s before the kill"
+    )
 
 
 # -- a reply lost on the wire ----------------------------------------------------------------
@@ -176,7 +178,7 @@ def test_a_retry_after_a_lost_reply_counts_once(server: RedisServer, batch: bool
     for model, count in expected.items():
         perf = direct.model_performance(model)
         assert perf.successful_completions + perf.failed_completions == count
-        assert direct._run(direct._core.read([model], "window")).events[model].__len__() == count
+        assert len(direct.events(model)) == count
     store.client.close()
     direct.client.close()
     proxy.close()
@@ -187,8 +189,9 @@ def test_a_retry_after_a_lost_reply_counts_once(server: RedisServer, batch: bool
 
 def test_buffered_writer_never_blocks_and_delivers_after_an_outage(server: RedisServer) -> None:
     store = TelemetryStore.from_url(server.url, connection=FAST)
-    writer = BufferedWriter(store, max_events=1000, batch_size=50, flush_interval=0.05,
-                            backoff=0.05, max_backoff=0.2)  # fmt: skip
+    writer = BufferedWriter(
+        store, max_events=1000, batch_size=50, flush_interval=0.05, backoff=0.05, max_backoff=0.2
+    )
     writer.submit(event("m"))
     assert writer.flush(timeout=10)
     server.stop()
@@ -214,8 +217,9 @@ def test_buffered_writer_drops_the_oldest_when_full(
 ) -> None:
     store = TelemetryStore.from_url(server.url, connection=FAST)
     server.stop()
-    writer = BufferedWriter(store, max_events=10, batch_size=5, flush_interval=0.05,
-                            backoff=0.05, max_backoff=0.1)  # fmt: skip
+    writer = BufferedWriter(
+        store, max_events=10, batch_size=5, flush_interval=0.05, backoff=0.05, max_backoff=0.1
+    )
     writer.submit_many([event("m", latency_ms=i) for i in range(25)])
     deadline = time.monotonic() + 10
     while (writer.stats().dropped, writer.stats().pending) != (15, 10):  # a batch may be in flight

@@ -21,14 +21,28 @@ from redis_telemetry import (
 
 from .helpers import dump_all, event
 
-FUZZ = settings(max_examples=150, deadline=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+FUZZ = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 names = st.one_of(
     st.text(max_size=300),
-    st.sampled_from(["", "{", "a}", "{a}", "x" * 256, "x" * 257, "é" * 256, "a\x00b", "\ud800",
-                     "zai-coding-plan/glm-5.1", "  spaced  "]),
-)  # fmt: skip
+    st.sampled_from(
+        [
+            "",
+            "{",
+            "a}",
+            "{a}",
+            "x" * 256,
+            "x" * 257,
+            "é" * 256,
+            "a\x00b",
+            "\ud800",
+            "zai-coding-plan/glm-5.1",
+            "  spaced  ",
+        ]
+    ),
+)
 numbers = st.one_of(
     st.integers(-(2**70), 2**70),
     st.sampled_from([0, 10**12, 10**12 + 1, 2**53, 2**63, 2**64 - 1, 2**64, -1]),
@@ -57,22 +71,40 @@ def clear(exc: BaseException) -> bool:
 
 
 @FUZZ
-@given(model=names, session=st.text(max_size=1100), latency=numbers, cost=numbers,
-       tokens=numbers, at=times, error=st.one_of(st.none(), st.text(max_size=50)))  # fmt: skip
+@given(
+    model=names,
+    session=st.text(max_size=1100),
+    latency=numbers,
+    cost=numbers,
+    tokens=numbers,
+    at=times,
+    error=st.one_of(st.none(), st.text(max_size=50)),
+)
 def test_events_are_stored_or_refused_without_a_trace(
     model: Any, session: str, latency: Any, cost: Any, tokens: Any, at: datetime, error: Any
 ) -> None:
     store = fresh_store()
     before = dump_all(store.client)
-    fields = {"model": model, "session_id": session, "latency_ms": latency, "cost_usd": cost,
-              "completed_at": at, "error": error, "success": error is None}  # fmt: skip
+    fields = {
+        "model": model,
+        "session_id": session,
+        "latency_ms": latency,
+        "cost_usd": cost,
+        "completed_at": at,
+        "error": error,
+        "success": error is None,
+    }
     try:
         e = CompletionEvent(**fields, tokens=TokenBreakdown(input=tokens))
     except (ValidationError, TypeError) as exc:
         assert clear(exc)
         # the same values slipped past pydantic must be refused by the write path
-        bypass = CompletionEvent.model_construct(**fields, tokens=TokenBreakdown.model_construct(
-            total=0, input=tokens, output=0, reasoning=0, cache_read=0, cache_write=0))  # fmt: skip
+        bypass = CompletionEvent.model_construct(
+            **fields,
+            tokens=TokenBreakdown.model_construct(
+                total=0, input=tokens, output=0, reasoning=0, cache_read=0, cache_write=0
+            ),
+        )
         with pytest.raises(InvalidInputError) as info:
             store.record_batch([event("ok"), bypass])
         assert clear(info.value)
@@ -111,18 +143,27 @@ def test_store_arguments_work_or_are_refused(model: Any, ttl: Any, last: Any) ->
 
 
 json_values = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(-(2**66), 2**66),
-              st.floats(allow_nan=False), st.text(max_size=20)),
-    lambda inner: st.one_of(st.lists(inner, max_size=4),
-                            st.dictionaries(st.text(max_size=12), inner, max_size=5)),
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**66), 2**66),
+        st.floats(allow_nan=False),
+        st.text(max_size=20),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=12), inner, max_size=5)
+    ),
     max_leaves=20,
-)  # fmt: skip
+)
 
 
 @FUZZ
-@given(st.dictionaries(st.sampled_from(["model", "session_id", "completed_at", "latency_ms",
-                                        "success", "tokens", "cost_usd", "error", "event_id"]),
-                       json_values))  # fmt: skip
+@given(
+    st.dictionaries(
+        st.sampled_from(list(CompletionEvent.model_fields)),
+        json_values,
+    )
+)
 def test_completion_event_json_parses_or_names_the_problem(data: dict[str, Any]) -> None:
     try:
         CompletionEvent.model_validate_json(json.dumps(data))

@@ -27,13 +27,27 @@ FIXTURES = Path(__file__).parent / "fixtures"
 # What chrono's DateTime<Utc> deserialiser accepts: RFC 3339 with a UTC offset.
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|\+00:00)$")
 SERDE_EVENT_FIELDS = {
-    "model", "session_id", "completed_at", "latency_ms", "success", "tokens", "cost_usd", "error",
-}  # fmt: skip
+    "model",
+    "session_id",
+    "completed_at",
+    "latency_ms",
+    "success",
+    "tokens",
+    "cost_usd",
+    "error",
+}
 SERDE_SNAPSHOT_FIELDS = {
-    "model", "successful_completions", "failed_completions", "window_secs", "throughput",
-    "avg_latency_ms", "success_rate", "last_event_at", "subscription_limit_reached",
+    "model",
+    "successful_completions",
+    "failed_completions",
+    "window_secs",
+    "throughput",
+    "avg_latency_ms",
+    "success_rate",
+    "last_event_at",
+    "subscription_limit_reached",
     "subscription_limit_expires_at",
-}  # fmt: skip
+}
 
 
 def test_subscription_limit_detection() -> None:
@@ -48,12 +62,19 @@ def test_subscription_limit_detection() -> None:
 @pytest.mark.parametrize(
     "phrase",
     [
-        "weekly session limit", "monthly limit", "rate limit exceeded", "quota exceeded",
+        "weekly session limit",
+        "monthly limit",
+        "rate limit exceeded",
+        "quota exceeded",
         "429 too many requests",  # a bare "429" is no longer enough (docs/ingest.md)
-        "too many requests", "capacity limit", "spending limit", "billing limit", "usage limit",
+        "too many requests",
+        "capacity limit",
+        "spending limit",
+        "billing limit",
+        "usage limit",
         "subscription limit",
     ],
-)  # fmt: skip
+)
 def test_every_reference_phrase_is_detected_in_any_case(phrase: str) -> None:
     assert is_subscription_limit_error(f"provider said: {phrase.upper()}!")
 
@@ -82,8 +103,13 @@ def test_our_events_are_serde_shaped() -> None:
     assert data["completed_at"] == "2026-10-02T08:00:00Z"
     assert RFC3339_UTC.match(data["completed_at"])
     assert set(data["tokens"]) == {
-        "total", "input", "output", "reasoning", "cache_read", "cache_write",
-    }  # fmt: skip
+        "total",
+        "input",
+        "output",
+        "reasoning",
+        "cache_read",
+        "cache_write",
+    }
     assert data["error"] is None  # serde's Option<String> serialises None as null
     assert isinstance(data["latency_ms"], int)
     assert isinstance(data["cost_usd"], float)
@@ -103,9 +129,13 @@ def test_rust_summary_round_trips() -> None:
     for mine, ref in zip(ours["model_performances"], theirs["model_performances"], strict=True):
         # ours adds cost fields only; serde ignores unknown fields, so the Rust side parses it
         assert set(mine) - SERDE_SNAPSHOT_FIELDS == {
-            "total_cost_usd", "tokens", "avg_cost_per_1k_tokens", "is_free", "latency_p50_ms",
+            "total_cost_usd",
+            "tokens",
+            "avg_cost_per_1k_tokens",
+            "is_free",
+            "latency_p50_ms",
             "latency_p95_ms",
-        }  # fmt: skip
+        }
         assert set(mine) >= SERDE_SNAPSHOT_FIELDS
         for key in SERDE_SNAPSHOT_FIELDS - {"last_event_at", "subscription_limit_expires_at"}:
             assert mine[key] == ref[key]
@@ -183,8 +213,11 @@ def test_snapshot_helpers() -> None:
 
 def test_model_usage_merge() -> None:
     a = ModelUsage(input_tokens=1, output_tokens=2, total_tokens=3, cost_usd=0.5, message_count=1)
-    a.merge(ModelUsage(input_tokens=10, output_tokens=20, total_tokens=30, cost_usd=1.0,
-                       message_count=2))  # fmt: skip
+    a.merge(
+        ModelUsage(
+            input_tokens=10, output_tokens=20, total_tokens=30, cost_usd=1.0, message_count=2
+        )
+    )
     assert a == ModelUsage(
         input_tokens=11, output_tokens=22, total_tokens=33, cost_usd=1.5, message_count=3
     )

@@ -16,24 +16,36 @@ from redis_telemetry import (
     TokenBreakdown,
     Weights,
 )
-from redis_telemetry.core.routing import choose, rank
+from redis_telemetry.core.routing import SCORERS, Strategy, choose, rank
 
 from .helpers import event
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
 
-def snap(model: str, ok: int = 10, failed: int = 0, latency: float = 1000.0, cost: float = 0.1,
-         **extra: object) -> ModelPerformanceSnapshot:  # fmt: skip
+def snap(
+    model: str,
+    ok: int = 10,
+    failed: int = 0,
+    latency: float = 1000.0,
+    cost: float = 0.1,
+    **extra: object,
+) -> ModelPerformanceSnapshot:
     total = ok + failed
     return ModelPerformanceSnapshot(
-        model=model, successful_completions=ok, failed_completions=failed, window_secs=3600,
-        throughput=ok / 3600, avg_latency_ms=latency if ok else 0.0,
+        model=model,
+        successful_completions=ok,
+        failed_completions=failed,
+        window_secs=3600,
+        throughput=ok / 3600,
+        avg_latency_ms=latency if ok else 0.0,
         success_rate=ok / total if total else 0.0,
         last_event_at=NOW - timedelta(seconds=5) if total else None,
-        total_cost_usd=cost, is_free=total > 0 and cost == 0,
-        tokens=TokenBreakdown(total=1000 * total), **extra,
-    )  # fmt: skip
+        total_cost_usd=cost,
+        is_free=total > 0 and cost == 0,
+        tokens=TokenBreakdown(total=1000 * total),
+        **extra,
+    )
 
 
 def order(snaps: list[ModelPerformanceSnapshot], strategy: str, **kw: object) -> list[str]:
@@ -51,8 +63,12 @@ def test_cheapest_orders_by_cost_per_success() -> None:
 
 
 def test_free_then_cheapest() -> None:
-    snaps = [snap("paid-cheap", cost=0.01), snap("free-flaky", ok=5, failed=5, cost=0.0),
-             snap("free-solid", ok=10, cost=0.0), snap("paid", cost=1.0)]  # fmt: skip
+    snaps = [
+        snap("paid-cheap", cost=0.01),
+        snap("free-flaky", ok=5, failed=5, cost=0.0),
+        snap("free-solid", ok=10, cost=0.0),
+        snap("paid", cost=1.0),
+    ]
     assert order(snaps, "free_then_cheapest") == ["free-solid", "free-flaky", "paid-cheap", "paid"]
 
 
@@ -66,11 +82,13 @@ def test_weighted_uses_the_callers_weights() -> None:
     slow_solid = snap("slow-solid", ok=10, latency=4000, cost=0.5)
     snaps = [fast_flaky, slow_solid]
     assert order(snaps, "weighted", weights=Weights(success_rate=1, latency=0, cost=0)) == [
-        "slow-solid", "fast-flaky",
-    ]  # fmt: skip
+        "slow-solid",
+        "fast-flaky",
+    ]
     assert order(snaps, "weighted", weights=Weights(success_rate=0, latency=1, cost=0)) == [
-        "fast-flaky", "slow-solid",
-    ]  # fmt: skip
+        "fast-flaky",
+        "slow-solid",
+    ]
     ranking = rank(snaps, "weighted", weights=Weights(success_rate=1, latency=1, cost=0), now=NOW)
     scores = {r.model: r.score for r in ranking.ranked}
     assert scores["slow-solid"] == pytest.approx((1.0 + 200 / 4000) / 2)
@@ -81,18 +99,40 @@ def test_weighted_uses_the_callers_weights() -> None:
 
 def test_limited_models_are_never_ranked_and_say_when_they_return() -> None:
     back = NOW + timedelta(minutes=30)
-    snaps = [snap("blocked", latency=10, subscription_limit_reached=True,
-                  subscription_limit_expires_at=back), snap("ok", latency=5000)]  # fmt: skip
+    snaps = [
+        snap(
+            "blocked",
+            latency=10,
+            subscription_limit_reached=True,
+            subscription_limit_expires_at=back,
+        ),
+        snap("ok", latency=5000),
+    ]
     ranking = rank(snaps, "fastest", now=NOW)
     assert [r.model for r in ranking.ranked] == ["ok"]
     (excluded,) = ranking.excluded
     assert (excluded.model, excluded.reason, excluded.available_at) == (
-        "blocked", "subscription_limited", back,
-    )  # fmt: skip
+        "blocked",
+        "subscription_limited",
+        back,
+    )
     assert ranking.earliest_return == back
-    expired = snap("was-blocked", latency=10, subscription_limit_reached=True,
-                   subscription_limit_expires_at=NOW - timedelta(seconds=1))  # fmt: skip
+    expired = snap(
+        "was-blocked",
+        latency=10,
+        subscription_limit_reached=True,
+        subscription_limit_expires_at=NOW - timedelta(seconds=1),
+    )
     assert order([expired], "fastest") == ["was-blocked"]
+
+
+def test_every_strategy_has_its_own_scorer() -> None:
+    """A strategy without a scorer would fail loudly (KeyError), never rank as another."""
+    assert set(SCORERS) == set(Strategy)
+    assert len(set(SCORERS.values())) == len(Strategy)
+    snaps = [snap("a", ok=9, failed=1, latency=500), snap("b", latency=900, cost=0.0)]
+    meanings = {rank(snaps, s, now=NOW).ranked[0].explanation.split("(")[1] for s in Strategy}
+    assert len(meanings) == len(Strategy)
 
 
 def test_unknown_models_are_never_fastest_or_cheapest() -> None:
@@ -110,12 +150,14 @@ def test_stale_policy() -> None:
     ranking = rank([old, fresh], "fastest", max_staleness_secs=600, now=NOW)
     assert ranking.excluded[0].reason == "stale"
     assert "last event 1200s ago" in ranking.excluded[0].explanation
-    as_unknown = rank([old, fresh], "fastest", max_staleness_secs=600, stale_policy="unknown",
-                      now=NOW)  # fmt: skip
+    as_unknown = rank(
+        [old, fresh], "fastest", max_staleness_secs=600, stale_policy="unknown", now=NOW
+    )
     assert as_unknown.unknown == ["old"]
     assert order([old, fresh], "fastest", max_staleness_secs=600, stale_policy="keep") == [
-        "old", "fresh",
-    ]  # fmt: skip
+        "old",
+        "fresh",
+    ]
 
 
 def test_ties_break_deterministically() -> None:
@@ -146,9 +188,14 @@ def test_choose_explores_unknown_models_and_never_a_limited_one() -> None:
 
 def test_nothing_usable_is_said_clearly() -> None:
     back = NOW + timedelta(minutes=5)
-    snaps = [snap("a", subscription_limit_reached=True, subscription_limit_expires_at=back),
-             snap("b", subscription_limit_reached=True,
-                  subscription_limit_expires_at=back + timedelta(hours=1))]  # fmt: skip
+    snaps = [
+        snap("a", subscription_limit_reached=True, subscription_limit_expires_at=back),
+        snap(
+            "b",
+            subscription_limit_reached=True,
+            subscription_limit_expires_at=back + timedelta(hours=1),
+        ),
+    ]
     with pytest.raises(NoModelAvailable) as info:
         choose(rank(snaps, "cheapest", now=NOW))
     message = str(info.value)
@@ -179,8 +226,9 @@ def test_rank_and_select_through_the_store(store: TelemetryStore) -> None:
     ranking = store.rank_models(candidates, "fastest")
     assert [r.model for r in ranking.ranked] == ["fast", "slow"]
     assert {e.model: e.reason for e in ranking.excluded} == {
-        "limited": "subscription_limited", "brand-new": "unknown",
-    }  # fmt: skip
+        "limited": "subscription_limited",
+        "brand-new": "unknown",
+    }
     assert ranking.earliest_return is not None
     assert store.select_model(candidates, "free_then_cheapest") == "slow"
     assert store.select_model(candidates) == "fast"

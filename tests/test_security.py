@@ -23,8 +23,9 @@ def acl_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer
     workdir = tmp_path_factory.mktemp("acl")
     acl = workdir / "users.acl"
     acl.write_text(ACL.read_text())  # redis-server rewrites nothing, but keep the source clean
-    server = RedisServer("--aclfile", str(acl), workdir=workdir,
-                         auth=("telemetry-admin", "change-me-admin")).start()  # fmt: skip
+    server = RedisServer(
+        "--aclfile", str(acl), workdir=workdir, auth=("telemetry-admin", "change-me-admin")
+    ).start()
     yield server
     server.cleanup()
 
@@ -41,8 +42,9 @@ def admin(acl_server: RedisServer) -> Iterator[redis.Redis]:
     client.close()
 
 
-def test_writer_writes_and_reader_reads_everything(acl_server: RedisServer, admin: redis.Redis,
-                                                    tmp_path: Path) -> None:  # fmt: skip
+def test_writer_writes_and_reader_reads_everything(
+    acl_server: RedisServer, admin: redis.Redis, tmp_path: Path
+) -> None:
     writer = TelemetryStore.from_url(url(acl_server, "telemetry-writer"))
     writer.record_batch([event("a"), event("b", False, error="weekly session limit reached")])
     writer.mark_subscription_limited("c", ttl_secs=60)
@@ -59,9 +61,19 @@ def test_writer_writes_and_reader_reads_everything(acl_server: RedisServer, admi
     assert len(reader.dump().events) == 3
     assert reader.rank_models(["a", "b"]).ranked[0].model == "a"
     status = subprocess.run(
-        [sys.executable, "-m", "redis_telemetry", "--url", url(acl_server, "telemetry-reader"),
-         "status", "--json"], capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "redis_telemetry",
+            "--url",
+            url(acl_server, "telemetry-reader"),
+            "status",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert status.returncode == 0, status.stderr
     assert '"model": "a"' in status.stdout
     for s in (writer, reader):
@@ -107,18 +119,60 @@ def test_no_user_touches_keys_outside_the_namespace(
 
 def _certificates(folder: Path) -> dict[str, Path]:
     """A throwaway CA and a server certificate for 127.0.0.1, made with openssl."""
-    ca_key, ca, key, csr, cert = (folder / n for n in ("ca.key", "ca.crt", "s.key", "s.csr",
-                                                        "s.crt"))  # fmt: skip
+    ca_key, ca, key, csr, cert = (
+        folder / n for n in ("ca.key", "ca.crt", "s.key", "s.csr", "s.crt")
+    )
     ext = folder / "san.ext"
     ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
     steps = [
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-         "/CN=redis-telemetry test CA", "-keyout", ca_key, "-out", ca],
-        ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
-         "-keyout", key, "-out", csr],
-        ["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
-         "-days", "2", "-extfile", ext, "-out", cert],
-    ]  # fmt: skip
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=redis-telemetry test CA",
+            "-keyout",
+            ca_key,
+            "-out",
+            ca,
+        ],
+        [
+            "openssl",
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            key,
+            "-out",
+            csr,
+        ],
+        [
+            "openssl",
+            "x509",
+            "-req",
+            "-in",
+            csr,
+            "-CA",
+            ca,
+            "-CAkey",
+            ca_key,
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            ext,
+            "-out",
+            cert,
+        ],
+    ]
     for step in steps:
         subprocess.run([str(a) for a in step], check=True, capture_output=True)
     return {"ca": ca, "key": key, "cert": cert}
@@ -130,10 +184,18 @@ def test_tls(tmp_path: Path) -> None:
     certs = _certificates(tmp_path)
     tls_port = free_port()
     server = RedisServer(
-        "--tls-port", str(tls_port), "--tls-cert-file", str(certs["cert"]),
-        "--tls-key-file", str(certs["key"]), "--tls-ca-cert-file", str(certs["ca"]),
-        "--tls-auth-clients", "no", workdir=tmp_path,
-    ).start()  # fmt: skip
+        "--tls-port",
+        str(tls_port),
+        "--tls-cert-file",
+        str(certs["cert"]),
+        "--tls-key-file",
+        str(certs["key"]),
+        "--tls-ca-cert-file",
+        str(certs["ca"]),
+        "--tls-auth-clients",
+        "no",
+        workdir=tmp_path,
+    ).start()
     try:
         store = TelemetryStore.from_url(
             f"rediss://127.0.0.1:{tls_port}/0", ssl_ca_certs=str(certs["ca"])

@@ -45,8 +45,15 @@ def _writer(url: str, seed: int, ready: Any, out: Any) -> None:
         sent += 21
         if rss_early is None and time.time() - start > (until - start) / 3:
             rss_early = _rss_mb()
-    out.put({"sent": sent, "stored": stored, "errors": errors, "rss_early": rss_early,
-             "rss_late": _rss_mb()})  # fmt: skip
+    out.put(
+        {
+            "sent": sent,
+            "stored": stored,
+            "errors": errors,
+            "rss_early": rss_early,
+            "rss_late": _rss_mb(),
+        }
+    )
 
 
 def _reader(url: str, ready: Any, out: Any) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
+import fakeredis
 import msgpack
 import pytest
 import redis
@@ -20,9 +21,11 @@ from redis_telemetry import (
     TokenBreakdown,
     WindowMismatchError,
 )
-from redis_telemetry.core.ops import CONFIG_RECHECK_MS, Quick
+from redis_telemetry.core.commands import SingleCommand
+from redis_telemetry.core.snapshot import ms_to_datetime
 
 from .helpers import all_keys, dump_all, event, now, server_ms
+from .servers import RedisServer
 
 # -- the reference's tests, ported ------------------------------------------------------------
 
@@ -129,13 +132,19 @@ def test_import_synthesises_like_the_reference(store: TelemetryStore) -> None:
     summary = TelemetrySummary(
         model_performances=[
             ModelPerformanceSnapshot(
-                model="m", successful_completions=3, failed_completions=7, window_secs=3600,
-                throughput=0.01, avg_latency_ms=812.9, success_rate=0.85, last_event_at=last,
+                model="m",
+                successful_completions=3,
+                failed_completions=7,
+                window_secs=3600,
+                throughput=0.01,
+                avg_latency_ms=812.9,
+                success_rate=0.85,
+                last_event_at=last,
             )
         ],
         window_secs=3600,
         exported_at=last,
-    )  # fmt: skip
+    )
     result = store.import_summary(summary)
     perf = store.model_performance("m")
     # 3 successes spread 1200 s apart back from `last`: the one at `last - 2400 s` is outside;
@@ -259,6 +268,23 @@ def test_each_new_limit_error_extends_the_block(r: redis.Redis) -> None:
     r.pexpire("telemetry:{m}:limit", 5000)  # pretend the block is almost over
     store.record(event("m", False, error="weekly session limit reached"))
     assert r.ttl("telemetry:{m}:limit") > 90
+
+
+def test_a_limit_error_blocks_until_the_reset_time_it_names(r: redis.Redis) -> None:
+    store = TelemetryStore(r, window_secs=3600, subscription_limit_ttl_secs=100)
+    at = datetime.fromtimestamp(server_ms(r) / 1000, UTC)
+    reset = (at + timedelta(hours=5)).replace(minute=0, second=0, microsecond=0)
+    error = f"5-hour limit reached ∙ resets {reset.strftime('%-I%p').lower()} (UTC)"
+    store.record(event("m", False, error=error, completed_at=at))
+    expires = store.model_performance("m").subscription_limit_expires_at
+    assert expires is not None
+    assert abs((expires - reset).total_seconds()) < 2  # the text's end, not the 100 s TTL
+    assert store.known_models() == ["m"]
+    # a default-length block after it keeps the longer one; a reset already past blocks nothing
+    store.record_batch([event("m", False), event("n", False, error="weekly limit · resets 1:00am",
+                                                 completed_at=at - timedelta(days=2))])  # fmt: skip
+    assert store.model_performance("m").subscription_limit_expires_at == expires
+    assert not store.model_performance("n").subscription_limit_reached
 
 
 def test_non_limit_errors_do_not_block(r: redis.Redis, store: TelemetryStore) -> None:
@@ -397,19 +423,6 @@ def test_first_store_sets_the_window_and_set_window_changes_it(r: redis.Redis) -
     TelemetryStore(r, window_secs=1200).record(event("m"))
 
 
-def test_a_running_store_notices_a_window_changed_elsewhere(r: redis.Redis) -> None:
-    writer = TelemetryStore(r, window_secs=600)
-    clock_s = time.time()
-    writer._core._clock = lambda: clock_s
-    writer.record(event("m"))
-    TelemetryStore(r, window_secs=600).set_window(1200)
-    writer.record(event("m"))  # confirmed less than CONFIG_RECHECK_MS ago: not asked again
-    clock_s += CONFIG_RECHECK_MS / 1000
-    with pytest.raises(WindowMismatchError, match=r"window_secs=1200.*window_secs=600"):
-        writer.record(event("m"))
-    assert r.zcard("telemetry:{m}:events") == 2
-
-
 def test_a_corrupt_config_refuses_writes_but_not_reads(
     r: redis.Redis, store: TelemetryStore, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -487,6 +500,28 @@ def test_bad_arguments_are_refused(store: TelemetryStore) -> None:
         TelemetryStore(store.client, namespace="a{b}")
 
 
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("window_secs", 0, "window_secs must be at least 1 second"),
+        ("window_secs", 10**10, "window_secs must be at most ten years, got 10000000000"),
+        ("wait_timeout_ms", 0, "wait_timeout_ms must be at least 1 millisecond"),
+        ("wait_timeout_ms", 10**12, "wait_timeout_ms must be at most ten years"),
+        ("max_events_per_model", 0, "max_events_per_model must be at least 1, got 0"),
+        ("max_events_per_model", 10**13, "max_events_per_model must be at most 10\\^12"),
+        ("max_events_per_model", -1, "max_events_per_model must not be negative"),
+        ("wait_for_replicas", 1.5, "wait_for_replicas must be an integer"),
+    ],
+)
+def test_each_setting_is_checked_as_what_it_is(setting: str, value: object, message: str) -> None:
+    """Seconds, milliseconds and counts each have their own check and message."""
+    client = fakeredis.FakeRedis()
+    with pytest.raises(InvalidInputError, match=message):
+        TelemetryStore(client, **{setting: value})  # type: ignore[arg-type]
+    # a cap of a billion events is a count, not a duration past ten years
+    assert TelemetryStore(client, max_events_per_model=10**9).window_secs == 3600
+
+
 def test_a_decoding_client_is_refused(backend: object) -> None:
     client = redis.Redis(decode_responses=True)
     with pytest.raises(TelemetryError, match="decode_responses"):
@@ -558,7 +593,9 @@ def test_exported_summary_round_trips_through_json(store: TelemetryStore) -> Non
 
 def test_script_cache_flush_on_a_plain_call(r: redis.Redis, store: TelemetryStore) -> None:
     store.record(event("m"))
-    assert isinstance(store._core.record(event("m")), Quick)  # the next one is a lone EVALSHA
+    assert isinstance(
+        store._core.record(event("m")), SingleCommand
+    )  # the next one is a lone EVALSHA
     r.script_flush()
     assert store.record(event("m")).stored == 1
     assert store.model_performance("m").successful_completions == 2
@@ -606,8 +643,91 @@ def test_record_script_refuses_malformed_arguments(r: redis.Redis, store: Teleme
         ("3600000 3600000 2000 0", f"1 {at} {at} {sums} 1", at, member),  # a sum too many
         ("3600000 3600000 2000 0", f"1 {at} {at} {sums[:-1]}-1", at, member),  # negative
         ("3600000 3600000 2000 0", f"2 {at} {at} {sums}", at, member),  # one pair short
-        ("3600000 3600000 2000 0", f"1 {at} {at} {sums}", at, member, "1"),  # half a pair
+        ("3600000 3600000 2000 0", f"1 {at} {at} {sums}", at, member, "1", "0"),  # 2/3 triple
+        ("3600000 3600000 2000 0", f"1 {at} {at} {sums}", at, member, "1", "soon", "x"),  # end
     ):
         with pytest.raises(redis.ResponseError, match=r"record\.lua: malformed arguments"):
             r.evalsha(store._shas()["record"], 3, *keys, *args)
+    assert dump_all(r) == before
+
+
+def test_with_window_is_the_same_store_with_another_window(r: redis.Redis) -> None:
+    """Namespace, limit TTL, cap and client carry over; the original store is unchanged."""
+    settings = {"subscription_limit_ttl_secs": 90, "namespace": "fleet", "max_events_per_model": 5}
+    store = TelemetryStore(r, window_secs=600, **settings)  # type: ignore[arg-type]
+    other = store.with_window(1200)
+    assert type(other) is TelemetryStore
+    assert store.window_secs == 600
+    assert (other.window_secs, other.subscription_limit_ttl_secs) == (1200, 90)
+    assert (other.namespace, other.client) == ("fleet", r)
+    assert other.record_batch([event("m", ago_secs=i) for i in range(7)]).capped == 2
+    other.record(event("m", success=False))  # a subscription-limit error: blocked 90 s
+    assert 0 < r.pttl("fleet:{m}:limit") <= 90_000
+    assert r.hget("fleet:config", "window_secs") == b"1200"
+    with pytest.raises(WindowMismatchError):
+        store.record(event("m"))
+
+
+def test_with_window_keeps_wait_for_replicas(redis_server: RedisServer) -> None:
+    store = TelemetryStore.from_url(redis_server.url, wait_for_replicas=1, wait_timeout_ms=20)
+    with pytest.raises(
+        TelemetryError, match="only 0 of 1 replicas acknowledged the write within 20"
+    ):
+        store.with_window(1200).record(event("m"))
+    store.client.close()
+
+
+# -- a block until a given time -----------------------------------------------------------------
+
+
+def test_a_block_until_a_time_lasts_until_then_by_the_server_clock(
+    r: redis.Redis, store: TelemetryStore
+) -> None:
+    until = ms_to_datetime(server_ms(r) + 600_000)
+    store.mark_subscription_limited("m", until=until.astimezone(timezone(timedelta(hours=-7))))
+    assert 590_000 < r.pttl("telemetry:{m}:limit") <= 600_000
+    perf = store.model_performance("m")
+    assert perf.subscription_limit_reached
+    assert perf.subscription_limit_expires_at is not None
+    assert abs((perf.subscription_limit_expires_at - until).total_seconds()) < 1
+    assert store.known_models() == ["m"]
+    store.mark_subscription_limited("m", until=until + timedelta(minutes=10))  # extends it
+    assert 1_190_000 < r.pttl("telemetry:{m}:limit") <= 1_200_000
+
+
+def test_a_block_until_a_time_never_shortens_a_longer_one(
+    r: redis.Redis, store: TelemetryStore
+) -> None:
+    store.mark_subscription_limited("m", ttl_secs=3600)
+    store.mark_subscription_limited("m", until=ms_to_datetime(server_ms(r) + 60_000))
+    assert r.pttl("telemetry:{m}:limit") > 3_500_000
+    r.set("telemetry:{n}:limit", "set by hand")  # no TTL: it gets one, as record.lua does
+    store.mark_subscription_limited("n", until=ms_to_datetime(server_ms(r) + 60_000))
+    assert 50_000 < r.pttl("telemetry:{n}:limit") <= 60_000
+
+
+def test_a_block_until_a_past_time_blocks_nothing(r: redis.Redis, store: TelemetryStore) -> None:
+    store.record(event("other"))
+    before = dump_all(r)
+    store.mark_subscription_limited("m", until=ms_to_datetime(server_ms(r) - 1))
+    assert dump_all(r) == before
+    assert not store.model_performance("m").subscription_limit_reached
+    assert store.known_models() == ["other"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"until": datetime(2030, 1, 1)}, "until must be timezone-aware"),
+        ({"until": "2030-01-01T00:00:00Z"}, "until must be a datetime, got str"),
+        ({"until": datetime(2030, 1, 1, tzinfo=UTC), "ttl_secs": 60}, "not both"),
+        ({"until": datetime(2100, 1, 1, tzinfo=UTC)}, "at most ten years away"),
+    ],
+)
+def test_a_bad_until_is_refused_and_writes_nothing(
+    r: redis.Redis, store: TelemetryStore, kwargs: dict[str, object], message: str
+) -> None:
+    before = dump_all(r)
+    with pytest.raises(InvalidInputError, match=message):
+        store.mark_subscription_limited("m", **kwargs)  # type: ignore[arg-type]
     assert dump_all(r) == before

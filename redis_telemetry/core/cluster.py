@@ -34,7 +34,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import TelemetryUnavailable
-from .ops import Batch, Cmd, Command, Eval, key_of
+from .commands import Batch, Cmd, Command, Eval, key_of
 
 #: Reads that may go to a replica when the client reads from replicas.
 READ_SCRIPTS = frozenset({"snapshot", "window"})
@@ -66,9 +66,13 @@ def retryable(error: BaseException) -> bool:
     """Errors that a slot-map refresh and a resend can cure."""
     return isinstance(
         error,
-        MovedError | AskError | ClusterDownError | TryAgainError | RedisConnectionError
+        MovedError
+        | AskError
+        | ClusterDownError
+        | TryAgainError
+        | RedisConnectionError
         | RedisTimeoutError,
-    )  # fmt: skip
+    )
 
 
 def waves(batch: Sequence[Command]) -> list[list[int]]:

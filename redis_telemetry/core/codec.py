@@ -12,20 +12,21 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 import os
 import threading
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 import msgpack
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, TelemetryError
 from ..models import CompletionEvent, TokenBreakdown
-from . import limits, rules
+from . import limits, rules, totals
 
 FORMAT_VERSION = 1
-#: The running totals ``record.lua`` keeps per model (hash ``<ns>:{<model>}:totals``).
-TOTALS_FIELDS = ("ok", "failed", "latency", "cost_nusd", "total", "input", "output",
-                 "reasoning", "cache_read", "cache_write")  # fmt: skip
+#: The running totals ``record.lua`` keeps per model (see ``totals``).
+TOTALS_FIELDS = totals.FIELDS
 _FIELDS = 14
 #: The limit key's value is informational (the TTL is what counts); keep it short.
 MAX_LIMIT_REASON = 200
@@ -57,7 +58,9 @@ class PreparedEvent(NamedTuple):
     score_ms: int
     member: bytes
     limit_reason: str
-    #: What the event adds to the model's running totals, in ``TOTALS_FIELDS`` order.
+    #: When the block that ``limit_reason`` starts ends, in epoch ms; 0: the store's TTL.
+    limit_until_ms: int
+    #: What the event adds to the model's running totals, in ``totals.FIELDS`` order.
     sums: tuple[int, ...]
 
 
@@ -65,8 +68,8 @@ class PreparedEvent(NamedTuple):
 _new_prepared = tuple.__new__
 
 
-class CorruptMember(ValueError):
-    """A member that is not a valid stored event."""
+class CorruptMember(TelemetryError, ValueError):
+    """A member that is not a valid stored event (readers skip it and log why)."""
 
 
 class _Ids(threading.local):
@@ -97,7 +100,9 @@ def new_event_id() -> str:
 _MAX_COUNT = rules.MAX_STORED_COUNT
 _MAX_COST = rules.MAX_STORED_COST
 _MAX_FUTURE_MS = rules.MAX_FUTURE_MS
-_COUNT_FIELDS = ("total", "input", "output", "reasoning", "cache_read", "cache_write")
+_COUNT_FIELDS = totals.TOKEN_FIELDS
+#: a StoredEvent's token counts, in ``totals.TOKEN_FIELDS`` order
+_tokens_of = operator.attrgetter(*totals.TOKEN_FIELDS)
 _valid_models: set[str] = set()
 _valid_sessions: set[str] = set()
 
@@ -118,7 +123,8 @@ def prepare(event: object, now_ms: int) -> PreparedEvent:
     the hot path of every write, hence the plain code: validated names are remembered, and
     ``rules`` checks the common case (ASCII text, a UTC datetime) first.
     ``now_ms`` is the writer's clock: it refuses timestamps far in the future, and an error
-    naming a limit whose reset time is already past blocks nothing (``limits.blocks_at``).
+    naming a limit blocks until the reset time it gives (read against ``completed_at``), and
+    one whose reset time is already past blocks nothing.
     """
     if not isinstance(event, CompletionEvent):
         raise InvalidInputError(f"expected a CompletionEvent, got {type(event).__name__}")
@@ -145,9 +151,16 @@ def prepare(event: object, now_ms: int) -> PreparedEvent:
         raise InvalidInputError("tokens must be a TokenBreakdown")
     latency = fields.get("latency_ms")
     counted: Any = tokens.__dict__
-    counts = (counted.get("total"), counted.get("input"), counted.get("output"),
-              counted.get("reasoning"), counted.get("cache_read"),
-              counted.get("cache_write"))  # fmt: skip
+    # the member format's order (version 1), which is also totals.TOKEN_FIELDS
+    get = counted.get
+    counts = (
+        get("total"),
+        get("input"),
+        get("output"),
+        get("reasoning"),
+        get("cache_read"),
+        get("cache_write"),
+    )
     if type(latency) is not int or not 0 <= latency <= _MAX_COUNT:
         _refuse_counts(latency, tokens)
     for count in counts:
@@ -158,22 +171,41 @@ def prepare(event: object, now_ms: int) -> PreparedEvent:
         cost = rules.check_stored_cost(cost)
     error = fields.get("error")
     reason = ""
+    until_ms = 0
     if error is not None:
         error = rules.check_error(error)
-        if error and limits.blocks_at(
-            error, rules.from_epoch_us(completed_us), rules.from_epoch_us(now_ms * 1000)
-        ):
-            reason = error[:MAX_LIMIT_REASON]
+        found = limits.from_text(error, rules.from_epoch_us(completed_us)) if error else None
+        if error and found is not None:
+            until_ms = 0 if found.until is None else int(found.until.timestamp() * 1000)
+            if until_ms == 0 or until_ms > now_ms:
+                reason = error[:MAX_LIMIT_REASON]
     event_id = fields.get("event_id")
     ids = _ids
     event_id = next(ids.ids) if event_id is None else rules.check_event_id(event_id)
     member = ids.packer.pack(
-        [FORMAT_VERSION, event_id, session_id, completed_us, latency, success, *counts, cost,
-         error]
-    )  # fmt: skip
+        [FORMAT_VERSION, event_id, session_id, completed_us, latency, success, *counts, cost, error]
+    )
     cost_nusd = int(cost * 1e9 + 0.5)  # nano_usd(): floor, as the cost is not negative
-    sums = (1, 0, latency, cost_nusd, *counts) if success else (0, 1, 0, cost_nusd, *counts)
-    return _new_prepared(PreparedEvent, (model, score_ms, member, reason, sums))
+    sums = totals.contribution(success, latency, cost_nusd, counts)
+    return _new_prepared(PreparedEvent, (model, score_ms, member, reason, until_ms, sums))
+
+
+def by_model(
+    prepared: Iterable[PreparedEvent],
+) -> tuple[dict[str, list[PreparedEvent]], int]:
+    """Events grouped per model, in order, each member once; and how many repeated a member
+    already in the batch (stored once: they count as duplicates)."""
+    groups: dict[str, dict[bytes, PreparedEvent]] = {}
+    repeated = 0
+    for p in prepared:
+        group = groups.get(p.model)
+        if group is None:
+            group = groups[p.model] = {}
+        if p.member in group:
+            repeated += 1
+        else:
+            group[p.member] = p
+    return {model: list(group.values()) for model, group in groups.items()}, repeated
 
 
 def _refuse_counts(latency: object, tokens: TokenBreakdown) -> None:
@@ -184,14 +216,12 @@ def _refuse_counts(latency: object, tokens: TokenBreakdown) -> None:
 
 
 def stored_sums(e: StoredEvent) -> tuple[int, ...]:
-    """What a decoded member adds to its model's running totals (``TOTALS_FIELDS`` order).
+    """What a decoded member adds to its model's running totals (``totals.FIELDS`` order).
 
     The same as ``PreparedEvent.sums`` at write time, and as ``record.lua`` computes when it
     subtracts a trimmed member.
     """
-    head = (1, 0, e.latency_ms) if e.success else (0, 1, 0)
-    counts = (e.total, e.input, e.output, e.reasoning, e.cache_read, e.cache_write)
-    return (*head, nano_usd(e.cost_usd), *counts)
+    return totals.contribution(e.success, e.latency_ms, nano_usd(e.cost_usd), _tokens_of(e))
 
 
 def nano_usd(cost: float) -> int:
@@ -228,9 +258,20 @@ def decode(raw: bytes) -> StoredEvent:
         raise CorruptMember("error must be a string or nil")
     total, inp, out, reasoning, cache_read, cache_write = (_u64(c) for c in counts)
     return StoredEvent(
-        event_id, session_id, completed_us, _u64(latency), success,
-        total, inp, out, reasoning, cache_read, cache_write, float(cost), error,
-    )  # fmt: skip
+        event_id,
+        session_id,
+        completed_us,
+        _u64(latency),
+        success,
+        total,
+        inp,
+        out,
+        reasoning,
+        cache_read,
+        cache_write,
+        float(cost),
+        error,
+    )
 
 
 def to_completion_event(model: str, stored: StoredEvent) -> CompletionEvent:

@@ -10,15 +10,27 @@ the model name (alphabetical), so equal inputs always give the same order.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from ..errors import InvalidInputError, TelemetryError
+from ..errors import InvalidInputError, NoModelAvailable
 from ..models import ModelPerformanceSnapshot
+
+__all__ = [
+    "ExcludedModel",
+    "NoModelAvailable",  # raised by choose(); defined in errors, with the other exceptions
+    "RankedModel",
+    "Ranking",
+    "StalePolicy",
+    "Strategy",
+    "Weights",
+    "choose",
+    "rank",
+]
 
 
 class Strategy(StrEnum):
@@ -84,17 +96,6 @@ class Ranking(BaseModel):
         return min(times, default=None)
 
 
-class NoModelAvailable(TelemetryError):
-    """Every candidate was filtered out; the message names each one's reason."""
-
-    def __init__(self, ranking: Ranking) -> None:
-        self.ranking = ranking
-        reasons = "; ".join(f"{e.model}: {e.explanation}" for e in ranking.excluded)
-        back = ranking.earliest_return
-        when = f" The earliest a limited model returns is {back.isoformat()}." if back else ""
-        super().__init__(f"no candidate model is usable ({reasons}).{when}")
-
-
 def _cost_per_success(s: ModelPerformanceSnapshot) -> float:
     if s.successful_completions == 0:
         return float("inf")
@@ -113,45 +114,78 @@ def _describe(s: ModelPerformanceSnapshot) -> str:
     )
 
 
-def _scores(
-    usable: Sequence[ModelPerformanceSnapshot], strategy: Strategy, weights: Weights
-) -> dict[str, tuple[float, tuple[object, ...], str]]:
-    """model -> (score shown, sort key, what the score means)."""
-    out: dict[str, tuple[float, tuple[object, ...], str]] = {}
-    if strategy is Strategy.WEIGHTED:
-        total = weights.success_rate + weights.latency + weights.cost + weights.throughput
-        if total <= 0:
-            raise InvalidInputError("weighted strategy needs at least one positive weight")
-        best_lat = min((s.avg_latency_ms for s in usable if s.successful_completions),
-                       default=0.0)  # fmt: skip
-        best_cost = min((_cost_per_success(s) for s in usable), default=0.0)
-        best_thr = max((s.throughput for s in usable), default=0.0)
-        for s in usable:
-            lat = best_lat / s.avg_latency_ms if s.avg_latency_ms > 0 else 1.0
-            if not s.successful_completions:
-                lat = 0.0
-            cps = _cost_per_success(s)
-            cost = 1.0 if cps == 0 else (best_cost / cps if cps != float("inf") else 0.0)
-            thr = s.throughput / best_thr if best_thr > 0 else 0.0
-            score = (weights.success_rate * s.success_rate + weights.latency * lat
-                     + weights.cost * cost + weights.throughput * thr) / total  # fmt: skip
-            out[s.model] = (score, (-score, *_tie_key(s)), "weighted score (1 = best)")
-        return out
+#: (score shown, sort key, what the score means) of one model
+Scored = tuple[float, tuple[object, ...], str]
+#: A strategy's scoring: model -> Scored, over the usable snapshots
+Scorer = Callable[[Sequence[ModelPerformanceSnapshot], Weights], dict[str, Scored]]
+
+
+def _fastest(usable: Sequence[ModelPerformanceSnapshot], _: Weights) -> dict[str, Scored]:
+    out: dict[str, Scored] = {}
     for s in usable:
-        if strategy is Strategy.FASTEST:
-            lat = s.avg_latency_ms if s.successful_completions else float("inf")
-            out[s.model] = (lat, (lat, *_tie_key(s)), "average latency, ms")
-        elif strategy is Strategy.CHEAPEST:
-            cps = _cost_per_success(s)
-            out[s.model] = (cps, (cps, *_tie_key(s)), "USD per successful completion")
-        elif strategy is Strategy.FREE_THEN_CHEAPEST:
-            cps = _cost_per_success(s)
-            tier = 0 if s.is_free else 1
-            out[s.model] = (cps, (tier, cps if tier else 0.0, *_tie_key(s)),
-                            "free first, then USD per successful completion")  # fmt: skip
-        else:
-            out[s.model] = (s.success_rate, _tie_key(s), "success rate")
+        lat = s.avg_latency_ms if s.successful_completions else float("inf")
+        out[s.model] = (lat, (lat, *_tie_key(s)), "average latency, ms")
     return out
+
+
+def _cheapest(usable: Sequence[ModelPerformanceSnapshot], _: Weights) -> dict[str, Scored]:
+    out: dict[str, Scored] = {}
+    for s in usable:
+        cps = _cost_per_success(s)
+        out[s.model] = (cps, (cps, *_tie_key(s)), "USD per successful completion")
+    return out
+
+
+def _free_then_cheapest(
+    usable: Sequence[ModelPerformanceSnapshot], _: Weights
+) -> dict[str, Scored]:
+    out: dict[str, Scored] = {}
+    for s in usable:
+        cps = _cost_per_success(s)
+        tier = 0 if s.is_free else 1
+        key = (tier, cps if tier else 0.0, *_tie_key(s))
+        out[s.model] = (cps, key, "free first, then USD per successful completion")
+    return out
+
+
+def _most_reliable(usable: Sequence[ModelPerformanceSnapshot], _: Weights) -> dict[str, Scored]:
+    return {s.model: (s.success_rate, _tie_key(s), "success rate") for s in usable}
+
+
+def _weighted(usable: Sequence[ModelPerformanceSnapshot], weights: Weights) -> dict[str, Scored]:
+    total = weights.success_rate + weights.latency + weights.cost + weights.throughput
+    if total <= 0:
+        raise InvalidInputError("weighted strategy needs at least one positive weight")
+    served = [s.avg_latency_ms for s in usable if s.successful_completions]
+    best_lat = min(served, default=0.0)
+    best_cost = min((_cost_per_success(s) for s in usable), default=0.0)
+    best_thr = max((s.throughput for s in usable), default=0.0)
+    out: dict[str, Scored] = {}
+    for s in usable:
+        lat = best_lat / s.avg_latency_ms if s.avg_latency_ms > 0 else 1.0
+        if not s.successful_completions:
+            lat = 0.0
+        cps = _cost_per_success(s)
+        cost = 1.0 if cps == 0 else (best_cost / cps if cps != float("inf") else 0.0)
+        thr = s.throughput / best_thr if best_thr > 0 else 0.0
+        score = (
+            weights.success_rate * s.success_rate
+            + weights.latency * lat
+            + weights.cost * cost
+            + weights.throughput * thr
+        ) / total
+        out[s.model] = (score, (-score, *_tie_key(s)), "weighted score (1 = best)")
+    return out
+
+
+#: Each strategy's scorer (a test checks that every strategy has one).
+SCORERS: dict[Strategy, Scorer] = {
+    Strategy.FASTEST: _fastest,
+    Strategy.CHEAPEST: _cheapest,
+    Strategy.FREE_THEN_CHEAPEST: _free_then_cheapest,
+    Strategy.MOST_RELIABLE: _most_reliable,
+    Strategy.WEIGHTED: _weighted,
+}
 
 
 def rank(
@@ -180,12 +214,18 @@ def rank(
         if limited:
             until = s.subscription_limit_expires_at
             when = f"until {until.isoformat()}" if until else "with no expiry set"
-            excluded.append(ExcludedModel(model=s.model, reason="subscription_limited",
-                                          explanation=f"subscription-limited {when}",
-                                          available_at=until))  # fmt: skip
+            excluded.append(
+                ExcludedModel(
+                    model=s.model,
+                    reason="subscription_limited",
+                    explanation=f"subscription-limited {when}",
+                    available_at=until,
+                )
+            )
         elif not has_data:
-            excluded.append(ExcludedModel(model=s.model, reason="unknown",
-                                          explanation="no data in the window"))  # fmt: skip
+            excluded.append(
+                ExcludedModel(model=s.model, reason="unknown", explanation="no data in the window")
+            )
         elif (
             max_staleness_secs is not None
             and stale_policy != "keep"
@@ -196,21 +236,23 @@ def rank(
             reason: Literal["stale", "unknown"] = (
                 "stale" if stale_policy == "exclude" else "unknown"
             )
-            excluded.append(ExcludedModel(
-                model=s.model, reason=reason,
-                explanation=f"stale: last event {age}s ago (limit {max_staleness_secs}s)",
-            ))  # fmt: skip
+            excluded.append(
+                ExcludedModel(
+                    model=s.model,
+                    reason=reason,
+                    explanation=f"stale: last event {age}s ago (limit {max_staleness_secs}s)",
+                )
+            )
         else:
             usable.append(s)
-    scored = _scores(usable, strategy, weights)
+    scored = SCORERS[strategy](usable, weights)
     ordered = sorted(usable, key=lambda s: scored[s.model][1])
     ranked = []
     for i, s in enumerate(ordered, 1):
         score, _, meaning = scored[s.model]
         shown = f"{score:,.0f}" if abs(score) >= 1000 else f"{score:.4g}"
         why = f"#{i} by {strategy.value} ({meaning}: {shown}); {_describe(s)}"
-        ranked.append(RankedModel(model=s.model, rank=i, score=score, explanation=why,
-                                  snapshot=s))  # fmt: skip
+        ranked.append(RankedModel(model=s.model, rank=i, score=score, explanation=why, snapshot=s))
     return Ranking(strategy=strategy, ranked=ranked, excluded=excluded)
 
 

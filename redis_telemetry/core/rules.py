@@ -123,14 +123,42 @@ def check_stored_cost(value: object) -> float:
     return cost
 
 
+#: The longest duration a setting accepts, in seconds.
+TEN_YEARS_SECS = 10 * 365 * 24 * 3600
+
+
+def _in_range(field: str, value: object, at_least: str, most: int, at_most: str) -> int:
+    """An integer from 1 to ``most``; the messages name the unit (``at_least``, ``at_most``)."""
+    n = check_u64(field, value)
+    if n == 0:
+        raise InvalidInputError(f"{field} must be at least {at_least}")
+    if n > most:
+        raise InvalidInputError(f"{field} must be at most {at_most}, got {n}")
+    return n
+
+
 def check_positive_secs(field: str, value: object) -> int:
-    """A duration in whole seconds, at least 1."""
-    secs = check_u64(field, value)
-    if secs == 0:
-        raise InvalidInputError(f"{field} must be at least 1 second")
-    if secs > 10 * 365 * 24 * 3600:
-        raise InvalidInputError(f"{field} must be at most ten years, got {secs}")
-    return secs
+    """A duration in whole seconds: at least 1, at most ten years."""
+    return _in_range(field, value, "1 second", TEN_YEARS_SECS, "ten years")
+
+
+def check_positive_ms(field: str, value: object) -> int:
+    """A duration in whole milliseconds: at least 1, at most ten years."""
+    return _in_range(field, value, "1 millisecond", TEN_YEARS_SECS * 1000, "ten years")
+
+
+def check_positive_count(field: str, value: object) -> int:
+    """A count of things (events, replicas): at least 1, at most ``MAX_STORED_COUNT``."""
+    return _in_range(field, value, "1, got 0", MAX_STORED_COUNT, "10^12")
+
+
+def check_aware(field: str, value: object) -> datetime:
+    """A point in time with its time zone (a naive one would be read in an unknown zone)."""
+    if not isinstance(value, datetime):
+        raise InvalidInputError(f"{field} must be a datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidInputError(f"{field} must be timezone-aware, got {value.isoformat()}")
+    return value
 
 
 def to_utc(value: datetime) -> datetime:

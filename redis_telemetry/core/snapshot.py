@@ -9,9 +9,10 @@ from datetime import datetime
 from typing import Any
 
 from ..models import ModelPerformanceSnapshot, ModelUsage, TokenBreakdown, UsageSnapshot
-from . import codec, rules
+from . import codec, rules, totals
+from .totals import Totals
 
-log = logging.getLogger("redis_telemetry")
+log = logging.getLogger(__name__)
 
 #: (member bytes, score) pairs as ZRANGEBYSCORE ... WITHSCORES returns them.
 Members = Sequence[tuple[bytes, float]]
@@ -58,21 +59,22 @@ def performance(
     window_secs: int,
     now_ms: int,
     limit_pttl: int,
+    percentiles: bool = True,
 ) -> ModelPerformanceSnapshot:
-    """The reference's snapshot, over events already limited to the window, with the latency
-    percentiles of its successful completions (exact, nearest rank)."""
-    totals = [0] * len(codec.TOTALS_FIELDS)
+    """The reference's snapshot, over events already limited to the window, with (unless not
+    asked for) the latency percentiles of its successful completions (exact, nearest rank)."""
+    sums = totals.zero()
     newest: int | None = None
     latencies = []
     for e in events:
         for i, v in enumerate(codec.stored_sums(e)):
-            totals[i] += v
+            sums[i] += v
         if newest is None or e.completed_at_us > newest:
             newest = e.completed_at_us
         if e.success:
             latencies.append(e.latency_ms)
-    snap = _snapshot(model, totals, newest, window_secs, now_ms, limit_pttl)
-    if latencies:
+    snap = _snapshot(model, Totals._make(sums), newest, window_secs, now_ms, limit_pttl)
+    if latencies and percentiles:
         latencies.sort()
         snap.latency_p50_ms = float(nearest_rank(latencies, 50))
         snap.latency_p95_ms = float(nearest_rank(latencies, 95))
@@ -86,22 +88,22 @@ def nearest_rank(ordered: Sequence[int], pct: int) -> int:
 
 def _snapshot(
     model: str,
-    totals: Sequence[int],
+    t: Totals,
     newest_us: int | None,
     window_secs: int,
     now_ms: int,
     limit_pttl: int,
 ) -> ModelPerformanceSnapshot:
-    """The snapshot of sums in ``codec.TOTALS_FIELDS`` order: one formula for both paths."""
-    ok, failed, latency, cost_nusd, *counts = totals
-    total = ok + failed
+    """The snapshot of the totals ``t``: one formula for both paths."""
+    ok, latency, cost_nusd = t.ok, t.latency, t.cost_nusd
+    total = ok + t.failed
     cost = cost_nusd / 1e9
-    tokens = TokenBreakdown(**dict(zip(codec.TOTALS_FIELDS[4:], counts, strict=True)))
+    tokens = TokenBreakdown(**{name: getattr(t, name) for name in totals.TOKEN_FIELDS})
     limited, expires = limit_state(limit_pttl, now_ms)
     return ModelPerformanceSnapshot(
         model=model,
         successful_completions=ok,
-        failed_completions=failed,
+        failed_completions=t.failed,
         window_secs=window_secs,
         throughput=ok / window_secs,
         avg_latency_ms=latency / ok if ok else 0.0,
@@ -134,26 +136,36 @@ def from_totals(
     are subtracted); ``newest`` the newest members, for ``last_event_at``.
     """
     cutoff = now_ms - window_secs * 1000
-    totals = _parse_sums(key, sums)
+    left = _parse_sums(key, sums)
     gone = [m for m in aged if m[1] <= cutoff]
     for e in decode_window(key, gone, -math.inf):
         for i, v in enumerate(codec.stored_sums(e)):
-            totals[i] -= v
-    if any(v < 0 for v in totals):
-        log.warning("running totals of %s went negative (%s); members were written by hand?",
-                    key, totals)  # fmt: skip
-        totals = [max(0, v) for v in totals]
+            left[i] -= v
+    if any(v < 0 for v in left):
+        log.warning(
+            "running totals of %s went negative (%s); members were written by hand?", key, left
+        )
+        left = [max(0, v) for v in left]
     newest_us = None
     if newest and newest[0][1] > cutoff:
         top = newest[0][1]
         tied = decode_window(key, [m for m in newest if m[1] == top], -math.inf)
         newest_us = max((e.completed_at_us for e in tied), default=None)
-    return _snapshot(model, totals, newest_us, window_secs, now_ms, limit_pttl)
+    return _snapshot(model, Totals._make(left), newest_us, window_secs, now_ms, limit_pttl)
+
+
+def lacks_fields(sums: Sequence[Any], newest: Members) -> bool:
+    """Whether a totals hash misses a field added later while its events key holds members:
+    a hash written before the field existed, whose totals cannot give an exact snapshot."""
+    if not newest or not totals.ADDED_LATER:
+        return False
+    held = dict(zip(totals.FIELDS, sums, strict=False))
+    return any(held.get(name) is None for name in totals.ADDED_LATER)
 
 
 def _parse_sums(key: str, sums: Sequence[Any]) -> list[int]:
     out = []
-    for raw in list(sums) + [None] * (len(codec.TOTALS_FIELDS) - len(sums)):
+    for raw in list(sums) + [None] * (len(totals.FIELDS) - len(sums)):
         try:
             out.append(0 if raw is None else int(raw))
         except ValueError:

@@ -26,10 +26,11 @@ from pydantic import ValidationError
 
 from ..core import limits, rules
 from ..core.backup import describe_validation
+from ..errors import TelemetryError
 from ..models import CompletionEvent, TokenBreakdown
 
 
-class UnparseableLine(ValueError):
+class UnparseableLine(TelemetryError, ValueError):
     """A line that is not valid JSON, or lacks what its format needs."""
 
 

@@ -17,7 +17,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, TypeVar
 
-from ..core.limits import seconds_until
 from ..errors import InvalidInputError, TelemetryUnavailable
 from ..store import TelemetryStore
 from .events import Completion, Item, Limit, Parser, Unmeasured, UnparseableLine, now_utc
@@ -115,14 +114,14 @@ def with_retry(
 def apply_limit(
     store: TelemetryStore, limit: Limit, now: datetime, kept: datetime | None = None
 ) -> bool:
-    """Block ``limit.model`` until ``limit.until`` (None: the store's default TTL). A reset
-    time already past blocks nothing, and a block that ends at ``kept`` or later (one in
-    place before) is not shortened. The one place ingest blocks a model."""
-    ttl = store.subscription_limit_ttl_secs
-    secs = ttl if limit.until is None else seconds_until(limit.until, now)
-    if secs <= 0 or (kept is not None and kept >= now + timedelta(seconds=secs)):
+    """Block ``limit.model`` until ``limit.until`` (None: the store's default TTL from now).
+    A reset time already past blocks nothing, and a block that ends at ``kept`` or later (one
+    in place before) is not shortened; the store never shortens one either. The one place
+    ingest blocks a model."""
+    until = limit.until or now + timedelta(seconds=store.subscription_limit_ttl_secs)
+    if until <= now or (kept is not None and kept >= until):
         return False
-    store.mark_subscription_limited(limit.model, ttl_secs=None if limit.until is None else secs)
+    store.mark_subscription_limited(limit.model, until=until)
     return True
 
 

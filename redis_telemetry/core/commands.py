@@ -1,0 +1,82 @@
+"""The command vocabulary the core speaks and the shells send.
+
+An operation yields a *batch* (a list of commands) and receives the batch's replies, in
+order; :class:`SingleCommand` is the one exception, an operation that is one command in its
+common case. ``call`` and ``queue`` turn commands into redis-py calls; they are the only place
+that knows how.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, NamedTuple, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Cmd:
+    """A redis-py client method and its arguments. An error reply to a ``tolerant`` command
+    (a key of the wrong type, written by hand) reaches the operation instead of raising."""
+
+    method: str
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    tolerant: bool = False
+    #: for a command without a key (TIME, SCRIPT LOAD): the key whose cluster node runs it
+    route: str | None = None
+
+
+class Eval(NamedTuple):
+    """A call of one of the package's Lua scripts, by name (sent as EVALSHA)."""
+
+    script: str
+    keys: tuple[str, ...]
+    args: tuple[Any, ...]
+    tolerant: bool = False
+
+
+Command = Cmd | Eval
+Batch = list[Command]
+#: An operation: yields batches, receives each batch's replies, returns its result.
+Op = Generator[Batch, list[Any], T]
+
+
+class SingleCommand(NamedTuple, Generic[T]):
+    """An operation that is one command in its common case, sent without the batch machinery:
+    the shell sends ``command`` alone and hands its reply to ``finish``. On a cluster client,
+    or after a NOSCRIPT reply (the script did not run), the shell runs ``fallback()`` as an
+    ordinary operation instead."""
+
+    command: Eval
+    finish: Callable[[Any], T]
+    fallback: Callable[[], Op[T]]
+
+
+def key_of(c: Command) -> str:
+    """The key a command is about (its route, for one without a key): on a cluster, the key
+    whose node runs it."""
+    if isinstance(c, Eval):
+        return c.keys[0]
+    if c.route is not None:
+        return c.route
+    return str(c.args[0])
+
+
+def call(target: Any, c: Command, shas: Mapping[str, str]) -> Any:
+    """Send (or, on a pipeline, queue) one command with redis-py."""
+    if isinstance(c, Eval):
+        return target.evalsha(shas[c.script], len(c.keys), *c.keys, *c.args)
+    return getattr(target, c.method)(*c.args, **c.kwargs)
+
+
+def queue(pipe: Any, batch: Batch, shas: Mapping[str, str]) -> None:
+    """Put ``batch`` on a redis-py pipeline (sync or async: queueing is the same)."""
+    for c in batch:
+        call(pipe, c, shas)
+
+
+def single(batch: Batch) -> Command | None:
+    """The one command of a batch that needs no pipeline (a pipeline costs more)."""
+    return batch[0] if len(batch) == 1 else None

@@ -1,0 +1,59 @@
+"""The running totals ``record.lua`` keeps per model (hash ``<ns>:{<model>}:totals``).
+
+One schema for every side: :class:`Totals` names the fields and their order; the write path
+(``codec.prepare``), the stored-sums decoder (``codec.stored_sums``), the snapshot arithmetic
+(``snapshot``), ``record.lua``'s ARGV[2] and ``FIELDS`` (rendered from :data:`FIELDS` when
+the scripts load) and ``snapshot.lua``'s field list all follow it. See
+docs/contributing.md, "How to add a snapshot field".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+
+class Totals(NamedTuple):
+    """The sums over every member of a model's events key."""
+
+    #: successful completions
+    ok: int = 0
+    #: failed completions
+    failed: int = 0
+    #: latency of the successful completions, ms
+    latency: int = 0
+    #: cost of every completion, nano-USD (exact integers)
+    cost_nusd: int = 0
+    #: tokens, by kind (the fields of ``TokenBreakdown``, in its order)
+    total: int = 0
+    input: int = 0
+    output: int = 0
+    reasoning: int = 0
+    cache_read: int = 0
+    cache_write: int = 0
+
+
+#: The hash's field names, in the order every side uses.
+FIELDS: tuple[str, ...] = Totals._fields
+#: Fields added after hashes were already written: a hash may lack them. ``record.lua`` then
+#: first adds the field's sum over the members stored, and a reader that finds one missing
+#: reads that model's window instead of its totals. (A field the first release knew may be
+#: absent only because its sum is 0.)
+ADDED_LATER: tuple[str, ...] = ()
+#: The token fields: each sums the ``TokenBreakdown`` field of the same name.
+TOKEN_FIELDS: tuple[str, ...] = FIELDS[FIELDS.index("total") :]
+
+
+def contribution(
+    success: bool, latency_ms: int, cost_nusd: int, tokens: Sequence[int]
+) -> tuple[int, ...]:
+    """What one event adds to the totals, in :data:`FIELDS` order (``tokens`` in
+    :data:`TOKEN_FIELDS` order). A plain tuple: this runs on every write."""
+    if success:
+        return (1, 0, latency_ms, cost_nusd, *tokens)
+    return (0, 1, 0, cost_nusd, *tokens)
+
+
+def zero() -> list[int]:
+    """Totals of no event, as a list to add into."""
+    return [0] * len(FIELDS)

@@ -1,0 +1,98 @@
+"""The namespace's shared window, as one store sees it.
+
+Every store of a namespace must trim with the same window, or one would delete what another
+still counts. The window is stored in ``<ns>:config``; a writer claims or confirms it (with
+``config.lua``) before its first write and again every ``CONFIG_RECHECK_MS``, so a window
+changed on purpose elsewhere is noticed within that time.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ..errors import TelemetryError, WindowMismatchError
+from . import rules
+from .commands import Batch, Cmd, Eval
+from .keys import Keys
+from .scripts import GRACE_MS, config_call
+
+log = logging.getLogger(__name__)
+
+#: A writer re-confirms the namespace's window (and refreshes the config's TTL) this often.
+CONFIG_RECHECK_MS = 60_000
+
+
+class SharedWindow:
+    """This store's window, and whether (and until when) Redis confirmed it."""
+
+    def __init__(self, keys: Keys, secs: int) -> None:
+        self.keys = keys
+        self.secs = rules.check_positive_secs("window_secs", secs)
+        self.confirmed = False
+        #: when (client ms) the window was last confirmed, and the config TTL set then
+        self.confirmed_at = 0
+        self.config_ttl_ms = 0
+
+    @property
+    def ms(self) -> int:
+        return self.secs * 1000
+
+    def check(self, raw: Any, writing: bool) -> None:
+        """Compare the stored window ``raw`` with this store's: a different one raises, an
+        unreadable one refuses a write (a read goes on with this store's window, logged)."""
+        if raw is None:
+            return  # nothing claimed yet (reads only: a write's config.lua always returns one)
+        try:
+            stored = int(raw)
+            if stored <= 0:
+                raise ValueError
+        except (TypeError, ValueError):
+            msg = f"{self.keys.config} holds window_secs={raw!r}, which is not a positive integer"
+            if writing:
+                raise TelemetryError(
+                    f"{msg}; refusing to write. Repair it with set_window()"
+                ) from None
+            log.warning("%s; reading with window_secs=%d", msg, self.secs)
+            return
+        if stored != self.secs:
+            raise WindowMismatchError(self.keys.namespace, stored, self.secs)
+        self.confirmed = True
+
+    def config_ttl(self, ttl_ms: int) -> int:
+        """The config key's TTL for a write whose data lives ``ttl_ms``."""
+        return max(ttl_ms, self.ms) + CONFIG_RECHECK_MS + GRACE_MS
+
+    def due(self, config_ttl_ms: int, now_ms: int) -> bool:
+        """Whether a write must (re)confirm the window and refresh the config's TTL."""
+        return (
+            not self.confirmed
+            or now_ms - self.confirmed_at >= CONFIG_RECHECK_MS
+            or config_ttl_ms > self.config_ttl_ms
+        )
+
+    def claim(self, config_ttl_ms: int) -> Eval:
+        """The ``config.lua`` call that claims or confirms the window; its reply goes to
+        :meth:`claimed`."""
+        return config_call(self.keys, self.secs, config_ttl_ms)
+
+    def claimed(self, reply: Any, config_ttl_ms: int, now_ms: int) -> None:
+        """Read ``config.lua``'s reply: raises unless the window is this store's."""
+        self.check(reply, writing=True)
+        self.confirmed_at = now_ms
+        self.config_ttl_ms = config_ttl_ms
+
+    def change(self, secs: int) -> Batch:
+        """The commands that store another window on purpose."""
+        secs = rules.check_positive_secs("window_secs", secs)
+        return [
+            Cmd("hset", (self.keys.config, "window_secs", secs)),
+            Cmd("pexpire", (self.keys.config, secs * 1000 + GRACE_MS)),
+        ]
+
+    def changed(self, secs: int, now_ms: int) -> None:
+        """Take ``secs`` as this store's window, confirmed now."""
+        self.secs = secs
+        self.confirmed = True
+        self.confirmed_at = now_ms
+        self.config_ttl_ms = 0  # the next write sets the config's full TTL
