@@ -54,10 +54,21 @@ def own_server() -> Iterator[str]:
         port = s.getsockname()[1]
     workdir = tempfile.mkdtemp(prefix="redis-telemetry-bench-")
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", workdir, "--save", "",
-         "--appendonly", "no"],
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            workdir,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
         stdout=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
     client = redis.Redis(port=port)
     try:
         deadline = time.monotonic() + 10
@@ -161,13 +172,15 @@ def bench_record(client: redis.Redis, store: TelemetryStore, n: int) -> dict[str
         script.append(mid - start)
         insert.append(time.perf_counter() - mid)
     return {
-        "ours_p50_s": pct(ours, 0.5), "ours_p99_s": pct(ours, 0.99),
-        "base_p50_s": pct(base, 0.5), "base_p99_s": pct(base, 0.99),
+        "ours_p50_s": pct(ours, 0.5),
+        "ours_p99_s": pct(ours, 0.99),
+        "base_p50_s": pct(base, 0.5),
+        "base_p99_s": pct(base, 0.99),
         "events_per_s": n / sum(ours),
         "ratio_p50": pct(ours, 0.5) / pct(base, 0.5),
         "script_only_ratio_p50": pct(script, 0.5) / pct(base, 0.5),
         "insert_only_ratio_p50": pct(insert, 0.5) / pct(base, 0.5),
-    }  # fmt: skip
+    }
 
 
 def bench_batch(client: redis.Redis, store: TelemetryStore, rounds: int) -> dict[str, Any]:
@@ -214,8 +227,10 @@ def redis_benchmark_zadd(client: redis.Redis) -> float | None:
     port = client.connection_pool.connection_kwargs["port"]
     out = subprocess.run(
         [binary, "-p", str(port), "-P", "32", "-t", "zadd", "-n", "200000", "-q"],
-        capture_output=True, text=True, timeout=120,
-    ).stdout  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
     found = re.findall(r"([\d.]+) requests per second", out)
     return float(found[-1]) if found else None
 
@@ -244,10 +259,13 @@ def bench_snapshots(
             == size
         ), "exact totals"
         row: dict[str, Any] = {
-            "events": size, "fast_p50_s": pct(fast, 0.5), "fast_p99_s": pct(fast, 0.99),
-            "naive_p50_s": pct(naive, 0.5), "naive_p99_s": pct(naive, 0.99),
+            "events": size,
+            "fast_p50_s": pct(fast, 0.5),
+            "fast_p99_s": pct(fast, 0.99),
+            "naive_p50_s": pct(naive, 0.5),
+            "naive_p99_s": pct(naive, 0.99),
             "speedup_p50": pct(naive, 0.5) / pct(fast, 0.5),
-        }  # fmt: skip
+        }
         rows.append(row)
         if size == max(s for s in sizes if s <= 100_000):
             samples = timed(partial(reader.session_usage, "session-7"), max(3, n // 10))
@@ -325,10 +343,15 @@ def bench_concurrency(url: str, writers: int, readers: int, batches: int) -> dic
     client.close()
     assert stored == sent + 1, f"exact totals: stored {stored}, sent {sent + 1}"
     return {
-        "writers": writers, "readers": readers, "events": sent,
-        "events_per_s": sent / elapsed, "snapshot_p50_s": pct(samples, 0.5),
-        "snapshot_p99_s": pct(samples, 0.99), "snapshots": len(samples), "exact": True,
-    }  # fmt: skip
+        "writers": writers,
+        "readers": readers,
+        "events": sent,
+        "events_per_s": sent / elapsed,
+        "snapshot_p50_s": pct(samples, 0.5),
+        "snapshot_p99_s": pct(samples, 0.99),
+        "snapshots": len(samples),
+        "exact": True,
+    }
 
 
 # -- report -----------------------------------------------------------------------------------
@@ -387,8 +410,10 @@ def report(res: dict[str, Any]) -> str:
         )
     u = res["session_usage"]
     if u:
-        lines.append(f"| `session_usage()` p50 at {u['events']:,} events | {ms(u['p50_s'])} | "
-                     "(none: scans the window) | |")  # fmt: skip
+        lines.append(
+            f"| `session_usage()` p50 at {u['events']:,} events | {ms(u['p50_s'])} | "
+            "(none: scans the window) | |"
+        )
     lines.append(
         f"| concurrency: {c['writers']} writers + {c['readers']} readers | "
         f"{c['events_per_s']:,.0f} events/s written, snapshot p99 {ms(c['snapshot_p99_s'])} "

@@ -60,8 +60,13 @@ def simulate(
 ) -> CompletionEvent:
     """One plausible completion of ``profile``'s model."""
     if limit_hit:
-        return CompletionEvent(model=profile.model, session_id=session, latency_ms=350,
-                               success=False, error="weekly session limit reached")  # fmt: skip
+        return CompletionEvent(
+            model=profile.model,
+            session_id=session,
+            latency_ms=350,
+            success=False,
+            error="weekly session limit reached",
+        )
     ok = rng.random() < profile.success
     inp, out = rng.randint(2_000, 40_000), rng.randint(50, 2_000)
     tokens = TokenBreakdown(input=inp, output=out, total=inp + out)

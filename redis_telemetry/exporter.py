@@ -77,8 +77,9 @@ class SnapshotCollector(Collector):
                 snaps, up = [], 0
             yield from model_metrics(snaps, ns)
             window = self.store.window_secs if up else None
-            yield from _scrape_metrics(ns, up, len(snaps), self.errors, window,
-                                       time.perf_counter() - start)  # fmt: skip
+            yield from _scrape_metrics(
+                ns, up, len(snaps), self.errors, window, time.perf_counter() - start
+            )
 
 
 def _gauge(name: str, doc: str, labels: list[str], unit: str = "") -> GaugeMetricFamily:
@@ -95,16 +96,21 @@ def _scrape_metrics(
     for name, doc, unit, value in (
         ("up", "1 when this scrape read Redis, else 0", "", up),
         ("models", "models with data or a limit in the window", "", models),
-        ("window_seconds", "length of the rolling window every window_* metric covers",
-         "seconds", window),
+        (
+            "window_seconds",
+            "length of the rolling window every window_* metric covers",
+            "seconds",
+            window,
+        ),
         ("scrape_duration_seconds", "time this scrape took", "seconds", duration),
-    ):  # fmt: skip
+    ):
         g = _gauge(name, doc, [NS_LABEL], unit)
         if value is not None:
             g.add_metric([ns], value)
         yield g
-    failed = CounterMetricFamily(f"{PREFIX}_redis_errors", "scrapes that failed to read Redis",
-                                 labels=[NS_LABEL])  # fmt: skip
+    failed = CounterMetricFamily(
+        f"{PREFIX}_redis_errors", "scrapes that failed to read Redis", labels=[NS_LABEL]
+    )
     failed.add_metric([ns], errors)
     yield failed
 
@@ -122,26 +128,44 @@ def model_metrics(snaps: Iterable[ModelPerformanceSnapshot], namespace: str) -> 
     ) -> GaugeMetricFamily:
         return _gauge(f"window_{name}", doc, labels + (extra or []), unit)
 
-    completions = family("completions", "completions in the window, by outcome (ok, failed)",
-                         ["outcome"])  # fmt: skip
-    latency = family("latency_sum_seconds", "sum of the latency of the window's successful "
-                     "completions; divide by window_completions{outcome=\"ok\"}",
-                     unit="seconds")  # fmt: skip
-    percentile = family("latency_percentile_seconds", "exact nearest-rank latency percentile "
-                        "of the window's successful completions (serve --percentiles)",
-                        ["percentile"], "seconds")  # fmt: skip
+    completions = family(
+        "completions", "completions in the window, by outcome (ok, failed)", ["outcome"]
+    )
+    latency = family(
+        "latency_sum_seconds",
+        "sum of the latency of the window's successful "
+        'completions; divide by window_completions{outcome="ok"}',
+        unit="seconds",
+    )
+    percentile = family(
+        "latency_percentile_seconds",
+        "exact nearest-rank latency percentile "
+        "of the window's successful completions (serve --percentiles)",
+        ["percentile"],
+        "seconds",
+    )
     cost = family("cost_usd", "cost of the window's completions, failures included", unit="usd")
-    tokens = family("tokens", "tokens in the window, by kind (no total: see reported_tokens)",
-                    ["kind"])  # fmt: skip
-    reported = family("reported_tokens", "tokens.total summed over the window: the tool's own "
-                      "total where it reports one, else the sum of the kinds")  # fmt: skip
-    limited = _gauge("subscription_limited", "1 while the model is subscription-limited",
-                     labels)  # fmt: skip
-    expires = _gauge("subscription_limit_expiry_timestamp_seconds", "Unix time the "
-                     "subscription limit ends (absent without a limit or its TTL)", labels,
-                     "seconds")  # fmt: skip
-    last = _gauge("last_event_timestamp_seconds", "Unix time of the newest event in the window",
-                  labels, "seconds")  # fmt: skip
+    tokens = family(
+        "tokens", "tokens in the window, by kind (no total: see reported_tokens)", ["kind"]
+    )
+    reported = family(
+        "reported_tokens",
+        "tokens.total summed over the window: the tool's own "
+        "total where it reports one, else the sum of the kinds",
+    )
+    limited = _gauge("subscription_limited", "1 while the model is subscription-limited", labels)
+    expires = _gauge(
+        "subscription_limit_expiry_timestamp_seconds",
+        "Unix time the subscription limit ends (absent without a limit or its TTL)",
+        labels,
+        "seconds",
+    )
+    last = _gauge(
+        "last_event_timestamp_seconds",
+        "Unix time of the newest event in the window",
+        labels,
+        "seconds",
+    )
     for s in snaps:
         ids = [s.model, namespace]
         completions.add_metric([*ids, "ok"], s.successful_completions)

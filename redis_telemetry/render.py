@@ -43,10 +43,15 @@ def status_table(
     now = now or _now()
     table = Table(title=title, title_justify="left")
     for name, justify in (
-        ("model", "left"), ("ok", "right"), ("failed", "right"), ("success", "right"),
-        ("avg latency", "right"), ("per min", "right"), ("last event", "right"),
+        ("model", "left"),
+        ("ok", "right"),
+        ("failed", "right"),
+        ("success", "right"),
+        ("avg latency", "right"),
+        ("per min", "right"),
+        ("last event", "right"),
         ("limited", "left"),
-    ):  # fmt: skip
+    ):
         table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for s in snaps:
         total = s.successful_completions + s.failed_completions

@@ -19,10 +19,19 @@ def test_benchmark_quick_run(tmp_path: Path) -> None:
     server = RedisServer().start()  # its own: the benchmark flushes the server it uses
     try:
         result = subprocess.run(
-            [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--quick",
-             "--url", server.url, "--out", str(tmp_path)],
-            capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
+            [
+                sys.executable,
+                str(ROOT / "benchmarks" / "bench.py"),
+                "--quick",
+                "--url",
+                server.url,
+                "--out",
+                str(tmp_path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
     finally:
         server.cleanup()
     assert result.returncode == 0, result.stderr

@@ -36,10 +36,15 @@ def test_version_comes_from_the_package_metadata(capsys: pytest.CaptureFixture[s
 
 @pytest.mark.parametrize(
     ("flags", "level"),
-    [([], logging.WARNING), (["-v"], logging.INFO), (["-vv"], logging.DEBUG),
-     (["-vvv"], logging.DEBUG), (["--log-level", "error"], logging.ERROR),
-     (["-vv", "--log-level", "WARNING"], logging.WARNING)],
-)  # fmt: skip
+    [
+        ([], logging.WARNING),
+        (["-v"], logging.INFO),
+        (["-vv"], logging.DEBUG),
+        (["-vvv"], logging.DEBUG),
+        (["--log-level", "error"], logging.ERROR),
+        (["-vv", "--log-level", "WARNING"], logging.WARNING),
+    ],
+)
 def test_verbosity_sets_the_package_logger(
     flags: list[str], level: int, capsys: pytest.CaptureFixture[str]
 ) -> None:

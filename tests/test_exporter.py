@@ -28,10 +28,21 @@ from .servers import free_port
 def serving(url: str, *extra: str) -> Iterator[str]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "redis_telemetry", "--url", url, "serve", "--port", str(port),
-         *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "redis_telemetry",
+            "--url",
+            url,
+            "serve",
+            "--port",
+            str(port),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     try:
         line = proc.stdout.readline()  # printed once the socket listens
@@ -75,9 +86,13 @@ NS = "telemetry"
 def test_scrape_reports_every_model(url: str) -> None:
     store = TelemetryStore.from_url(url)
     store.record_batch(
-        [event("a", True, 200, cost_usd=0.5), event("a", True, 400, cost_usd=0.25),
-         event("a", False, 5, error="boom"), event("b", False, 9, error="429 Too Many Requests")]
-    )  # fmt: skip
+        [
+            event("a", True, 200, cost_usd=0.5),
+            event("a", True, 400, cost_usd=0.25),
+            event("a", False, 5, error="boom"),
+            event("b", False, 9, error="429 Too Many Requests"),
+        ]
+    )
     with serving(url) as base:
         status, text = get(base + "/metrics")
         assert status == 200
@@ -99,8 +114,10 @@ def test_scrape_reports_every_model(url: str) -> None:
         assert value(data, "redis_telemetry_subscription_limited", **a) == 0
         expiry = value(data, "redis_telemetry_subscription_limit_expiry_timestamp_seconds", **b)
         assert 3590 < expiry - time.time() <= 3600
-        assert ("redis_telemetry_subscription_limit_expiry_timestamp_seconds",
-                tuple(sorted(a.items()))) not in data  # fmt: skip
+        assert (
+            "redis_telemetry_subscription_limit_expiry_timestamp_seconds",
+            tuple(sorted(a.items())),
+        ) not in data
         newest = value(data, "redis_telemetry_last_event_timestamp_seconds", **a)
         assert 0 <= time.time() - newest < 60
         assert value(data, "redis_telemetry_redis_errors_total", **ns) == 0
@@ -118,10 +135,18 @@ def test_token_kinds_sum_to_the_total_without_double_counting(url: str) -> None:
     write(url, [event("t", tokens=tokens)] * 2)
     with serving(url) as base:
         data = samples(get(base + "/metrics")[1])
-    kinds = {dict(labels)["kind"]: v for (name, labels), v in data.items()
-             if name == "redis_telemetry_window_tokens"}  # fmt: skip
-    assert kinds == {"input": 20, "output": 40, "reasoning": 6, "cache_read": 800,
-                     "cache_write": 10}  # fmt: skip
+    kinds = {
+        dict(labels)["kind"]: v
+        for (name, labels), v in data.items()
+        if name == "redis_telemetry_window_tokens"
+    }
+    assert kinds == {
+        "input": 20,
+        "output": 40,
+        "reasoning": 6,
+        "cache_read": 800,
+        "cache_write": 10,
+    }
     assert sum(kinds.values()) == value(
         data, "redis_telemetry_window_reported_tokens", model="t", store_namespace=NS
     )

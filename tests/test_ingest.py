@@ -38,8 +38,10 @@ def parse(fmt: str, name: str, clock: datetime = FIXED, **kw: str) -> Parsed:
 def test_claude_21_runs() -> None:
     p = parse("claude", "claude-2.1-stream-json.jsonl")
     assert p.ignored == [1, 2, 4, 5, 7, 10, 12, 15]  # init, assistant, allowed_warning, user
-    assert p.unparseable == [(16, "not JSON: Expecting value"),
-                             (17, "missing or malformed field: 'duration_ms'")]  # fmt: skip
+    assert p.unparseable == [
+        (16, "not JSON: Expecting value"),
+        (17, "missing or malformed field: 'duration_ms'"),
+    ]
     ok, limited, max_turns, api_429, turn1, turn2 = p.events
     # A: one completion for the main model, named as the API names it (no "[1m]")
     assert ok.model == "claude-sonnet-4-5-20250929"
@@ -73,34 +75,68 @@ def test_claude_21_runs() -> None:
         total=1865, input=5, output=160, cache_read=1500, cache_write=200
     )
     assert p.limits == [
-        Limit("claude-opus-4-6", datetime(2026, 11, 21, 3, 0, tzinfo=UTC),
-              "rate_limit_event: seven_day"),
+        Limit(
+            "claude-opus-4-6",
+            datetime(2026, 11, 21, 3, 0, tzinfo=UTC),
+            "rate_limit_event: seven_day",
+        ),
         Limit("claude-haiku-4-5-20251001", None, "API Error: Rate limit reached"),
-    ]  # fmt: skip
+    ]
 
 
 def test_claude_limit_text_gives_the_end_without_a_rate_limit_event() -> None:
-    result = {"type": "result", "subtype": "success", "is_error": True, "duration_ms": 5,
-              "session_id": "s", "result": "You've hit your session limit · resets 12:50am "
-              "(America/Los_Angeles)", "modelUsage": {}, "uuid": "u1"}  # fmt: skip
+    result = {
+        "type": "result",
+        "subtype": "success",
+        "is_error": True,
+        "duration_ms": 5,
+        "session_id": "s",
+        "result": "You've hit your session limit · resets 12:50am (America/Los_Angeles)",
+        "modelUsage": {},
+        "uuid": "u1",
+    }
     init = {"type": "system", "subtype": "init", "session_id": "s", "model": "claude-opus-4-6"}
     p = parse_lines("claude", [json.dumps(init), json.dumps(result)], clock=lambda: FIXED)
     # 12:50am in Los Angeles (UTC-8 in November) next comes at 08:50 UTC
-    assert p.limits == [Limit("claude-opus-4-6", datetime(2026, 11, 20, 8, 50, tzinfo=UTC)
-                              + timedelta(days=1), result["result"][:200])]  # fmt: skip
+    assert p.limits == [
+        Limit(
+            "claude-opus-4-6",
+            datetime(2026, 11, 20, 8, 50, tzinfo=UTC) + timedelta(days=1),
+            result["result"][:200],
+        )
+    ]
 
 
 def test_claude_rate_limit_event_before_the_model_is_known_waits_for_the_result() -> None:
-    event = {"type": "rate_limit_event", "session_id": "s", "uuid": "r",
-             "rate_limit_info": {"status": "rejected", "resetsAt": 1795230000,
-                                 "rateLimitType": "five_hour"}}  # fmt: skip
-    result = {"type": "result", "subtype": "success", "is_error": True, "duration_ms": 5,
-              "session_id": "s", "result": "5-hour limit reached ∙ resets 3pm", "uuid": "u",
-              "modelUsage": {"claude-sonnet-4-5": {"outputTokens": 1, "costUSD": 0.1}}}  # fmt: skip
+    event = {
+        "type": "rate_limit_event",
+        "session_id": "s",
+        "uuid": "r",
+        "rate_limit_info": {
+            "status": "rejected",
+            "resetsAt": 1795230000,
+            "rateLimitType": "five_hour",
+        },
+    }
+    result = {
+        "type": "result",
+        "subtype": "success",
+        "is_error": True,
+        "duration_ms": 5,
+        "session_id": "s",
+        "result": "5-hour limit reached ∙ resets 3pm",
+        "uuid": "u",
+        "modelUsage": {"claude-sonnet-4-5": {"outputTokens": 1, "costUSD": 0.1}},
+    }
     p = parse_lines("claude", [json.dumps(event), json.dumps(result)], clock=lambda: FIXED)
     assert p.ignored == [1]
-    assert p.limits == [Limit("claude-sonnet-4-5", datetime(2026, 11, 21, 3, 0, tzinfo=UTC),
-                              "rate_limit_event: five_hour")]  # fmt: skip
+    assert p.limits == [
+        Limit(
+            "claude-sonnet-4-5",
+            datetime(2026, 11, 21, 3, 0, tzinfo=UTC),
+            "rate_limit_event: five_hour",
+        )
+    ]
 
 
 def test_claude_output_format_json_verbose_is_one_array() -> None:
@@ -130,16 +166,26 @@ def test_claude_older_release() -> None:
     assert old.model == "claude-other-model"  # no init line: the modelUsage entry
     assert old.cost_usd == pytest.approx(0.002)  # older releases' cost_usd
     assert old.event_id == "claude:c-ses-4:result1"  # no uuid: session and result position
-    assert p.limits == [Limit("claude-fixture-model", datetime.fromtimestamp(2051222400, UTC),
-                              limited.error)]  # fmt: skip
+    assert p.limits == [
+        Limit("claude-fixture-model", datetime.fromtimestamp(2051222400, UTC), limited.error)
+    ]
 
 
 def test_claude_results_of_separate_processes_count_whole() -> None:
     def result(cost: float, out: int, uuid: str) -> str:
-        return json.dumps({"type": "result", "subtype": "success", "is_error": False,
-                           "duration_ms": 10, "session_id": "s", "total_cost_usd": cost,
-                           "usage": {"output_tokens": out}, "uuid": uuid,
-                           "modelUsage": {"m": {"outputTokens": out}}})  # fmt: skip
+        return json.dumps(
+            {
+                "type": "result",
+                "subtype": "success",
+                "is_error": False,
+                "duration_ms": 10,
+                "session_id": "s",
+                "total_cost_usd": cost,
+                "usage": {"output_tokens": out},
+                "uuid": uuid,
+                "modelUsage": {"m": {"outputTokens": out}},
+            }
+        )
 
     p = parse_lines("claude", [result(0.5, 50, "a"), result(0.2, 20, "b")])
     assert [(e.cost_usd, e.tokens.output) for e in p.events] == [(0.5, 50), (0.2, 20)]
@@ -260,8 +306,14 @@ def test_pi_seed_shape_is_still_read() -> None:
 
 
 def test_pi_unknown_stop_reason_is_unparseable() -> None:
-    message = {"role": "assistant", "provider": "p", "model": "m", "stopReason": "sleepy",
-               "usage": {}, "timestamp": 1}  # fmt: skip
+    message = {
+        "role": "assistant",
+        "provider": "p",
+        "model": "m",
+        "stopReason": "sleepy",
+        "usage": {},
+        "timestamp": 1,
+    }
     with pytest.raises(UnparseableLine, match="unknown stopReason 'sleepy'"):
         make_parser("pi").feed(json.dumps({"type": "message_end", "message": message}))
 
@@ -300,13 +352,18 @@ def test_opencode_errors() -> None:
     assert auth.latency_ms == 400  # the aborted step before it ended with the abort
     assert p.ignored == [1, 3, 5, 7, 9, 10, 11, 14]  # step_start lines, MessageAbortedError
     assert p.limits == [
-        Limit("openai/gpt-5.1-codex", datetime(2026, 11, 20, 12, 30, tzinfo=UTC),
-              "Too Many Requests"),  # Retry-After as an HTTP date
-        Limit("openai/gpt-5.1-codex", datetime(2026, 11, 20, 12, 2, 15, tzinfo=UTC),
-              "Too Many Requests"),  # Retry-After: 120 seconds after the error
-    ]  # fmt: skip
-    assert p.unmeasured == [Unmeasured("openai/gpt-5.1-codex", "ses_fx9Q2wE4rT6y",
-                                       "error outside a step")]  # fmt: skip
+        Limit(
+            "openai/gpt-5.1-codex", datetime(2026, 11, 20, 12, 30, tzinfo=UTC), "Too Many Requests"
+        ),  # Retry-After as an HTTP date
+        Limit(
+            "openai/gpt-5.1-codex",
+            datetime(2026, 11, 20, 12, 2, 15, tzinfo=UTC),
+            "Too Many Requests",
+        ),  # Retry-After: 120 seconds after the error
+    ]
+    assert p.unmeasured == [
+        Unmeasured("openai/gpt-5.1-codex", "ses_fx9Q2wE4rT6y", "error outside a step")
+    ]
 
 
 def test_opencode_needs_a_model() -> None:
@@ -328,8 +385,10 @@ def test_jsonl_and_overrides() -> None:
     p = parse("jsonl", "rust-completion-events.jsonl", session="forced")
     assert (p.ignored, p.unparseable) == ([], [])
     assert [e.model for e in p.events] == [
-        "acme-plan/coder-7", "vendor/big-model-2", "vendor/fast-model",
-    ]  # fmt: skip
+        "acme-plan/coder-7",
+        "vendor/big-model-2",
+        "vendor/fast-model",
+    ]
     assert {e.session_id for e in p.events} == {"forced"}
     assert all(e.event_id and e.event_id.startswith("jsonl:") for e in p.events)
     assert p.limits == [Limit("vendor/big-model-2", None, "weekly session limit reached")]
@@ -352,11 +411,16 @@ def test_jsonl_bad_lines_name_the_problem(line: str, message: str) -> None:
 
 @pytest.mark.parametrize("fmt", FORMAT_NAMES)
 def test_the_same_log_gives_the_same_ids(fmt: str) -> None:
-    name = {"claude": "claude-2.1-stream-json.jsonl", "opencode": "opencode-run-json-errors.jsonl",
-            "pi": "pi.jsonl", "jsonl": "rust-completion-events.jsonl"}[fmt]  # fmt: skip
+    name = {
+        "claude": "claude-2.1-stream-json.jsonl",
+        "opencode": "opencode-run-json-errors.jsonl",
+        "pi": "pi.jsonl",
+        "jsonl": "rust-completion-events.jsonl",
+    }[fmt]
     first = parse(fmt, name, model="m" if fmt == "opencode" else "")
-    again = parse(fmt, name, clock=FIXED + timedelta(hours=1),
-                  model="m" if fmt == "opencode" else "")  # fmt: skip
+    again = parse(
+        fmt, name, clock=FIXED + timedelta(hours=1), model="m" if fmt == "opencode" else ""
+    )
     ids = [e.event_id for e in first.events]
     assert ids
     assert None not in ids
@@ -376,8 +440,15 @@ def test_unknown_format() -> None:
 def test_a_bad_message_in_an_array_undoes_the_whole_line() -> None:
     init = {"type": "system", "subtype": "init", "session_id": "s", "model": "from-init"}
     bad = {"type": "result", "session_id": "s"}  # no duration_ms
-    result = {"type": "result", "subtype": "success", "is_error": False, "duration_ms": 3,
-              "session_id": "s", "uuid": "u", "modelUsage": {"from-usage": {}}}  # fmt: skip
+    result = {
+        "type": "result",
+        "subtype": "success",
+        "is_error": False,
+        "duration_ms": 3,
+        "session_id": "s",
+        "uuid": "u",
+        "modelUsage": {"from-usage": {}},
+    }
     p = parse_lines("claude", [json.dumps([init, bad]), json.dumps(result)])
     assert [n for n, _ in p.unparseable] == [1]
     assert [e.model for e in p.events] == ["from-usage"]  # the init of line 1 left no trace

@@ -120,8 +120,9 @@ def test_pi_followed_live_twice_adds_nothing(store: TelemetryStore) -> None:
 def test_the_library_gives_what_the_command_gives(tmp_path: Path, url: str) -> None:
     path = tmp_path / "run.jsonl"
     path.write_text("\n".join(recent("claude-2.1-stream-json.jsonl")) + "\n")
-    assert main(["--url", url, "--namespace", "cli", "ingest", "--format", "claude",
-                 str(path)]) == 0  # fmt: skip
+    assert (
+        main(["--url", url, "--namespace", "cli", "ingest", "--format", "claude", str(path)]) == 0
+    )
     library = TelemetryStore.from_url(url, namespace="lib")
     report = ingest_file(library, "claude", path)
     cli = TelemetryStore.from_url(url, namespace="cli")
@@ -140,13 +141,27 @@ def test_a_weekly_limit_blocks_until_its_reset(store: TelemetryStore) -> None:
     resets = datetime.now(UTC).replace(microsecond=0) + timedelta(days=6, hours=3)
     lines = [
         {"type": "system", "subtype": "init", "session_id": "s", "model": "claude-opus-4-6[1m]"},
-        {"type": "rate_limit_event", "session_id": "s", "uuid": "r1", "rate_limit_info": {
-            "status": "rejected", "resetsAt": int(resets.timestamp()),
-            "rateLimitType": "seven_day"}},
-        {"type": "result", "subtype": "success", "is_error": True, "duration_ms": 700,
-         "session_id": "s", "uuid": "u1", "result": "Weekly limit reached · resets 5pm (UTC)",
-         "modelUsage": {}},
-    ]  # fmt: skip
+        {
+            "type": "rate_limit_event",
+            "session_id": "s",
+            "uuid": "r1",
+            "rate_limit_info": {
+                "status": "rejected",
+                "resetsAt": int(resets.timestamp()),
+                "rateLimitType": "seven_day",
+            },
+        },
+        {
+            "type": "result",
+            "subtype": "success",
+            "is_error": True,
+            "duration_ms": 700,
+            "session_id": "s",
+            "uuid": "u1",
+            "result": "Weekly limit reached · resets 5pm (UTC)",
+            "modelUsage": {},
+        },
+    ]
     report = ingest_lines(store, "claude", map(json.dumps, lines))
     assert (report.recorded, report.limits) == (1, 1)
     expires = store.model_performance("claude-opus-4-6").subscription_limit_expires_at
@@ -174,12 +189,26 @@ def test_an_old_opencode_429_blocks_nothing(store: TelemetryStore) -> None:
 def test_a_429_whose_retry_after_ran_out_blocks_nothing(store: TelemetryStore) -> None:
     at = int(time.time() * 1000) - 600_000  # ten minutes ago, for 120 s
     lines = [
-        {"type": "step_start", "timestamp": at - 500, "sessionID": "s",
-         "part": {"id": "p1", "messageID": "m1"}},
-        {"type": "error", "timestamp": at, "sessionID": "s",
-         "error": {"name": "APIError", "data": {"message": "Too Many Requests",
-                   "statusCode": 429, "responseHeaders": {"retry-after": "120"}}}},
-    ]  # fmt: skip
+        {
+            "type": "step_start",
+            "timestamp": at - 500,
+            "sessionID": "s",
+            "part": {"id": "p1", "messageID": "m1"},
+        },
+        {
+            "type": "error",
+            "timestamp": at,
+            "sessionID": "s",
+            "error": {
+                "name": "APIError",
+                "data": {
+                    "message": "Too Many Requests",
+                    "statusCode": 429,
+                    "responseHeaders": {"retry-after": "120"},
+                },
+            },
+        },
+    ]
     report = ingest_lines(store, "opencode", map(json.dumps, lines), model="m")
     assert (report.recorded, report.limits) == (1, 0)
     assert store.events("m")[0].error == "Too Many Requests (HTTP 429, retry after 120 seconds)"
@@ -260,8 +289,7 @@ def test_an_outage_holds_the_batch_and_reads_no_further() -> None:
         sleeps.append(secs)
 
     notices: list[str] = []
-    report = run_ingest(store, make_parser("jsonl"), items(), notify=notices.append,
-                        sleep=sleep)  # fmt: skip
+    report = run_ingest(store, make_parser("jsonl"), items(), notify=notices.append, sleep=sleep)
     assert report.recorded == BATCH + 3
     assert sleeps == [0.05, 0.1, 0.2, 0.4, 0.8]  # backoff, doubling
     assert set(pulled_at_failure) == {BATCH}  # no line read while Redis was down
@@ -280,8 +308,14 @@ def test_an_outage_longer_than_retry_for_names_the_line_to_resume_from() -> None
     lines = ["not an event"] + [event("m").model_dump_json() for _ in range(3)]
     numbered = ((n, s, None) for n, s in enumerate(lines, 1))
     with pytest.raises(IngestAborted) as caught:
-        run_ingest(store, make_parser("jsonl"), numbered, retry_for=5, sleep=sleep,
-                   monotonic=lambda: clock[0])  # fmt: skip
+        run_ingest(
+            store,
+            make_parser("jsonl"),
+            numbered,
+            retry_for=5,
+            sleep=sleep,
+            monotonic=lambda: clock[0],
+        )
     assert clock[0] == 5  # the last sleep ends exactly at retry_for
     assert (caught.value.resume_line, caught.value.not_stored) == (2, 3)
     assert "3 lines were not stored; resume from line 2" in str(caught.value)
@@ -317,10 +351,23 @@ def _wait_for(check: Any, what: str, timeout: float = 20.0) -> None:
 
 def _ingest_process(url: str, *flags: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "redis_telemetry", "--url", url, "ingest", "--format", "jsonl",
-         *flags, "-"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "redis_telemetry",
+            "--url",
+            url,
+            "ingest",
+            "--format",
+            "jsonl",
+            *flags,
+            "-",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _send(proc: subprocess.Popen[str], *models: str) -> None:
@@ -338,16 +385,20 @@ def test_ingest_survives_a_redis_restart(tmp_path: Path) -> None:
         errors = _lines_of(proc.stderr)
         store = TelemetryStore.from_url(server.url)
         _send(proc, "before")
-        _wait_for(lambda: store.model_performance("before").successful_completions == 1,
-                  "the first line was not stored")  # fmt: skip
+        _wait_for(
+            lambda: store.model_performance("before").successful_completions == 1,
+            "the first line was not stored",
+        )
         server.stop()
         _send(proc, "during", "during")
         notice = errors.get(timeout=30)
         assert "Redis is unreachable" in notice
         server.start()  # the same port; nothing persisted across the restart
         _send(proc, "after")
-        _wait_for(lambda: store.model_performance("during").successful_completions == 2,
-                  "the held lines were not stored after Redis came back")  # fmt: skip
+        _wait_for(
+            lambda: store.model_performance("during").successful_completions == 2,
+            "the held lines were not stored after Redis came back",
+        )
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0
         assert "recorded 4 events" in out
@@ -368,8 +419,10 @@ def test_ingest_gives_up_after_retry_for_with_exit_3(tmp_path: Path) -> None:
     try:
         store = TelemetryStore.from_url(server.url)
         _send(proc, "first")
-        _wait_for(lambda: store.model_performance("first").successful_completions == 1,
-                  "the first line was not stored")  # fmt: skip
+        _wait_for(
+            lambda: store.model_performance("first").successful_completions == 1,
+            "the first line was not stored",
+        )
         store.client.close()
         server.stop()
         _send(proc, "lost", "lost")

@@ -18,30 +18,102 @@ FUZZ = settings(max_examples=300, deadline=None)
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**66), 2**66),
-    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=12),
-    st.sampled_from([0, 1, 429, 1795176000000, 1795230000, "429", "rejected", "allowed",
-                     "error", "stop", "toolUse", "aborted", "length", "tool-calls",
-                     "content-filter", "assistant", "MessageAbortedError", "APIError",
-                     "claude-opus-4-6[1m]", "<synthetic>", "init", "error_max_turns", "s", "m"]),
-)  # fmt: skip
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**66), 2**66),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=12),
+    st.sampled_from(
+        [
+            0,
+            1,
+            429,
+            1795176000000,
+            1795230000,
+            "429",
+            "rejected",
+            "allowed",
+            "error",
+            "stop",
+            "toolUse",
+            "aborted",
+            "length",
+            "tool-calls",
+            "content-filter",
+            "assistant",
+            "MessageAbortedError",
+            "APIError",
+            "claude-opus-4-6[1m]",
+            "<synthetic>",
+            "init",
+            "error_max_turns",
+            "s",
+            "m",
+        ]
+    ),
+)
 values = st.recursive(
     scalars,
-    lambda inner: st.one_of(st.lists(inner, max_size=3),
-                            st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
     max_leaves=12,
-)  # fmt: skip
+)
 KEYS = [
-    "subtype", "is_error", "duration_ms", "total_cost_usd", "cost_usd", "usage", "modelUsage",
-    "session_id", "model", "uuid", "errors", "result", "api_error_status", "rate_limit_info",
-    "parent_tool_use_id", "message", "timestamp", "sessionID", "part", "error", "id",
-    "sessionId", "turnIndex", "latencyBreakdown", "attempt", "success", "latency_ms",
-    "completed_at", "tokens", "event_id", "session_id",
-]  # fmt: skip
-TYPES = ["system", "assistant", "result", "rate_limit_event", "user", "session", "agent_start",
-         "turn_start", "message_start", "message_end", "turn_end", "agent_end",
-         "auto_retry_start", "auto_retry_end", "step_start", "step_finish", "error", "text",
-         "tool_use", "other"]  # fmt: skip
+    "subtype",
+    "is_error",
+    "duration_ms",
+    "total_cost_usd",
+    "cost_usd",
+    "usage",
+    "modelUsage",
+    "session_id",
+    "model",
+    "uuid",
+    "errors",
+    "result",
+    "api_error_status",
+    "rate_limit_info",
+    "parent_tool_use_id",
+    "message",
+    "timestamp",
+    "sessionID",
+    "part",
+    "error",
+    "id",
+    "sessionId",
+    "turnIndex",
+    "latencyBreakdown",
+    "attempt",
+    "success",
+    "latency_ms",
+    "completed_at",
+    "tokens",
+    "event_id",
+    "session_id",
+]
+TYPES = [
+    "system",
+    "assistant",
+    "result",
+    "rate_limit_event",
+    "user",
+    "session",
+    "agent_start",
+    "turn_start",
+    "message_start",
+    "message_end",
+    "turn_end",
+    "agent_end",
+    "auto_retry_start",
+    "auto_retry_end",
+    "step_start",
+    "step_finish",
+    "error",
+    "text",
+    "tool_use",
+    "other",
+]
 message = st.fixed_dictionaries(
     {"role": st.sampled_from(["assistant", "user", "toolResult"])},
     optional=dict.fromkeys(["provider", "model", "usage", "stopReason", "errorMessage"], values)
@@ -49,9 +121,15 @@ message = st.fixed_dictionaries(
 )
 part = st.fixed_dictionaries(
     {},
-    optional={"id": st.sampled_from(["prt_1", "prt_2"]), "messageID": st.sampled_from(["a", "b"]),
-              "reason": scalars, "cost": scalars, "tokens": values, "model": values},
-)  # fmt: skip
+    optional={
+        "id": st.sampled_from(["prt_1", "prt_2"]),
+        "messageID": st.sampled_from(["a", "b"]),
+        "reason": scalars,
+        "cost": scalars,
+        "tokens": values,
+        "model": values,
+    },
+)
 shaped = st.fixed_dictionaries(
     {"type": st.sampled_from(TYPES)},
     optional=dict.fromkeys(KEYS, values) | {"message": message, "part": part},
@@ -63,8 +141,9 @@ lines = st.lists(
 
 
 def run(fmt: str, stream: list[str]) -> Any:
-    return parse_lines(fmt, stream, model="fuzz/model" if fmt == "opencode" else None,
-                       clock=lambda: NOW)  # fmt: skip
+    return parse_lines(
+        fmt, stream, model="fuzz/model" if fmt == "opencode" else None, clock=lambda: NOW
+    )
 
 
 @FUZZ
@@ -112,11 +191,13 @@ limit_texts = st.one_of(
         "{} resets {}{} {} ({}) retry after {} seconds|{}".format,
         st.sampled_from(["usage limit", "429 Too Many Requests", "Weekly limit reached"]),
         st.sampled_from(["", "Nov 24, ", "Feb 30, ", "Smarch 3, "]),
-        st.integers(0, 13), st.sampled_from(["am", "pm", ":61pm", ":30am"]),
+        st.integers(0, 13),
+        st.sampled_from(["am", "pm", ":61pm", ":30am"]),
         st.sampled_from(["UTC", "America/Anchorage", "Nowhere/Else", "", "../etc"]),
-        st.integers(-5, 10**12), st.integers(0, 10**14),
+        st.integers(-5, 10**12),
+        st.integers(0, 10**14),
     ),
-)  # fmt: skip
+)
 
 
 @FUZZ

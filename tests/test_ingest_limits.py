@@ -59,21 +59,31 @@ def test_not_limit_texts(text: str) -> None:
     ("text", "until"),
     [
         # a zone: that zone's next such time (Anchorage is UTC-9 in November)
-        ("You've hit your limit · resets 11pm (America/Anchorage)",
-         datetime(2026, 11, 21, 8, 0, tzinfo=UTC)),
-        ("You've hit your session limit · resets 12:50am (America/Los_Angeles)",
-         datetime(2026, 11, 21, 8, 50, tzinfo=UTC)),
-        ("Weekly limit reached · resets 10am (Asia/Seoul) · /upgrade",
-         datetime(2026, 11, 21, 1, 0, tzinfo=UTC)),
+        (
+            "You've hit your limit · resets 11pm (America/Anchorage)",
+            datetime(2026, 11, 21, 8, 0, tzinfo=UTC),
+        ),
+        (
+            "You've hit your session limit · resets 12:50am (America/Los_Angeles)",
+            datetime(2026, 11, 21, 8, 50, tzinfo=UTC),
+        ),
+        (
+            "Weekly limit reached · resets 10am (Asia/Seoul) · /upgrade",
+            datetime(2026, 11, 21, 1, 0, tzinfo=UTC),
+        ),
         # no zone: UTC, the next such time
         ("5-hour limit reached ∙ resets 3pm", datetime(2026, 11, 20, 15, 0, tzinfo=UTC)),
         ("5-hour limit reached ∙ resets 11am", datetime(2026, 11, 21, 11, 0, tzinfo=UTC)),
         ("usage limit reached · resets 4:50pm", datetime(2026, 11, 20, 16, 50, tzinfo=UTC)),
         # a date: the one nearest to now, even when it is past
-        ("Weekly limit reached · resets Nov 24, 5pm (UTC)",
-         datetime(2026, 11, 24, 17, 0, tzinfo=UTC)),
-        ("Weekly limit reached · resets Nov 18, 5pm (UTC)",
-         datetime(2026, 11, 18, 17, 0, tzinfo=UTC)),
+        (
+            "Weekly limit reached · resets Nov 24, 5pm (UTC)",
+            datetime(2026, 11, 24, 17, 0, tzinfo=UTC),
+        ),
+        (
+            "Weekly limit reached · resets Nov 18, 5pm (UTC)",
+            datetime(2026, 11, 18, 17, 0, tzinfo=UTC),
+        ),
         ("Weekly limit reached · resets Jan 2, 9am (UTC)", datetime(2027, 1, 2, 9, 0, tzinfo=UTC)),
         ("Claude AI usage limit reached|1795900000", datetime.fromtimestamp(1795900000, UTC)),
         ("429 Too Many Requests: please retry after 30 seconds", NOW + timedelta(seconds=30)),
@@ -84,7 +94,7 @@ def test_not_limit_texts(text: str) -> None:
         ("You've hit your limit · resets soon", None),
         ("monthly limit reached", None),
     ],
-)  # fmt: skip
+)
 def test_reset_times(text: str, until: datetime | None) -> None:
     assert limits.from_text(text, NOW) == limits.LimitEnd(until)
 
@@ -126,16 +136,20 @@ def test_status_429_is_a_limit_with_or_without_words() -> None:
 @pytest.mark.parametrize(
     ("info", "until"),
     [
-        ({"status": "rejected", "resetsAt": 1795230000},
-         limits.LimitEnd(datetime(2026, 11, 21, 3, 0, tzinfo=UTC))),
-        ({"status": "rejected", "resetsAt": 1795230000000},
-         limits.LimitEnd(datetime(2026, 11, 21, 3, 0, tzinfo=UTC))),  # milliseconds
+        (
+            {"status": "rejected", "resetsAt": 1795230000},
+            limits.LimitEnd(datetime(2026, 11, 21, 3, 0, tzinfo=UTC)),
+        ),
+        (
+            {"status": "rejected", "resetsAt": 1795230000000},
+            limits.LimitEnd(datetime(2026, 11, 21, 3, 0, tzinfo=UTC)),
+        ),  # milliseconds
         ({"status": "rejected"}, limits.LimitEnd(None)),
         ({"status": "allowed", "resetsAt": 1795230000}, None),
         ({"status": "allowed_warning", "resetsAt": 1795230000}, None),
         ("rejected", None),
     ],
-)  # fmt: skip
+)
 def test_rate_limit_event(info: object, until: limits.LimitEnd | None) -> None:
     assert limits.from_rate_limit_info(info) == until
 

@@ -79,8 +79,10 @@ def test_wheel_metadata_is_complete(dists: tuple[Path, Path]) -> None:
     assert "Classifier: Typing :: Typed" in headers
     assert any(h.startswith("Keywords: ") and "redis" in h for h in headers)
     assert {h.split(",")[0] for h in headers if h.startswith("Project-URL: ")} >= {
-        "Project-URL: Documentation", "Project-URL: Repository", "Project-URL: Changelog"
-    }  # fmt: skip
+        "Project-URL: Documentation",
+        "Project-URL: Repository",
+        "Project-URL: Changelog",
+    }
     assert float(metadata.split("\n", 1)[0].removeprefix("Metadata-Version: ")) >= 2.4
     assert "redis-telemetry = redis_telemetry.cli:run" in entry_points
 
@@ -90,10 +92,20 @@ def test_sdist_has_what_a_rebuild_and_the_tests_need(dists: tuple[Path, Path]) -
     _, sdist = dists
     with tarfile.open(sdist) as tf:
         names = {n.split("/", 1)[1] for n in tf.getnames() if "/" in n}
-    for needed in ("pyproject.toml", "README.md", "CHANGELOG.md", "LICENSE", "mkdocs.yml",
-                   "docs/index.md", "docs/metrics.md",
-                   "redis_telemetry/py.typed", "lua/record.lua",
-                   "tests/conftest.py", "deploy/grafana-dashboard.json", "dev.sh"):  # fmt: skip
+    for needed in (
+        "pyproject.toml",
+        "README.md",
+        "CHANGELOG.md",
+        "LICENSE",
+        "mkdocs.yml",
+        "docs/index.md",
+        "docs/metrics.md",
+        "redis_telemetry/py.typed",
+        "lua/record.lua",
+        "tests/conftest.py",
+        "deploy/grafana-dashboard.json",
+        "dev.sh",
+    ):
         assert needed in names, needed
     assert not any(n.startswith((".venv/", "site/")) or "__pycache__" in n for n in names)
 
@@ -110,14 +122,17 @@ def test_the_wheel_installs_and_runs_in_a_fresh_venv(
     python = venv / "bin" / "python"
     site = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True,
-    ).stdout.strip()  # fmt: skip
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     deps = {str(Path(m.__file__).resolve().parents[1]) for m in (redis, pydantic, shtab, rich)}
     (Path(site) / "deps-of-the-test-run.pth").write_text("\n".join(sorted(deps)) + "\n")
     subprocess.run(
         [str(python), "-m", "pip", "install", "--no-deps", "--no-index", "--quiet", str(wheel)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+    )
     command = venv / "bin" / "redis-telemetry"
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -128,14 +143,21 @@ def test_the_wheel_installs_and_runs_in_a_fresh_venv(
     assert version.stdout.strip() == f"redis-telemetry {redis_telemetry.__version__}"
     where = subprocess.run(
         [str(python), "-c", "import redis_telemetry; print(redis_telemetry.__file__)"],
-        check=True, capture_output=True, text=True, cwd=tmp_path,
-    ).stdout  # fmt: skip
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    ).stdout
     assert where.startswith(site), "the wheel's copy, not this checkout's"
     bash = run("completion", "bash")
     assert bash.returncode == 0, bash.stderr
     (tmp_path / "completion.bash").write_text(bash.stdout)
-    for words, offered in ((["st"], "status"), (["completion", ""], "bash zsh"),
-                           (["--log"], "--log-level"), (["limit", ""], "clear set")):  # fmt: skip
+    for words, offered in (
+        (["st"], "status"),
+        (["completion", ""], "bash zsh"),
+        (["--log"], "--log-level"),
+        (["limit", ""], "clear set"),
+    ):
         line = " ".join(["redis-telemetry", *words])
         script = (
             f"source completion.bash; COMP_WORDS=(redis-telemetry {' '.join(map(repr, words))});"

@@ -57,9 +57,12 @@ _RESET_AT = re.compile(
 _RETRY_SECS = re.compile(
     r"\bretry[ -]after:?\s*(\d{1,9})(?:\s*(?:s|secs?|seconds?))?\b", re.IGNORECASE
 )
-_MONTHS = {m: i for i, m in enumerate(
-    ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1
-)}  # fmt: skip
+_MONTHS = {
+    m: i
+    for i, m in enumerate(
+        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1
+    )
+}
 #: Rate-limit statuses of Claude Code's ``rate_limit_event`` that block the model.
 BLOCKING_STATUSES = frozenset({"rejected"})
 #: An end further away than this is not believed (ten years, the store's longest TTL).
@@ -175,8 +178,9 @@ def _clock_time(m: re.Match[str], now: datetime) -> datetime | None:
         candidates = []
         for year in (local_now.year - 1, local_now.year, local_now.year + 1):
             try:
-                candidates.append(datetime(year, month, int(m.group("day")), hour, minute,
-                                           tzinfo=zone))  # fmt: skip
+                candidates.append(
+                    datetime(year, month, int(m.group("day")), hour, minute, tzinfo=zone)
+                )
             except ValueError:
                 continue
         if not candidates:
@@ -184,8 +188,9 @@ def _clock_time(m: re.Match[str], now: datetime) -> datetime | None:
         return min(candidates, key=lambda c: abs(c - now)).astimezone(UTC)
     at = local_now.replace(hour=hour, minute=minute, second=0, microsecond=0)
     if at <= local_now:
-        at = (local_now + timedelta(days=1)).replace(hour=hour, minute=minute, second=0,
-                                                     microsecond=0)  # fmt: skip
+        at = (local_now + timedelta(days=1)).replace(
+            hour=hour, minute=minute, second=0, microsecond=0
+        )
     # re-anchor in the zone, so a DST change between now and then keeps the wall-clock time
     return at.replace(tzinfo=None).replace(tzinfo=zone).astimezone(UTC)
 

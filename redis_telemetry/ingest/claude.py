@@ -35,10 +35,18 @@ from .events import (
 
 SYNTHETIC = "<synthetic>"
 _DISPLAY_SUFFIX = re.compile(r"\[[^\]]*\]$")
-_USAGE_KEYS = ("input_tokens", "output_tokens", "cache_read_input_tokens",
-               "cache_creation_input_tokens")  # fmt: skip
-_MODEL_USAGE_KEYS = ("inputTokens", "outputTokens", "cacheReadInputTokens",
-                     "cacheCreationInputTokens")  # fmt: skip
+_USAGE_KEYS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+)
+_MODEL_USAGE_KEYS = (
+    "inputTokens",
+    "outputTokens",
+    "cacheReadInputTokens",
+    "cacheCreationInputTokens",
+)
 
 
 def api_model(name: object) -> str | None:
@@ -54,9 +62,10 @@ def main_model_of(result: dict[str, Any]) -> str | None:
     """Without an init line: the ``modelUsage`` entry that did the run's work, i.e. the one
     whose tokens are the result's ``usage``; else the one that cost the most."""
     entries = {
-        m: u for k, u in obj(result.get("modelUsage"), "modelUsage").items()
+        m: u
+        for k, u in obj(result.get("modelUsage"), "modelUsage").items()
         if (m := api_model(k)) and isinstance(u, dict)
-    }  # fmt: skip
+    }
     if not entries:
         return None
     usage = obj(result.get("usage"), "usage")
@@ -64,8 +73,10 @@ def main_model_of(result: dict[str, Any]) -> str | None:
     for model, u in entries.items():
         if any(wanted) and tuple(count(u.get(k)) for k in _MODEL_USAGE_KEYS) == wanted:
             return model
-    return max(entries, key=lambda m: (cost(entries[m].get("costUSD")),
-                                       count(entries[m].get("outputTokens"))))  # fmt: skip
+    return max(
+        entries,
+        key=lambda m: (cost(entries[m].get("costUSD")), count(entries[m].get("outputTokens"))),
+    )
 
 
 class ClaudeParser(Parser):

@@ -123,9 +123,13 @@ def breakdown(
     if total is None:
         total = input + output + reasoning + cache_read + cache_write
     return TokenBreakdown(
-        total=total, input=input, output=output, reasoning=reasoning,
-        cache_read=cache_read, cache_write=cache_write,
-    )  # fmt: skip
+        total=total,
+        input=input,
+        output=output,
+        reasoning=reasoning,
+        cache_read=cache_read,
+        cache_write=cache_write,
+    )
 
 
 def stable_id(fmt: str, *parts: object) -> str:
@@ -146,8 +150,12 @@ class Parser:
     #: a line may hold a JSON array of messages, read in order
     reads_arrays: ClassVar[bool] = False
 
-    def __init__(self, model: str | None = None, session: str | None = None,
-                 clock: Callable[[], datetime] = now_utc) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: str | None = None,
+        session: str | None = None,
+        clock: Callable[[], datetime] = now_utc,
+    ) -> None:
         self.model = model
         self.session = session
         self.clock = clock
@@ -186,8 +194,14 @@ class Parser:
                 except BaseException:
                     self.undo_before()
                     raise
-            except (UnparseableLine, KeyError, TypeError, AttributeError, ValueError,
-                    OverflowError) as exc:  # fmt: skip
+            except (
+                UnparseableLine,
+                KeyError,
+                TypeError,
+                AttributeError,
+                ValueError,
+                OverflowError,
+            ) as exc:
                 if saved is not None:
                     self.__dict__ = saved
                 if isinstance(exc, UnparseableLine):

@@ -200,8 +200,9 @@ class _Run:
         if not self.events_written:
             models = {lim.model for _, lim in self.limits}
             # the blocks in place before this batch (its own events may add one more)
-            self.kept = {m: self.store.model_performance(m).subscription_limit_expires_at
-                         for m in models}  # fmt: skip
+            self.kept = {
+                m: self.store.model_performance(m).subscription_limit_expires_at for m in models
+            }
             fresh = self._unseen()
             write_batch(self.store, fresh, self.report)
             for _, c in fresh:
