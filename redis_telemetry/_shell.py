@@ -15,7 +15,8 @@ from redis.exceptions import RedisClusterException, RedisError
 from .core.keys import DEFAULT_NAMESPACE
 from .core.ops import DEFAULT_MAX_EVENTS_PER_MODEL, StoreCore
 from .core.scripts import SCRIPTS
-from .errors import TelemetryError, TelemetryUnavailable
+from .core.urls import check_url, redact
+from .errors import InvalidInputError, TelemetryError, TelemetryUnavailable
 
 
 def check_client(client: Any) -> None:
@@ -111,7 +112,7 @@ class StoreShell:
         }
         if kwargs.get("decode_responses"):
             raise TelemetryError("redis-telemetry needs decode_responses=False")
-        scheme, sep, rest = url.partition("://")
+        scheme, sep, rest = check_url(url).partition("://")
         if scheme in ("redis+cluster", "rediss+cluster"):
             plain = scheme.removesuffix("+cluster") + sep + rest
             try:
@@ -119,7 +120,10 @@ class StoreShell:
             except (RedisError, RedisClusterException) as exc:
                 raise TelemetryUnavailable(f"cannot use {plain} as a Redis Cluster: {exc}") from exc
         else:
-            client = cls._redis_cls.from_url(url, **kwargs)
+            try:
+                client = cls._redis_cls.from_url(url, **kwargs)
+            except ValueError as exc:  # what check_url cannot see: a bad query option
+                raise InvalidInputError(f"malformed Redis URL {redact(url)!r}: {exc}") from None
         return cls(
             client,
             window_secs,

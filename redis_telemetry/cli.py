@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, NamedTuple
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
@@ -23,6 +22,7 @@ from . import render
 from ._version import __version__
 from .core.backup import Dump, DumpEvent, DumpHeader, DumpLimit, describe_validation, parse_line
 from .core.keys import DEFAULT_NAMESPACE
+from .core.urls import check_url, redact
 from .errors import InvalidInputError, TelemetryError, TelemetryUnavailable
 from .ingest import FORMAT_NAMES, IngestAborted, breakdown, make_parser, run_ingest
 from .ingest.run import DEFAULT_RETRY_FOR, read_lines, with_retry
@@ -40,15 +40,6 @@ EXIT_ERROR, EXIT_USAGE, EXIT_UNAVAILABLE = 1, 2, 3
 def default_url() -> str:
     """``REDIS_TELEMETRY_URL``, then ``REDIS_URL``, then the local default."""
     return os.environ.get("REDIS_TELEMETRY_URL") or os.environ.get("REDIS_URL") or DEFAULT_URL
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class Context(NamedTuple):
@@ -394,6 +385,35 @@ def cmd_completion(ctx: Context) -> int:
 # -- the parser ---------------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error in one line (and exit code 2)."""
+
+    def error(self, message: str) -> Any:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _number(kind: type[int] | type[float], low: float, high: float, what: str) -> Any:
+    """An argparse type: a ``kind`` between ``low`` and ``high``, named ``what`` in errors."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or value != value or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+_PORT = _number(int, 1, 65535, "a port between 1 and 65535")
+_SECS = _number(int, 1, 10 * 365 * 86400, "a whole number of seconds, at least 1")
+_COUNT = _number(int, 1, 10**9, "a count, at least 1")
+_INTERVAL = _number(float, 0.05, 86400, "seconds between 0.05 and 86400")
+_DURATION = _number(float, 0, 86400 * 7, "seconds between 0 and 604800")
+
+
 def _retry_secs(text: str) -> float:
     try:
         secs = float(text)
@@ -405,7 +425,7 @@ def _retry_secs(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="redis-telemetry",
         description="Shared, live LLM model telemetry in Redis: inspect, ingest, operate.",
     )
@@ -415,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--namespace", default=None, help="key prefix (default: telemetry)")
     p.add_argument(
-        "--window", type=int, default=3600, metavar="SECS",
+        "--window", type=_SECS, default=3600, metavar="SECS",
         help="window for a namespace that has none yet (default 3600); "
         "a namespace's stored window always wins",
     )  # fmt: skip
@@ -441,21 +461,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     json_flag(command("status", cmd_status, "one row per model: the fleet at a glance"))
     sp = command("watch", cmd_watch, "the status table, refreshed live until Ctrl-C")
-    sp.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
-    sp.add_argument("--count", type=int, default=None, help="stop after N refreshes")
+    sp.add_argument("--interval", type=_INTERVAL, default=2.0, help="seconds between refreshes")
+    sp.add_argument("--count", type=_COUNT, default=None, help="stop after N refreshes")
     sp = command("usage", cmd_usage, "tokens and cost per model for one session")
     sp.add_argument("session")
     json_flag(sp)
     sp = command("events", cmd_events, "one model's raw events in the window, newest first")
     sp.add_argument("model")
-    sp.add_argument("--last", type=int, default=20, help="how many (default 20)")
+    sp.add_argument("--last", type=_COUNT, default=20, help="how many (default 20)")
     json_flag(sp)
 
     sp = command("limit", cmd_limit, "block or unblock a model")
     lim = sp.add_subparsers(dest="action", required=True, metavar="ACTION")
     lset = lim.add_parser("set", help="block MODEL for --ttl seconds")
     lset.add_argument("model")
-    lset.add_argument("--ttl", type=int, default=None, help="seconds (default 3600)")
+    lset.add_argument("--ttl", type=_SECS, default=None, help="seconds (default 3600)")
     lim.add_parser("clear", help="lift MODEL's block").add_argument("model")
 
     sp = command("record", cmd_record, "record one event, from flags or serde JSON on stdin")
@@ -490,14 +510,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = command("serve", cmd_serve, "a Prometheus exporter: one snapshot per scrape")
     sp.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    sp.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    sp.add_argument(
+        "--port", type=_PORT, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})"
+    )
     sp.add_argument(
         "--percentiles", action="store_true",
         help="also export p50/p95 latency (reads every event in the window per scrape)",
     )  # fmt: skip
 
     sp = command("demo", cmd_demo, "a simulated fleet with a live table and a router")
-    sp.add_argument("--seconds", type=float, default=20.0, help="how long to run (default 20)")
+    sp.add_argument("--seconds", type=_DURATION, default=20.0, help="how long to run (default 20)")
 
     sp = command("completion", cmd_completion, "print a shell completion script")
     sp.add_argument("shell", choices=("bash", "zsh"))
@@ -539,9 +561,15 @@ def configure_logging(verbose: int, level: str | None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit code (0 ok, 1 error, 2 usage, 3 Redis unreachable)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     args.url_given = args.url is not None
     args.url = args.url or default_url()
+    try:
+        check_url(args.url)
+    except InvalidInputError as exc:
+        where = "--url" if args.url_given else "$REDIS_TELEMETRY_URL/$REDIS_URL"
+        parser.error(f"{where}: {exc}")
     configure_logging(args.verbose, args.log_level)
     log.debug("%s on %s", args.command, redact(args.url))
     ctx = Context(args, Console(), Console(stderr=True, soft_wrap=True))

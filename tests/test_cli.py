@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 import redis
 
-from redis_telemetry import TelemetryStore, TelemetrySummary
-from redis_telemetry.cli import main, redact
+from redis_telemetry import AsyncTelemetryStore, InvalidInputError, TelemetryStore, TelemetrySummary
+from redis_telemetry.cli import main
+from redis_telemetry.core.urls import redact
 
 from .helpers import event
 from .servers import free_port
@@ -337,7 +338,10 @@ def test_watch_stops_cleanly_on_ctrl_c(url: str) -> None:
 def test_bad_flags_are_a_usage_error() -> None:
     result = subprocess_cli("status", "--no-such-flag")
     assert result.returncode == 2
-    assert "usage:" in result.stderr
+    assert result.stderr.splitlines() == [
+        "redis-telemetry: error: unrecognized arguments: --no-such-flag "
+        "(see redis-telemetry --help)"
+    ]
     result = subprocess_cli("ingest", "--format", "xml")
     assert result.returncode == 2
     assert "invalid choice" in result.stderr
@@ -375,6 +379,56 @@ def test_console_script_is_installed() -> None:
 def test_redact() -> None:
     assert redact("redis://user:pw@h:1/0") == "redis://user:***@h:1/0"
     assert redact("redis://h:1/0") == "redis://h:1/0"
+    assert redact("redis://:pw@[bad:1/0") == "redis://:***@[bad:1/0"  # malformed: still hidden
+
+
+BAD_VALUES = [
+    (["--url", "127.0.0.1:6379", "status"], "is not a Redis URL"),
+    (["--url", "http://h:6379/0", "status"], "is not a Redis URL"),
+    (["--url", "redis://127.0.0.1:70000/0", "status"], "Port out of range"),
+    (["--url", "redis://127.0.0.1:port/0", "status"], "malformed Redis URL"),
+    (["--url", "redis://:secret@[::1/0", "status"], "malformed Redis URL"),
+    (["--url", "redis://h:6379/zero", "status"], "the database must be a number"),
+    (["--url", "redis://:6379/0", "status"], "no host"),
+    (["serve", "--port", "70000"], "a port between 1 and 65535"),
+    (["serve", "--port", "0"], "a port between 1 and 65535"),
+    (["watch", "--interval", "-1"], "seconds between 0.05 and 86400"),
+    (["watch", "--interval", "nan"], "seconds between 0.05 and 86400"),
+    (["watch", "--count", "0"], "a count, at least 1"),
+    (["--window", "-5", "status"], "a whole number of seconds"),
+    (["events", "m", "--last", "x"], "a count, at least 1"),
+    (["limit", "set", "m", "--ttl", "0"], "a whole number of seconds"),
+    (["demo", "--seconds", "-1"], "seconds between 0 and 604800"),
+]
+
+
+@pytest.mark.parametrize(("argv", "says"), BAD_VALUES)
+def test_a_bad_url_port_or_interval_is_one_usage_line(argv: list[str], says: str) -> None:
+    result = subprocess_cli(*argv)
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.splitlines()  # one line, no traceback
+    assert line.startswith("redis-telemetry"), line
+    assert says in line, line
+    assert "secret" not in line
+
+
+def test_a_bad_url_from_the_environment_is_a_usage_error() -> None:
+    result = subprocess_cli("status", env={"REDIS_TELEMETRY_URL": "localhost:6379"})
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert "$REDIS_TELEMETRY_URL/$REDIS_URL" in line
+    assert "is not a Redis URL" in line
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["127.0.0.1:6379", "redis://h:70000/0", "redis://h:6379/db", "redis://h:6379/0?protocol=9x"],
+)
+def test_from_url_raises_a_telemetry_error_naming_the_url(url: str) -> None:
+    with pytest.raises(InvalidInputError, match="Redis URL"):
+        TelemetryStore.from_url(url)
+    with pytest.raises(InvalidInputError, match="Redis URL"):
+        AsyncTelemetryStore.from_url(url)
 
 
 @pytest.mark.slow

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -40,6 +42,59 @@ def admin(acl_server: RedisServer) -> Iterator[redis.Redis]:
     client.flushall()
     yield client
     client.close()
+
+
+def test_every_documented_option_works_as_the_shipped_users(
+    acl_server: RedisServer, admin: redis.Redis, tmp_path: Path
+) -> None:
+    """WAIT (wait_for_replicas) with a real replica, the write options as the writer, and the
+    read options as the reader."""
+    replica = RedisServer(
+        "--replicaof",
+        "127.0.0.1",
+        str(acl_server.port),
+        "--masteruser",
+        "telemetry-admin",
+        "--masterauth",
+        "change-me-admin",
+        "--aclfile",
+        str(tmp_path / "users.acl"),
+        workdir=tmp_path,
+        auth=("telemetry-admin", "change-me-admin"),
+    )
+    (tmp_path / "users.acl").write_text(ACL.read_text())
+    replica.start()
+    try:
+        deadline = time.monotonic() + 30
+        while admin.info("replication")["connected_slaves"] < 1:  # readiness: replica attached
+            assert time.monotonic() < deadline, replica.log_tail()
+            time.sleep(0.05)
+        writer = TelemetryStore.from_url(
+            url(acl_server, "telemetry-writer"), wait_for_replicas=1, wait_timeout_ms=5000
+        )
+        assert writer.record(event("a")).stored == 1
+        assert writer.record_batch([event("a"), event("b")]).stored == 2
+        writer.mark_subscription_limited("c", ttl_secs=60)
+        writer.mark_subscription_limited("d", until=datetime.now(UTC) + timedelta(minutes=5))
+        assert writer.clear_subscription_limit("d") is True
+        summary = writer.export_summary()
+        dump = writer.dump()
+        writer.import_summary(summary)
+        assert writer.restore(dump).stored == 0  # restoring what is there adds nothing
+        writer.set_window(7200)
+        writer = writer.with_window(7200)
+        writer.record(event("e"))
+        writer.client.close()
+
+        reader = TelemetryStore.from_url(url(acl_server, "telemetry-reader"), window_secs=7200)
+        # 2 recorded, and 2 again from the imported summary (its events carry no ids)
+        assert reader.model_performance("a", percentiles=True).successful_completions == 4
+        assert {"a", "b", "c", "e"} <= {p.model for p in reader.all_model_performances()}
+        assert reader.select_model(["a", "c"], strategy="cheapest") == "a"
+        assert reader.stored_window() == 7200
+        reader.client.close()
+    finally:
+        replica.cleanup()
 
 
 def test_writer_writes_and_reader_reads_everything(
