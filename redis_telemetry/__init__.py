@@ -14,6 +14,7 @@ from .core.routing import (
 from .errors import (
     InvalidInputError,
     NoModelAvailable,
+    PermissionDenied,
     TelemetryError,
     TelemetryUnavailable,
     WindowMismatchError,
@@ -41,6 +42,7 @@ __all__ = [
     "ModelPerformanceSnapshot",
     "ModelUsage",
     "NoModelAvailable",
+    "PermissionDenied",
     "RankedModel",
     "Ranking",
     "RecordResult",

@@ -9,6 +9,11 @@ caller must know the event is stored.
 
 Each event gets its id when it is submitted, so a batch whose reply was lost and that is sent
 again is never counted twice.
+
+Only errors that can heal are retried: Redis unreachable, busy or loading. A batch that Redis
+refuses for good (the namespace's window differs from the store's, or the user lacks a
+permission) is not retried: its events are counted in ``stats().rejected``, logged, and handed
+to the ``on_error`` callback, and the writer goes on with the next batch.
 """
 
 from __future__ import annotations
@@ -17,15 +22,22 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from .core.codec import PreparedEvent
-from .errors import InvalidInputError, TelemetryError
+from .errors import InvalidInputError, PermissionDenied, TelemetryError, WindowMismatchError
 from .models import CompletionEvent
 from .store import TelemetryStore
 
 log = logging.getLogger(__name__)
+
+#: Errors a retry cannot heal: the batch is rejected instead of retried.
+PERMANENT: tuple[type[TelemetryError], ...] = (
+    WindowMismatchError,
+    PermissionDenied,
+    InvalidInputError,
+)
 
 
 @dataclass(frozen=True)
@@ -39,6 +51,8 @@ class BufferStats:
     dropped: int
     pending: int
     failed_flushes: int
+    #: events Redis refused for good (see ``PERMANENT``), never retried
+    rejected: int = 0
 
 
 class BufferedWriter:
@@ -46,7 +60,9 @@ class BufferedWriter:
 
     ``max_events`` bounds the queue (default 10,000 events, a few MB); ``batch_size`` events
     go per round trip; a partial batch waits at most ``flush_interval`` seconds. Failed flushes
-    are retried after ``backoff`` seconds, doubling up to ``max_backoff``.
+    are retried after ``backoff`` seconds, doubling up to ``max_backoff``, unless the error
+    cannot heal: then ``on_error(error, events)`` is called (from the writer's thread) with the
+    number of events rejected.
     """
 
     def __init__(
@@ -57,6 +73,7 @@ class BufferedWriter:
         flush_interval: float = 0.2,
         backoff: float = 0.1,
         max_backoff: float = 5.0,
+        on_error: Callable[[TelemetryError, int], None] | None = None,
     ) -> None:
         if max_events < 1 or batch_size < 1:
             raise InvalidInputError("max_events and batch_size must be at least 1")
@@ -66,13 +83,14 @@ class BufferedWriter:
         self.flush_interval = flush_interval
         self.backoff = backoff
         self.max_backoff = max_backoff
+        self.on_error = on_error
         self._queue: deque[PreparedEvent] = deque()
         self._cond = threading.Condition()
         self._in_flight = 0
         self._closed = False
         self._stop = threading.Event()
         self._submitted = self._written = self._duplicates = self._outside = 0
-        self._dropped = self._failed = 0
+        self._dropped = self._failed = self._rejected = 0
         self._thread = threading.Thread(target=self._loop, daemon=True, name="telemetry-flush")
         self._thread.start()
 
@@ -111,6 +129,7 @@ class BufferedWriter:
                 dropped=self._dropped,
                 pending=len(self._queue) + self._in_flight,
                 failed_flushes=self._failed,
+                rejected=self._rejected,
             )
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -160,6 +179,9 @@ class BufferedWriter:
                 return
             try:
                 result = self.store._run(self.store._core.record_prepared(batch))
+            except PERMANENT as exc:
+                self._reject(batch, exc)
+                continue
             except TelemetryError as exc:
                 with self._cond:
                     self._failed += 1
@@ -180,3 +202,22 @@ class BufferedWriter:
                 self._outside += result.outside_window
                 self._in_flight = 0
                 self._cond.notify_all()
+
+    def _reject(self, batch: list[PreparedEvent], exc: TelemetryError) -> None:
+        """Report, log and count a batch Redis refused for good; never retried. The callback
+        and the log line come before ``flush()`` can return for this batch."""
+        if self.on_error is not None:
+            try:
+                self.on_error(exc, len(batch))
+            except Exception:
+                log.exception("the BufferedWriter's on_error callback failed")
+        # only this thread changes _rejected: reading it unlocked is safe
+        log.log(
+            logging.ERROR if self._rejected == 0 else logging.DEBUG,
+            "telemetry flush refused, not retried: %s",
+            exc,
+        )
+        with self._cond:
+            self._rejected += len(batch)
+            self._in_flight = 0
+            self._cond.notify_all()

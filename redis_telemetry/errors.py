@@ -16,6 +16,10 @@ class TelemetryUnavailable(TelemetryError):
     """Redis could not be reached (connection refused, timed out, or dropped)."""
 
 
+class PermissionDenied(TelemetryError):
+    """Redis refused a command to this user (an ACL): retrying will not help."""
+
+
 class InvalidInputError(TelemetryError, ValueError):
     """An argument or event broke a rule of the stored data; nothing was written."""
 

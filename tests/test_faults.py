@@ -231,3 +231,48 @@ def test_buffered_writer_drops_the_oldest_when_full(
     kept = sorted(e.latency_ms for e in store.events("m", last=100))
     assert kept == list(range(15, 25))  # the newest ten survived
     assert writer.close()
+
+
+def test_buffered_writer_does_not_retry_what_cannot_heal(
+    server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A window mismatch and a permission error reject the batch once, with a callback, a
+    counter and one log line; a connection error is still retried (the tests above)."""
+    TelemetryStore.from_url(server.url, window_secs=7200).record(event("m"))
+    errors: list[tuple[str, int]] = []
+    writer = BufferedWriter(
+        TelemetryStore.from_url(server.url, window_secs=3600, connection=FAST),
+        batch_size=5,
+        flush_interval=0.01,
+        backoff=0.01,
+        on_error=lambda exc, n: errors.append((type(exc).__name__, n)),
+    )
+    writer.submit_many([event("m") for _ in range(5)])
+    assert writer.flush(timeout=10)  # nothing left pending: refused, not retried forever
+    stats = writer.stats()
+    assert (stats.rejected, stats.failed_flushes, stats.written) == (5, 0, 0)
+    assert errors == [("WindowMismatchError", 5)]
+    assert caplog.text.count("refused, not retried") == 1
+    assert writer.close()
+
+    with server.client() as admin:
+        admin.acl_setuser(
+            "no-writes",
+            enabled=True,
+            passwords=["+pw"],
+            keys=["*"],
+            commands=["+@read", "+evalsha", "+script|load", "+time", "+ping", "+hello"],
+        )
+    url = server.url.replace("redis://", "redis://no-writes:pw@")
+    denied: list[tuple[str, int]] = []
+    writer = BufferedWriter(
+        TelemetryStore.from_url(url, window_secs=7200, connection=FAST),
+        batch_size=3,
+        flush_interval=0.01,
+        on_error=lambda exc, n: denied.append((type(exc).__name__, n)),
+    )
+    writer.submit_many([event("m") for _ in range(3)])
+    assert writer.flush(timeout=10)
+    assert writer.stats().rejected == 3
+    assert denied == [("PermissionDenied", 3)]
+    assert writer.close()

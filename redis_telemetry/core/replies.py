@@ -11,7 +11,7 @@ from redis.exceptions import AuthenticationError, NoPermissionError, NoScriptErr
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..errors import TelemetryError, TelemetryUnavailable
+from ..errors import PermissionDenied, TelemetryError, TelemetryUnavailable
 from .commands import Cmd, Command, Eval, Op
 from .scripts import SCRIPTS
 
@@ -37,7 +37,7 @@ def translate(exc: BaseException) -> TelemetryError:
         return TelemetryUnavailable(f"Redis is unreachable: {exc}")
     denied = ("NOPERM", "no permissions", "can't run this command")
     if isinstance(exc, NoPermissionError) or any(d in str(exc) for d in denied):
-        return TelemetryError(f"Redis refused the command (permission denied): {exc}")
+        return PermissionDenied(f"Redis refused the command (permission denied): {exc}")
     return TelemetryError(f"Redis error: {type(exc).__name__}: {exc}")
 
 
