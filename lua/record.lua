@@ -271,7 +271,7 @@ end
 local capped = 0
 if stored > 0 then
   local card = redis.call('ZCARD', KEYS[1])
-  if n > 1 or card % TRIM_EVERY == 0 then
+  if n > 1 or card % TRIM_EVERY == 0 or (cap > 0 and card > cap) then  -- aged go before the cap
     local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff)
     if #gone > 0 then
       for _, member in ipairs(gone) do subtract(member) end

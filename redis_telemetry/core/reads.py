@@ -244,8 +244,15 @@ class Reads:
         return snapshot.usage(session_id, r.events, self.window_secs, r.now_ms)
 
     def known_models(self) -> Op[list[str]]:
-        r = yield from self.read(None, "models")
-        return r.models
+        """The models with events in the window or an active limit, sorted: the registry
+        keeps a model a while after its limit is cleared, so each listed one is checked."""
+        r = yield from self.read(None, "totals")
+        return [
+            m
+            for m in r.models
+            if (p := r.performance[m]).successful_completions + p.failed_completions
+            or p.subscription_limit_reached
+        ]
 
     def export_summary(self) -> Op[TelemetrySummary]:
         r = yield from self.read(None, "totals")

@@ -1,0 +1,62 @@
+"""Edges of a store's life (issue 13): what a snapshot reports after caps, ties, corrupt
+members, cleared limits, restores and lost data (every backend of the ``r`` fixture)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import redis
+
+from redis_telemetry import TelemetryStore
+
+from .helpers import event, server_ms
+
+
+def test_capped_counts_only_cap_removals_not_aged_events(r: redis.Redis) -> None:
+    TelemetryStore(r, window_secs=3600, max_events_per_model=5).record_batch(
+        [event("m", ago_secs=100 + i) for i in range(5)]
+    )
+    store = TelemetryStore(r, window_secs=3600, max_events_per_model=5)
+    store.set_window(60)  # the five events are now aged out, not over the cap
+    result = store.record(event("m"))  # six members, not a multiple of four
+    assert result.stored == 1
+    assert result.capped == 0
+    assert r.hget("telemetry:{m}:totals", "capped") is None
+    assert store.model_performance("m").successful_completions == 1
+
+
+def _both_paths(store: TelemetryStore, model: str) -> tuple[datetime | None, datetime | None]:
+    return (
+        store.model_performance(model).last_event_at,
+        store.model_performance(model, percentiles=True).last_event_at,
+    )
+
+
+def test_last_event_at_agrees_with_many_events_in_the_newest_millisecond(
+    r: redis.Redis, store: TelemetryStore
+) -> None:
+    base = datetime.fromtimestamp(server_ms(r) // 1000 - 5, UTC)
+    store.record_batch(
+        [event("m", completed_at=base + timedelta(microseconds=199 - i)) for i in range(200)]
+    )
+    newest = base + timedelta(microseconds=199)
+    assert _both_paths(store, "m") == (newest, newest)
+
+
+def test_a_corrupt_member_with_the_newest_score_is_skipped(
+    r: redis.Redis, store: TelemetryStore
+) -> None:
+    at = datetime.fromtimestamp(server_ms(r) // 1000 - 5, UTC)
+    store.record(event("m", completed_at=at))
+    r.zadd("telemetry:{m}:events", {b"not msgpack": int(at.timestamp() * 1000) + 1000})
+    assert _both_paths(store, "m") == (at, at)
+
+
+def test_known_models_drops_a_model_once_its_limit_is_cleared(
+    r: redis.Redis, store: TelemetryStore
+) -> None:
+    store.record(event("busy"))
+    store.mark_subscription_limited("idle", 600)
+    assert store.known_models() == ["busy", "idle"]
+    assert store.clear_subscription_limit("idle")
+    assert store.known_models() == ["busy"]
