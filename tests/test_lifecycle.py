@@ -60,3 +60,47 @@ def test_known_models_drops_a_model_once_its_limit_is_cleared(
     assert store.known_models() == ["busy", "idle"]
     assert store.clear_subscription_limit("idle")
     assert store.known_models() == ["busy"]
+
+
+def _limit_end_ms(r: redis.Redis, key: str) -> int:
+    pttl = r.pttl(key)
+    assert pttl > 0
+    return server_ms(r) + pttl
+
+
+def test_restore_brings_limits_back_until_the_end_the_dump_names(
+    r: redis.Redis, store: TelemetryStore
+) -> None:
+    store.record(event("m"))
+    until = datetime.fromtimestamp(server_ms(r) // 1000 + 900, UTC)
+    store.mark_subscription_limited("m", until=until)
+    dump = store.dump()
+    (dumped,) = dump.limits
+    assert dumped.expires_at is not None
+    assert abs(dumped.expires_at - until) <= timedelta(milliseconds=50)  # a cluster: two clocks
+    copy = TelemetryStore(r, window_secs=3600, namespace="copy")
+    copy.restore(dump)
+    end = _limit_end_ms(r, "copy:{m}:limit")
+    assert abs(end - int(dumped.expires_at.timestamp() * 1000)) <= 50  # this read's round trips
+    copy.mark_subscription_limited("m", 3600)  # a longer block now in place...
+    longer = _limit_end_ms(r, "copy:{m}:limit")
+    copy.restore(dump)  # ...is kept by restoring again
+    assert abs(_limit_end_ms(r, "copy:{m}:limit") - longer) <= 50
+
+
+def test_restore_does_not_block_again_a_model_whose_limit_was_lifted(
+    r: redis.Redis, store: TelemetryStore
+) -> None:
+    store.record(event("m", success=False, error="You've hit your usage limit"))
+    assert store.model_performance("m").subscription_limit_reached
+    assert store.clear_subscription_limit("m")
+    dump = store.dump()
+    assert dump.limits == []
+    for ns in ("copy", "telemetry"):  # into a fresh namespace, and back over the original
+        restoring = TelemetryStore(r, window_secs=3600, namespace=ns)
+        for _ in range(2):  # restoring twice changes nothing
+            restoring.restore(dump)
+            perf = restoring.model_performance("m")
+            assert perf.failed_completions == 1
+            assert not perf.subscription_limit_reached
+            assert r.exists(f"{ns}:{{m}}:limit") == 0

@@ -311,13 +311,35 @@ class StoreCore(Reads):
     def restore(self, dump: backup.Dump) -> Op[RecordResult]:
         """Write back a dump: events keep their ids, so restoring twice adds nothing.
 
-        Limits resume with the time they had left; a limit without expiry gets the store's
-        subscription-limit TTL. ``RecordResult.outside_window`` counts events too old to keep.
+        Limits come only from the dump's limit lines, each until the end it names by the
+        server's clock (a longer block in place is kept): a limit error among the events
+        starts no block, so a limit lifted or ended before the dump stays lifted. A limit
+        without expiry gets the store's subscription-limit TTL unless the key is already set.
+        ``RecordResult.outside_window`` counts events too old to keep.
         """
-        prepared = self.prepare(dump.events, indexed=True)
+        prepared = [
+            p._replace(limit_reason="", limit_until_ms=0)
+            for p in self.prepare(dump.events, indexed=True)
+        ]
         (now,) = yield [Cmd("time", route=self.keys.models)]
-        limits = transfer.restore_limits(dump, time_ms(now), self.limit_ttl_secs * 1000)
-        return (yield from self._restore(prepared, limits))
+        now_ms = time_ms(now)
+        default_ms = self.limit_ttl_secs * 1000
+        extra: Batch = []
+        longest = 0
+        for model, until_ms, reason in transfer.restore_limits(dump, now_ms):
+            if until_ms is None:
+                extra += [
+                    scripts.register_call(self.keys, [(model, 0, default_ms)]),
+                    Cmd("set", (self.keys.limit(model), reason), {"px": default_ms, "nx": True}),
+                ]
+                longest = max(longest, default_ms)
+            else:
+                extra += [
+                    scripts.register_call(self.keys, [(model, until_ms, 0)]),
+                    scripts.limit_call(self.keys, model, until_ms, reason),
+                ]
+                longest = max(longest, until_ms - now_ms)
+        return (yield from self.record_prepared(prepared, extra, longest))
 
     def dump(self) -> Op[backup.Dump]:
         """Every raw event in the window (ids included) and every active limit."""
