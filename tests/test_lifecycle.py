@@ -4,12 +4,14 @@ members, cleared limits, restores and lost data (every backend of the ``r`` fixt
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import redis
 
 from redis_telemetry import TelemetryStore
 
 from .helpers import event, server_ms
+from .servers import RedisServer
 
 
 def test_capped_counts_only_cap_removals_not_aged_events(r: redis.Redis) -> None:
@@ -104,3 +106,39 @@ def test_restore_does_not_block_again_a_model_whose_limit_was_lifted(
             assert perf.failed_completions == 1
             assert not perf.subscription_limit_reached
             assert r.exists(f"{ns}:{{m}}:limit") == 0
+
+
+def _listed_everywhere(r: redis.Redis, store: TelemetryStore, model: str, count: int) -> None:
+    """``model`` is listed, with ``count`` completions, by this store and by a fresh one."""
+    for reader in (store, TelemetryStore(r, window_secs=3600)):
+        assert reader.known_models() == [model]
+        (perf,) = reader.all_model_performances()
+        assert (perf.model, perf.successful_completions) == (model, count)
+
+
+def test_a_model_is_listed_again_after_flushall_under_a_running_store(
+    r: redis.Redis, store: TelemetryStore
+) -> None:
+    store.record(event("m"))
+    store.record(event("m"))  # the steady state: registered, one EVALSHA
+    r.flushall()
+    assert store.record(event("m")).stored == 1  # the single-event path
+    _listed_everywhere(r, store, "m", 1)
+    r.flushall()
+    assert store.record_batch([event("m"), event("m")]).stored == 2  # the batch path
+    _listed_everywhere(r, store, "m", 2)
+
+
+def test_a_model_is_listed_again_after_a_restart_without_persistence(tmp_path: Path) -> None:
+    server = RedisServer(workdir=tmp_path).start()
+    try:
+        with server.client() as client:
+            store = TelemetryStore(client, window_secs=3600)
+            store.record(event("m"))
+            store.record(event("m"))
+            server.stop()
+            server.start()  # same port, nothing saved: data and script cache are gone
+            assert store.record(event("m")).stored == 1
+            _listed_everywhere(client, store, "m", 1)
+    finally:
+        server.cleanup()

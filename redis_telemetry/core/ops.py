@@ -165,16 +165,27 @@ class StoreCore(Reads):
                 entries.append((model, need + self._registry_slack_ms, block_ms))
         batch: Batch = [scripts.register_call(self.keys, entries)] if entries else []
         first = len(batch)
+        chunks: list[tuple[str, int]] = []  # each record.lua call's model and newest score
         for model, group in by_model.items():
             for start in range(0, len(group), SCRIPT_CHUNK):
-                batch.append(self._record_eval(model, group[start : start + SCRIPT_CHUNK]))
+                chunk = group[start : start + SCRIPT_CHUNK]
+                batch.append(self._record_eval(model, chunk))
+                chunks.append((model, max(map(_SCORE, chunk))))
         last = len(batch)
         batch += extra
         ttl_ms = max([extra_ttl_ms, *(e[2] for e in entries)])
         results = yield from self._write(batch, ttl_ms)
         for model, keep_until, _ in entries:
             self._registered[model] = max(self._registered.get(model, -1), keep_until)
-        return self._tally(results[first:last], repeated)
+        result = self._tally(results[first:last], repeated)
+        just_listed = {e[0] for e in entries}
+        lost: dict[str, int] = {}
+        for (m, score), reply in zip(chunks, results[first:last], strict=True):
+            if m not in just_listed and int(reply[5]):
+                lost[m] = max(score, lost.get(m, score))
+        if lost:
+            return (yield from self._relist(sorted(lost.items()), result))
+        return result
 
     def _block_ms(self, group: Sequence[codec.PreparedEvent]) -> int:
         """How long the longest block that ``group``'s limit errors start lasts, by this
@@ -221,7 +232,7 @@ class StoreCore(Reads):
     def _tally_one(self, reply: Any) -> RecordResult:
         if isinstance(reply, BaseException):
             raise translate(reply) from reply
-        stored, duplicates, outside, _, capped = reply
+        stored, duplicates, outside, _, capped, _ = reply
         if capped:
             return self._tally((reply,))  # says so in the log
         return RecordResult(int(stored), int(duplicates), int(outside), 0)
@@ -243,7 +254,28 @@ class StoreCore(Reads):
         ):
             return self.record_prepared((p,))
         command = self._record_eval(p.model, (p,))
-        return SingleCommand(command, self._tally_one, partial(self.record_prepared, (p,)))
+        return SingleCommand(
+            command,
+            self._tally_one,
+            partial(self.record_prepared, (p,)),
+            partial(self._relist_after_one, p),
+        )
+
+    def _relist_after_one(self, p: codec.PreparedEvent, reply: Any) -> Op[RecordResult] | None:
+        """After a steady-state write that found its events key empty (Redis lost its data
+        under this store): list the model again before reporting, else nothing to do."""
+        if isinstance(reply, BaseException) or not int(reply[5]):
+            return None
+        return self._relist([(p.model, p.score_ms)], self._tally_one(reply))
+
+    def _relist(self, lost: Sequence[tuple[str, int]], result: RecordResult) -> Op[RecordResult]:
+        """Register again ``lost`` (model, newest score) pairs whose events key was found
+        empty although this store had registered them, then return ``result``."""
+        entries = [(m, score + self._window_ms + self._registry_slack_ms, 0) for m, score in lost]
+        yield [scripts.register_call(self.keys, entries)]
+        for model, keep_until, _ in entries:
+            self._registered[model] = keep_until
+        return result
 
     def record_batch(self, events: Iterable[CompletionEvent]) -> Op[RecordResult]:
         """Many events, one round trip, grouped per model; one bad event and none is written."""
