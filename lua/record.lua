@@ -20,6 +20,10 @@
 -- (Packing settings and sums into two arguments keeps a one-event call small; the common
 -- batch, all new and in the window, goes to ZADD with its arguments as they are.)
 --
+-- Refuses (an error reply starting 'record.lua: totals overflow', nothing written) a call
+-- whose sums would take a total past what HINCRBY holds (2^63 - 1, less a margin for the
+-- doubles the check compares in).
+--
 -- Returns {stored, duplicates, outside_window, now_ms, capped, created}; capped counts the
 -- oldest events removed to respect max_events (also added to the totals' `capped` field);
 -- created is 1 when this call stored into an events key that held nothing (a new model, or
@@ -155,6 +159,14 @@ for i = 3 + 2 * n, #ARGV, 3 do
     return redis.error_reply('record.lua: malformed arguments')
   end
   reasons[position], untils[position] = ARGV[i + 2], ends
+end
+
+-- The totals must hold what this call may add: checked before anything is written.
+local have = redis.call('HMGET', KEYS[3], unpack(FIELDS))
+for i = 1, N do
+  if (tonumber(have[i]) or 0) + tonumber(head[3 + i]) >= 2 ^ 63 - 2 ^ 12 then
+    return redis.error_reply('record.lua: totals overflow: ' .. FIELDS[i] .. ' would pass 2^63')
+  end
 end
 
 -- A hash written by an older release may lack a field added since (ADDED_LATER): it gets the

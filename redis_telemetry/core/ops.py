@@ -27,7 +27,7 @@ from ..models import (
     RecordResult,
     TelemetrySummary,
 )
-from . import backup, codec, rules, scripts, transfer
+from . import backup, codec, rules, scripts, totals, transfer
 from .commands import Batch, Cmd, Command, Eval, Op, SingleCommand, key_of
 from .keys import Keys, check_namespace
 from .reads import Reads
@@ -157,6 +157,9 @@ class StoreCore(Reads):
         by_model, repeated = codec.by_model(prepared)
         if not by_model and not extra:
             return RecordResult()
+        for model, group in by_model.items():
+            if len(group) >= totals.ROOMY:  # else it cannot pass the ceiling by itself
+                totals.check_room(model, [p.sums for p in group])
         entries = []
         for model, group in by_model.items():
             need = max(map(_SCORE, group)) + self._window_ms
