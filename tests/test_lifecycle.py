@@ -142,3 +142,13 @@ def test_a_model_is_listed_again_after_a_restart_without_persistence(tmp_path: P
             _listed_everywhere(client, store, "m", 1)
     finally:
         server.cleanup()
+
+
+def test_the_config_lives_as_long_as_future_stamped_events(r: redis.Redis) -> None:
+    store = TelemetryStore(r, window_secs=60)
+    store.record(event("m"))  # the window confirmed: the config lives about two minutes
+    store.record(event("m", ago_secs=-12 * 3600))  # stamped twelve hours ahead
+    store.record_batch([event("n", ago_secs=-20 * 3600), event("n")])
+    config = r.pttl("telemetry:config")
+    assert config >= r.pttl("telemetry:{m}:events") > 12 * 3600 * 1000
+    assert config >= r.pttl("telemetry:{n}:events") > 20 * 3600 * 1000

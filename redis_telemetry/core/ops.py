@@ -161,8 +161,11 @@ class StoreCore(Reads):
             if len(group) >= totals.ROOMY:  # else it cannot pass the ceiling by itself
                 totals.check_room(model, [p.sums for p in group])
         entries = []
+        now_ms = self._now_ms()
         for model, group in by_model.items():
-            need = max(map(_SCORE, group)) + self._window_ms
+            newest = max(map(_SCORE, group))
+            need = newest + self._window_ms
+            extra_ttl_ms = max(extra_ttl_ms, self.window.governs(newest, now_ms))
             block_ms = self._block_ms(group) if any(map(_LIMIT_REASON, group)) else 0
             if block_ms or self._registered.get(model, -1) < need:
                 entries.append((model, need + self._registry_slack_ms, block_ms))
@@ -253,7 +256,7 @@ class StoreCore(Reads):
             self.wait_for_replicas
             or p.limit_reason
             or self._registered.get(p.model, -1) < p.score_ms + self._window_ms
-            or self.window.due(self.window.config_ttl(0), now)
+            or self.window.due(self.window.config_ttl(self.window.governs(p.score_ms, now)), now)
         ):
             return self.record_prepared((p,))
         command = self._record_eval(p.model, (p,))
