@@ -20,8 +20,14 @@
 -- (Packing settings and sums into two arguments keeps a one-event call small; the common
 -- batch, all new and in the window, goes to ZADD with its arguments as they are.)
 --
--- Returns {stored, duplicates, outside_window, now_ms, capped}; capped counts the oldest events
--- removed to respect max_events (also added to the totals' `capped` field).
+-- Refuses (an error reply starting 'record.lua: totals overflow', nothing written) a call
+-- whose sums would take a total past what HINCRBY holds (2^63 - 1, less a margin for the
+-- doubles the check compares in).
+--
+-- Returns {stored, duplicates, outside_window, now_ms, capped, created}; capped counts the
+-- oldest events removed to respect max_events (also added to the totals' `capped` field);
+-- created is 1 when this call stored into an events key that held nothing (a new model, or
+-- Redis lost its data: the client then lists the model in the registry again).
 --
 -- "now" is Redis's own clock (TIME), never a client's, so replicas with skewed clocks agree.
 -- A member that is already present (same event id: a retried write) is not counted again.
@@ -155,6 +161,14 @@ for i = 3 + 2 * n, #ARGV, 3 do
   reasons[position], untils[position] = ARGV[i + 2], ends
 end
 
+-- The totals must hold what this call may add: checked before anything is written.
+local have = redis.call('HMGET', KEYS[3], unpack(FIELDS))
+for i = 1, N do
+  if (tonumber(have[i]) or 0) + tonumber(head[3 + i]) >= 2 ^ 63 - 2 ^ 12 then
+    return redis.error_reply('record.lua: totals overflow: ' .. FIELDS[i] .. ' would pass 2^63')
+  end
+end
+
 -- A hash written by an older release may lack a field added since (ADDED_LATER): it gets the
 -- field's sum over the members stored, paged, before anything changes. From then on the
 -- field is present (0 included), so this costs one HMGET on later writes.
@@ -268,10 +282,11 @@ end
 -- any aged member still present themselves, so a write trims only when it takes the count of
 -- stored members to a multiple of TRIM_EVERY (and on every batch): a few aged members may wait
 -- for a later write, and most single-event writes skip two Redis calls.
-local capped = 0
+local capped, created = 0, 0
 if stored > 0 then
   local card = redis.call('ZCARD', KEYS[1])
-  if n > 1 or card % TRIM_EVERY == 0 then
+  if card == stored then created = 1 end
+  if n > 1 or card % TRIM_EVERY == 0 or (cap > 0 and card > cap) then  -- aged go before the cap
     local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff)
     if #gone > 0 then
       for _, member in ipairs(gone) do subtract(member) end
@@ -289,7 +304,7 @@ end
 
 if stored == 0 and redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('DEL', KEYS[3])  -- no events, so nothing to sum
-  return {stored, duplicates, outside, now, capped}
+  return {stored, duplicates, outside, now, capped, created}
 end
 -- One HINCRBY per field for what was added less what left, when that stays exact.
 for i = 1, N do
@@ -314,4 +329,4 @@ if redis.call('PTTL', KEYS[3]) < newest - cutoff then
   redis.call('PEXPIRE', KEYS[3], ttl)
 end
 
-return {stored, duplicates, outside, now, capped}
+return {stored, duplicates, outside, now, capped, created}

@@ -12,12 +12,12 @@ from typing import Any, Self, TypeVar
 import redis.asyncio
 import redis.asyncio.cluster
 from redis.asyncio.retry import Retry
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from ._shell import StoreShell
 from .core import cluster
 from .core.backup import Dump
-from .core.commands import Batch, Op, SingleCommand, call, queue, single
+from .core.commands import Batch, Finished, Op, SingleCommand, call, queue, single
 from .core.replies import recovering, translate
 from .core.routing import Ranking, StalePolicy, Strategy, Weights
 from .models import (
@@ -105,12 +105,11 @@ class AsyncTelemetryStore(StoreShell):
 
     async def _run(self, op: Op[T] | SingleCommand[T]) -> T:
         if isinstance(op, SingleCommand):
-            if not self.is_cluster:
-                reply = (await self._execute([op.command]))[0]
-                if not isinstance(reply, NoScriptError):
-                    done: T = op.finish(reply)
-                    return done
-            op = op.fallback()
+            settled = op.settle(None if self.is_cluster else (await self._execute([op.command]))[0])
+            if isinstance(settled, Finished):
+                done: T = settled.value
+                return done
+            op = settled
         driven = recovering(op)
         try:
             batch = next(driven)

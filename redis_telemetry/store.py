@@ -11,13 +11,13 @@ from typing import Any, TypeVar
 
 import redis
 import redis.cluster
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import RedisError, ResponseError
 from redis.retry import Retry
 
 from ._shell import StoreShell
 from .core import cluster
 from .core.backup import Dump
-from .core.commands import Batch, Op, SingleCommand, call, queue, single
+from .core.commands import Batch, Finished, Op, SingleCommand, call, queue, single
 from .core.replies import recovering, translate
 from .core.routing import Ranking, StalePolicy, Strategy, Weights
 from .models import (
@@ -88,12 +88,11 @@ class TelemetryStore(StoreShell):
 
     def _run(self, op: Op[T] | SingleCommand[T]) -> T:
         if isinstance(op, SingleCommand):
-            if not self.is_cluster:
-                reply = self._execute([op.command])[0]
-                if not isinstance(reply, NoScriptError):
-                    done: T = op.finish(reply)
-                    return done
-            op = op.fallback()
+            settled = op.settle(None if self.is_cluster else self._execute([op.command])[0])
+            if isinstance(settled, Finished):
+                done: T = settled.value
+                return done
+            op = settled
         driven = recovering(op)
         try:
             batch = next(driven)

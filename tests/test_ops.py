@@ -58,9 +58,9 @@ def drive(op: Generator[Batch, list[Any], Any], *replies: list[Any]) -> tuple[li
     raise AssertionError(f"the operation sent one batch more than expected: {batch}")
 
 
-def stored(n: int, now_ms: int) -> list[int]:
-    """``record.lua``'s reply for ``n`` events stored."""
-    return [n, 0, 0, now_ms, 0]
+def stored(n: int, now_ms: int, created: int = 0) -> list[int]:
+    """``record.lua``'s reply for ``n`` events stored (``created``: into an empty key)."""
+    return [n, 0, 0, now_ms, 0, created]
 
 
 def scripts_of(batch: Batch) -> list[str]:
@@ -100,12 +100,26 @@ def test_a_registered_model_is_one_command(core: StoreCore, clock: Clock) -> Non
     assert isinstance(op, SingleCommand)
     assert op.command.script == "record"
     assert op.finish(stored(1, clock.ms)) == RecordResult(stored=1)
-    assert op.finish([0, 1, 0, clock.ms, 0]) == RecordResult(duplicates=1)
+    assert op.finish([0, 1, 0, clock.ms, 0, 0]) == RecordResult(duplicates=1)
+    assert op.then(stored(1, clock.ms)) is None  # the key held events: nothing more
     with pytest.raises(TelemetryError, match="Redis error"):
         op.finish(NoScriptError("NOSCRIPT"))
     sent, _ = drive(op.fallback(), [stored(1, clock.ms)])  # the same event, as a batch
     assert [scripts_of(b) for b in sent] == [["record"]]
     assert sent[0][0] == op.command
+
+
+def test_an_events_key_found_empty_lists_the_model_again(core: StoreCore, clock: Clock) -> None:
+    drive(core.record_batch([event("m")]), [b"3600"], [clock.ms, stored(1, clock.ms)])
+    op = core.record(event("m"))
+    assert isinstance(op, SingleCommand)
+    follow = op.then(stored(1, clock.ms, created=1))  # Redis lost the data under the store
+    assert follow is not None
+    sent, result = drive(follow, [clock.ms])
+    assert [scripts_of(b) for b in sent] == [["register"]]
+    assert result == RecordResult(stored=1)
+    sent, _ = drive(core.record_batch([event("m")]), [stored(1, clock.ms, created=1)], [clock.ms])
+    assert [scripts_of(b) for b in sent] == [["record"], ["register"]]
 
 
 def test_a_subscription_limit_error_is_never_the_single_command(core: StoreCore) -> None:

@@ -10,7 +10,6 @@ nothing) and one per active subscription limit::
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
@@ -81,10 +80,3 @@ def describe_validation(exc: ValidationError) -> str:
     where = ".".join(str(p) for p in loc)
     msg = str(first["msg"]).removeprefix("Value error, ")
     return f"{where}: {msg}" if where else msg
-
-
-def limit_ms_left(limit: DumpLimit, now: datetime, default_ms: int) -> int:
-    """How long a restored limit should last from ``now`` (0: already over)."""
-    if limit.expires_at is None:
-        return default_ms
-    return max(0, int((limit.expires_at - now).total_seconds() * 1000))

@@ -12,6 +12,8 @@ from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, NamedTuple, TypeVar
 
+from redis.exceptions import NoScriptError
+
 T = TypeVar("T")
 
 
@@ -47,11 +49,27 @@ class SingleCommand(NamedTuple, Generic[T]):
     """An operation that is one command in its common case, sent without the batch machinery:
     the shell sends ``command`` alone and hands its reply to ``finish``. On a cluster client,
     or after a NOSCRIPT reply (the script did not run), the shell runs ``fallback()`` as an
-    ordinary operation instead."""
+    ordinary operation instead. When ``then(reply)`` gives an operation (the reply asks for
+    more, such as listing a model again), the shell runs it and returns its result."""
 
     command: Eval
     finish: Callable[[Any], T]
     fallback: Callable[[], Op[T]]
+    then: Callable[[Any], Op[T] | None] = lambda reply: None
+
+    def settle(self, reply: Any) -> Finished[T] | Op[T]:
+        """What ``reply`` (None: the command was not sent, as on a cluster) leaves to do: the
+        result, or the operation the shell runs instead."""
+        if reply is None or isinstance(reply, NoScriptError):
+            return self.fallback()
+        more = self.then(reply)
+        return Finished(self.finish(reply)) if more is None else more
+
+
+class Finished(NamedTuple, Generic[T]):
+    """A :class:`SingleCommand`'s result, with nothing more to send."""
+
+    value: T
 
 
 def key_of(c: Command) -> str:

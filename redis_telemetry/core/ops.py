@@ -27,7 +27,7 @@ from ..models import (
     RecordResult,
     TelemetrySummary,
 )
-from . import backup, codec, rules, scripts, transfer
+from . import backup, codec, rules, scripts, totals, transfer
 from .commands import Batch, Cmd, Command, Eval, Op, SingleCommand, key_of
 from .keys import Keys, check_namespace
 from .reads import Reads
@@ -157,24 +157,41 @@ class StoreCore(Reads):
         by_model, repeated = codec.by_model(prepared)
         if not by_model and not extra:
             return RecordResult()
-        entries = []
         for model, group in by_model.items():
-            need = max(map(_SCORE, group)) + self._window_ms
+            if len(group) >= totals.ROOMY:  # else it cannot pass the ceiling by itself
+                totals.check_room(model, [p.sums for p in group])
+        entries = []
+        now_ms = self._now_ms()
+        for model, group in by_model.items():
+            newest = max(map(_SCORE, group))
+            need = newest + self._window_ms
+            extra_ttl_ms = max(extra_ttl_ms, self.window.governs(newest, now_ms))
             block_ms = self._block_ms(group) if any(map(_LIMIT_REASON, group)) else 0
             if block_ms or self._registered.get(model, -1) < need:
                 entries.append((model, need + self._registry_slack_ms, block_ms))
         batch: Batch = [scripts.register_call(self.keys, entries)] if entries else []
         first = len(batch)
+        chunks: list[tuple[str, int]] = []  # each record.lua call's model and newest score
         for model, group in by_model.items():
             for start in range(0, len(group), SCRIPT_CHUNK):
-                batch.append(self._record_eval(model, group[start : start + SCRIPT_CHUNK]))
+                chunk = group[start : start + SCRIPT_CHUNK]
+                batch.append(self._record_eval(model, chunk))
+                chunks.append((model, max(map(_SCORE, chunk))))
         last = len(batch)
         batch += extra
         ttl_ms = max([extra_ttl_ms, *(e[2] for e in entries)])
         results = yield from self._write(batch, ttl_ms)
         for model, keep_until, _ in entries:
             self._registered[model] = max(self._registered.get(model, -1), keep_until)
-        return self._tally(results[first:last], repeated)
+        result = self._tally(results[first:last], repeated)
+        just_listed = {e[0] for e in entries}
+        lost: dict[str, int] = {}
+        for (m, score), reply in zip(chunks, results[first:last], strict=True):
+            if m not in just_listed and int(reply[5]):
+                lost[m] = max(score, lost.get(m, score))
+        if lost:
+            return (yield from self._relist(sorted(lost.items()), result))
+        return result
 
     def _block_ms(self, group: Sequence[codec.PreparedEvent]) -> int:
         """How long the longest block that ``group``'s limit errors start lasts, by this
@@ -221,7 +238,7 @@ class StoreCore(Reads):
     def _tally_one(self, reply: Any) -> RecordResult:
         if isinstance(reply, BaseException):
             raise translate(reply) from reply
-        stored, duplicates, outside, _, capped = reply
+        stored, duplicates, outside, _, capped, _ = reply
         if capped:
             return self._tally((reply,))  # says so in the log
         return RecordResult(int(stored), int(duplicates), int(outside), 0)
@@ -239,11 +256,32 @@ class StoreCore(Reads):
             self.wait_for_replicas
             or p.limit_reason
             or self._registered.get(p.model, -1) < p.score_ms + self._window_ms
-            or self.window.due(self.window.config_ttl(0), now)
+            or self.window.due(self.window.config_ttl(self.window.governs(p.score_ms, now)), now)
         ):
             return self.record_prepared((p,))
         command = self._record_eval(p.model, (p,))
-        return SingleCommand(command, self._tally_one, partial(self.record_prepared, (p,)))
+        return SingleCommand(
+            command,
+            self._tally_one,
+            partial(self.record_prepared, (p,)),
+            partial(self._relist_after_one, p),
+        )
+
+    def _relist_after_one(self, p: codec.PreparedEvent, reply: Any) -> Op[RecordResult] | None:
+        """After a steady-state write that found its events key empty (Redis lost its data
+        under this store): list the model again before reporting, else nothing to do."""
+        if isinstance(reply, BaseException) or not int(reply[5]):
+            return None
+        return self._relist([(p.model, p.score_ms)], self._tally_one(reply))
+
+    def _relist(self, lost: Sequence[tuple[str, int]], result: RecordResult) -> Op[RecordResult]:
+        """Register again ``lost`` (model, newest score) pairs whose events key was found
+        empty although this store had registered them, then return ``result``."""
+        entries = [(m, score + self._window_ms + self._registry_slack_ms, 0) for m, score in lost]
+        yield [scripts.register_call(self.keys, entries)]
+        for model, keep_until, _ in entries:
+            self._registered[model] = keep_until
+        return result
 
     def record_batch(self, events: Iterable[CompletionEvent]) -> Op[RecordResult]:
         """Many events, one round trip, grouped per model; one bad event and none is written."""
@@ -311,13 +349,35 @@ class StoreCore(Reads):
     def restore(self, dump: backup.Dump) -> Op[RecordResult]:
         """Write back a dump: events keep their ids, so restoring twice adds nothing.
 
-        Limits resume with the time they had left; a limit without expiry gets the store's
-        subscription-limit TTL. ``RecordResult.outside_window`` counts events too old to keep.
+        Limits come only from the dump's limit lines, each until the end it names by the
+        server's clock (a longer block in place is kept): a limit error among the events
+        starts no block, so a limit lifted or ended before the dump stays lifted. A limit
+        without expiry gets the store's subscription-limit TTL unless the key is already set.
+        ``RecordResult.outside_window`` counts events too old to keep.
         """
-        prepared = self.prepare(dump.events, indexed=True)
+        prepared = [
+            p._replace(limit_reason="", limit_until_ms=0)
+            for p in self.prepare(dump.events, indexed=True)
+        ]
         (now,) = yield [Cmd("time", route=self.keys.models)]
-        limits = transfer.restore_limits(dump, time_ms(now), self.limit_ttl_secs * 1000)
-        return (yield from self._restore(prepared, limits))
+        now_ms = time_ms(now)
+        default_ms = self.limit_ttl_secs * 1000
+        extra: Batch = []
+        longest = 0
+        for model, until_ms, reason in transfer.restore_limits(dump, now_ms):
+            if until_ms is None:
+                extra += [
+                    scripts.register_call(self.keys, [(model, 0, default_ms)]),
+                    Cmd("set", (self.keys.limit(model), reason), {"px": default_ms, "nx": True}),
+                ]
+                longest = max(longest, default_ms)
+            else:
+                extra += [
+                    scripts.register_call(self.keys, [(model, until_ms, 0)]),
+                    scripts.limit_call(self.keys, model, until_ms, reason),
+                ]
+                longest = max(longest, until_ms - now_ms)
+        return (yield from self.record_prepared(prepared, extra, longest))
 
     def dump(self) -> Op[backup.Dump]:
         """Every raw event in the window (ids included) and every active limit."""

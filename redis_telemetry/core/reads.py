@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from ..errors import InvalidInputError
@@ -230,7 +230,9 @@ class Reads:
     def all_model_performances(
         self, percentiles: bool = False
     ) -> Op[list[ModelPerformanceSnapshot]]:
-        """Every listed model's snapshot, sorted; ``percentiles`` as in model_performance."""
+        """Every listed model's snapshot, sorted; ``percentiles`` as in model_performance. A
+        model whose data is unreadable is listed too (with what could be read), so an operator
+        sees it."""
         if percentiles:
             r = yield from self.read(None, "window")
             snaps = self._window_snapshots(r)
@@ -244,8 +246,10 @@ class Reads:
         return snapshot.usage(session_id, r.events, self.window_secs, r.now_ms)
 
     def known_models(self) -> Op[list[str]]:
-        r = yield from self.read(None, "models")
-        return r.models
+        """The models with events in the window or an active limit, sorted: the registry
+        keeps a model a while after its limit is cleared, so each listed one is checked."""
+        r = yield from self.read(None, "totals")
+        return [p.model for p in _known(r.performance, r.models)]
 
     def export_summary(self) -> Op[TelemetrySummary]:
         r = yield from self.read(None, "totals")
@@ -255,3 +259,16 @@ class Reads:
             window_secs=self.window_secs,
             exported_at=snapshot.ms_to_datetime(r.now_ms),
         )
+
+
+def _known(
+    snapshots: Mapping[str, ModelPerformanceSnapshot], models: Sequence[str]
+) -> list[ModelPerformanceSnapshot]:
+    """The snapshots of ``models`` with events in the window or an active limit: the registry
+    keeps a model a while after its limit is cleared or its events aged out."""
+    return [
+        p
+        for m in models
+        if (p := snapshots[m]).successful_completions + p.failed_completions
+        or p.subscription_limit_reached
+    ]

@@ -11,7 +11,7 @@ from redis.exceptions import AuthenticationError, NoPermissionError, NoScriptErr
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..errors import PermissionDenied, TelemetryError, TelemetryUnavailable
+from ..errors import InvalidInputError, PermissionDenied, TelemetryError, TelemetryUnavailable
 from .commands import Cmd, Command, Eval, Op
 from .scripts import SCRIPTS
 
@@ -35,6 +35,10 @@ def translate(exc: BaseException) -> TelemetryError:
         exc, AuthenticationError
     ):
         return TelemetryUnavailable(f"Redis is unreachable: {exc}")
+    if "record.lua: totals overflow" in str(exc):
+        return InvalidInputError(
+            f"refused: the model's running totals would overflow (nothing written): {exc}"
+        )
     denied = ("NOPERM", "no permissions", "can't run this command")
     if isinstance(exc, NoPermissionError) or any(d in str(exc) for d in denied):
         return PermissionDenied(f"Redis refused the command (permission denied): {exc}")

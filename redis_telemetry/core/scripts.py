@@ -134,7 +134,7 @@ def record_call(
 
 
 def record_counts(replies: Iterable[Any], repeated: int = 0) -> RecordResult:
-    """Add up ``record.lua`` replies ({stored, duplicates, outside, now, capped}), and the
+    """Add up ``record.lua`` replies ({stored, duplicates, outside, now, capped, created}), and the
     ``repeated`` duplicates within the batch."""
     stored = outside = capped = 0
     duplicates = repeated

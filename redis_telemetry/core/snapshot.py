@@ -146,12 +146,18 @@ def from_totals(
             "running totals of %s went negative (%s); members were written by hand?", key, left
         )
         left = [max(0, v) for v in left]
-    newest_us = None
-    if newest and newest[0][1] > cutoff:
-        top = newest[0][1]
-        tied = decode_window(key, [m for m in newest if m[1] == top], -math.inf)
-        newest_us = max((e.completed_at_us for e in tied), default=None)
-    return _snapshot(model, Totals._make(left), newest_us, window_secs, now_ms, limit_pttl)
+    last = newest_us(key, newest, cutoff)
+    return _snapshot(model, Totals._make(left), last, window_secs, now_ms, limit_pttl)
+
+
+def newest_us(key: str, newest: Members, cutoff: float) -> int | None:
+    """The newest readable event's completion time among ``newest`` (newest first): the
+    latest of the newest millisecond that holds a readable member; corrupt ones are skipped."""
+    for score in dict.fromkeys(sc for _, sc in newest if sc > cutoff):
+        tied = decode_window(key, [m for m in newest if m[1] == score], -math.inf)
+        if tied:
+            return max(e.completed_at_us for e in tied)
+    return None
 
 
 def lacks_fields(sums: Sequence[Any], newest: Members) -> bool:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
+from ..errors import InvalidInputError
+
 
 class Totals(NamedTuple):
     """The sums over every member of a model's events key."""
@@ -57,3 +59,23 @@ def contribution(
 def zero() -> list[int]:
     """Totals of no event, as a list to add into."""
     return [0] * len(FIELDS)
+
+
+#: The most a total may reach: HINCRBY holds up to 2^63 - 1, and ``record.lua`` compares in
+#: doubles, so it refuses a call whose sums would reach this (nothing written).
+CEILING = 2**63 - 2**12
+#: The most one event adds to any total (counts and latency up to 10^12, cost up to
+#: 10^6 USD = 10^15 nano-USD): a batch of fewer than :data:`ROOMY` events of one model
+#: cannot pass the ceiling by itself.
+MAX_PER_EVENT = 10**15
+ROOMY = CEILING // MAX_PER_EVENT
+
+
+def check_room(model: str, sums: Sequence[Sequence[int]]) -> None:
+    """Refuse (InvalidInputError) a batch whose sums for ``model`` alone would pass the
+    ceiling; the sums already stored are checked by ``record.lua``."""
+    for name, total in zip(FIELDS, map(sum, zip(*sums, strict=True)), strict=True):
+        if total >= CEILING:
+            raise InvalidInputError(
+                f"the events of {model!r} would take its total {name} past 2^63; nothing written"
+            )

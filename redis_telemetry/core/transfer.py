@@ -80,14 +80,15 @@ def plan_import(
     return events, limits
 
 
-def restore_limits(dump: backup.Dump, now_ms: int, default_ms: int) -> list[tuple[str, int, str]]:
-    """A dump's limits as (model, ms left, reason) at the server's ``now_ms``; a limit
-    without expiry gets ``default_ms``."""
-    now = snapshot.ms_to_datetime(now_ms)
-    return [
-        (lim.model, backup.limit_ms_left(lim, now, default_ms), lim.reason[:200])
-        for lim in dump.limits
-    ]
+def restore_limits(dump: backup.Dump, now_ms: int) -> list[tuple[str, int | None, str]]:
+    """A dump's limits still running at the server's ``now_ms``, as (model, until_ms, reason):
+    the end the dump names, in epoch ms (None: the key had no expiry)."""
+    out: list[tuple[str, int | None, str]] = []
+    for lim in dump.limits:
+        until = None if lim.expires_at is None else rules.ms_floor(rules.epoch_us(lim.expires_at))
+        if until is None or until > now_ms:
+            out.append((lim.model, until, lim.reason[:200]))
+    return out
 
 
 def dump_limit(model: str, pttl: int, now_ms: int, reason: Any) -> backup.DumpLimit:

@@ -63,6 +63,12 @@ class SharedWindow:
         """The config key's TTL for a write whose data lives ``ttl_ms``."""
         return max(ttl_ms, self.ms) + CONFIG_RECHECK_MS + GRACE_MS
 
+    def governs(self, score_ms: int, now_ms: int) -> int:
+        """How long from ``now_ms`` the config must live for data stamped ``score_ms``: until
+        it leaves the window (a future stamp included; one less than ``GRACE_MS`` ahead, which
+        the config's TTL already adds, does not count, so the steady state stays one call)."""
+        return max(0, score_ms - now_ms - GRACE_MS) + self.ms
+
     def due(self, config_ttl_ms: int, now_ms: int) -> bool:
         """Whether a write must (re)confirm the window and refresh the config's TTL."""
         return (
