@@ -3,383 +3,46 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from pathlib import Path
-from typing import IO, Any, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import IO, Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from rich.console import Console
-from rich.live import Live
-from rich.progress import BarColumn, Progress, TextColumn, TransferSpeedColumn
 
-from . import render
 from ._version import __version__
-from .core.backup import Dump, DumpEvent, DumpHeader, DumpLimit, describe_validation, parse_line
-from .core.keys import DEFAULT_NAMESPACE
+from .cli_commands import (
+    DEFAULT_PORT,
+    DEFAULT_URL,
+    EXIT_ERROR,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    Context,
+    _cause,
+    cmd_completion,
+    cmd_demo,
+    cmd_dump,
+    cmd_events,
+    cmd_export,
+    cmd_import,
+    cmd_ingest,
+    cmd_limit,
+    cmd_record,
+    cmd_restore,
+    cmd_serve,
+    cmd_status,
+    cmd_usage,
+    cmd_watch,
+    default_url,
+)
+from .core.backup import describe_validation
 from .core.urls import check_url, redact
 from .errors import InvalidInputError, TelemetryError, TelemetryUnavailable
-from .ingest import FORMAT_NAMES, IngestAborted, breakdown, make_parser, run_ingest
-from .ingest.run import DEFAULT_RETRY_FOR, read_lines, with_retry
-from .models import CompletionEvent, TelemetrySummary
-from .store import TelemetryStore
+from .ingest import FORMAT_NAMES
+from .ingest.run import DEFAULT_RETRY_FOR
 
 log = logging.getLogger(__name__)
-DEFAULT_URL = "redis://localhost:6379/0"
-#: `serve`'s port: free in the Prometheus default port allocations list (9464, the old
-#: default, is the OpenTelemetry Prometheus exporter's, which Claude Code may use)
-DEFAULT_PORT = 10464
-EXIT_ERROR, EXIT_USAGE, EXIT_UNAVAILABLE = 1, 2, 3
-
-
-def default_url() -> str:
-    """``REDIS_TELEMETRY_URL``, then ``REDIS_URL``, then the local default."""
-    return os.environ.get("REDIS_TELEMETRY_URL") or os.environ.get("REDIS_URL") or DEFAULT_URL
-
-
-class Context(NamedTuple):
-    args: argparse.Namespace
-    out: Console
-    err: Console
-
-
-def connect(args: argparse.Namespace) -> TelemetryStore:
-    """A store on ``--url`` and ``--namespace``, with ``--window`` (no I/O yet)."""
-    ns = args.namespace or DEFAULT_NAMESPACE
-    return TelemetryStore.from_url(args.url, window_secs=args.window, namespace=ns)
-
-
-def adopt_window(store: TelemetryStore) -> TelemetryStore:
-    """The same connection with the window the namespace already has in Redis, if any."""
-    stored = store.stored_window()
-    if stored is None or stored == store.window_secs:
-        return store
-    return store.with_window(stored)
-
-
-def open_store(args: argparse.Namespace) -> TelemetryStore:
-    """A store on ``--url``, using the window the namespace already has in Redis."""
-    return adopt_window(connect(args))
-
-
-def print_json(ctx: Context, value: BaseModel | Sequence[BaseModel]) -> None:
-    """Machine-readable JSON with the library's field names."""
-    if isinstance(value, BaseModel):
-        data: Any = value.model_dump(mode="json")
-    else:
-        data = [v.model_dump(mode="json") for v in value]
-    ctx.out.print_json(json.dumps(data)) if ctx.out.is_terminal else print(json.dumps(data))
-
-
-# -- read commands ------------------------------------------------------------------------------
-
-
-def cmd_status(ctx: Context) -> int:
-    store = open_store(ctx.args)
-    snaps = store.all_model_performances()
-    if ctx.args.json:
-        print_json(ctx, snaps)
-    elif not snaps:
-        ctx.out.print(f"No models yet in namespace {store.namespace!r}: nothing recorded.")
-    else:
-        ctx.out.print(render.status_table(snaps, _title(store)))
-    return 0
-
-
-def _title(store: TelemetryStore) -> str:
-    return f"{store.namespace}: last {render.duration(store.window_secs)}"
-
-
-def cmd_watch(ctx: Context) -> int:
-    store = open_store(ctx.args)
-
-    def table() -> Any:
-        snaps = store.all_model_performances()
-        return render.status_table(snaps, _title(store) + f" (every {ctx.args.interval}s)")
-
-    def forever() -> Iterator[int]:
-        shown = 0
-        while ctx.args.count is None or shown < ctx.args.count:
-            time.sleep(ctx.args.interval)
-            shown += 1
-            yield shown
-
-    try:
-        if ctx.out.is_terminal:
-            with Live(table(), console=ctx.out, auto_refresh=False) as live:
-                for _ in forever():
-                    live.update(table(), refresh=True)
-        else:  # piped: one table per refresh, flushed, so a reader sees each as it comes
-            ctx.out.print(table())
-            for _ in forever():
-                ctx.out.print(table())
-    except KeyboardInterrupt:
-        pass
-    return 0
-
-
-def cmd_usage(ctx: Context) -> int:
-    usage = open_store(ctx.args).session_usage(ctx.args.session)
-    if ctx.args.json:
-        print_json(ctx, usage)
-    elif not usage.by_model:
-        ctx.out.print(f"No events of session {usage.id!r} in the window.")
-    else:
-        ctx.out.print(render.usage_table(usage))
-    return 0
-
-
-def cmd_events(ctx: Context) -> int:
-    events = open_store(ctx.args).events(ctx.args.model, ctx.args.last)
-    if ctx.args.json:
-        print_json(ctx, events)
-    elif not events:
-        ctx.out.print(f"No events of {ctx.args.model!r} in the window.")
-    else:
-        ctx.out.print(render.events_table(ctx.args.model, events))
-    return 0
-
-
-# -- write commands -----------------------------------------------------------------------------
-
-
-def cmd_limit(ctx: Context) -> int:
-    store = open_store(ctx.args)
-    if ctx.args.action == "set":
-        store.mark_subscription_limited(ctx.args.model, ctx.args.ttl)
-        ttl = ctx.args.ttl or store.subscription_limit_ttl_secs
-        ctx.out.print(f"{ctx.args.model} is limited for {render.duration(ttl)}.")
-    elif store.clear_subscription_limit(ctx.args.model):
-        ctx.out.print(f"{ctx.args.model} is no longer limited.")
-    else:
-        ctx.out.print(f"{ctx.args.model} was not limited.")
-    return 0
-
-
-def event_from_flags(args: argparse.Namespace) -> CompletionEvent:
-    """An event from ``record``'s flags."""
-    tokens = breakdown(
-        input=args.input_tokens, output=args.output_tokens, reasoning=args.reasoning_tokens,
-        cache_read=args.cache_read_tokens, cache_write=args.cache_write_tokens,
-        total=args.total_tokens,
-    )  # fmt: skip
-    fields: dict[str, Any] = {
-        "model": args.model, "session_id": args.session, "latency_ms": args.latency_ms,
-        "success": args.error is None and not args.failed, "tokens": tokens,
-        "cost_usd": args.cost, "error": args.error,
-    }  # fmt: skip
-    if args.completed_at:
-        fields["completed_at"] = args.completed_at
-    return CompletionEvent(**fields)
-
-
-def cmd_record(ctx: Context) -> int:
-    if ctx.args.model is None:
-        text = sys.stdin.read()
-        try:
-            event = CompletionEvent.model_validate_json(text)
-        except ValidationError as exc:
-            raise InvalidInputError(f"stdin: {describe_validation(exc)}") from None
-    else:
-        if ctx.args.latency_ms is None:
-            raise InvalidInputError("--latency-ms is required with --model")
-        event = event_from_flags(ctx.args)
-    result = open_store(ctx.args).record(event)
-    if result.stored:
-        ctx.out.print(f"recorded 1 event for {event.model}")
-    else:
-        ctx.out.print(f"not stored: {_record_result(result)}")
-    return 0
-
-
-def _record_result(result: Any) -> str:
-    return (
-        f"{result.stored} stored, {result.duplicates} already present, "
-        f"{result.outside_window} outside the window"
-    )
-
-
-def cmd_ingest(ctx: Context) -> int:
-    try:
-        parser = make_parser(ctx.args.format, ctx.args.model, ctx.args.session)
-    except ValueError as exc:
-        ctx.err.print(f"redis-telemetry ingest: {exc}", markup=False)
-        return EXIT_USAGE
-
-    def notify(text: str) -> None:
-        ctx.err.print(f"redis-telemetry ingest: {text}", markup=False, highlight=False)
-
-    store = with_retry(lambda: open_store(ctx.args), ctx.args.retry_for, notify)
-
-    def run(stream: IO[str], on_line: Callable[[str], None] = lambda line: None) -> int:
-        try:
-            report = run_ingest(
-                store, parser, read_lines(stream), retry_for=ctx.args.retry_for,
-                on_line=on_line, notify=notify,
-            )  # fmt: skip
-        except IngestAborted as exc:
-            ctx.out.print(exc.report.line(), markup=False)
-            notify(f"giving up at {redact(ctx.args.url)}: {exc}")
-            return EXIT_UNAVAILABLE
-        ctx.out.print(report.line(), markup=False)
-        return 0
-
-    if ctx.args.file == "-":
-        return run(sys.stdin)
-    path = Path(ctx.args.file)
-    with open_input(path) as stream, _progress(ctx, path) as advance:
-        return run(stream, advance)
-
-
-@contextmanager
-def _progress(ctx: Context, path: Path) -> Iterator[Callable[[str], None]]:
-    """A progress bar over the file's bytes (on stderr, so stdout stays clean)."""
-    with Progress(
-        TextColumn("[bold]ingest[/bold] {task.description}"), BarColumn(),
-        TextColumn("{task.percentage:>3.0f}%"), TransferSpeedColumn(),
-        console=ctx.err, transient=True,
-    ) as bar:  # fmt: skip
-        task = bar.add_task(path.name, total=path.stat().st_size)
-        yield lambda line: bar.advance(task, len(line.encode()))
-
-
-@contextmanager
-def open_input(path: Path) -> Iterator[IO[str]]:
-    """A text file, with a clear error when it cannot be read."""
-    try:
-        with path.open(encoding="utf-8", errors="replace") as stream:
-            yield stream
-    except OSError as exc:
-        raise InvalidInputError(f"cannot read {path}: {exc.strerror}") from None
-
-
-@contextmanager
-def open_output(path: str | None) -> Iterator[IO[str]]:
-    """``--out FILE`` or stdout."""
-    if path is None:
-        yield sys.stdout
-        return
-    try:
-        with Path(path).open("w", encoding="utf-8") as stream:
-            yield stream
-    except OSError as exc:
-        raise InvalidInputError(f"cannot write {path}: {exc.strerror}") from None
-
-
-def cmd_export(ctx: Context) -> int:
-    summary = open_store(ctx.args).export_summary()
-    with open_output(ctx.args.out) as out:
-        out.write(summary.model_dump_json() + "\n")
-    if ctx.args.out:
-        ctx.err.print(f"exported {len(summary.model_performances)} models to {ctx.args.out}")
-    return 0
-
-
-def cmd_import(ctx: Context) -> int:
-    with open_input(Path(ctx.args.file)) as stream:
-        text = stream.read()
-    try:
-        summary = TelemetrySummary.model_validate_json(text)
-    except ValidationError as exc:
-        raise InvalidInputError(f"{ctx.args.file}: {describe_validation(exc)}") from None
-    result = open_store(ctx.args).import_summary(summary)
-    ctx.out.print(
-        f"imported {len(summary.model_performances)} models: {_record_result(result)}",
-        markup=False,
-    )
-    return 0
-
-
-def cmd_dump(ctx: Context) -> int:
-    dump = open_store(ctx.args).dump()
-    with open_output(ctx.args.out) as out:
-        for line in dump.lines():
-            out.write(line + "\n")
-    if ctx.args.out:
-        ctx.err.print(
-            f"dumped {len(dump.events)} events and {len(dump.limits)} limits to {ctx.args.out}"
-        )
-    return 0
-
-
-def cmd_restore(ctx: Context) -> int:
-    header: DumpHeader | None = None
-    events: list[CompletionEvent] = []
-    limits: list[DumpLimit] = []
-    with open_input(Path(ctx.args.file)) as stream:
-        for n, text in enumerate(stream, 1):
-            if not text.strip():
-                continue
-            line = parse_line(text, n)
-            if isinstance(line, DumpHeader):
-                header = line
-            elif isinstance(line, DumpEvent):
-                events.append(line.event)
-            else:
-                limits.append(line)
-    if header is None:
-        raise InvalidInputError(f"{ctx.args.file}: no dump header line; is this a dump?")
-    store = open_store(ctx.args)
-    result = store.restore(Dump(header=header, events=events, limits=limits))
-    ctx.out.print(
-        f"restored {result.stored} of {len(events)} events ({result.duplicates} already present); "
-        f"{len(limits)} limits",
-        markup=False,
-    )
-    if result.outside_window:
-        ctx.err.print(
-            f"{result.outside_window} events were older than the window "
-            f"({store.window_secs}s) and were not restored",
-            markup=False,
-        )
-    return 0
-
-
-def cmd_serve(ctx: Context) -> int:
-    from .exporter import serve
-
-    store = connect(ctx.args)
-    try:
-        store = adopt_window(store)
-    except TelemetryUnavailable as exc:  # serve anyway: scrapes report up=0 until Redis is back
-        ctx.err.print(
-            f"redis-telemetry serve: Redis at {redact(ctx.args.url)} is unreachable "
-            f"for now ({_cause(exc)}); serving up=0 until it answers",
-            markup=False,
-        )
-
-    def ready(url: str) -> None:
-        ctx.out.print(f"serving Prometheus metrics on {url} (and /healthz)", markup=False,
-                      highlight=False, soft_wrap=True)  # fmt: skip
-        sys.stdout.flush()
-
-    try:
-        serve(store, ctx.args.host, ctx.args.port, ready, ctx.args.percentiles)
-    except KeyboardInterrupt:
-        pass
-    except OSError as exc:
-        raise InvalidInputError(
-            f"cannot listen on {ctx.args.host}:{ctx.args.port}: {exc}"
-        ) from None
-    return 0
-
-
-def cmd_demo(ctx: Context) -> int:
-    from .demo import run_demo
-
-    return run_demo(ctx.args, ctx.out, ctx.err)
-
-
-def cmd_completion(ctx: Context) -> int:
-    import shtab
-
-    print(shtab.complete(build_parser(), shell=ctx.args.shell), end="")
-    return 0
 
 
 # -- the parser ---------------------------------------------------------------------------------
@@ -600,11 +263,6 @@ def _report(ctx: Context, exc: TelemetryError | ValidationError) -> int:
     else:
         ctx.err.print(f"redis-telemetry: {describe_validation(exc)}", markup=False)
     return EXIT_ERROR
-
-
-def _cause(exc: BaseException) -> str:
-    text = str(exc.__cause__ or exc)
-    return text.removeprefix("Redis is unreachable: ").split("\n")[0]
 
 
 def run() -> None:
