@@ -93,25 +93,36 @@ def build_parser() -> argparse.ArgumentParser:
         description="Shared, live LLM model telemetry in Redis: inspect, ingest, operate.",
     )
     p.add_argument(
-        "--url", default=None,
+        "--url",
+        default=None,
         help=f"Redis URL (default: $REDIS_TELEMETRY_URL, then $REDIS_URL, then {DEFAULT_URL})",
-    )  # fmt: skip
+    )
     p.add_argument("--namespace", default=None, help="key prefix (default: telemetry)")
     p.add_argument(
-        "--window", type=_SECS, default=3600, metavar="SECS",
+        "--window",
+        type=_SECS,
+        default=3600,
+        metavar="SECS",
         help="window for a namespace that has none yet (default 3600); "
         "a namespace's stored window always wins",
-    )  # fmt: skip
+    )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument(
-        "-v", "--verbose", action="count", default=0,
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
         help="log more on stderr: -v info, -vv debug (with tracebacks behind errors)",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--log-level", type=str.upper, choices=LOG_LEVELS, default=None, metavar="LEVEL",
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        default=None,
+        metavar="LEVEL",
         help=f"log level of the redis_telemetry loggers, one of {', '.join(LOG_LEVELS)} "
         "(default WARNING; overrides -v)",
-    )  # fmt: skip
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, handler: Callable[[Context], int], help: str) -> Any:
@@ -158,10 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--model", help="model name (required for opencode; overrides the stream)")
     sp.add_argument("--session", help="session id (overrides the stream)")
     sp.add_argument(
-        "--retry-for", type=_retry_secs, default=DEFAULT_RETRY_FOR, metavar="SECS",
+        "--retry-for",
+        type=_retry_secs,
+        default=DEFAULT_RETRY_FOR,
+        metavar="SECS",
         help="while Redis is unreachable, hold the lines read and retry for up to SECS "
         f"(default {DEFAULT_RETRY_FOR:g}); then exit 3 naming the line to resume from",
-    )  # fmt: skip
+    )
     sp.add_argument("file", nargs="?", default="-", help="a file, or - for stdin (default)")
 
     sp = command("export", cmd_export, "print the TelemetrySummary JSON")
@@ -177,9 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=_PORT, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})"
     )
     sp.add_argument(
-        "--percentiles", action="store_true",
+        "--percentiles",
+        action="store_true",
         help="also export p50/p95 latency (reads every event in the window per scrape)",
-    )  # fmt: skip
+    )
 
     sp = command("demo", cmd_demo, "a simulated fleet with a live table and a router")
     sp.add_argument("--seconds", type=_DURATION, default=20.0, help="how long to run (default 20)")

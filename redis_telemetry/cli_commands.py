@@ -166,15 +166,22 @@ def cmd_limit(ctx: Context) -> int:
 def event_from_flags(args: argparse.Namespace) -> CompletionEvent:
     """An event from ``record``'s flags."""
     tokens = breakdown(
-        input=args.input_tokens, output=args.output_tokens, reasoning=args.reasoning_tokens,
-        cache_read=args.cache_read_tokens, cache_write=args.cache_write_tokens,
+        input=args.input_tokens,
+        output=args.output_tokens,
+        reasoning=args.reasoning_tokens,
+        cache_read=args.cache_read_tokens,
+        cache_write=args.cache_write_tokens,
         total=args.total_tokens,
-    )  # fmt: skip
+    )
     fields: dict[str, Any] = {
-        "model": args.model, "session_id": args.session, "latency_ms": args.latency_ms,
-        "success": args.error is None and not args.failed, "tokens": tokens,
-        "cost_usd": args.cost, "error": args.error,
-    }  # fmt: skip
+        "model": args.model,
+        "session_id": args.session,
+        "latency_ms": args.latency_ms,
+        "success": args.error is None and not args.failed,
+        "tokens": tokens,
+        "cost_usd": args.cost,
+        "error": args.error,
+    }
     if args.completed_at:
         fields["completed_at"] = args.completed_at
     return CompletionEvent(**fields)
@@ -221,9 +228,13 @@ def cmd_ingest(ctx: Context) -> int:
     def run(stream: IO[str], on_line: Callable[[str], None] = lambda line: None) -> int:
         try:
             report = run_ingest(
-                store, parser, read_lines(stream), retry_for=ctx.args.retry_for,
-                on_line=on_line, notify=notify,
-            )  # fmt: skip
+                store,
+                parser,
+                read_lines(stream),
+                retry_for=ctx.args.retry_for,
+                on_line=on_line,
+                notify=notify,
+            )
         except IngestAborted as exc:
             ctx.out.print(exc.report.line(), markup=False)
             notify(f"giving up at {redact(ctx.args.url)}: {exc}")
@@ -242,10 +253,13 @@ def cmd_ingest(ctx: Context) -> int:
 def _progress(ctx: Context, path: Path) -> Iterator[Callable[[str], None]]:
     """A progress bar over the file's bytes (on stderr, so stdout stays clean)."""
     with Progress(
-        TextColumn("[bold]ingest[/bold] {task.description}"), BarColumn(),
-        TextColumn("{task.percentage:>3.0f}%"), TransferSpeedColumn(),
-        console=ctx.err, transient=True,
-    ) as bar:  # fmt: skip
+        TextColumn("[bold]ingest[/bold] {task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TransferSpeedColumn(),
+        console=ctx.err,
+        transient=True,
+    ) as bar:
         task = bar.add_task(path.name, total=path.stat().st_size)
         yield lambda line: bar.advance(task, len(line.encode()))
 
@@ -356,8 +370,12 @@ def cmd_serve(ctx: Context) -> int:
         )
 
     def ready(url: str) -> None:
-        ctx.out.print(f"serving Prometheus metrics on {url} (and /healthz)", markup=False,
-                      highlight=False, soft_wrap=True)  # fmt: skip
+        ctx.out.print(
+            f"serving Prometheus metrics on {url} (and /healthz)",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
         sys.stdout.flush()
 
     try:

@@ -151,9 +151,20 @@ def test_limit_set_and_clear(cli: Cli, url: str, store: TelemetryStore) -> None:
 
 def test_record_from_flags_and_stdin(cli: Cli, store: TelemetryStore) -> None:
     code, out, err = cli(
-        "record", "--model", "m", "--latency-ms", "250", "--input-tokens", "10",
-        "--output-tokens", "5", "--cost", "0.01", "--session", "s",
-    )  # fmt: skip
+        "record",
+        "--model",
+        "m",
+        "--latency-ms",
+        "250",
+        "--input-tokens",
+        "10",
+        "--output-tokens",
+        "5",
+        "--cost",
+        "0.01",
+        "--session",
+        "s",
+    )
     assert code == 0, err
     assert "recorded 1 event for m" in out
     line = (FIXTURES / "rust-completion-events.jsonl").read_text().splitlines()[0]
@@ -229,8 +240,11 @@ def test_ingest_opencode_without_model_is_a_usage_error(cli: Cli) -> None:
 def test_ingest_follows_a_growing_stream(url: str, store: TelemetryStore) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "redis_telemetry", "--url", url, "ingest", "--format", "jsonl", "-"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdin is not None
     try:
         for n in range(1, 4):
@@ -324,8 +338,10 @@ def test_watch_refreshes_then_stops(cli: Cli, store: TelemetryStore) -> None:
 def test_watch_stops_cleanly_on_ctrl_c(url: str) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "redis_telemetry", "--url", url, "watch", "--interval", "0.1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     first = proc.stdout.readline()  # the first table is on screen: the loop is running
     assert first
@@ -371,8 +387,21 @@ def test_url_defaults_come_from_the_environment(url: str, store: TelemetryStore)
 def test_console_script_is_installed() -> None:
     exe = Path(sys.executable).parent / "redis-telemetry"
     result = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True)
-    for command in ("status", "watch", "usage", "events", "limit", "record", "ingest", "export",
-                    "import", "dump", "restore", "serve", "demo"):  # fmt: skip
+    for command in (
+        "status",
+        "watch",
+        "usage",
+        "events",
+        "limit",
+        "record",
+        "ingest",
+        "export",
+        "import",
+        "dump",
+        "restore",
+        "serve",
+        "demo",
+    ):
         assert command in result.stdout
 
 
@@ -451,8 +480,9 @@ def test_demo_uses_the_given_url(url: str, store: TelemetryStore) -> None:
     assert "embedded" not in result.stderr
     demo = TelemetryStore.from_url(url, window_secs=300, namespace="demo")
     models = demo.known_models()
-    assert models == sorted(["bigco/reasoner-max", "cheapco/flaky-7b", "fastco/coder-mini",
-                             "premco/sonnet-x"])  # fmt: skip
+    assert models == sorted(
+        ["bigco/reasoner-max", "cheapco/flaky-7b", "fastco/coder-mini", "premco/sonnet-x"]
+    )
     assert demo.model_performance("premco/sonnet-x").subscription_limit_reached
     assert store.known_models() == []  # the default namespace is untouched
     demo.client.close()

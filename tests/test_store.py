@@ -281,8 +281,17 @@ def test_a_limit_error_blocks_until_the_reset_time_it_names(r: redis.Redis) -> N
     assert abs((expires - reset).total_seconds()) < 2  # the text's end, not the 100 s TTL
     assert store.known_models() == ["m"]
     # a default-length block after it keeps the longer one; a reset already past blocks nothing
-    store.record_batch([event("m", False), event("n", False, error="weekly limit · resets 1:00am",
-                                                 completed_at=at - timedelta(days=2))])  # fmt: skip
+    store.record_batch(
+        [
+            event("m", False),
+            event(
+                "n",
+                False,
+                error="weekly limit · resets 1:00am",
+                completed_at=at - timedelta(days=2),
+            ),
+        ]
+    )
     kept = store.model_performance("m").subscription_limit_expires_at
     assert kept is not None
     assert abs((kept - expires).total_seconds()) < 1  # read as now + PTTL: a ms either way
