@@ -134,15 +134,9 @@ class BufferedWriter:
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything submitted so far is written; False on timeout."""
-        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             self._cond.notify_all()
-            while self._queue or self._in_flight:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return False
-                self._cond.wait(left)
-        return True
+            return self._cond.wait_for(lambda: not (self._queue or self._in_flight), timeout)
 
     def close(self, timeout: float = 5.0) -> bool:
         """Flush for up to ``timeout`` seconds, then stop the thread; True if nothing is left."""

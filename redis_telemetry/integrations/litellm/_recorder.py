@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -106,14 +105,8 @@ class Recorder:
 
     def flush(self, timeout: float | None = 5.0) -> bool:
         """Wait (from any thread but the worker's loop) until nothing is pending."""
-        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while self._queue or self._in_flight:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return False
-                self._cond.wait(left)
-        return True
+            return self._cond.wait_for(lambda: not (self._queue or self._in_flight), timeout)
 
     async def aflush(self, timeout: float | None = 5.0) -> bool:
         """``flush`` for async code: waits without blocking the running loop."""

@@ -101,8 +101,7 @@ class SharedStateRouting(CustomRoutingStrategyBase):
         request_kwargs: dict[str, object] | None = None,
     ) -> Deployment:
         """The deployment for this request (one round trip, off the loop for a sync store)."""
-        deployments = self._deployments(model)
-        keys = [deployment_key(d) for d in deployments]
+        deployments, keys = self._candidates(model)
         if len(deployments) == 1:
             return deployments[0]
         try:
@@ -126,8 +125,7 @@ class SharedStateRouting(CustomRoutingStrategyBase):
     ) -> Deployment:
         """The deployment for a sync request. An ``AsyncTelemetryStore`` cannot be awaited
         here: the pick then falls back (use a ``TelemetryStore`` for sync calls)."""
-        deployments = self._deployments(model)
-        keys = [deployment_key(d) for d in deployments]
+        deployments, keys = self._candidates(model)
         if len(deployments) == 1:
             return deployments[0]
         if isinstance(self.store, AsyncTelemetryStore):
@@ -148,7 +146,8 @@ class SharedStateRouting(CustomRoutingStrategyBase):
             "stale_policy": self.stale_policy,
         }
 
-    def _deployments(self, model: str) -> Sequence[Deployment]:
+    def _candidates(self, model: str) -> tuple[list[Deployment], list[str]]:
+        """The deployments that may serve ``model``, and their keys in the store."""
         registry = self.router.registry()
         found: list[Deployment] = list(registry.deployments(model) or [])
         if not found and (one := registry.deployment_dict(model)) is not None:
@@ -159,7 +158,7 @@ class SharedStateRouting(CustomRoutingStrategyBase):
                 model=model,
                 llm_provider="",
             )
-        return found
+        return found, [deployment_key(d) for d in found]
 
     def _pick(
         self, deployments: Sequence[Deployment], keys: list[str], ranking: Ranking
