@@ -166,7 +166,7 @@ def bench_record(client: redis.Redis, store: TelemetryStore, n: int) -> dict[str
         base.append(time.perf_counter() - mid)
         c, d = prebuilt[2 * i], prebuilt[2 * i + 1]
         start = time.perf_counter()
-        client.evalsha(sha, 3, *c.keys, *c.args)
+        client.evalsha(sha, len(c.keys), *c.keys, *c.args)
         mid = time.perf_counter()
         insert_only(d.keys, d.args)
         script.append(mid - start)

@@ -1,11 +1,14 @@
--- record.lua: insert completion events for ONE model, keep its running totals, and trim its
--- rolling window, in one atomic step.
+-- record.lua: insert completion events for ONE model, keep its running totals, latency sketch
+-- and session index, and trim its rolling window, in one atomic step of bounded work.
 --
--- KEYS[1]  <ns>:{<model>}:events  sorted set; member = msgpack event (carries a unique id),
---                                  score = completed_at in epoch milliseconds
--- KEYS[2]  <ns>:{<model>}:limit   string; present while the model is subscription-limited
--- KEYS[3]  <ns>:{<model>}:totals  hash; the sums over every event in KEYS[1] (see FIELDS),
---                                  and `capped`
+-- KEYS[1]  <ns>:{<model>}:events    sorted set; member = msgpack event (carries a unique id),
+--                                    score = completed_at in epoch milliseconds
+-- KEYS[2]  <ns>:{<model>}:limit     string; present while the model is subscription-limited
+-- KEYS[3]  <ns>:{<model>}:totals    hash; the sums over every member of KEYS[1] (see FIELDS),
+--                                    the latency sketch (field l<bucket>: successful
+--                                    completions per bucket), `capped`, and `layout`
+-- KEYS[4]  <ns>:{<model>}:sessions  hash; session id -> "events input output total cost_nusd"
+--                                    summed over the members of KEYS[1] with that session
 -- ARGV[1]  "window_ms limit_ttl_ms grace_ms max_events", space-separated integers:
 --           the rolling window; how long a subscription-limit error blocks the model; how
 --           far past the window the keys' TTLs reach; the cap on the model's stored events
@@ -19,129 +22,73 @@
 --           from now), and the text stored in the limit key
 -- (Packing settings and sums into two arguments keeps a one-event call small; the common
 -- batch, all new and in the window, goes to ZADD with its arguments as they are.)
+-- A call with n = 0 stores nothing and only does the upkeep below (trims, rebuild).
 --
 -- Refuses (an error reply starting 'record.lua: totals overflow', nothing written) a call
 -- whose sums would take a total past what HINCRBY holds (2^63 - 1, less a margin for the
 -- doubles the check compares in).
 --
--- Returns {stored, duplicates, outside_window, now_ms, capped, created}; capped counts the
--- oldest events removed to respect max_events (also added to the totals' `capped` field);
--- created is 1 when this call stored into an events key that held nothing (a new model, or
--- Redis lost its data: the client then lists the model in the registry again).
+-- Returns {stored, duplicates, outside_window, now_ms, capped, created, pending}; capped
+-- counts the oldest events removed to respect max_events (also added to the totals' `capped`
+-- field); created is 1 when this call stored into an events key that held nothing (a new
+-- model, or Redis lost its data: the client then lists the model in the registry again);
+-- pending is 1 while upkeep is left for later calls (aged or excess members, or a rebuild).
 --
 -- "now" is Redis's own clock (TIME), never a client's, so replicas with skewed clocks agree.
 -- A member that is already present (same event id: a retried write) is not counted again.
--- The totals stay equal to the sums over the members of KEYS[1]: the batch's sums are added
--- less the events not stored, and every member trimmed here is subtracted. A field whose sum
--- is 0 may be absent.
+-- The totals, sketch and session index stay equal to the sums over the members of KEYS[1]:
+-- the batch's sums are added less the events not stored, and every member trimmed here is
+-- subtracted. A field whose sum is 0 may be absent.
 --
--- FIELDS names the totals, in the order of ARGV[2]'s sums; ADDED_LATER, the ones added after
--- hashes were already written (see below). The loader renders both lines from the Python
--- schema (redis_telemetry/core/totals.py); the copies here are kept equal by a test.
+-- Bounded work: one call removes at most STEP aged members and STEP members over the cap, and
+-- rebuilds at most STEP members, so no call holds Redis for long whatever came before (a long
+-- idle stretch, a restore, a lower cap). What is left waits for the next call; readers
+-- subtract aged members themselves, so the numbers stay exact meanwhile.
+--
+-- Layout: a totals hash whose `layout` is not LAYOUT (written by an older release) is rebuilt
+-- from the members, STEP per call, oldest first. While it is, field `rebuilt` holds the score
+-- up to which members are counted, and inserts and trims count a member only up to it.
+-- Readers read such a model from its events until `layout` is set.
+--
+-- FIELDS names the totals, in the order of ARGV[2]'s sums; LAYOUT, the hash layout. The loader
+-- renders both lines from the Python schema (redis_telemetry/core/totals.py).
 local FIELDS = {'ok', 'failed', 'latency', 'cost_nusd', 'total', 'input', 'output', 'reasoning', 'cache_read', 'cache_write'}
-local ADDED_LATER = {}
-local N = #FIELDS
+local LAYOUT = 2
 local LIMIT = 2 ^ 52  -- doubles hold integers exactly below 2^53
 local TRIM_EVERY = 4
+local STEP = 1000
 
--- A decoder for the one msgpack shape this package writes:
--- [1, event_id, session_id, completed_at_us, latency_ms, success,
---  total, input, output, reasoning, cache_read, cache_write, cost_usd, error]
-local byte = string.byte
+-- #include event.lua
 
-local function uint(s, pos, n)
-  local v = 0
-  for i = pos, pos + n - 1 do v = v * 256 + byte(s, i) end
-  return v
-end
-
-local function read(s, pos)  -- returns value, next position; strings and nil are skipped
-  local b = byte(s, pos)
-  if b == nil then error('truncated') end
-  if b <= 0x7f then return b, pos + 1 end
-  if b >= 0xa0 and b <= 0xbf then return nil, pos + 1 + (b - 0xa0) end
-  if b == 0xc0 then return nil, pos + 1 end
-  if b == 0xc2 then return false, pos + 1 end
-  if b == 0xc3 then return true, pos + 1 end
-  if b == 0xcc then return uint(s, pos + 1, 1), pos + 2 end
-  if b == 0xcd then return uint(s, pos + 1, 2), pos + 3 end
-  if b == 0xce then return uint(s, pos + 1, 4), pos + 5 end
-  if b == 0xcf then return uint(s, pos + 1, 8), pos + 9 end
-  if b == 0xd9 then return nil, pos + 2 + uint(s, pos + 1, 1) end
-  if b == 0xda then return nil, pos + 3 + uint(s, pos + 1, 2) end
-  if b == 0xdb then return nil, pos + 5 + uint(s, pos + 1, 4) end
-  if b >= 0xe0 then return b - 256, pos + 1 end
-  if b >= 0xd0 and b <= 0xd3 then
-    local n = 2 ^ (b - 0xd0)
-    local v = uint(s, pos + 1, n)
-    if v >= 2 ^ (8 * n - 1) then v = v - 2 ^ (8 * n) end
-    return v, pos + 1 + n
-  end
-  if b == 0xcb then
-    local hi, lo = uint(s, pos + 1, 4), uint(s, pos + 5, 4)
-    local sign = hi >= 0x80000000 and -1 or 1
-    local exp = math.floor(hi / 0x100000) % 0x800
-    local frac = (hi % 0x100000) * 4294967296 + lo
-    local v
-    if exp == 0 then v = frac * 2 ^ -1074
-    elseif exp == 0x7ff then error('not finite')
-    else v = (1 + frac / 4503599627370496) * 2 ^ (exp - 1023) end
-    return sign * v, pos + 9
-  end
-  error('unexpected msgpack type')
-end
-
--- What one member adds to each total, by name (nil: not an event this package wrote).
-local function named_contribution(member)
-  if byte(member, 1) ~= 0x9e then error('not a 14-element array') end
-  local v = {}
-  local pos = 2
-  for i = 1, 14 do v[i], pos = read(member, pos) end
-  if v[1] ~= 1 or pos ~= #member + 1 then error('not a version-1 event') end
-  for _, i in ipairs({5, 7, 8, 9, 10, 11, 12, 13}) do
-    if type(v[i]) ~= 'number' then error('not a number') end
-  end
-  local success = v[6] == true
-  return {
-    ok = success and 1 or 0,
-    failed = success and 0 or 1,
-    latency = success and v[5] or 0,
-    cost_nusd = math.floor(v[13] * 1e9 + 0.5),
-    total = v[7], input = v[8], output = v[9], reasoning = v[10],
-    cache_read = v[11], cache_write = v[12],
-  }
-end
-
--- The same in FIELDS order (nil: never counted). A field without a contribution is an error.
-local function contribution(member)
-  local ok, named = pcall(named_contribution, member)
-  if not ok then return nil end
-  local c = {}
-  for i = 1, N do
-    c[i] = named[FIELDS[i]]
-    if c[i] == nil then error('record.lua: no contribution to the total ' .. FIELDS[i]) end
-  end
-  return c
-end
-
--- Subtractions gather in `minus` and go to Redis before they could lose precision.
-local minus = {}
-for i = 1, N do minus[i] = 0 end
+-- What leaves or joins the totals, gathered and written at the end. Scalar sums go to Redis
+-- before they could lose precision.
+local acc = {}
+for i = 1, N do acc[i] = 0 end
+local buckets, sessions = {}, {}
 
 local function flush(i)
-  if minus[i] ~= 0 then
-    redis.call('HINCRBY', KEYS[3], FIELDS[i], string.format('-%.0f', minus[i]))
-    minus[i] = 0
+  if acc[i] ~= 0 then
+    redis.call('HINCRBY', KEYS[3], FIELDS[i], string.format('%.0f', acc[i]))
+    acc[i] = 0
   end
 end
 
-local function subtract(member)
-  local c = contribution(member)
-  if not c then return end
-  for i = 1, N do
-    if minus[i] + c[i] >= LIMIT then flush(i) end
-    minus[i] = minus[i] + c[i]
+-- Count (sign 1) or uncount (sign -1) one member: its scalar sums when `scalars` (an
+-- insert's usually come from ARGV[2] instead), its sketch bucket and session when `index`.
+local function count(member, sign, scalars, index)
+  local e = effect(member)
+  if not e then return end
+  if scalars then
+    for i = 1, N do
+      if math.abs(acc[i] + sign * e.c[i]) >= LIMIT then flush(i) end
+      acc[i] = acc[i] + sign * e.c[i]
+    end
   end
+  if not index then return end
+  if e.bucket then buckets[e.bucket] = (buckets[e.bucket] or 0) + sign end
+  local s = sessions[e.session]
+  if not s then s = {0, 0, 0, 0, 0}; sessions[e.session] = s end
+  for j = 1, 5 do s[j] = s[j] + sign * e.u[j] end
 end
 
 local window, limit_ttl, grace, cap = string.match(ARGV[1], '^(%d+) (%d+) (%d+) (%d+)$')
@@ -161,47 +108,57 @@ for i = 3 + 2 * n, #ARGV, 3 do
   reasons[position], untils[position] = ARGV[i + 2], ends
 end
 
+-- An empty events key: whatever else is left of the model (its keys expired or were evicted
+-- apart) sums nothing, and the hash starts in today's layout.
+local before = redis.call('ZCARD', KEYS[1])
+if before == 0 then
+  redis.call('DEL', KEYS[3], KEYS[4])
+  redis.call('HSET', KEYS[3], 'layout', LAYOUT)
+end
+
 -- The totals must hold what this call may add: checked before anything is written.
-local have = redis.call('HMGET', KEYS[3], unpack(FIELDS))
+local have = redis.call('HMGET', KEYS[3], 'layout', 'rebuilt', unpack(FIELDS))
 for i = 1, N do
-  if (tonumber(have[i]) or 0) + tonumber(head[3 + i]) >= 2 ^ 63 - 2 ^ 12 then
+  if (tonumber(have[2 + i]) or 0) + tonumber(head[3 + i]) >= 2 ^ 63 - 2 ^ 12 then
     return redis.error_reply('record.lua: totals overflow: ' .. FIELDS[i] .. ' would pass 2^63')
   end
 end
 
--- A hash written by an older release may lack a field added since (ADDED_LATER): it gets the
--- field's sum over the members stored, paged, before anything changes. From then on the
--- field is present (0 included), so this costs one HMGET on later writes.
-if #ADDED_LATER > 0 then
-  local have = redis.call('HMGET', KEYS[3], unpack(ADDED_LATER))
-  local missing, sums = {}, {}
-  for j, name in ipairs(ADDED_LATER) do
-    if not have[j] then
-      for i = 1, N do
-        if FIELDS[i] == name then missing[#missing + 1] = i; sums[i] = 0 end
-      end
+local pending = 0
+-- A hash of an older layout is rebuilt from the members, STEP a call, oldest first.
+local fromhead = true  -- whether ARGV[2]'s sums are added (else each member's own)
+local upto = nil  -- while rebuilding: the score up to which members are counted
+if tonumber(have[1]) ~= LAYOUT then
+  fromhead = false
+  if not have[2] then  -- start: forget what an older release summed (but `capped`)
+    local capped = redis.call('HGET', KEYS[3], 'capped')
+    redis.call('DEL', KEYS[3], KEYS[4])
+    redis.call('HSET', KEYS[3], 'rebuilt', '-inf')
+    if capped then redis.call('HSET', KEYS[3], 'capped', capped) end
+    have[2] = '-inf'
+  end
+  local from = have[2] == '-inf' and '-inf' or '(' .. have[2]
+  local page = redis.call('ZRANGEBYSCORE', KEYS[1], from, '+inf', 'WITHSCORES', 'LIMIT', 0, STEP)
+  local last = page[#page]
+  if #page < 2 * STEP then  -- the last page: the hash is whole again
+    for j = 1, #page, 2 do count(page[j], 1, true, true) end
+    redis.call('HDEL', KEYS[3], 'rebuilt')
+    redis.call('HSET', KEYS[3], 'layout', LAYOUT)
+  else  -- up to the page's last score, ties included
+    for j = 1, #page, 2 do
+      if page[j + 1] ~= last then count(page[j], 1, true, true) end
     end
-  end
-  local card = #missing > 0 and redis.call('ZCARD', KEYS[1]) or 0
-  for start = 0, card - 1, 1000 do
-    for _, member in ipairs(redis.call('ZRANGE', KEYS[1], start, start + 999)) do
-      local c = contribution(member)
-      for _, i in ipairs(c and missing or {}) do
-        if sums[i] + c[i] >= LIMIT then
-          redis.call('HINCRBY', KEYS[3], FIELDS[i], string.format('%.0f', sums[i]))
-          sums[i] = 0
-        end
-        sums[i] = sums[i] + c[i]
-      end
+    for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], last, last)) do
+      count(member, 1, true, true)
     end
+    redis.call('HSET', KEYS[3], 'rebuilt', last)
+    upto = tonumber(last)
+    pending = 1
   end
-  for _, i in ipairs(missing) do
-    redis.call('HINCRBY', KEYS[3], FIELDS[i], string.format('%.0f', sums[i]))
-  end
-  if card > 0 and redis.call('PTTL', KEYS[3]) == -1 then  -- made here: lives as the events do
-    local ttl = redis.call('PTTL', KEYS[1])
-    if ttl > 0 then redis.call('PEXPIRE', KEYS[3], ttl) end
-  end
+  for i = 1, N do head[3 + i] = '0' end
+end
+local function counted(score)
+  return upto == nil or tonumber(score) <= upto
 end
 
 local t = redis.call('TIME')
@@ -216,6 +173,13 @@ local function limited(j)
   local ends = untils[j] > 0 and untils[j] or now + limit_ttl
   if ends >= block then block, reason = ends, text end
 end
+-- A member of this call not stored leaves ARGV[2]'s sums; one stored joins the index.
+local function unsent(member)
+  if fromhead then count(member, -1, true, false) end
+end
+local function joined(score, member)
+  if counted(score) then count(member, 1, not fromhead, true) end
+end
 local newest = cutoff
 if n == 1 then  -- the common single event: ZADD NX says whether it was already stored
   if tonumber(ARGV[3]) <= cutoff then
@@ -224,6 +188,7 @@ if n == 1 then  -- the common single event: ZADD NX says whether it was already 
     stored = 1
     limited(1)
     newest = tonumber(ARGV[3])
+    joined(ARGV[3], ARGV[4])
   else
     duplicates = 1
   end
@@ -244,23 +209,27 @@ elseif n > 1 then
     redis.call('ZADD', KEYS[1], unpack(ARGV, 3, 2 + 2 * n))
     stored = n
     newest = tonumber(head[3])
-    for j = 1, n do limited(j) end
+    for j = 1, n do
+      limited(j)
+      joined(ARGV[1 + 2 * j], members[j])
+    end
   else
     local add, seen = {}, {}
     for j = 1, n do
       local score, member = ARGV[1 + 2 * j], members[j]
       if tonumber(score) <= cutoff then
         outside = outside + 1
-        subtract(member)
+        unsent(member)
       elseif existing[j] or seen[member] then
         duplicates = duplicates + 1
-        subtract(member)
+        unsent(member)
       else
         seen[member] = true
         stored = stored + 1
         add[#add + 1] = score
         add[#add + 1] = member
         limited(j)
+        joined(score, member)
         if tonumber(score) > newest then newest = tonumber(score) end
       end
     end
@@ -278,55 +247,82 @@ if reason and block > now then
   end
 end
 
--- Trimming: members at or before the cutoff leave, and their sums with them. Readers subtract
--- any aged member still present themselves, so a write trims only when it takes the count of
--- stored members to a multiple of TRIM_EVERY (and on every batch): a few aged members may wait
--- for a later write, and most single-event writes skip two Redis calls.
-local capped, created = 0, 0
-if stored > 0 then
-  local card = redis.call('ZCARD', KEYS[1])
-  if card == stored then created = 1 end
-  if n > 1 or card % TRIM_EVERY == 0 or (cap > 0 and card > cap) then  -- aged go before the cap
-    local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff)
-    if #gone > 0 then
-      for _, member in ipairs(gone) do subtract(member) end
-      redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', cutoff)
-      card = card - #gone
+-- Trimming: members at or before the cutoff leave, and their sums with them, at most STEP a
+-- call. Readers subtract any aged member still present themselves, so a write trims only when
+-- it takes the count of stored members to a multiple of TRIM_EVERY (and on every batch and
+-- upkeep call): a few aged members may wait, and most single-event writes skip two calls.
+local capped = 0
+local created = (stored > 0 and before == 0) and 1 or 0
+local card = before + stored
+if n ~= 1 or card % TRIM_EVERY == 0 or (cap > 0 and card > cap) then  -- aged go before the cap
+  local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff, 'WITHSCORES', 'LIMIT', 0, STEP)
+  if #gone > 0 then
+    for j = 1, #gone, 2 do
+      if counted(gone[j + 1]) then count(gone[j], -1, true, true) end
     end
-  end
-  if cap > 0 and card > cap then  -- a runaway writer: keep the newest `cap` events
-    local excess = card - cap
-    for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, excess - 1)) do subtract(member) end
-    redis.call('ZREMRANGEBYRANK', KEYS[1], 0, excess - 1)
-    capped = excess
+    redis.call('ZREMRANGEBYRANK', KEYS[1], 0, #gone / 2 - 1)
+    card = card - #gone / 2
+    if #gone == 2 * STEP then pending = 1 end
   end
 end
+if cap > 0 and card > cap then  -- a runaway writer: keep the newest `cap` events
+  local excess = math.min(card - cap, STEP)
+  local old = redis.call('ZRANGE', KEYS[1], 0, excess - 1, 'WITHSCORES')
+  for j = 1, #old, 2 do
+    if counted(old[j + 1]) then count(old[j], -1, true, true) end
+  end
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, excess - 1)
+  capped = excess
+  if card - excess > cap then pending = 1 end
+end
 
-if stored == 0 and redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('DEL', KEYS[3])  -- no events, so nothing to sum
-  return {stored, duplicates, outside, now, capped, created}
+if card == 0 then
+  redis.call('DEL', KEYS[3], KEYS[4])  -- no events, so nothing to sum
+  return {stored, duplicates, outside, now, capped, created, 0}
 end
 -- One HINCRBY per field for what was added less what left, when that stays exact.
 for i = 1, N do
   local plus = head[3 + i]  -- the sum added, as text
-  if minus[i] == 0 then
+  if acc[i] == 0 then
     if plus ~= '0' then redis.call('HINCRBY', KEYS[3], FIELDS[i], plus) end
   elseif tonumber(plus) < LIMIT then
-    local net = tonumber(plus) - minus[i]
+    local net = tonumber(plus) + acc[i]
     if net ~= 0 then redis.call('HINCRBY', KEYS[3], FIELDS[i], string.format('%.0f', net)) end
-    minus[i] = 0
+    acc[i] = 0
   else
     redis.call('HINCRBY', KEYS[3], FIELDS[i], plus)
     flush(i)
   end
 end
+for b, delta in pairs(buckets) do
+  if delta ~= 0 and redis.call('HINCRBY', KEYS[3], 'l' .. b, delta) <= 0 then
+    redis.call('HDEL', KEYS[3], 'l' .. b)
+  end
+end
+for id, d in pairs(sessions) do
+  if d[1] ~= 0 or d[2] ~= 0 or d[3] ~= 0 or d[4] ~= 0 or d[5] ~= 0 then
+    local was = redis.call('HGET', KEYS[4], id)
+    local v = {0, 0, 0, 0, 0}
+    if was then
+      local j = 0
+      for x in string.gmatch(was, '%S+') do j = j + 1; v[j] = tonumber(x) or 0 end
+    end
+    for j = 1, 5 do v[j] = v[j] + d[j] end
+    if v[1] <= 0 then
+      redis.call('HDEL', KEYS[4], id)
+    else
+      redis.call('HSET', KEYS[4], id, string.format('%.0f %.0f %.0f %.0f %.0f', unpack(v)))
+    end
+  end
+end
 if capped > 0 then redis.call('HINCRBY', KEYS[3], 'capped', capped) end
--- Both keys live until the newest event leaves the window: extended only when a new event
+-- The keys live until the newest event leaves the window: extended only when a new event
 -- needs it, and then by `grace` more, so most writes skip the PEXPIREs.
 if redis.call('PTTL', KEYS[3]) < newest - cutoff then
   local ttl = math.floor(newest - cutoff + grace)
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[3], ttl)
+  redis.call('PEXPIRE', KEYS[4], ttl)
 end
 
-return {stored, duplicates, outside, now, capped, created}
+return {stored, duplicates, outside, now, capped, created, pending}

@@ -126,12 +126,19 @@ class AsyncTelemetryStore(StoreShell):
         """Store many events in one round trip; if one is invalid, none is written."""
         return await self._run(self._core.record_batch(events))
 
+    async def reindex(self) -> int:
+        """Do now the upkeep that writes otherwise spread over their calls, for every listed
+        model: rebuild totals written by an older release, remove aged members and those over
+        the cap. Each script call does a bounded step; returns how many calls it took."""
+        return await self._run(self._core.reindex())
+
     async def model_performance(
         self, model: str, percentiles: bool = False
     ) -> ModelPerformanceSnapshot:
         """One model's snapshot over the window, exact at the server's current time.
 
-        ``percentiles=True`` adds exact p50/p95 latency, read from the window's events (the
+        Every snapshot carries p50/p95/p99 latency from the running totals' sketch (within
+        0.78%); ``percentiles=True`` makes them exact, read from the window's events (the
         cost then grows with the window); by default the snapshot costs the same at any size.
         """
         return await self._run(self._core.model_performance(model, percentiles))

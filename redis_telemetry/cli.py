@@ -193,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--percentiles",
         action="store_true",
-        help="also export p50/p95 latency (reads every event in the window per scrape)",
+        help="export exact p50/p95/p99 latency instead of the sketch's (reads every event "
+        "in the window per scrape)",
     )
 
     sp = command("demo", cmd_demo, "a simulated fleet with a live table and a router")

@@ -48,7 +48,8 @@ class SnapshotCollector(Collector):
 
     def __init__(self, store: TelemetryStore, percentiles: bool = False) -> None:
         self.store = store
-        #: also export p50/p95 latency, read from the window's events (cost: the window)
+        #: export exact p50/p95/p99 latency, read from the window's events (cost: the
+        #: window), instead of the running totals' sketch (within 0.78%, at no extra cost)
         self.percentiles = percentiles
         self.errors = 0
         self._lock = threading.Lock()
@@ -118,8 +119,8 @@ def _scrape_metrics(
 def model_metrics(snaps: Iterable[ModelPerformanceSnapshot], namespace: str) -> Iterator[Metric]:
     """Per-model gauges over the window, labelled ``model`` and ``store_namespace``.
 
-    The latency percentiles have samples where the snapshots carry them (today, with
-    ``percentiles=True``).
+    The latency percentiles have samples where the snapshots carry them: whenever the window
+    holds a successful completion.
     """
     labels = ["model", NS_LABEL]
 
@@ -139,8 +140,8 @@ def model_metrics(snaps: Iterable[ModelPerformanceSnapshot], namespace: str) -> 
     )
     percentile = family(
         "latency_percentile_seconds",
-        "exact nearest-rank latency percentile "
-        "of the window's successful completions (serve --percentiles)",
+        "nearest-rank latency percentile of the window's successful completions "
+        "(within 0.78% from the latency sketch; exact with serve --percentiles)",
         ["percentile"],
         "seconds",
     )
@@ -171,7 +172,11 @@ def model_metrics(snaps: Iterable[ModelPerformanceSnapshot], namespace: str) -> 
         completions.add_metric([*ids, "ok"], s.successful_completions)
         completions.add_metric([*ids, "failed"], s.failed_completions)
         latency.add_metric(ids, round(s.avg_latency_ms * s.successful_completions) / 1000)
-        for p, value in (("50", s.latency_p50_ms), ("95", s.latency_p95_ms)):
+        for p, value in (
+            ("50", s.latency_p50_ms),
+            ("95", s.latency_p95_ms),
+            ("99", s.latency_p99_ms),
+        ):
             if value is not None:
                 percentile.add_metric([*ids, p], value / 1000)
         cost.add_metric(ids, s.total_cost_usd)

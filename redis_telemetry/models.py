@@ -90,9 +90,10 @@ class ModelPerformanceSnapshot(BaseModel):
     - ``avg_cost_per_1k_tokens``: ``total_cost_usd`` per 1000 of ``tokens.total`` (input,
       output, reasoning and cache tokens alike, as the providers bill them); 0 without tokens;
     - ``is_free``: there is data in the window and none of it cost anything;
-    - ``latency_p50_ms``, ``latency_p95_ms``: exact nearest-rank percentiles of the successful
-      completions' latency, computed from the window's events when asked for
-      (``percentiles=True``), else None.
+    - ``latency_p50_ms``, ``latency_p95_ms``, ``latency_p99_ms``: nearest-rank percentiles of
+      the successful completions' latency (None without any): from the latency sketch of the
+      running totals, within 0.78% of the exact value; exact, from the window's events, with
+      ``percentiles=True``.
     """
 
     model: str
@@ -111,6 +112,7 @@ class ModelPerformanceSnapshot(BaseModel):
     is_free: bool = False
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
+    latency_p99_ms: float | None = None
 
     @classmethod
     def empty(cls, model: str, window_secs: int) -> ModelPerformanceSnapshot:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 import redis.cluster
 
 from redis_telemetry import CompletionEvent, TokenBreakdown
+from redis_telemetry.core import codec, sketch, totals
 
 
 def now() -> datetime:
@@ -58,3 +59,45 @@ def server_ms(client: Any) -> int:
     """The server's clock in epoch milliseconds."""
     sec, usec = client.time()
     return int(sec) * 1000 + int(usec) // 1000
+
+
+class Derived(NamedTuple):
+    """What ``record.lua`` keeps beside a model's members: the totals (in ``totals.FIELDS``
+    order), the latency sketch (bucket -> count) and the session index (id -> [events, input,
+    output, total, cost_nusd])."""
+
+    sums: list[int]
+    buckets: dict[int, int]
+    sessions: dict[str, list[int]]
+
+
+def stored_derived(client: Any, model: str, ns: str = "telemetry") -> Derived:
+    """The totals, sketch and session index as stored."""
+    held = {k.decode(): int(v) for k, v in client.hgetall(f"{ns}:{{{model}}}:totals").items()}
+    buckets = {b: v for f, v in held.items() if (b := sketch.bucket_of_field(f)) is not None}
+    sessions = {
+        k.decode(): [int(x) for x in v.split()]
+        for k, v in client.hgetall(f"{ns}:{{{model}}}:sessions").items()
+    }
+    return Derived([held.get(f, 0) for f in totals.FIELDS], buckets, sessions)
+
+
+def recount(client: Any, model: str, ns: str = "telemetry") -> Derived:
+    """The same, recounted from the members stored (unreadable ones skipped)."""
+    sums = totals.zero()
+    buckets: dict[int, int] = {}
+    sessions: dict[str, list[int]] = {}
+    for member in client.zrange(f"{ns}:{{{model}}}:events", 0, -1):
+        try:
+            e = codec.decode(member)
+        except codec.CorruptMember:
+            continue
+        for i, v in enumerate(codec.stored_sums(e)):
+            sums[i] += v
+        if e.success:
+            b = sketch.bucket(e.latency_ms)
+            buckets[b] = buckets.get(b, 0) + 1
+        u = sessions.setdefault(e.session_id, [0, 0, 0, 0, 0])
+        for j, v in enumerate((1, e.input, e.output, e.total, codec.nano_usd(e.cost_usd))):
+            u[j] += v
+    return Derived(sums, buckets, sessions)

@@ -14,6 +14,7 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 
 import promql_parser
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import redis_telemetry
@@ -215,16 +216,21 @@ def test_the_promql_in_the_metrics_page_parses_and_names_exported_metrics(url: s
         assert set(re.findall(r"redis_telemetry_\w+", query)) <= exported, query
 
 
-def test_percentiles_are_exported_on_request(url: str) -> None:
+def test_percentiles_are_exported_on_every_scrape_exact_on_request(url: str) -> None:
     write(url, [event("p", True, ms) for ms in (100, 200, 900)])
     name = "redis_telemetry_window_latency_percentile_seconds"
-    with serving(url) as base:
-        assert not any(n == name for n, _ in samples(get(base)[1]))
+    p = {"model": "p", "store_namespace": NS}
+    with serving(url) as base:  # from the running totals' latency sketch: within 1/128
+        data = samples(get(base + "/metrics")[1])
+        assert value(data, name, **p, percentile="50") == pytest.approx(0.2, rel=1 / 128)
+        assert value(data, name, **p, percentile="50") != 0.2
+        assert value(data, name, **p, percentile="95") == pytest.approx(0.9, rel=1 / 128)
+        assert value(data, name, **p, percentile="99") == pytest.approx(0.9, rel=1 / 128)
     with serving(url, "--percentiles") as base:
         data = samples(get(base + "/metrics")[1])
-        p = {"model": "p", "store_namespace": NS}
         assert value(data, name, **p, percentile="50") == 0.2
         assert value(data, name, **p, percentile="95") == 0.9
+        assert value(data, name, **p, percentile="99") == 0.9
 
 
 # -- the naming conventions (prometheus.io/docs/practices/naming) ---------------------------------

@@ -135,6 +135,7 @@ def test_rust_summary_round_trips() -> None:
             "is_free",
             "latency_p50_ms",
             "latency_p95_ms",
+            "latency_p99_ms",
         }
         assert set(mine) >= SERDE_SNAPSHOT_FIELDS
         for key in SERDE_SNAPSHOT_FIELDS - {"last_event_at", "subscription_limit_expires_at"}:

@@ -89,7 +89,12 @@ def test_a_new_model_yields_config_then_register_and_record(core: StoreCore, clo
     assert isinstance(register, Eval)
     assert register.args[1] == "m"
     assert isinstance(record, Eval)
-    assert record.keys == ("telemetry:{m}:events", "telemetry:{m}:limit", "telemetry:{m}:totals")
+    assert record.keys == (
+        "telemetry:{m}:events",
+        "telemetry:{m}:limit",
+        "telemetry:{m}:totals",
+        "telemetry:{m}:sessions",
+    )
     assert record.args[0] == "3600000 600000 2000 1000000"  # window, limit TTL, grace, cap
     assert result == RecordResult(stored=1)
 

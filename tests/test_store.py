@@ -375,16 +375,19 @@ def test_every_key_expires(r: redis.Redis, store: TelemetryStore) -> None:
         b"telemetry:config",
         b"telemetry:models",
         b"telemetry:{a}:events",
+        b"telemetry:{a}:sessions",
         b"telemetry:{a}:totals",
         b"telemetry:{b}:events",
         b"telemetry:{b}:limit",
+        b"telemetry:{b}:sessions",
         b"telemetry:{b}:totals",
         b"telemetry:{c}:limit",
     ]
     assert all(r.pttl(k) > 0 for k in keys), {k: r.pttl(k) for k in keys}
-    # the events key and its totals live just past the window
+    # the events key, its totals and its session index live just past the window
     assert 3600_000 < r.pttl("telemetry:{a}:events") <= 3602_000
-    assert abs(r.pttl("telemetry:{a}:totals") - r.pttl("telemetry:{a}:events")) < 50  # set together
+    for kind in ("totals", "sessions"):  # set together
+        assert abs(r.pttl(f"telemetry:{{a}}:{kind}") - r.pttl("telemetry:{a}:events")) < 50
 
 
 def test_keys_follow_the_documented_layout(r: redis.Redis) -> None:
@@ -395,6 +398,7 @@ def test_keys_follow_the_documented_layout(r: redis.Redis) -> None:
         b"fleet:models",
         b"fleet:{zai-coding-plan/glm-5.1}:events",
         b"fleet:{zai-coding-plan/glm-5.1}:limit",
+        b"fleet:{zai-coding-plan/glm-5.1}:sessions",
         b"fleet:{zai-coding-plan/glm-5.1}:totals",
     ]
     assert r.type("fleet:{zai-coding-plan/glm-5.1}:events") == b"zset"
@@ -631,12 +635,16 @@ def test_exact_latency_percentiles_on_request(store: TelemetryStore) -> None:
     store.record_batch(
         [event("m", True, ms) for ms in latencies] + [event("m", False, 5, error="boom")]
     )
-    plain = store.model_performance("m")
-    assert (plain.latency_p50_ms, plain.latency_p95_ms) == (None, None)
+    plain = store.model_performance("m")  # from the latency sketch: within 1/128
+    assert plain.latency_p50_ms == pytest.approx(500.0, rel=1 / 128)
+    assert plain.latency_p50_ms != 500.0
+    assert plain.latency_p99_ms == pytest.approx(10_000.0, rel=1 / 128)
     exact = store.model_performance("m", percentiles=True)
     assert exact.latency_p50_ms == 500.0  # nearest rank: the 5th of 10
     assert exact.latency_p95_ms == 10_000.0  # the 10th of 10; failures are not latencies
-    assert exact.model_copy(update={"latency_p50_ms": None, "latency_p95_ms": None}) == plain
+    assert exact.latency_p99_ms == 10_000.0
+    percentiles = ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms")
+    assert exact.model_dump(exclude=set(percentiles)) == plain.model_dump(exclude=set(percentiles))
     (every,) = store.all_model_performances(percentiles=True)
     assert every == exact
 
@@ -644,7 +652,12 @@ def test_exact_latency_percentiles_on_request(store: TelemetryStore) -> None:
 def test_record_script_refuses_malformed_arguments(r: redis.Redis, store: TelemetryStore) -> None:
     store.record(event("m"))
     before = dump_all(r)
-    keys = ("telemetry:{m}:events", "telemetry:{m}:limit", "telemetry:{m}:totals")
+    keys = (
+        "telemetry:{m}:events",
+        "telemetry:{m}:limit",
+        "telemetry:{m}:totals",
+        "telemetry:{m}:sessions",
+    )
     member = msgpack.packb([1, "x" * 32, "", 1, 1, True, 1, 1, 1, 1, 1, 1, 0.5, None])
     at = server_ms(r)
     sums = "1 0 1 5 1 1 1 1 1 1"

@@ -14,13 +14,14 @@ from redis_telemetry import (
     TelemetryStore,
     TokenBreakdown,
 )
-from redis_telemetry.core import codec, scripts, snapshot, totals
+from redis_telemetry.core import codec, scripts, sketch, totals
 from redis_telemetry.core.keys import Keys
 from redis_telemetry.core.totals import Totals
 
-from .helpers import event
+from .helpers import event, recount, stored_derived
 
 KEY = "telemetry:{m}:totals"
+SESSIONS = "telemetry:{m}:sessions"
 
 
 def test_an_event_adds_to_each_total_by_name() -> None:
@@ -42,118 +43,153 @@ def test_every_side_names_the_same_fields() -> None:
     prepared = codec.prepare(e, int(time.time() * 1000))
     assert prepared.sums == codec.stored_sums(codec.decode(prepared.member))
     assert codec.TOTALS_FIELDS == totals.FIELDS
-    assert scripts.snapshot_call(Keys(), "m", 1000).args[2:] == totals.FIELDS
     assert scripts.HEAD_FORMAT.count("%d") == 3 + len(totals.FIELDS)
-    line = re.search(r"^local FIELDS = \{(.*)\}$", scripts.SCRIPTS["record"], flags=re.M)
-    assert line is not None
-    assert tuple(re.findall(r"'(\w+)'", line.group(1))) == totals.FIELDS
+    for name in scripts.INCLUDES_EVENT:
+        line = re.search(r"^local FIELDS = \{(.*)\}$", scripts.SCRIPTS[name], flags=re.M)
+        assert line is not None
+        assert tuple(re.findall(r"'(\w+)'", line.group(1))) == totals.FIELDS
+    assert f"local LAYOUT = {totals.LAYOUT}\n" in scripts.SCRIPTS["record"]
+    assert scripts.snapshot_call(Keys(), "m", 1000).args[3] == totals.LAYOUT
+    assert scripts.session_call(Keys(), "m", 1000, "s").args[2] == totals.LAYOUT
 
 
-def test_record_lua_takes_its_field_lists_from_the_schema(
+def test_the_scripts_take_fields_layout_and_step_from_python(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(totals, "ADDED_LATER", ("cache_write",))
-    source = "local N = 1\nlocal FIELDS = {'old'}\nlocal ADDED_LATER = {}\nreturn N\n"
+    monkeypatch.setattr(totals, "LAYOUT", 7)
+    monkeypatch.setattr(scripts, "UPKEEP_STEP", 5)
+    source = "local FIELDS = {'old'}\nlocal LAYOUT = 2\nlocal STEP = 1000\n-- #include event.lua\n"
     names = ", ".join(f"'{f}'" for f in totals.FIELDS)
-    assert scripts.render_fields(source) == (
-        f"local N = 1\nlocal FIELDS = {{{names}}}\nlocal ADDED_LATER = {{'cache_write'}}\n"
-        "return N\n"
+    assert scripts.render(source, "local lib = 1\n") == (
+        f"local FIELDS = {{{names}}}\nlocal LAYOUT = 7\nlocal STEP = 5\nlocal lib = 1\n"
     )
-    with pytest.raises(RuntimeError, match="local ADDED_LATER"):
-        scripts.render_fields("local FIELDS = {}\n")
+    with pytest.raises(RuntimeError, match="local FIELDS"):
+        scripts.render_fields("local LAYOUT = 2\n")
+    with pytest.raises(RuntimeError, match="include"):
+        scripts.render("local FIELDS = {}\n", "")
 
 
-def test_a_zero_total_may_be_absent_from_a_hash() -> None:
-    """Fields the first release knew are written only once non-zero: their absence never
-    sends a reader to the window."""
-    assert not totals.ADDED_LATER
-    assert not snapshot.lacks_fields([b"1", None] + [None] * 8, [(b"member", 1.0)])
+def test_a_zero_total_may_be_absent_from_a_hash(r: redis.Redis) -> None:
+    """Fields are written only once non-zero: their absence never sends a reader elsewhere."""
+    store = TelemetryStore(r)
+    store.record(event("m", tokens=TokenBreakdown(total=5)))
+    assert r.hget(KEY, "reasoning") is None
+    assert store.model_performance("m").tokens.total == 5
 
 
-@pytest.fixture
-def added_later(
-    request: pytest.FixtureRequest, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
-) -> tuple[tuple[str, ...], TelemetryStore]:
-    """Fields taken as added after the hashes were written, and a store that knows it."""
-    fields: tuple[str, ...] = request.param
-    monkeypatch.setattr(totals, "ADDED_LATER", fields)
-    monkeypatch.setitem(scripts.SCRIPTS, "record", scripts.render_fields(scripts.SCRIPTS["record"]))
-    return fields, TelemetryStore(r)
+# -- totals written by an older release --------------------------------------------------------
 
 
-def _events() -> list[CompletionEvent]:
+def _events(n: int = 7) -> list[CompletionEvent]:
     tokens = TokenBreakdown(
         total=90, input=40, output=30, reasoning=11, cache_read=6, cache_write=3
     )
     return [
         event(
             "m",
-            latency_ms=100 + i,
+            latency_ms=100 + 37 * i,
             success=i % 3 != 0,
             error=None if i % 3 else "tool crashed",
             tokens=tokens,
             cost_usd=0.001 * i,
+            session_id=f"s{i % 2}",
+            event_id=f"e{i}",
+            ago_secs=(n - i) / 1000,
         )
-        for i in range(7)
+        for i in range(n)
     ]
 
 
 def _exact(store: TelemetryStore) -> ModelPerformanceSnapshot:
-    """The snapshot computed from the window's events, without percentiles."""
-    snap = store.model_performance("m", percentiles=True)
-    return snap.model_copy(update={"latency_p50_ms": None, "latency_p95_ms": None})
+    """The snapshot computed from the window's events (exact percentiles)."""
+    return store.model_performance("m", percentiles=True)
 
 
-def _member_sums(r: redis.Redis) -> list[int]:
-    """The totals over the members stored, computed in Python."""
+PERCENTILES = ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms")
+
+
+def _same(fast: ModelPerformanceSnapshot, exact: ModelPerformanceSnapshot) -> None:
+    """Equal, but for percentiles from the sketch: the value of the exact one's bucket."""
+    assert fast.model_dump(exclude=set(PERCENTILES)) == exact.model_dump(exclude=set(PERCENTILES))
+    for name in PERCENTILES:
+        value = getattr(exact, name)
+        assert getattr(fast, name) in (value, sketch.value(sketch.bucket(int(value))))
+
+
+def _make_old(r: redis.Redis) -> None:
+    """Turn the model's keys into what the release before the sketch and session index
+    wrote: the same totals, without `layout`, sketch buckets or session index."""
+    fields = [f for f in r.hkeys(KEY) if sketch.bucket_of_field(f.decode()) is not None]
+    r.hdel(KEY, "layout", *fields)
+    r.delete(SESSIONS)
+
+
+@pytest.fixture
+def small_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """record.lua doing 3 members of upkeep a call, so a few events take several calls."""
+    monkeypatch.setattr(scripts, "UPKEEP_STEP", 3)
+    monkeypatch.setitem(scripts.SCRIPTS, "record", scripts.render_fields(scripts.SCRIPTS["record"]))
+
+
+def test_an_old_layout_is_read_exactly_from_the_events_and_logged_once(
+    r: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = TelemetryStore(r)
+    store.record_batch(_events())
+    _make_old(r)
+    assert r.hget(KEY, "layout") is None
+    assert store.model_performance("m") == _exact(store)
+    (every,) = store.all_model_performances()
+    assert every == _exact(store)
+    assert store.session_usage("s1").totals.message_count == 3
+    assert store.session_usage("s0").totals.cost_usd == pytest.approx(0.012)
+    warnings = [m for m in caplog.messages if "older release" in m]
+    assert len(warnings) == 1
+    assert "redis-telemetry reindex" in warnings[0]
+
+
+@pytest.mark.usefixtures("small_steps")
+def test_writes_rebuild_an_old_layout_a_bounded_step_each(r: redis.Redis) -> None:
+    store = TelemetryStore(r)
+    events = _events(10)
+    store.record_batch(events[:8])
+    _make_old(r)
+    calls = 0
+    while r.hget(KEY, "layout") is None:
+        # each write does a step: duplicates only, then a new event mid-rebuild
+        if calls == 2:
+            store.record(events[8])
+        else:
+            assert store.record_batch(events[calls % 3 : calls % 3 + 2]).duplicates == 2
+        _same(store.model_performance("m"), _exact(store))
+        calls += 1
+        assert calls < 10
+        progress = r.hget(KEY, "rebuilt")
+        if progress is not None:  # counted up to there: sums over those members only
+            upto = float(progress)
+            members = r.zrangebyscore("telemetry:{m}:events", "-inf", upto)
+            assert stored_derived(r, "m").sums == recount_of(members)
+    assert calls >= 3  # 9 members, 3 a call
+    store.record(events[9])
+    assert stored_derived(r, "m") == recount(r, "m")
+    _same(store.model_performance("m"), _exact(store.__class__(r)))
+
+
+def test_reindex_rebuilds_every_model_now(r: redis.Redis, small_steps: None) -> None:
+    store = TelemetryStore(r)
+    store.record_batch(_events(10) + [e.model_copy(update={"model": "n"}) for e in _events(4)])
+    _make_old(r)
+    r.hdel("telemetry:{n}:totals", "layout")
+    assert store.reindex() >= 4 + 1
+    for model in ("m", "n"):
+        assert r.hget(f"telemetry:{{{model}}}:totals", "layout") == str(totals.LAYOUT).encode()
+        assert stored_derived(r, model) == recount(r, model)
+    assert store.reindex() == 2  # one call each: nothing left to do
+
+
+def recount_of(members: list[bytes]) -> list[int]:
     sums = totals.zero()
-    for member in r.zrange("telemetry:{m}:events", 0, -1):
+    for member in members:
         for i, v in enumerate(codec.stored_sums(codec.decode(member))):
             sums[i] += v
     return sums
-
-
-def _same(a: ModelPerformanceSnapshot, b: ModelPerformanceSnapshot) -> None:
-    ignore = {"throughput"} if a.last_event_at is None else set()
-    assert a.model_dump(exclude=ignore) == b.model_dump(exclude=ignore)
-
-
-ADDED = [("reasoning",), ("cache_write", "failed"), totals.FIELDS]
-
-
-@pytest.mark.parametrize("added_later", ADDED, indirect=True)
-def test_an_old_totals_hash_without_a_field_still_gives_exact_snapshots(
-    r: redis.Redis, added_later: tuple[tuple[str, ...], TelemetryStore]
-) -> None:
-    """A hash written before a field existed (here: the field deleted) is read exactly, and
-    the next write gives it the field's sum over the members already stored."""
-    missing, store = added_later
-    store.record_batch(_events()[:5])
-    r.hdel(KEY, *missing)
-    _same(store.model_performance("m"), _exact(store))  # read: from the events
-    assert store.all_model_performances()[0].tokens.reasoning == 55
-    store.record(_events()[5])  # write: the missing field gets its full sum
-    store.record_batch(_events()[6:])
-    held = r.hmget(KEY, *missing)
-    assert None not in held
-    assert [int(v or 0) for v in r.hmget(KEY, *totals.FIELDS)] == _member_sums(r)
-    assert r.pttl(KEY) > 0
-    perf = store.model_performance("m")
-    _same(perf, _exact(store))
-    assert perf.tokens.reasoning == 77
-    assert perf.failed_completions == 3
-
-
-@pytest.mark.parametrize("added_later", ADDED, indirect=True)
-def test_a_duplicate_write_completes_an_old_hash_with_the_events_ttl(
-    r: redis.Redis, added_later: tuple[tuple[str, ...], TelemetryStore]
-) -> None:
-    missing, store = added_later
-    events = [e.model_copy(update={"event_id": f"e{i}"}) for i, e in enumerate(_events())]
-    store.record_batch(events)
-    for write in (lambda: store.record_batch(events[:2]), lambda: store.record(events[3])):
-        r.hdel(KEY, *missing)
-        assert write().stored == 0  # duplicates only: nothing added, the fields completed
-        assert None not in r.hmget(KEY, *missing)
-        assert [int(v or 0) for v in r.hmget(KEY, *totals.FIELDS)] == _member_sums(r)
-        assert abs(r.pttl(KEY) - r.pttl("telemetry:{m}:events")) < 1000  # the same TTL

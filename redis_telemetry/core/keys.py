@@ -1,7 +1,8 @@
 """Key names: the public layout of a namespace in Redis.
 
-``<ns>:{<model>}:events`` and ``<ns>:{<model>}:limit`` share the ``{<model>}`` hash tag, so one
-model's keys always sit in one cluster slot. ``<ns>:models`` and ``<ns>:config`` sit apart.
+``<ns>:{<model>}:events``, ``:totals``, ``:sessions`` and ``:limit`` share the ``{<model>}`` hash
+tag, so one model's keys always sit in one cluster slot. ``<ns>:models`` and ``<ns>:config`` sit
+apart.
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ class Keys:
     def totals(self, model: str) -> str:
         """Hash of running sums over the events key's members, kept by ``record.lua``."""
         return f"{self.namespace}:{{{model}}}:totals"
+
+    def sessions(self, model: str) -> str:
+        """Hash session id -> that session's usage summed over the events key, kept by
+        ``record.lua``: ``"events input output total cost_nusd"``."""
+        return f"{self.namespace}:{{{model}}}:sessions"
 
     @property
     def models(self) -> str:

@@ -78,7 +78,7 @@ class StoreCore(Reads):
         #: Models seen in the registry: their ranges ride in the first round trip of a read.
         self._models: dict[str, None] = {}
         #: model -> its (events, limit, totals) keys
-        self._model_keys: dict[str, tuple[str, str, str]] = {}
+        self._model_keys: dict[str, tuple[str, str, str, str]] = {}
         self._settings_for = -1
         self._settings_text = ""
 
@@ -209,7 +209,12 @@ class StoreCore(Reads):
         if keys is None:
             if len(self._model_keys) >= 10_000:
                 self._model_keys.clear()
-            keys = (self.keys.events(model), self.keys.limit(model), self.keys.totals(model))
+            keys = (
+                self.keys.events(model),
+                self.keys.limit(model),
+                self.keys.totals(model),
+                self.keys.sessions(model),
+            )
             self._model_keys[model] = keys
         return scripts.record_call(keys, self._settings, chunk)
 
@@ -238,7 +243,7 @@ class StoreCore(Reads):
     def _tally_one(self, reply: Any) -> RecordResult:
         if isinstance(reply, BaseException):
             raise translate(reply) from reply
-        stored, duplicates, outside, _, capped, _ = reply
+        stored, duplicates, outside, _, capped, *_ = reply
         if capped:
             return self._tally((reply,))  # says so in the log
         return RecordResult(int(stored), int(duplicates), int(outside), 0)
@@ -282,6 +287,19 @@ class StoreCore(Reads):
         for model, keep_until, _ in entries:
             self._registered[model] = keep_until
         return result
+
+    def reindex(self) -> Op[int]:
+        """Do now, for every listed model, the upkeep that writes otherwise spread over later
+        calls: rebuild a totals hash of an older layout, remove aged members and those over
+        the cap. Each ``record.lua`` call does a bounded step; returns how many it took."""
+        r = yield from self.read(None, "models")
+        pending, calls = list(r.models), 0
+        while pending:
+            evals: Batch = [self._record_eval(m, ()) for m in pending]
+            replies = yield from self._write(evals, self._window_ms)
+            calls += len(evals)
+            pending = [m for m, reply in zip(pending, replies, strict=True) if int(reply[6])]
+        return calls
 
     def record_batch(self, events: Iterable[CompletionEvent]) -> Op[RecordResult]:
         """Many events, one round trip, grouped per model; one bad event and none is written."""

@@ -13,7 +13,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from ..errors import InvalidInputError
-from ..models import CompletionEvent, ModelPerformanceSnapshot, TelemetrySummary, UsageSnapshot
+from ..models import (
+    CompletionEvent,
+    ModelPerformanceSnapshot,
+    ModelUsage,
+    TelemetrySummary,
+    UsageSnapshot,
+)
 from . import codec, routing, rules, scripts, snapshot
 from .commands import Batch, Cmd, Eval, Op
 from .keys import Keys
@@ -25,13 +31,15 @@ log = logging.getLogger(__name__)
 
 class Reading(NamedTuple):
     """What a read found at the server's time ``now_ms``: per model, the window's decoded
-    events and limit TTLs (``window`` reads) or the performance snapshot (``totals`` reads)."""
+    events and limit TTLs (``window`` reads), the performance snapshot (``totals`` reads) or
+    one session's usage (``session`` reads; models without any left out)."""
 
     now_ms: int
     models: list[str]
     events: dict[str, list[codec.StoredEvent]]
     limit_pttl: dict[str, int]
     performance: dict[str, ModelPerformanceSnapshot]
+    usage: dict[str, ModelUsage]
 
 
 class Reads:
@@ -86,21 +94,26 @@ class Reads:
                 log.warning("skipped unreadable model %r in %s: %s", raw, self.keys.models, exc)
         return sorted(live)
 
-    def _fetch(self, kind: str, model: str) -> Eval:
-        """One model's read script: ``window.lua`` or ``snapshot.lua`` (its node's TIME)."""
+    def _fetch(self, kind: str, model: str, session_id: str = "") -> Eval:
+        """One model's read script (each takes the time from the model's own server)."""
         if kind == "window":
             return scripts.window_call(self.keys, model, self._window_ms)
+        if kind == "session":
+            return scripts.session_call(self.keys, model, self._window_ms, session_id)
         return scripts.snapshot_call(self.keys, model, self._window_ms)
 
-    def read(self, models: Sequence[str] | None, kind: str = "window") -> Op[Reading]:
+    def read(
+        self, models: Sequence[str] | None, kind: str = "window", session_id: str = ""
+    ) -> Op[Reading]:
         """Data of ``models`` (None: every listed model) at the server's time.
 
-        ``kind`` is ``"window"`` (every event in the window, by ``window.lua``), ``"totals"``
-        (by ``snapshot.lua``: the running sums and only the members that aged out since the
-        last trim, so its cost does not depend on how many events the window holds) or
-        ``"models"`` (the registry only). Each model is read by one script that takes the time
-        from the model's own server, so the window is exact. One round trip when the models
-        are already known to this store; a model new to it costs one more.
+        ``kind`` is ``"window"`` (every event in the window, by ``window.lua``, a page at a
+        time), ``"totals"`` (by ``snapshot.lua``: the running sums less the members that aged
+        out since the last trim, so its cost does not depend on how many events the window
+        holds), ``"session"`` (``session_id``'s usage, by ``session.lua``) or ``"models"``
+        (the registry only). One round trip when the models are already known to this store;
+        a model new to it costs one more, and so does a model read from its events instead of
+        its totals (an older layout, or many members aged since its last write).
         """
         from_registry = models is None
         ask = [] if kind == "models" else list(self._models if models is None else models)
@@ -112,7 +125,7 @@ class Reads:
             head.append(
                 Cmd("zrange", (self.keys.models, 0, -1), {"withscores": True}, tolerant=True)
             )
-        results = yield head + [self._fetch(kind, m) for m in ask]
+        results = yield head + [self._fetch(kind, m, session_id) for m in ask]
         self.window.check(usable(results[0], None, self.keys.config), writing=False)
         now_ms = time_ms(results[1])
         registry = usable(results[2], [], self.keys.models) if from_registry else []
@@ -120,49 +133,100 @@ class Reads:
         fetched = dict(zip(ask, results[len(head) :], strict=True))
         redo = [m for m in targets if m not in fetched] if kind != "models" else []
         if redo:  # models new to this store
-            fetched.update(zip(redo, (yield [self._fetch(kind, m) for m in redo]), strict=True))
+            replies = yield [self._fetch(kind, m, session_id) for m in redo]
+            fetched.update(zip(redo, replies, strict=True))
         if from_registry:
             self._models = dict.fromkeys(targets)
-        reading = Reading(now_ms, targets, {}, {}, {})
+        reading = Reading(now_ms, targets, {}, {}, {}, {})
+        fallback: list[str] = []
         if kind == "window":
-            for m in targets:
-                _, reading.events[m], reading.limit_pttl[m] = self._window_of(m, fetched[m], now_ms)
-        incomplete = []
-        for m in targets if kind == "totals" else []:
-            key = self.keys.events(m)
-            at, sums, aged, newest, pttl = scripts.snapshot_reply(
-                usable(fetched[m], None, key), now_ms
-            )
-            newest_pairs = snapshot.pairs(newest)
-            if snapshot.lacks_fields(sums, newest_pairs):
-                incomplete.append(m)
-                continue
-            reading.performance[m] = snapshot.from_totals(
-                model=m,
-                key=key,
-                sums=sums,
-                aged=snapshot.pairs(aged),
-                newest=newest_pairs,
-                window_secs=self.window_secs,
-                now_ms=at,
-                limit_pttl=pttl,
-            )
-        if incomplete:  # totals from before a field existed: sum the window's events instead
-            replies = yield [self._fetch("window", m) for m in incomplete]
-            for m, reply in zip(incomplete, replies, strict=True):
-                at, events, pttl = self._window_of(m, reply, now_ms)
-                reading.performance[m] = snapshot.performance(
-                    m, events, self.window_secs, at, pttl, percentiles=False
-                )
+            fallback = targets
+        elif kind == "totals":
+            fallback = [m for m in targets if not self._from_totals(m, fetched[m], reading)]
+        elif kind == "session":
+            fallback = [m for m in targets if not self._from_index(m, fetched[m], reading)]
+        if not fallback:
+            return reading
+        if kind != "window":  # read these from their events
+            first = yield [self._fetch("window", m) for m in fallback]
+            fetched.update(zip(fallback, first, strict=True))
+        windows = yield from self._windows({m: fetched[m] for m in fallback}, now_ms)
+        for m, (at, events, pttl) in windows.items():
+            if kind == "window":
+                reading.events[m], reading.limit_pttl[m] = events, pttl
+            elif kind == "totals":
+                reading.performance[m] = snapshot.performance(m, events, self.window_secs, at, pttl)
+            elif usage := snapshot.usage_of(session_id, events):
+                reading.usage[m] = usage
         return reading
 
-    def _window_of(
-        self, model: str, reply: Any, now_ms: int
-    ) -> tuple[int, list[codec.StoredEvent], int]:
-        """``window.lua``'s reply for ``model``: (server ms, the window's events, limit PTTL)."""
+    def _from_totals(self, model: str, reply: Any, reading: Reading) -> bool:
+        """Put ``snapshot.lua``'s snapshot of ``model`` into ``reading``; False when the model
+        must be read from its events instead."""
         key = self.keys.events(model)
-        at, members, pttl = scripts.window_reply(usable(reply, None, key), now_ms)
-        return at, snapshot.decode_window(key, snapshot.pairs(members), at - self._window_ms), pttl
+        rep = scripts.snapshot_reply(usable(reply, None, key), reading.now_ms)
+        if rep.state == "rebuild":
+            self._older_layout(model)
+        if rep.state not in ("ok", "empty"):
+            return False
+        reading.performance[model] = snapshot.from_totals(
+            model=model, key=key, reply=rep, window_secs=self.window_secs
+        )
+        return True
+
+    def _from_index(self, model: str, reply: Any, reading: Reading) -> bool:
+        """Put ``session.lua``'s usage of ``model`` into ``reading``; False as above."""
+        _, state, usage = scripts.session_reply(
+            usable(reply, None, self.keys.events(model)), reading.now_ms
+        )
+        if state == "rebuild":
+            self._older_layout(model)
+        if state != "ok":
+            return False
+        if usage:
+            reading.usage[model] = snapshot.usage_from_index(usage)
+        return True
+
+    def _older_layout(self, model: str) -> None:
+        warned: set[str] = self.__dict__.setdefault("_warned_layout", set())
+        if model not in warned:
+            warned.add(model)
+            log.warning(
+                "the totals of %r are of an older release's layout: it is read from its events "
+                "until its next writes rebuild them (or run `redis-telemetry reindex`)",
+                model,
+            )
+
+    def _windows(
+        self, first: Mapping[str, Any], now_ms: int
+    ) -> Op[dict[str, tuple[int, list[codec.StoredEvent], int]]]:
+        """Each model's window from ``window.lua``'s first page (``first``), reading the
+        further pages, all models' at once: (server ms, decoded events, limit PTTL)."""
+        pages = {
+            m: scripts.window_reply(usable(reply, None, self.keys.events(m)), now_ms)
+            for m, reply in first.items()
+        }
+        members = {m: list(page.members) for m, page in pages.items()}
+        todo = {m: page.after for m, page in pages.items() if page.after}
+        while todo:
+            replies = yield [
+                scripts.window_call(self.keys, m, self._window_ms, after)
+                for m, after in todo.items()
+            ]
+            more: dict[str, str] = {}
+            for m, reply in zip(todo, replies, strict=True):
+                page = scripts.window_reply(usable(reply, None, self.keys.events(m)), now_ms)
+                members[m] += page.members
+                if page.after:
+                    more[m] = page.after
+            todo = more
+        out = {}
+        for m, page in pages.items():
+            key = self.keys.events(m)
+            cutoff = page.now_ms - self._window_ms
+            events = snapshot.decode_window(key, snapshot.pairs(members[m]), cutoff)
+            out[m] = (page.now_ms, events, page.limit_pttl)
+        return out
 
     def _window_snapshots(self, r: Reading) -> dict[str, ModelPerformanceSnapshot]:
         return {
@@ -241,9 +305,11 @@ class Reads:
         return [r.performance[m] for m in r.models]
 
     def session_usage(self, session_id: str) -> Op[UsageSnapshot]:
+        """One session's usage per model within the window, from each model's session index:
+        one hash field per model, whatever the window holds."""
         session_id = rules.check_session_id(session_id)
-        r = yield from self.read(None)
-        return snapshot.usage(session_id, r.events, self.window_secs, r.now_ms)
+        r = yield from self.read(None, "session", session_id)
+        return snapshot.usage(session_id, r.usage, self.window_secs, r.now_ms)
 
     def known_models(self) -> Op[list[str]]:
         """The models with events in the window or an active limit, sorted: the registry

@@ -11,19 +11,31 @@ import re
 from collections.abc import Iterable, Sequence
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..models import RecordResult
-from . import codec, totals
+from . import codec, sketch, totals
 from .commands import Eval
 from .keys import Keys
 
-SCRIPT_NAMES = ("config", "register", "record", "snapshot", "window", "limit")
+SCRIPT_NAMES = ("config", "register", "record", "snapshot", "session", "window", "limit")
+#: Scripts that read members: ``lua/event.lua`` is written into them at load.
+INCLUDES_EVENT = ("record", "snapshot", "session")
 
 #: How far past the data they govern the keys' TTLs reach.
 GRACE_MS = 2000
 #: Newest members ``snapshot.lua`` returns, to find ``last_event_at`` to the microsecond.
 NEWEST_PROBE = 32
+#: The most aged members a read script subtracts itself (about 5 ms of Redis time); past
+#: that, the model is read from its window's events, a page at a time.
+MAX_AGED = 2000
+#: Members per ``window.lua`` page (a few ms of Redis time each).
+WINDOW_PAGE = 5000
+#: The most members one ``record.lua`` call trims, removes over the cap or rebuilds, each
+#: (a few ms of Redis time in all; its ``local STEP`` line is rendered from this).
+UPKEEP_STEP = 1000
+#: The line a script names ``lua/event.lua`` with.
+INCLUDE = "-- #include event.lua"
 
 
 def _lua_dir() -> Path:
@@ -39,21 +51,32 @@ def _lua_list(names: Sequence[str]) -> str:
 
 
 def render_fields(source: str) -> str:
-    """``record.lua``'s source with its ``local FIELDS = {...}`` and ``local ADDED_LATER =
-    {...}`` lines naming :data:`totals.FIELDS` and :data:`totals.ADDED_LATER`."""
-    for name, value in (("FIELDS", totals.FIELDS), ("ADDED_LATER", totals.ADDED_LATER)):
-        line = re.compile(rf"^local {name} = \{{.*\}}$", flags=re.M)
-        rendered = f"local {name} = {_lua_list(value)}".replace("\\", "\\\\")
-        source, found = line.subn(rendered, source)
-        if found != 1:
-            raise RuntimeError(f"record.lua must have one line 'local {name} = {{...}}'")
-    return source
+    """A script's source with its ``local FIELDS = {...}`` line naming :data:`totals.FIELDS`,
+    and its ``local LAYOUT = ...`` and ``local STEP = ...`` lines (where it has them)
+    :data:`totals.LAYOUT` and :data:`UPKEEP_STEP`."""
+    line = re.compile(r"^local FIELDS = \{.*\}$", flags=re.M)
+    rendered = f"local FIELDS = {_lua_list(totals.FIELDS)}".replace("\\", "\\\\")
+    source, found = line.subn(rendered, source)
+    if found != 1:
+        raise RuntimeError("the script must have one line 'local FIELDS = {...}'")
+    source = re.sub(r"^local LAYOUT = \d+$", f"local LAYOUT = {totals.LAYOUT}", source, flags=re.M)
+    return re.sub(r"^local STEP = \d+$", f"local STEP = {UPKEEP_STEP}", source, flags=re.M)
+
+
+def render(source: str, library: str) -> str:
+    """A script as Redis runs it: its fields rendered and ``lua/event.lua`` in place of its
+    include line."""
+    if source.count(INCLUDE) != 1:
+        raise RuntimeError(f"the script must have one line {INCLUDE!r}")
+    return render_fields(source).replace(INCLUDE, library.rstrip("\n"))
 
 
 def _load() -> dict[str, str]:
     folder = _lua_dir()
     sources = {name: (folder / f"{name}.lua").read_text(encoding="utf-8") for name in SCRIPT_NAMES}
-    sources["record"] = render_fields(sources["record"])
+    library = (folder / "event.lua").read_text(encoding="utf-8")
+    for name in INCLUDES_EVENT:
+        sources[name] = render(sources[name], library)
     return sources
 
 
@@ -110,11 +133,11 @@ def limit_triples(reasons: Sequence[str], untils: Sequence[int]) -> list[Any]:
     return triples
 
 
-def record_call(
-    keys: tuple[str, str, str], settings: str, chunk: Sequence[codec.PreparedEvent]
-) -> Eval:
+def record_call(keys: tuple[str, ...], settings: str, chunk: Sequence[codec.PreparedEvent]) -> Eval:
     """One ``record.lua`` call for ``chunk``, events of the model whose (events, limit,
-    totals) keys are ``keys``."""
+    totals, sessions) keys are ``keys``; an empty chunk is an upkeep call."""
+    if not chunk:
+        return upkeep_call(keys, settings)
     if len(chunk) == 1:
         p = chunk[0]
         args: list[Any] = [settings, HEAD_FORMAT % (1, p.score_ms, p.score_ms, *p.sums)]
@@ -133,8 +156,14 @@ def record_call(
     return Eval("record", keys, tuple(args))
 
 
+def upkeep_call(keys: tuple[str, ...], settings: str) -> Eval:
+    """A ``record.lua`` call that stores nothing: only its bounded upkeep (trims, rebuild)."""
+    return Eval("record", keys, (settings, HEAD_FORMAT % (0, 0, 0, *totals.zero())))
+
+
 def record_counts(replies: Iterable[Any], repeated: int = 0) -> RecordResult:
-    """Add up ``record.lua`` replies ({stored, duplicates, outside, now, capped, created}), and the
+    """Add up ``record.lua`` replies ({stored, duplicates, outside, now, capped, created,
+    pending}), and the
     ``repeated`` duplicates within the batch."""
     stored = outside = capped = 0
     duplicates = repeated
@@ -146,30 +175,92 @@ def record_counts(replies: Iterable[Any], repeated: int = 0) -> RecordResult:
     return RecordResult(stored, duplicates, outside, capped)
 
 
-# -- window.lua and snapshot.lua -----------------------------------------------------------
+# -- window.lua, snapshot.lua and session.lua ---------------------------------------------
 
 
-def window_call(keys: Keys, model: str, window_ms: int) -> Eval:
-    """Read every event of ``model`` in the window, at its server's time."""
-    return Eval("window", (keys.events(model), keys.limit(model)), (window_ms,), tolerant=True)
+def window_call(keys: Keys, model: str, window_ms: int, after: str = "") -> Eval:
+    """Read a page of the events of ``model`` in the window, at its server's time: the first
+    page, or the one after ``after`` (the previous page's ``after``)."""
+    script_keys = (keys.events(model), keys.limit(model))
+    return Eval("window", script_keys, (window_ms, after, WINDOW_PAGE), tolerant=True)
 
 
 def snapshot_call(keys: Keys, model: str, window_ms: int) -> Eval:
-    """Read the running totals of ``model`` and the members that aged out since the last trim."""
+    """Read the running totals of ``model`` less the members that aged out since the last
+    trim, and the sketch's buckets of :data:`sketch.PERCENTILES`."""
     script_keys = (keys.events(model), keys.totals(model), keys.limit(model))
-    args = (window_ms, NEWEST_PROBE, *totals.FIELDS)
+    args = (window_ms, NEWEST_PROBE, MAX_AGED, totals.LAYOUT, *sketch.PERCENTILES)
     return Eval("snapshot", script_keys, args, tolerant=True)
 
 
-def window_reply(reply: Any, now_ms: int) -> tuple[int, Sequence[Any], int]:
-    """``window.lua``'s (now_ms, flat members, limit PTTL); None reads as nothing stored."""
-    at, members, pttl = reply or (now_ms, [], -2)
-    return int(at), members, int(pttl)
+def session_call(keys: Keys, model: str, window_ms: int, session_id: str) -> Eval:
+    """Read one session's usage of ``model`` from its session index."""
+    script_keys = (keys.events(model), keys.totals(model), keys.sessions(model))
+    args = (window_ms, MAX_AGED, totals.LAYOUT, session_id)
+    return Eval("session", script_keys, args, tolerant=True)
 
 
-def snapshot_reply(
-    reply: Any, now_ms: int
-) -> tuple[int, Sequence[Any], Sequence[Any], Sequence[Any], int]:
-    """``snapshot.lua``'s (now_ms, sums, aged, newest, limit PTTL); None reads as nothing."""
-    at, sums, aged, newest, pttl = reply or (now_ms, [], [], [], -2)
-    return int(at), sums, aged, newest, int(pttl)
+class WindowPage(NamedTuple):
+    """``window.lua``'s reply: server ms, flat members, limit PTTL, the next page's bound
+    ("" after the last page)."""
+
+    now_ms: int
+    members: Sequence[Any]
+    limit_pttl: int
+    after: str
+
+
+def window_reply(reply: Any, now_ms: int) -> WindowPage:
+    """``window.lua``'s reply; None reads as nothing stored."""
+    at, members, pttl, after = reply or (now_ms, [], -2, b"")
+    text = after.decode() if isinstance(after, bytes) else str(after)
+    return WindowPage(int(at), members, int(pttl), text)
+
+
+class SnapshotReply(NamedTuple):
+    """``snapshot.lua``'s reply (see its header)."""
+
+    now_ms: int
+    state: str
+    totals: dict[str, Any]
+    minus: Sequence[Any]
+    buckets: list[int]
+    newest: Sequence[Any]
+    limit_pttl: int
+    skipped: int
+
+
+def snapshot_reply(reply: Any, now_ms: int) -> SnapshotReply:
+    """``snapshot.lua``'s reply; None reads as nothing stored."""
+    at, state, sums, minus, buckets, newest, pttl, skipped = reply or (
+        now_ms,
+        b"empty",
+        [],
+        [],
+        [],
+        [],
+        -2,
+        0,
+    )
+    held = {text(f): v for f, v in zip(sums[::2], sums[1::2], strict=True)}
+    return SnapshotReply(
+        int(at),
+        text(state),
+        held,
+        minus,
+        [int(b) for b in buckets],
+        newest,
+        int(pttl),
+        int(skipped),
+    )
+
+
+def session_reply(reply: Any, now_ms: int) -> tuple[int, str, list[int]]:
+    """``session.lua``'s (now_ms, state, [events, input, output, total, cost_nusd])."""
+    at, state, usage = reply or (now_ms, b"ok", [])
+    return int(at), text(state), [int(v) for v in usage]
+
+
+def text(value: Any) -> str:
+    """A reply's bytes (or text) as text."""
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from ..models import ModelPerformanceSnapshot, ModelUsage, TokenBreakdown, UsageSnapshot
-from . import codec, rules, totals
+from . import codec, rules, scripts, sketch, totals
+from .codec import nano_usd
 from .totals import Totals
 
 log = logging.getLogger(__name__)
@@ -76,9 +77,13 @@ def performance(
     snap = _snapshot(model, Totals._make(sums), newest, window_secs, now_ms, limit_pttl)
     if latencies and percentiles:
         latencies.sort()
-        snap.latency_p50_ms = float(nearest_rank(latencies, 50))
-        snap.latency_p95_ms = float(nearest_rank(latencies, 95))
+        _set_percentiles(snap, [float(nearest_rank(latencies, p)) for p in sketch.PERCENTILES])
     return snap
+
+
+def _set_percentiles(snap: ModelPerformanceSnapshot, values: Sequence[float | None]) -> None:
+    """Set the snapshot's latency percentiles, in ``sketch.PERCENTILES`` order."""
+    snap.latency_p50_ms, snap.latency_p95_ms, snap.latency_p99_ms = values
 
 
 def nearest_rank(ordered: Sequence[int], pct: int) -> int:
@@ -119,35 +124,28 @@ def _snapshot(
 
 
 def from_totals(
-    *,
-    model: str,
-    key: str,
-    sums: Sequence[Any],
-    aged: Members,
-    newest: Members,
-    window_secs: int,
-    now_ms: int,
-    limit_pttl: int,
+    *, model: str, key: str, reply: scripts.SnapshotReply, window_secs: int
 ) -> ModelPerformanceSnapshot:
-    """A snapshot from the running totals, without reading the window's events.
-
-    ``sums`` are the totals over every member of the events key; ``aged`` holds the members
-    up to a little past the cutoff (the ones at or before it aged out since the last trim and
-    are subtracted); ``newest`` the newest members, for ``last_event_at``.
-    """
-    cutoff = now_ms - window_secs * 1000
-    left = _parse_sums(key, sums)
-    gone = [m for m in aged if m[1] <= cutoff]
-    for e in decode_window(key, gone, -math.inf):
-        for i, v in enumerate(codec.stored_sums(e)):
-            left[i] -= v
+    """A snapshot from ``snapshot.lua``'s reply, without reading the window's events: the
+    running totals less the members that aged out since the last trim, the percentiles from
+    the latency sketch, and ``last_event_at`` from the newest members."""
+    cutoff = reply.now_ms - window_secs * 1000
+    left = _parse_sums(key, [reply.totals.get(name) for name in totals.FIELDS])
+    index = {name: i for i, name in enumerate(totals.FIELDS)}
+    for name, value in zip(reply.minus[::2], reply.minus[1::2], strict=True):
+        left[index[scripts.text(name)]] -= int(value)
+    if reply.skipped:
+        log.warning("skipped %d unreadable aged member(s) of %s", reply.skipped, key)
     if any(v < 0 for v in left):
         log.warning(
             "running totals of %s went negative (%s); members were written by hand?", key, left
         )
         left = [max(0, v) for v in left]
-    last = newest_us(key, newest, cutoff)
-    return _snapshot(model, Totals._make(left), last, window_secs, now_ms, limit_pttl)
+    last = newest_us(key, pairs(reply.newest), cutoff)
+    snap = _snapshot(model, Totals._make(left), last, window_secs, reply.now_ms, reply.limit_pttl)
+    if left[index["ok"]] and reply.buckets:
+        _set_percentiles(snap, [None if b < 0 else sketch.value(b) for b in reply.buckets])
+    return snap
 
 
 def newest_us(key: str, newest: Members, cutoff: float) -> int | None:
@@ -158,15 +156,6 @@ def newest_us(key: str, newest: Members, cutoff: float) -> int | None:
         if tied:
             return max(e.completed_at_us for e in tied)
     return None
-
-
-def lacks_fields(sums: Sequence[Any], newest: Members) -> bool:
-    """Whether a totals hash misses a field added later while its events key holds members:
-    a hash written before the field existed, whose totals cannot give an exact snapshot."""
-    if not newest or not totals.ADDED_LATER:
-        return False
-    held = dict(zip(totals.FIELDS, sums, strict=False))
-    return any(held.get(name) is None for name in totals.ADDED_LATER)
 
 
 def _parse_sums(key: str, sums: Sequence[Any]) -> list[int]:
@@ -180,31 +169,44 @@ def _parse_sums(key: str, sums: Sequence[Any]) -> list[int]:
     return out
 
 
+def usage_of(session_id: str, events: Iterable[codec.StoredEvent]) -> ModelUsage | None:
+    """One session's usage among ``events`` (None when it has none): the brute-force scan,
+    for models read from their events."""
+    n = inp = out = total = cost_nusd = 0
+    for e in events:
+        if e.session_id == session_id:
+            n += 1
+            inp += e.input
+            out += e.output
+            total += e.total
+            cost_nusd += nano_usd(e.cost_usd)
+    return usage_from_index([n, inp, out, total, cost_nusd]) if n else None
+
+
+def usage_from_index(values: Sequence[int]) -> ModelUsage:
+    """A session's usage from its index entry: events, input, output, total, cost_nusd."""
+    n, inp, out, total, cost_nusd = values
+    return ModelUsage(
+        input_tokens=inp,
+        output_tokens=out,
+        total_tokens=total,
+        cost_usd=cost_nusd / 1e9,
+        message_count=n,
+    )
+
+
 def usage(
-    session_id: str,
-    events_by_model: dict[str, list[codec.StoredEvent]],
-    window_secs: int,
-    now_ms: int,
+    session_id: str, by_model: Mapping[str, ModelUsage], window_secs: int, now_ms: int
 ) -> UsageSnapshot:
-    """One session's tokens and cost per model within the window, plus totals."""
-    by_model: dict[str, ModelUsage] = {}
-    for model, events in events_by_model.items():
-        for e in events:
-            if e.session_id != session_id:
-                continue
-            u = by_model.setdefault(model, ModelUsage())
-            u.input_tokens += e.input
-            u.output_tokens += e.output
-            u.total_tokens += e.total
-            u.cost_usd += e.cost_usd
-            u.message_count += 1
-    totals = ModelUsage()
-    for u in by_model.values():
-        totals.merge(u)
+    """One session's usage per model within the window, plus totals."""
+    models = {m: by_model[m].model_copy() for m in sorted(by_model)}
+    sums = ModelUsage()
+    for u in models.values():
+        sums.merge(u)
     return UsageSnapshot(
         id=session_id,
         window_start=ms_to_datetime(now_ms - window_secs * 1000),
         window_end=ms_to_datetime(now_ms),
-        by_model=dict(sorted(by_model.items())),
-        totals=totals,
+        by_model=models,
+        totals=sums,
     )

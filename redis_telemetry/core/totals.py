@@ -2,8 +2,8 @@
 
 One schema for every side: :class:`Totals` names the fields and their order; the write path
 (``codec.prepare``), the stored-sums decoder (``codec.stored_sums``), the snapshot arithmetic
-(``snapshot``), ``record.lua``'s ARGV[2] and ``FIELDS`` (rendered from :data:`FIELDS` when
-the scripts load) and ``snapshot.lua``'s field list all follow it. See
+(``snapshot``), ``record.lua``'s ARGV[2] and the scripts' ``FIELDS`` and ``LAYOUT`` lines
+(rendered from :data:`FIELDS` and :data:`LAYOUT` when the scripts load) all follow it. See
 docs/contributing.md, "How to add a snapshot field".
 """
 
@@ -37,11 +37,11 @@ class Totals(NamedTuple):
 
 #: The hash's field names, in the order every side uses.
 FIELDS: tuple[str, ...] = Totals._fields
-#: Fields added after hashes were already written: a hash may lack them. ``record.lua`` then
-#: first adds the field's sum over the members stored, and a reader that finds one missing
-#: reads that model's window instead of its totals. (A field the first release knew may be
-#: absent only because its sum is 0.)
-ADDED_LATER: tuple[str, ...] = ()
+#: The layout of a totals hash (``record.lua``'s ``LAYOUT``): the sums of :data:`FIELDS`, the
+#: latency sketch and the session index. A hash of another layout (an older release's) is
+#: rebuilt from its members by the writes that follow, a bounded step each, or at once by
+#: ``redis-telemetry reindex``; until then readers read that model from its events.
+LAYOUT = 2
 #: The token fields: each sums the ``TokenBreakdown`` field of the same name.
 TOKEN_FIELDS: tuple[str, ...] = FIELDS[FIELDS.index("total") :]
 
