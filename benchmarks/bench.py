@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing
 import os
 import platform
+import random
 import re
 import shutil
 import socket
@@ -33,7 +35,7 @@ import msgpack
 import redis
 
 from redis_telemetry import CompletionEvent, TelemetryStore, TokenBreakdown
-from redis_telemetry.core import codec, snapshot
+from redis_telemetry.core import codec, sketch, snapshot, totals
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WINDOW = 3600
@@ -128,10 +130,20 @@ def make_events(count: int, spread_secs: float, seed: int = 0) -> list[Completio
     ]
 
 
+#: The session ``session_usage()`` is timed on: 100 events, 5 on each of the 20 models.
+SESSION = "bench-session"
+
+
 def fill(store: TelemetryStore, count: int) -> None:
-    """Put ``count`` events in the window, spread over its first 50 minutes."""
+    """Put ``count`` events in the window, spread over its first 50 minutes; 100 of them
+    belong to SESSION, spread over every model."""
     for start in range(0, count, 5000):
-        store.record_batch(make_events(min(5000, count - start), 3000, seed=start))
+        batch = make_events(min(5000, count - start), 3000, seed=start)
+        if start == 0:
+            for i, e in enumerate(batch[:100]):
+                e.session_id = SESSION
+                e.model = MODELS[i % len(MODELS)]
+        store.record_batch(batch)
 
 
 # -- cases ------------------------------------------------------------------------------------
@@ -235,45 +247,41 @@ def redis_benchmark_zadd(client: redis.Redis) -> float | None:
     return float(found[-1]) if found else None
 
 
-def bench_snapshots(
-    url: str, sizes: list[int], n: int
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """all_model_performances() for 20 models against fetch-and-decode of the whole window."""
-    rows = []
-    usage: dict[str, Any] = {}
-    for size in sizes:
-        client = redis.Redis.from_url(url)
-        client.flushall()
-        store = TelemetryStore(client, window_secs=WINDOW)
-        fill(store, size)
-        reader = TelemetryStore(client, window_secs=WINDOW)
-        reader.all_model_performances()
-        fast = timed(reader.all_model_performances, n)
-        naive = timed(
-            partial(naive_snapshots, reader),
-            5 if size >= 10**6 else max(3, n // 10 if size >= 10**5 else n),
-        )
-        got = {s.model: s.successful_completions for s in reader.all_model_performances()}
-        assert (
-            sum(got.values()) + sum(s.failed_completions for s in reader.all_model_performances())
-            == size
-        ), "exact totals"
-        row: dict[str, Any] = {
-            "events": size,
-            "fast_p50_s": pct(fast, 0.5),
-            "fast_p99_s": pct(fast, 0.99),
-            "naive_p50_s": pct(naive, 0.5),
-            "naive_p99_s": pct(naive, 0.99),
-            "speedup_p50": pct(naive, 0.5) / pct(fast, 0.5),
-        }
-        rows.append(row)
-        if size == max(s for s in sizes if s <= 100_000):
-            samples = timed(partial(reader.session_usage, "session-7"), max(3, n // 10))
-            usage = {"events": size, "p50_s": pct(samples, 0.5)}
-        if size == sizes[-1] or size == 100_000:
-            rows[-1]["memory"] = memory(client, size)
-        client.close()
-    return rows, usage
+#: The previous release's snapshot.lua (running sums without a latency sketch), the baseline
+#: of what the sketch costs a snapshot: HMGET of the sums, the aged members, the newest ones.
+PREVIOUS_SNAPSHOT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local cutoff = now - tonumber(ARGV[1])
+local fields = {}
+for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
+local probe = tonumber(ARGV[2])
+local newest = redis.call('ZREVRANGE', KEYS[1], 0, probe - 1, 'WITHSCORES')
+return {now, redis.call('HMGET', KEYS[2], unpack(fields)),
+  redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff, 'WITHSCORES'), newest,
+  redis.call('PTTL', KEYS[3])}
+"""
+
+
+def previous_snapshots(client: redis.Redis, script: Any) -> list[Any]:
+    """all_model_performances() as the previous release computed it: one script per model in
+    one pipeline, the sums less the aged members, no percentiles."""
+    keys = [
+        (f"telemetry:{{{m}}}:events", f"telemetry:{{{m}}}:totals", f"telemetry:{{{m}}}:limit")
+        for m in MODELS
+    ]
+    pipe = client.pipeline(transaction=False)
+    for k in keys:
+        script(keys=k, args=[WINDOW * 1000, 32, *totals.FIELDS], client=pipe)
+    out = []
+    for m, (now, sums, aged, newest, pttl) in zip(MODELS, pipe.execute(), strict=True):
+        left = [int(v or 0) for v in sums]
+        for e in snapshot.decode_window(m, snapshot.pairs(aged), -1.0):
+            for i, v in enumerate(codec.stored_sums(e)):
+                left[i] -= v
+        last = snapshot.newest_us(m, snapshot.pairs(newest), now - WINDOW * 1000)
+        out.append((m, left, last, pttl))
+    return out
 
 
 def naive_snapshots(store: TelemetryStore) -> list[Any]:
@@ -285,17 +293,185 @@ def naive_snapshots(store: TelemetryStore) -> list[Any]:
     ]
 
 
+def naive_session(store: TelemetryStore) -> Any:
+    """session_usage() the simplest way: fetch and decode every event in the window."""
+    reading = store._run(store._core.read(None, "window"))
+    return [snapshot.usage_of(SESSION, reading.events[m]) for m in reading.models]
+
+
+def bench_snapshots(
+    url: str, sizes: list[int], n: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """all_model_performances() for 20 models (p50/p95/p99 from the sketch) against the
+    previous release's snapshot (no percentiles) and against fetch-and-decode of the whole
+    window; session_usage() of a 100-event session against fetch-and-decode."""
+    rows: list[dict[str, Any]] = []
+    sessions = []
+    for size in sizes:
+        client = redis.Redis.from_url(url)
+        client.flushall()
+        store = TelemetryStore(client, window_secs=WINDOW)
+        fill(store, size)
+        reader = TelemetryStore(client, window_secs=WINDOW)
+        reader.all_model_performances()
+        previous = client.register_script(PREVIOUS_SNAPSHOT)
+        fast, prev = [], []
+        for _ in range(n):  # interleaved, so that drift hits both alike
+            start = time.perf_counter()
+            reader.all_model_performances()
+            mid = time.perf_counter()
+            previous_snapshots(client, previous)
+            fast.append(mid - start)
+            prev.append(time.perf_counter() - mid)
+        naive_n = 5 if size >= 10**6 else max(3, n // 10 if size >= 10**5 else n)
+        naive = timed(partial(naive_snapshots, reader), naive_n)
+        snaps = reader.all_model_performances()
+        assert sum(s.successful_completions + s.failed_completions for s in snaps) == size
+        assert all(s.latency_p99_ms is not None for s in snaps), "percentiles on every snapshot"
+        rows.append(
+            {
+                "events": size,
+                "fast_p50_s": pct(fast, 0.5),
+                "fast_p99_s": pct(fast, 0.99),
+                "previous_p50_s": pct(prev, 0.5),
+                "vs_previous_p50": pct(fast, 0.5) / pct(prev, 0.5),
+                "naive_p50_s": pct(naive, 0.5),
+                "naive_p99_s": pct(naive, 0.99),
+                "speedup_p50": pct(naive, 0.5) / pct(fast, 0.5),
+            }
+        )
+        usage = reader.session_usage(SESSION)
+        assert usage.totals.message_count == 100
+        assert len(usage.by_model) == len(MODELS)
+        ours = timed(partial(reader.session_usage, SESSION), n)
+        scan = timed(partial(naive_session, reader), naive_n)
+        sessions.append(
+            {
+                "events": size,
+                "p50_s": pct(ours, 0.5),
+                "p99_s": pct(ours, 0.99),
+                "naive_p50_s": pct(scan, 0.5),
+                "speedup_p50": pct(scan, 0.5) / pct(ours, 0.5),
+            }
+        )
+        if size == sizes[-1] or size == 100_000:
+            rows[-1]["memory"] = memory(client, size)
+        client.close()
+    return rows, sessions
+
+
 def memory(client: redis.Redis, events: int) -> dict[str, Any]:
-    """Bytes per stored event, and the running totals' share."""
+    """Bytes per stored event: the events keys, and what the totals (with the latency sketch)
+    and the session index add."""
     ns = "telemetry"
-    ev = sum(client.memory_usage(f"{ns}:{{{m}}}:events", samples=0) or 0 for m in MODELS)
-    tot = sum(client.memory_usage(f"{ns}:{{{m}}}:totals", samples=0) or 0 for m in MODELS)
-    used = client.info("memory")["used_memory"]
+
+    def size(kind: str) -> int:
+        return sum(client.memory_usage(f"{ns}:{{{m}}}:{kind}", samples=0) or 0 for m in MODELS)
+
+    ev, tot, ses = size("events"), size("totals"), size("sessions")
+    buckets = sum(
+        sketch.bucket_of_field(f.decode() if isinstance(f, bytes) else f) is not None
+        for m in MODELS
+        for f in client.hkeys(f"{ns}:{{{m}}}:totals")
+    )
     return {
         "events_key_bytes_per_event": ev / events,
         "totals_bytes": tot,
+        "sketch_buckets": buckets,
+        "sessions_bytes": ses,
+        "index_bytes_per_event": ses / events,
+        "index_share_of_events": ses / ev if ev else 0.0,
         "totals_share_of_events": tot / ev if ev else 0.0,
-        "used_memory_bytes": used,
+        "used_memory_bytes": client.info("memory")["used_memory"],
+    }
+
+
+def bench_accuracy(url: str, count: int) -> dict[str, Any]:
+    """The sketch's percentiles against exact nearest rank on a long-tailed (lognormal)
+    latency mix of ``count`` events in one model."""
+    client = redis.Redis.from_url(url)
+    client.flushall()
+    store = TelemetryStore(client, window_secs=WINDOW)
+    rng = random.Random(1)
+    now = datetime.now(UTC)
+    for start in range(0, count, 5000):
+        store.record_batch(
+            [
+                CompletionEvent(
+                    model="bench/lognormal",
+                    completed_at=now - timedelta(seconds=(start + i) * 1e-3),
+                    latency_ms=max(1, int(rng.lognormvariate(math.log(3000), 1.0))),
+                    success=True,
+                )
+                for i in range(min(5000, count - start))
+            ]
+        )
+    fast = store.model_performance("bench/lognormal")
+    exact = store.model_performance("bench/lognormal", percentiles=True)
+    errors = {}
+    for name in ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms"):
+        got, truth = getattr(fast, name), getattr(exact, name)
+        errors[name] = abs(got - truth) / truth
+    client.close()
+    return {"events": count, "relative_error": errors, "worst": max(errors.values())}
+
+
+def bench_bounded(url: str, count: int, n: int) -> dict[str, Any]:
+    """Idle against active snapshot cost, and the worst single script call, on one model
+    holding ``count`` events. The model is read while its whole window is live (active),
+    then after set_window(60) has aged every event (idle: no write since). Then the upkeep
+    runs, a bounded step a call: the per-model cap halving the model, and the trim of every
+    aged member; SLOWLOG records every command. The baseline: one ZREMRANGEBYSCORE of the
+    same aged members on a copy of the key, the simplest trim there is (no totals kept)."""
+    client = redis.Redis.from_url(url)
+    client.flushall()
+    model = "bench/one-model"
+    store = TelemetryStore(client, window_secs=WINDOW)
+    now = datetime.now(UTC)
+    step = 3000 / count
+    for start in range(0, count, 10_000):
+        store.record_batch(
+            [
+                CompletionEvent(
+                    model=model,
+                    session_id=f"session-{(start + i) % 500}",
+                    completed_at=now - timedelta(seconds=70 + (start + i) * step),
+                    latency_ms=800 + ((start + i) * 37) % 9000,
+                    success=True,
+                )
+                for i in range(min(10_000, count - start))
+            ]
+        )
+    active = timed(partial(store.model_performance, model), n)
+    events_key = f"telemetry:{{{model}}}:events"
+    client.copy(events_key, "bench:copy")
+    client.config_set("slowlog-log-slower-than", 0)
+    client.config_set("slowlog-max-len", 100_000)
+    client.slowlog_reset()
+    client.zremrangebyscore("bench:copy", "-inf", "+inf")
+    baseline = max(e["duration"] for e in client.slowlog_get(10) if b"ZREMRANGE" in e["command"])
+    client.slowlog_reset()
+    halved = TelemetryStore(client, window_secs=WINDOW, max_events_per_model=count // 2)
+    cap_calls = halved.reindex()
+    store.set_window(60)
+    idle = timed(partial(store.model_performance, model), n)
+    assert store.model_performance(model).successful_completions == 0
+    trim_calls = store.reindex()
+    assert client.zcard(events_key) == 0
+    entries = client.slowlog_get(-1)
+    client.config_set("slowlog-log-slower-than", 10_000)
+    worst = max(e["duration"] for e in entries if e["command"].startswith(b"EVALSHA"))
+    client.close()
+    return {
+        "events": count,
+        "active_snapshot_p50_s": pct(active, 0.5),
+        "idle_snapshot_p50_s": pct(idle, 0.5),
+        "idle_vs_active": pct(idle, 0.5) / pct(active, 0.5),
+        "upkeep_calls": {"cap": cap_calls, "trim": trim_calls},
+        "worst_script_s": worst / 1e6,
+        "one_zremrangebyscore_s": baseline / 1e6,
+        "worst_vs_baseline": worst / baseline,
+        "commands_logged": len(entries),
     }
 
 
@@ -401,19 +577,42 @@ def report(res: dict[str, Any]) -> str:
             f"{b['redis_benchmark_zadd_per_s']:,.0f} ZADD/s | "
             f"{b['ours_events_per_s'] / b['redis_benchmark_zadd_per_s']:.2f}x |"
         )
+    first = res["snapshots"][0]
     for row in res["snapshots"]:
         lines.append(
-            f"| `all_model_performances()` at {row['events']:,} events | "
-            f"{ms(row['fast_p50_s'])} / {ms(row['fast_p99_s'])} | fetch and decode: "
-            f"{ms(row['naive_p50_s'])} / {ms(row['naive_p99_s'])} | "
-            f"{row['speedup_p50']:.1f}x faster |"
+            f"| `all_model_performances()` (p50/p95/p99 included) at {row['events']:,} events "
+            f"| {ms(row['fast_p50_s'])} / {ms(row['fast_p99_s'])} "
+            f"({row['fast_p50_s'] / first['fast_p50_s']:.2f}x the smallest) "
+            f"| previous release, no percentiles: {ms(row['previous_p50_s'])}; fetch and "
+            f"decode: {ms(row['naive_p50_s'])} | {row['vs_previous_p50']:.2f}x the previous; "
+            f"{row['speedup_p50']:.1f}x faster than fetching |"
         )
-    u = res["session_usage"]
-    if u:
+    base = res["session_usage"][0]
+    for u in res["session_usage"]:
         lines.append(
-            f"| `session_usage()` p50 at {u['events']:,} events | {ms(u['p50_s'])} | "
-            "(none: scans the window) | |"
+            f"| `session_usage()` of a 100-event session over 20 models, at {u['events']:,} "
+            f"events | {ms(u['p50_s'])} / {ms(u['p99_s'])} "
+            f"({u['p50_s'] / base['p50_s']:.2f}x the smallest) | fetch and decode: "
+            f"{ms(u['naive_p50_s'])} | {u['speedup_p50']:.1f}x faster |"
         )
+    a = res["accuracy"]
+    worst_name = max(a["relative_error"], key=a["relative_error"].get)
+    lines.append(
+        f"| percentile accuracy, lognormal mix of {a['events']:,} | worst relative error "
+        f"{a['worst']:.3%} ({worst_name}) | exact nearest rank (percentiles=True) | "
+        f"bound: {1 / 128:.3%} |"
+    )
+    bd = res["bounded"]
+    lines += [
+        f"| idle model, whole window aged, {bd['events']:,} events | snapshot "
+        f"{ms(bd['idle_snapshot_p50_s'])} | the same model active: "
+        f"{ms(bd['active_snapshot_p50_s'])} | {bd['idle_vs_active']:.2f}x |",
+        f"| worst single script call, {bd['events']:,} events in one model (cap halving it: "
+        f"{bd['upkeep_calls']['cap']} calls; trim after idling: {bd['upkeep_calls']['trim']} "
+        f"calls) | {bd['worst_script_s'] * 1000:.1f} ms of Redis time | one ZREMRANGEBYSCORE of "
+        f"the aged members: {bd['one_zremrangebyscore_s'] * 1000:.1f} ms | "
+        f"{bd['worst_vs_baseline']:.2f}x |",
+    ]
     lines.append(
         f"| concurrency: {c['writers']} writers + {c['readers']} readers | "
         f"{c['events_per_s']:,.0f} events/s written, snapshot p99 {ms(c['snapshot_p99_s'])} "
@@ -424,8 +623,11 @@ def report(res: dict[str, Any]) -> str:
             mem = row["memory"]
             lines.append(
                 f"| memory at {row['events']:,} events | "
-                f"{mem['events_key_bytes_per_event']:.0f} bytes/event (events keys) | totals: "
-                f"{mem['totals_bytes']:,} bytes | {mem['totals_share_of_events']:.2%} of events |"
+                f"{mem['events_key_bytes_per_event']:.0f} bytes/event (events keys); session "
+                f"index {mem['index_bytes_per_event']:.1f} bytes/event | totals with the sketch: "
+                f"{mem['totals_bytes']:,} bytes ({mem['sketch_buckets']} buckets) | index "
+                f"{mem['index_share_of_events']:.2%}, totals "
+                f"{mem['totals_share_of_events']:.2%} of the events keys |"
             )
     return "\n".join(lines)
 
@@ -436,7 +638,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    sizes = [1000, 5000] if args.quick else [1000, 10_000, 100_000, 1_000_000]
+    sizes = [1000, 5000] if args.quick else [10_000, 100_000, 1_000_000]
     n = 20 if args.quick else 200
     args.out.mkdir(parents=True, exist_ok=True)
     with own_server() if args.url is None else _given(args.url) as url:
@@ -454,6 +656,8 @@ def main() -> None:
         res["record_batch"] = bench_batch(client, store, 5 if args.quick else 40)
         client.close()
         res["snapshots"], res["session_usage"] = bench_snapshots(url, sizes, n)
+        res["accuracy"] = bench_accuracy(url, 5000 if args.quick else 100_000)
+        res["bounded"] = bench_bounded(url, 20_000 if args.quick else 1_000_000, n)
         res["concurrency"] = bench_concurrency(url, 2, 2, 5 if args.quick else 50)
     (args.out / "bench.json").write_text(json.dumps(res, indent=2) + "\n")
     plotted = plot(res["snapshots"], args.out / "snapshot.png")

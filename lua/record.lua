@@ -7,8 +7,9 @@
 -- KEYS[3]  <ns>:{<model>}:totals    hash; the sums over every member of KEYS[1] (see FIELDS),
 --                                    the latency sketch (field l<bucket>: successful
 --                                    completions per bucket), `capped`, and `layout`
--- KEYS[4]  <ns>:{<model>}:sessions  hash; session id -> "events input output total cost_nusd"
---                                    summed over the members of KEYS[1] with that session
+-- KEYS[4]  <ns>:{<model>}:sessions  hash; for each session id, fields <id>:n (events), <id>:i
+--                                    (input), <id>:o (output), <id>:t (total tokens) and <id>:c
+--                                    (cost_nusd), summed over its members of KEYS[1]
 -- ARGV[1]  "window_ms limit_ttl_ms grace_ms max_events", space-separated integers:
 --           the rolling window; how long a subscription-limit error blocks the model; how
 --           far past the window the keys' TTLs reach; the cap on the model's stored events
@@ -65,6 +66,7 @@ local STEP = 1000
 local acc = {}
 for i = 1, N do acc[i] = 0 end
 local buckets, sessions = {}, {}
+local SUFFIX = {':n', ':i', ':o', ':t', ':c'}
 
 local function flush(i)
   if acc[i] ~= 0 then
@@ -88,7 +90,13 @@ local function count(member, sign, scalars, index)
   if e.bucket then buckets[e.bucket] = (buckets[e.bucket] or 0) + sign end
   local s = sessions[e.session]
   if not s then s = {0, 0, 0, 0, 0}; sessions[e.session] = s end
-  for j = 1, 5 do s[j] = s[j] + sign * e.u[j] end
+  for j = 1, 5 do
+    if math.abs(s[j] + sign * e.u[j]) >= LIMIT then
+      redis.call('HINCRBY', KEYS[4], e.session .. SUFFIX[j], string.format('%.0f', s[j]))
+      s[j] = 0
+    end
+    s[j] = s[j] + sign * e.u[j]
+  end
 end
 
 local window, limit_ttl, grace, cap = string.match(ARGV[1], '^(%d+) (%d+) (%d+) (%d+)$')
@@ -299,19 +307,17 @@ for b, delta in pairs(buckets) do
     redis.call('HDEL', KEYS[3], 'l' .. b)
   end
 end
+-- A session whose event count reaches 0 leaves the index.
 for id, d in pairs(sessions) do
-  if d[1] ~= 0 or d[2] ~= 0 or d[3] ~= 0 or d[4] ~= 0 or d[5] ~= 0 then
-    local was = redis.call('HGET', KEYS[4], id)
-    local v = {0, 0, 0, 0, 0}
-    if was then
-      local j = 0
-      for x in string.gmatch(was, '%S+') do j = j + 1; v[j] = tonumber(x) or 0 end
-    end
-    for j = 1, 5 do v[j] = v[j] + d[j] end
-    if v[1] <= 0 then
-      redis.call('HDEL', KEYS[4], id)
-    else
-      redis.call('HSET', KEYS[4], id, string.format('%.0f %.0f %.0f %.0f %.0f', unpack(v)))
+  local n = 1
+  if d[1] ~= 0 then n = redis.call('HINCRBY', KEYS[4], id .. ':n', string.format('%.0f', d[1])) end
+  if n <= 0 then
+    redis.call('HDEL', KEYS[4], id .. ':n', id .. ':i', id .. ':o', id .. ':t', id .. ':c')
+  else
+    for j = 2, 5 do
+      if d[j] ~= 0 then
+        redis.call('HINCRBY', KEYS[4], id .. SUFFIX[j], string.format('%.0f', d[j]))
+      end
     end
   end
 end

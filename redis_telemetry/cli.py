@@ -29,6 +29,7 @@ from .cli_commands import (
     cmd_ingest,
     cmd_limit,
     cmd_record,
+    cmd_reindex,
     cmd_restore,
     cmd_serve,
     cmd_status,
@@ -184,6 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = command("dump", cmd_dump, "lossless JSONL backup of every raw event and limit")
     sp.add_argument("--out", help="write to FILE instead of stdout")
     command("restore", cmd_restore, "restore a dump (idempotent)").add_argument("file")
+    command(
+        "reindex",
+        cmd_reindex,
+        "rebuild totals an older release wrote and trim what aged, now, in bounded steps",
+    )
 
     sp = command("serve", cmd_serve, "a Prometheus exporter: one snapshot per scrape")
     sp.add_argument("--host", default="127.0.0.1", help="address to listen on")

@@ -323,6 +323,13 @@ def cmd_dump(ctx: Context) -> int:
     return 0
 
 
+def cmd_reindex(ctx: Context) -> int:
+    store = open_store(ctx.args)
+    calls = store.reindex()
+    ctx.err.print(f"reindexed namespace {store.namespace!r} in {calls} bounded script calls")
+    return 0
+
+
 def cmd_restore(ctx: Context) -> int:
     header: DumpHeader | None = None
     events: list[CompletionEvent] = []

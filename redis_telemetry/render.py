@@ -39,7 +39,8 @@ def limited_cell(snap: ModelPerformanceSnapshot, now: datetime) -> str:
 def status_table(
     snaps: Sequence[ModelPerformanceSnapshot], title: str, now: datetime | None = None
 ) -> Table:
-    """One row per model: counts, success rate, latency, throughput, age, limit."""
+    """One row per model: counts, success rate, latency (average and p95), throughput, age,
+    limit."""
     now = now or _now()
     table = Table(title=title, title_justify="left")
     for name, justify in (
@@ -48,6 +49,7 @@ def status_table(
         ("failed", "right"),
         ("success", "right"),
         ("avg latency", "right"),
+        ("p95", "right"),
         ("per min", "right"),
         ("last event", "right"),
         ("limited", "left"),
@@ -61,6 +63,7 @@ def status_table(
             str(s.failed_completions),
             f"{s.success_rate:.0%}" if total else "-",
             f"{s.avg_latency_ms:,.0f} ms" if s.successful_completions else "-",
+            f"{s.latency_p95_ms:,.0f} ms" if s.latency_p95_ms is not None else "-",
             f"{s.throughput * 60:.2f}",
             f"{duration((now - s.last_event_at).total_seconds())} ago" if s.last_event_at else "-",
             limited_cell(s, now),

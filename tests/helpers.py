@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -75,10 +76,10 @@ def stored_derived(client: Any, model: str, ns: str = "telemetry") -> Derived:
     """The totals, sketch and session index as stored."""
     held = {k.decode(): int(v) for k, v in client.hgetall(f"{ns}:{{{model}}}:totals").items()}
     buckets = {b: v for f, v in held.items() if (b := sketch.bucket_of_field(f)) is not None}
-    sessions = {
-        k.decode(): [int(x) for x in v.split()]
-        for k, v in client.hgetall(f"{ns}:{{{model}}}:sessions").items()
-    }
+    sessions: dict[str, list[int]] = {}
+    for k, v in client.hgetall(f"{ns}:{{{model}}}:sessions").items():
+        session, kind = k.decode().rsplit(":", 1)
+        sessions.setdefault(session, [0] * 5)["niotc".index(kind)] = int(v)
     return Derived([held.get(f, 0) for f in totals.FIELDS], buckets, sessions)
 
 
@@ -101,3 +102,13 @@ def recount(client: Any, model: str, ns: str = "telemetry") -> Derived:
         for j, v in enumerate((1, e.input, e.output, e.total, codec.nano_usd(e.cost_usd))):
             u[j] += v
     return Derived(sums, buckets, sessions)
+
+
+def wait_for_server_ms(client: Any, target_ms: int, timeout: float = 10.0) -> None:
+    """Wait until the server's clock reaches ``target_ms``: for events to age out of a window
+    (a condition on Redis's own clock, polled; not a guess at how long something takes)."""
+    deadline = time.monotonic() + timeout
+    while server_ms(client) < target_ms:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the server's clock did not reach {target_ms}")
+        time.sleep(0.01)

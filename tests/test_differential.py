@@ -16,7 +16,7 @@ import redis
 from redis_telemetry import InvalidInputError, TelemetryStore, TokenBreakdown
 from redis_telemetry.core import totals
 
-from .helpers import event
+from .helpers import event, recount, stored_derived
 from .servers import RedisServer
 
 CI = os.environ.get("CI") == "true"
@@ -99,6 +99,8 @@ def test_the_totals_equal_a_model_of_the_stored_events(real: redis.Redis) -> Non
             raw = real.hmget(f"telemetry:{{{m}}}:totals", list(totals.FIELDS))
             assert [int(v or 0) for v in raw] == expect, (SEED, step, m)
             assert real.zcard(f"telemetry:{{{m}}}:events") == len(stored[m]), (SEED, step, m)
+            if step % 10 == 9 or step == OPERATIONS - 1:  # the sketch and the session index too
+                assert stored_derived(real, m) == recount(real, m), (SEED, step, m)
     assert refusals > 0 or not CI, "the fixed seed reaches the ceiling"
 
 

@@ -57,6 +57,30 @@ def test_fastest_orders_by_average_latency() -> None:
     assert order(snaps, "fastest") == ["fast", "mid", "slow"]
 
 
+def test_tail_latency_orders_by_p95_then_average() -> None:
+    snaps = [
+        snap("spiky", latency=300, latency_p95_ms=9000.0),
+        snap("steady", latency=800, latency_p95_ms=1000.0),
+        snap("steady-slower-avg", latency=900, latency_p95_ms=1000.0),
+        snap("unknown", ok=0),
+    ]
+    assert order(snaps, "tail_latency") == ["steady", "steady-slower-avg", "spiky"]
+    assert order(snaps, "fastest")[0] == "spiky"
+
+
+def test_tail_latency_routes_on_the_stores_sketch(store: TelemetryStore) -> None:
+    """From live data: two stalls in twenty move a fast model behind a steady one."""
+    store.record_batch(
+        [event("spiky", True, 100) for _ in range(18)]
+        + [event("spiky", True, 5000) for _ in range(2)]
+        + [event("steady", True, 900) for _ in range(20)]
+    )
+    assert store.select_model(["spiky", "steady"], "fastest") == "spiky"  # avg 590 vs 900
+    ranking = store.rank_models(["spiky", "steady"], "tail_latency")
+    assert [r.model for r in ranking.ranked] == ["steady", "spiky"]
+    assert "p95 latency, ms" in ranking.ranked[0].explanation
+
+
 def test_cheapest_orders_by_cost_per_success() -> None:
     snaps = [snap("a", ok=10, cost=1.0), snap("b", ok=100, cost=2.0), snap("c", ok=1, cost=0.05)]
     assert order(snaps, "cheapest") == ["b", "c", "a"]  # 0.02, 0.05, 0.1 per success
@@ -130,14 +154,17 @@ def test_every_strategy_has_its_own_scorer() -> None:
     """A strategy without a scorer would fail loudly (KeyError), never rank as another."""
     assert set(SCORERS) == set(Strategy)
     assert len(set(SCORERS.values())) == len(Strategy)
-    snaps = [snap("a", ok=9, failed=1, latency=500), snap("b", latency=900, cost=0.0)]
+    snaps = [
+        snap("a", ok=9, failed=1, latency=500, latency_p95_ms=600.0),
+        snap("b", latency=900, cost=0.0, latency_p95_ms=950.0),
+    ]
     meanings = {rank(snaps, s, now=NOW).ranked[0].explanation.split("(")[1] for s in Strategy}
     assert len(meanings) == len(Strategy)
 
 
 def test_unknown_models_are_never_fastest_or_cheapest() -> None:
     snaps = [snap("new", ok=0, cost=0.0), snap("known", latency=8000, cost=3.0)]
-    for strategy in ("fastest", "cheapest", "free_then_cheapest", "most_reliable", "weighted"):
+    for strategy in Strategy:
         ranking = rank(snaps, strategy, now=NOW)
         assert [r.model for r in ranking.ranked] == ["known"]
         assert ranking.unknown == ["new"]

@@ -50,8 +50,9 @@ class Keys:
         return f"{self.namespace}:{{{model}}}:totals"
 
     def sessions(self, model: str) -> str:
-        """Hash session id -> that session's usage summed over the events key, kept by
-        ``record.lua``: ``"events input output total cost_nusd"``."""
+        """Hash: each session's usage summed over the events key, kept by ``record.lua``, in
+        fields ``<id>:n`` (events), ``<id>:i``, ``<id>:o``, ``<id>:t`` (input, output and
+        total tokens) and ``<id>:c`` (cost, nano-USD)."""
         return f"{self.namespace}:{{{model}}}:sessions"
 
     @property

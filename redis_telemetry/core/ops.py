@@ -404,7 +404,9 @@ class StoreCore(Reads):
         gets: Batch = [Cmd("get", (self.keys.limit(m),), tolerant=True) for m in limited]
         reasons = (yield gets) if gets else []
         limits = [
-            transfer.dump_limit(m, r.limit_pttl[m], r.now_ms, usable(got, b"", self.keys.limit(m)))
+            transfer.dump_limit(
+                m, r.limit_pttl[m], r.read_at[m], usable(got, b"", self.keys.limit(m))
+            )
             for m, got in zip(limited, reasons, strict=True)
         ]
         events = [codec.to_completion_event(m, e) for m in r.models for e in r.events[m]]

@@ -40,6 +40,9 @@ class Reading(NamedTuple):
     limit_pttl: dict[str, int]
     performance: dict[str, ModelPerformanceSnapshot]
     usage: dict[str, ModelUsage]
+    #: the server ms at which each model's window was read (``window`` reads): its limit
+    #: PTTL was measured then
+    read_at: dict[str, int]
 
 
 class Reads:
@@ -137,7 +140,7 @@ class Reads:
             fetched.update(zip(redo, replies, strict=True))
         if from_registry:
             self._models = dict.fromkeys(targets)
-        reading = Reading(now_ms, targets, {}, {}, {}, {})
+        reading = Reading(now_ms, targets, {}, {}, {}, {}, {})
         fallback: list[str] = []
         if kind == "window":
             fallback = targets
@@ -153,7 +156,7 @@ class Reads:
         windows = yield from self._windows({m: fetched[m] for m in fallback}, now_ms)
         for m, (at, events, pttl) in windows.items():
             if kind == "window":
-                reading.events[m], reading.limit_pttl[m] = events, pttl
+                reading.events[m], reading.limit_pttl[m], reading.read_at[m] = events, pttl, at
             elif kind == "totals":
                 reading.performance[m] = snapshot.performance(m, events, self.window_secs, at, pttl)
             elif usage := snapshot.usage_of(session_id, events):

@@ -37,6 +37,7 @@ class Strategy(StrEnum):
     """How ranked models are ordered."""
 
     FASTEST = "fastest"  # lowest average latency of successful completions
+    TAIL_LATENCY = "tail_latency"  # lowest p95 latency of successful completions
     CHEAPEST = "cheapest"  # lowest cost per successful completion
     FREE_THEN_CHEAPEST = "free_then_cheapest"  # free models first (by reliability), then cheapest
     MOST_RELIABLE = "most_reliable"  # highest success rate
@@ -128,6 +129,14 @@ def _fastest(usable: Sequence[ModelPerformanceSnapshot], _: Weights) -> dict[str
     return out
 
 
+def _tail_latency(usable: Sequence[ModelPerformanceSnapshot], _: Weights) -> dict[str, Scored]:
+    out: dict[str, Scored] = {}
+    for s in usable:
+        p95 = s.latency_p95_ms if s.latency_p95_ms is not None else float("inf")
+        out[s.model] = (p95, (p95, s.avg_latency_ms, *_tie_key(s)), "p95 latency, ms")
+    return out
+
+
 def _cheapest(usable: Sequence[ModelPerformanceSnapshot], _: Weights) -> dict[str, Scored]:
     out: dict[str, Scored] = {}
     for s in usable:
@@ -181,6 +190,7 @@ def _weighted(usable: Sequence[ModelPerformanceSnapshot], weights: Weights) -> d
 #: Each strategy's scorer (a test checks that every strategy has one).
 SCORERS: dict[Strategy, Scorer] = {
     Strategy.FASTEST: _fastest,
+    Strategy.TAIL_LATENCY: _tail_latency,
     Strategy.CHEAPEST: _cheapest,
     Strategy.FREE_THEN_CHEAPEST: _free_then_cheapest,
     Strategy.MOST_RELIABLE: _most_reliable,

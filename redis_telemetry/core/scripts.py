@@ -256,9 +256,13 @@ def snapshot_reply(reply: Any, now_ms: int) -> SnapshotReply:
 
 
 def session_reply(reply: Any, now_ms: int) -> tuple[int, str, list[int]]:
-    """``session.lua``'s (now_ms, state, [events, input, output, total, cost_nusd])."""
-    at, state, usage = reply or (now_ms, b"ok", [])
-    return int(at), text(state), [int(v) for v in usage]
+    """``session.lua``'s (now_ms, state, [events, input, output, total, cost_nusd] in the
+    window: the index's less its aged members'; empty when the session has none)."""
+    at, state, usage, minus = reply or (now_ms, b"ok", [], [])
+    values = [int(v) for v in usage]
+    for position, value in zip(minus[::2], minus[1::2], strict=True):
+        values[int(position) - 1] -= int(value)
+    return int(at), text(state), values if values and values[0] > 0 else []
 
 
 def text(value: Any) -> str:
