@@ -39,8 +39,8 @@ FIXTURE_TIME_MS = 1795176000000
 
 
 def recent(name: str, base_ms: int = FIXTURE_TIME_MS, lag_ms: int = 60_000) -> list[str]:
-    """A fixture with its epoch-ms timestamps moved to ``lag_ms`` ago, ``completed_at`` to
-    five minutes ago."""
+    """A fixture with its timestamps (epoch ms, ISO-8601) moved to ``lag_ms`` ago,
+    ``completed_at`` to five minutes ago."""
     offset = int(time.time() * 1000) - base_ms - lag_ms
     out = []
     for line in (FIXTURES / name).read_text().splitlines():
@@ -60,6 +60,9 @@ def _shift(value: Any, offset: int) -> None:
         for key, item in value.items():
             if key == "timestamp" and isinstance(item, int):
                 value[key] = item + offset
+            elif key == "timestamp" and isinstance(item, str) and item[:1].isdigit():
+                moved = datetime.fromisoformat(item) + timedelta(milliseconds=offset)
+                value[key] = moved.isoformat()  # ISO-8601, as Claude Code writes
             elif key == "completed_at" and isinstance(item, str):
                 value[key] = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
             else:
@@ -72,8 +75,10 @@ def _shift(value: Any, offset: int) -> None:
 RUNS = {
     "claude": ("claude-2.1-stream-json.jsonl", None, FIXTURE_TIME_MS),
     "claude-older": ("claude-stream.jsonl", None, FIXTURE_TIME_MS),
+    "claude-timestamps": ("claude-2.1.240-stream-json.jsonl", None, 1795181460000),
     "opencode": ("opencode-run-json-errors.jsonl", "openai/gpt-5.1-codex", FIXTURE_TIME_MS),
     "opencode-older": ("opencode-run.jsonl", "oc/m", 1795900010000),
+    "opencode-1.18": ("opencode-1.18-run-json.jsonl", "oc/m", 1795176610000),
     "pi": ("pi.jsonl", None, FIXTURE_TIME_MS),
     "jsonl": ("rust-completion-events.jsonl", None, FIXTURE_TIME_MS),
 }
