@@ -191,6 +191,60 @@ def test_claude_results_of_separate_processes_count_whole() -> None:
     assert [(e.cost_usd, e.tokens.output) for e in p.events] == [(0.5, 50), (0.2, 20)]
 
 
+def test_claude_2_1_240_times_come_from_the_lines() -> None:
+    # ingested a week later: "resets 3pm" still counts from the time the notice was written
+    for clock in (FIXED, LATER):
+        p = parse("claude", "claude-2.1.240-stream-json.jsonl", clock=clock)
+        limited, done = p.events
+        assert limited.completed_at == datetime(2026, 11, 20, 13, 5, tzinfo=UTC)
+        assert (limited.model, limited.success) == ("claude-opus-4-7", False)
+        assert done.completed_at == datetime(2026, 11, 20, 13, 30, 9, 500000, tzinfo=UTC)
+        assert p.limits == [
+            Limit("claude-opus-4-7", datetime(2026, 11, 20, 15, 0, tzinfo=UTC), limited.error or "")
+        ]
+        # api_retry is Claude Code retrying by itself; the interrupted run (line 9) and the
+        # five-hour rejection with overage allowed (line 11) record and block nothing
+        assert p.ignored == [1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12, 14]
+        assert p.unparseable == []
+    parser = make_parser("claude", clock=lambda: LATER)
+    lines = (FIXTURES / "claude-2.1.240-stream-json.jsonl").read_text().splitlines()
+    items = [item for line in lines for item in parser.feed(line)]
+    assert [i.clock_time for i in items if isinstance(i, Completion)] == [False, False]
+
+
+def test_claude_a_result_of_its_own_time_and_lines_without_one() -> None:
+    init = {"type": "system", "subtype": "init", "session_id": "s", "model": "m"}
+    result = {
+        "type": "result",
+        "subtype": "success",
+        "is_error": True,
+        "duration_ms": 5,
+        "session_id": "s",
+        "result": "Claude AI usage limit reached · retry after 60 seconds",
+        "uuid": "u",
+        "timestamp": "2026-11-19T10:00:00+01:00",
+    }
+    p = parse_lines("claude", [json.dumps(init), json.dumps(result)], clock=lambda: LATER)
+    assert p.events[0].completed_at == datetime(2026, 11, 19, 9, 0, tzinfo=UTC)
+    assert p.limits[0].until == datetime(2026, 11, 19, 9, 1, tzinfo=UTC)
+    del result["timestamp"]  # no time anywhere: the ingest clock, as before
+    p = parse_lines("claude", [json.dumps(init), json.dumps(result)], clock=lambda: LATER)
+    assert p.events[0].completed_at == LATER
+    assert p.limits[0].until == LATER + timedelta(seconds=60)
+
+
+def test_claude_an_unreadable_timestamp_leaves_no_trace() -> None:
+    parser = make_parser("claude", clock=lambda: FIXED)
+    bad = {"type": "assistant", "session_id": "s", "timestamp": "yesterday", "message": {}}
+    with pytest.raises(UnparseableLine, match="ISO-8601"):
+        parser.feed(json.dumps(bad))
+    result = {"type": "result", "subtype": "success", "is_error": False, "duration_ms": 5}
+    result |= {"session_id": "s", "modelUsage": {"m": {}}}
+    (done,) = parser.feed(json.dumps(result))
+    assert isinstance(done, Completion)
+    assert (done.event.completed_at, done.clock_time) == (FIXED, True)
+
+
 def test_claude_model_override_and_missing_model() -> None:
     p = parse("claude", "claude-2.1-stream-json.jsonl", model="m/override")
     assert {e.model for e in p.events} == {"m/override"}
@@ -364,6 +418,46 @@ def test_opencode_errors() -> None:
     assert p.unmeasured == [
         Unmeasured("openai/gpt-5.1-codex", "ses_fx9Q2wE4rT6y", "error outside a step")
     ]
+
+
+def test_opencode_1_18_run_json() -> None:
+    p = parse("opencode", "opencode-1.18-run-json.jsonl", model="anthropic/claude-sonnet-4-6")
+    tools, stop, limited, overflow = p.events
+    assert (tools.success, tools.latency_ms, tools.tokens.total) == (True, 2200, 15250)
+    assert (stop.success, stop.latency_ms, stop.event_id) == (True, 4000, "opencode:prt_o07")
+    assert (limited.success, limited.latency_ms) == (False, 400)
+    assert limited.error == "Rate limit exceeded, retry later (HTTP 429, retry after 45 seconds)"
+    assert (overflow.success, overflow.latency_ms) == (False, 600)
+    assert overflow.error == "prompt is too long: 214293 tokens > 200000 maximum"
+    # retry-after-ms (which opencode itself honours) gives the end; the overflow is no limit
+    assert p.limits == [
+        Limit(
+            "anthropic/claude-sonnet-4-6",
+            datetime(2026, 11, 20, 12, 10, 52, 400000, tzinfo=UTC),
+            "Rate limit exceeded, retry later",
+        )
+    ]
+    # step_start, reasoning, tool_use (a failed tool is not a failed call), text, done
+    assert p.ignored == [1, 2, 3, 5, 6, 8, 10, 12]
+    assert (p.unparseable, p.unmeasured) == ([], [])
+
+
+@pytest.mark.parametrize(
+    ("headers", "until"),
+    [
+        ({"Retry-After-Ms": "1500", "retry-after": "600"}, FIXED + timedelta(seconds=1.5)),
+        ({"retry-after-ms": "soon", "retry-after": "600"}, FIXED + timedelta(seconds=600)),
+        ({"retry-after-ms": True}, None),
+        ({"retry-after-ms": -5}, None),
+    ],
+)
+def test_opencode_retry_after_ms_comes_first(headers: dict[str, object], until: object) -> None:
+    ms = int(FIXED.timestamp() * 1000)
+    start = {"type": "step_start", "timestamp": ms, "sessionID": "s", "part": {"messageID": "m"}}
+    data = {"message": "Too Many Requests", "statusCode": 429, "responseHeaders": headers}
+    error = {"type": "error", "timestamp": ms, "sessionID": "s", "error": {"data": data}}
+    p = parse_lines("opencode", [json.dumps(start), json.dumps(error)], model="x/y")
+    assert [lim.until for lim in p.limits] == [until]
 
 
 def test_opencode_needs_a_model() -> None:

@@ -8,19 +8,22 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import fakeredis
 import pytest
+import redis
 
-from redis_telemetry import TelemetryStore, TelemetryUnavailable
+from redis_telemetry import AsyncTelemetryStore, TelemetryStore, TelemetryUnavailable
 from redis_telemetry.cli import main
+from redis_telemetry.errors import InvalidInputError
 from redis_telemetry.ingest import (
     IngestAborted,
     Limit,
+    aingest_lines,
     apply_limit,
     ingest_file,
     ingest_lines,
@@ -28,7 +31,18 @@ from redis_telemetry.ingest import (
     parse_lines,
     run_ingest,
 )
-from redis_telemetry.ingest.run import BATCH, RetryExhausted, with_retry
+from redis_telemetry.ingest.events import Completion
+from redis_telemetry.ingest.run import (
+    BATCH,
+    IngestReport,
+    RetryExhausted,
+    adrive,
+    awith_retry,
+    drive,
+    with_retry,
+    write_batch,
+)
+from redis_telemetry.models import RecordResult
 
 from .helpers import event
 from .servers import RedisServer
@@ -39,8 +53,8 @@ FIXTURE_TIME_MS = 1795176000000
 
 
 def recent(name: str, base_ms: int = FIXTURE_TIME_MS, lag_ms: int = 60_000) -> list[str]:
-    """A fixture with its epoch-ms timestamps moved to ``lag_ms`` ago, ``completed_at`` to
-    five minutes ago."""
+    """A fixture with its timestamps (epoch ms, ISO-8601) moved to ``lag_ms`` ago,
+    ``completed_at`` to five minutes ago."""
     offset = int(time.time() * 1000) - base_ms - lag_ms
     out = []
     for line in (FIXTURES / name).read_text().splitlines():
@@ -60,6 +74,9 @@ def _shift(value: Any, offset: int) -> None:
         for key, item in value.items():
             if key == "timestamp" and isinstance(item, int):
                 value[key] = item + offset
+            elif key == "timestamp" and isinstance(item, str) and item[:1].isdigit():
+                moved = datetime.fromisoformat(item) + timedelta(milliseconds=offset)
+                value[key] = moved.isoformat()  # ISO-8601, as Claude Code writes
             elif key == "completed_at" and isinstance(item, str):
                 value[key] = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
             else:
@@ -72,8 +89,10 @@ def _shift(value: Any, offset: int) -> None:
 RUNS = {
     "claude": ("claude-2.1-stream-json.jsonl", None, FIXTURE_TIME_MS),
     "claude-older": ("claude-stream.jsonl", None, FIXTURE_TIME_MS),
+    "claude-timestamps": ("claude-2.1.240-stream-json.jsonl", None, 1795181460000),
     "opencode": ("opencode-run-json-errors.jsonl", "openai/gpt-5.1-codex", FIXTURE_TIME_MS),
     "opencode-older": ("opencode-run.jsonl", "oc/m", 1795900010000),
+    "opencode-1.18": ("opencode-1.18-run-json.jsonl", "oc/m", 1795176610000),
     "pi": ("pi.jsonl", None, FIXTURE_TIME_MS),
     "jsonl": ("rust-completion-events.jsonl", None, FIXTURE_TIME_MS),
 }
@@ -447,3 +466,91 @@ def test_parse_lines_reports_every_bad_line_with_its_number() -> None:
     p = parse_lines("jsonl", ["{", event("m").model_dump_json(), "[]", ""])
     assert [n for n, _ in p.unparseable] == [1, 3]
     assert len(p.events) == 1
+
+
+@pytest.mark.parametrize("run", ["claude-timestamps", "opencode-1.18"])
+async def test_the_async_entry_records_what_the_sync_one_records(
+    r: redis.Redis, astore: AsyncTelemetryStore, run: str
+) -> None:
+    name, model, base = RUNS[run]
+    fmt = run.split("-")[0]
+    lines = recent(name, base, lag_ms=0)  # the 429's 45 s are not over yet
+
+    async def agent_stdout() -> AsyncIterator[str]:  # lines as an asyncio reader yields them
+        for line in lines:
+            yield line
+
+    sync = TelemetryStore(r, window_secs=3600, namespace="sync-twin")
+    expected = ingest_lines(sync, fmt, lines, model=model)
+    got = await aingest_lines(astore, fmt, agent_stdout(), model=model)
+    assert got.line() == expected.line()
+    assert expected.recorded > 0
+    assert expected.limits == 1
+    assert (await astore.dump()).events == sync.dump().events
+    again = await aingest_lines(astore, fmt, lines, model=model)  # a plain iterable too
+    assert (again.recorded, again.duplicates) == (0, expected.recorded)
+
+
+async def test_the_async_retry_waits_out_an_outage() -> None:
+    attempts: list[int] = []
+    notices: list[str] = []
+
+    async def flaky() -> str:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise TelemetryUnavailable("connection refused")
+        return "stored"
+
+    assert await awith_retry(flaky, 60, notices.append) == "stored"
+    assert len(attempts) == 3
+    assert [n.split(" ")[2] for n in notices] == ["unreachable", "reachable"]
+    clock = iter(range(0, 100, 5))
+
+    async def down() -> None:
+        raise TelemetryUnavailable("connection refused")
+
+    with pytest.raises(RetryExhausted):
+        await awith_retry(down, 2, lambda text: None, lambda: next(clock))
+
+
+class Refusing:
+    """A store that refuses a batch holding the event of model ``bad``, and that event alone."""
+
+    def __init__(self) -> None:
+        self.stored: list[str] = []
+
+    def record_batch(self, events: list[Any]) -> RecordResult:
+        if any(e.model == "bad" for e in events):
+            raise InvalidInputError("the store refuses this event")
+        return RecordResult(stored=len(events))
+
+    def record(self, e: Any) -> RecordResult:
+        self.record_batch([e])
+        self.stored.append(e.model)
+        return RecordResult(stored=1)
+
+
+async def test_a_refused_event_is_reported_and_the_rest_stored_sync_and_async() -> None:
+    pending = [(n, Completion(event(m, True, 10))) for n, m in enumerate(["a", "bad", "c"], 1)]
+    for asynchronous in (False, True):
+        store, report = Refusing(), IngestReport()
+        if asynchronous:
+            await adrive(write_batch(pending, report), cast(Any, AsyncWrap(store)))
+        else:
+            drive(write_batch(pending, report), cast(Any, store))
+        assert store.stored == ["a", "c"]
+        assert report.recorded == 2
+        assert report.unparseable == [(2, "the store refuses this event")]
+
+
+class AsyncWrap:
+    """The same store, awaited."""
+
+    def __init__(self, store: Refusing) -> None:
+        self.store = store
+
+    async def record_batch(self, events: list[Any]) -> RecordResult:
+        return self.store.record_batch(events)
+
+    async def record(self, e: Any) -> RecordResult:
+        return self.store.record(e)

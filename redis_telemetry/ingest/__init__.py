@@ -8,7 +8,8 @@ Formats (one parser module each; docs/ingest.md has their field mappings):
 - ``jsonl``: one ``CompletionEvent`` per line, in serde JSON (:mod:`.jsonl`)
 
 For Python orchestrators: :func:`parse_lines` (pure) and :func:`ingest_lines` /
-:func:`ingest_file` (record into a store), the same code the ``ingest`` command runs.
+:func:`ingest_file` (record into a store), the same code the ``ingest`` command runs;
+:func:`aingest_lines` / :func:`arun_ingest` do the same on an ``AsyncTelemetryStore``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,16 @@ from .formats import FORMAT_NAMES, FORMATS, Parsed, make_parser, parse_lines
 from .jsonl import JsonlParser
 from .opencode import OpencodeParser
 from .pi import PiParser
-from .run import IngestAborted, IngestReport, apply_limit, ingest_file, ingest_lines, run_ingest
+from .run import (
+    IngestAborted,
+    IngestReport,
+    aingest_lines,
+    apply_limit,
+    arun_ingest,
+    ingest_file,
+    ingest_lines,
+    run_ingest,
+)
 
 __all__ = [
     "FORMATS",
@@ -37,7 +47,9 @@ __all__ = [
     "PiParser",
     "Unmeasured",
     "UnparseableLine",
+    "aingest_lines",
     "apply_limit",
+    "arun_ingest",
     "breakdown",
     "ingest_file",
     "ingest_lines",

@@ -9,8 +9,18 @@ Modelled on Claude Code's stream-json messages: ``system``/``init`` (``model``, 
 ``result`` (``subtype``, ``is_error``, ``duration_ms``, ``total_cost_usd`` or the older
 ``cost_usd``, ``usage``, ``modelUsage``, ``errors``, ``api_error_status``, ``uuid``).
 
+Checked against the Claude Agent SDK's message types (claude-agent-sdk-python 0.2.143, which
+bundles Claude Code 2.1.240: ``ResultMessage``, ``RateLimitInfo``, ``ConversationResetMessage``)
+and the TypeScript SDK's changelog.
+
 One completion per ``result``, credited to the run's main model. ``result`` lines carry no
-time, so ``completed_at`` is the ingest clock's.
+time; since Claude Code 2.1.211 ``assistant`` lines carry ``timestamp`` (ISO-8601, as ``user``
+lines and transcript entries do). ``completed_at``, and the time relative reset times ("resets
+3pm") count from, is the result's own ``timestamp`` if it has one, else the latest
+``timestamp`` of the session's lines before it, else the ingest clock's.
+
+A result with ``terminal_reason`` ``aborted_streaming`` or ``aborted_tools`` is the user
+interrupting the run: not the model's failure, nothing is recorded (as for pi's ``aborted``).
 """
 
 from __future__ import annotations
@@ -28,12 +38,17 @@ from .events import (
     breakdown,
     cost,
     count,
+    line_time,
     obj,
     stable_id,
     text,
 )
 
 SYNTHETIC = "<synthetic>"
+#: ``terminal_reason`` values of a run the user interrupted
+INTERRUPTED = frozenset({"aborted_streaming", "aborted_tools"})
+#: ``overageStatus`` values under which a ``rejected`` plan limit still lets calls through
+OVERAGE_ALLOWED = frozenset({"allowed", "allowed_warning"})
 _DISPLAY_SUFFIX = re.compile(r"\[[^\]]*\]$")
 _USAGE_KEYS = (
     "input_tokens",
@@ -96,10 +111,22 @@ class ClaudeParser(Parser):
         #: session -> rate-limit ends waiting for the run's model; sessions with one applied
         self._pending_limits: dict[str, list[Limit]] = {}
         self._structured_limit: set[str] = set()
+        #: session -> the latest ``timestamp`` its lines carried
+        self._said_at: dict[str, datetime] = {}
 
     def parse(self, data: dict[str, Any]) -> list[Item]:
-        kind = data.get("type")
         session = text(data.get("session_id"))
+        said = line_time(data.get("timestamp"))  # raises before any state changes
+        items = self._parse(session, data, said)
+        if said is not None and data.get("type") != "conversation_reset":
+            self._said_at[session] = max(said, self._said_at.get(session, said))
+        return items
+
+    def _parse(self, session: str, data: dict[str, Any], said: datetime | None) -> list[Item]:
+        kind = data.get("type")
+        if kind == "conversation_reset":  # /clear: later lines come under a new session id
+            self._cumulative.pop(session, None)
+            return []
         if kind == "system" and data.get("subtype") == "init":
             if model := api_model(data.get("model")):
                 self._init_model[session] = model
@@ -112,7 +139,7 @@ class ClaudeParser(Parser):
         if kind == "rate_limit_event":
             return self._rate_limit(session, data)
         if kind == "result":
-            return self._result(session, data)
+            return self._result(session, data, said or self._said_at.get(session))
         return []
 
     def _known_model(self, session: str) -> str | None:
@@ -123,6 +150,8 @@ class ClaudeParser(Parser):
         if found is None:
             return []  # allowed / allowed_warning: never a block
         info = obj(data.get("rate_limit_info"), "rate_limit_info")
+        if info.get("overageStatus") in OVERAGE_ALLOWED:
+            return []  # the plan's limit is reached, but calls go on as paid overage
         reason = f"rate_limit_event: {text(info.get('rateLimitType')) or 'rejected'}"
         self._structured_limit.add(session)  # nothing below can fail
         model = self._known_model(session)
@@ -131,7 +160,7 @@ class ClaudeParser(Parser):
             return []
         return [Limit(model, found.until, reason)]
 
-    def _result(self, session: str, data: dict[str, Any]) -> list[Item]:
+    def _result(self, session: str, data: dict[str, Any], said: datetime | None) -> list[Item]:
         model = self.pick_model(self._known_model(session) or main_model_of(data))
         duration = data["duration_ms"]
         usage = obj(data.get("usage"), "usage")
@@ -144,29 +173,32 @@ class ClaudeParser(Parser):
         position = self._results.get(session, 0) + 1
         uuid = text(data.get("uuid"))
         event_id = f"claude:{uuid}" if uuid else stable_id("claude", session, f"result{position}")
-        now = self.arrived
-        items: list[Item] = [
-            self.completion(
-                model=model,
-                session=session,
-                clock_time=True,
-                completed_at=now,
-                latency_ms=count(duration),
-                success=not failed,
-                tokens=breakdown(
-                    input=run_counts[0],
-                    output=run_counts[1],
-                    cache_read=run_counts[2],
-                    cache_write=run_counts[3],
-                ),
-                cost_usd=round(run_cost, 12),
-                error=error,
-                event_id=event_id,
+        now = said or self.arrived
+        items: list[Item] = []
+        interrupted = text(data.get("terminal_reason")) in INTERRUPTED  # the user stopped it
+        if not interrupted:
+            items.append(
+                self.completion(
+                    model=model,
+                    session=session,
+                    clock_time=said is None,
+                    completed_at=now,
+                    latency_ms=count(duration),
+                    success=not failed,
+                    tokens=breakdown(
+                        input=run_counts[0],
+                        output=run_counts[1],
+                        cache_read=run_counts[2],
+                        cache_write=run_counts[3],
+                    ),
+                    cost_usd=round(run_cost, 12),
+                    error=error,
+                    event_id=event_id,
+                )
             )
-        ]
-        pending = self._pending_limits.pop(session, [])
-        items += [Limit(model, p.until, p.reason) for p in pending]
-        if failed and error is not None:
+        # nothing below can fail: the line is read
+        items += [Limit(model, p.until, p.reason) for p in self._pending_limits.pop(session, [])]
+        if failed and error is not None and not interrupted:
             items += self._failure_limit(session, model, error, data, now)
         self._results[session] = position
         self._cumulative[session] = (total_cost, counts)

@@ -95,6 +95,20 @@ def ms_timestamp(value: Any) -> datetime:
         raise UnparseableLine(f"timestamp {value!r} is out of range") from None
 
 
+def line_time(value: Any) -> datetime | None:
+    """A line's own ``timestamp``: ISO-8601 (``Z`` or an offset; none: UTC) or epoch ms;
+    None when the line has none."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        return ms_timestamp(value)
+    try:
+        when = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise UnparseableLine(f"expected an ISO-8601 timestamp, got {value[:40]!r}") from None
+    return when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
+
+
 def obj(value: Any, name: str) -> dict[str, Any]:
     """A JSON object field (missing counts as empty)."""
     if value is None:

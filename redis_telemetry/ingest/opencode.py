@@ -1,10 +1,16 @@
 """opencode: ``opencode run --format json``.
 
-Modelled on what ``run --format json`` prints: ``{"type", "timestamp" (epoch ms), "sessionID",
-"part"}`` lines for ``step_start``, ``step_finish`` (``part.reason``, ``part.cost``,
-``part.tokens`` with ``cache.read``/``cache.write``), ``text`` and ``tool_use``, and
-``{"type": "error", "error": {"name", "data": {"message", "statusCode",
-"responseHeaders"}}}``.
+Modelled on opencode 1.18 (``packages/opencode/src/cli/cmd/run.ts`` and the part and error
+schemas of ``session/message-v2.ts``; ``SessionRetry.delay`` for the retry headers). ``run
+--format json`` prints ``{"type", "timestamp" (epoch ms, when the line was printed),
+"sessionID", ...}`` lines: ``step_start``, ``step_finish`` (``StepFinishPart``: ``reason``,
+``cost``, ``tokens`` with ``total`` (optional), ``input``, ``output``, ``reasoning``,
+``cache.read``/``cache.write``), ``text``, ``reasoning`` (with ``--thinking``), ``tool_use``
+(a tool that completed or failed) with the ``part``; ``error`` with the session's error
+(``{"name", "data": {"message", "statusCode", "isRetryable", "responseHeaders", ...}}``);
+and ``done`` when the session goes idle. Only the run's own session is printed (a subagent's
+calls are not). opencode retries retryable API errors itself without printing them, so an
+``error`` line is final.
 
 One completion per ``step_finish`` (one model call) and per ``error`` that is the model's
 (``MessageAbortedError`` is the user stopping it: nothing is counted). Latency runs from the
@@ -14,6 +20,7 @@ a step naming its model (``part.model``, as forks emit) wins.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
 
@@ -36,6 +43,22 @@ from .events import (
 FAILED_REASONS = frozenset({"error", "content-filter"})
 #: ``error.name`` values that are not the model's failure
 NOT_THE_MODELS = frozenset({"MessageAbortedError"})
+
+
+def retry_headers(headers: Any) -> Any:
+    """The response headers with ``retry-after-ms`` (which opencode honours first) as the
+    ``retry-after`` seconds the limit rules read."""
+    if not isinstance(headers, dict):
+        return headers
+    for key, value in headers.items():
+        if isinstance(key, str) and key.lower() == "retry-after-ms":
+            try:
+                ms = float(value) if isinstance(value, str | int | float) else math.nan
+            except ValueError:
+                return headers
+            usable = math.isfinite(ms) and ms >= 0 and not isinstance(value, bool)
+            return {"retry-after": ms / 1000} if usable else headers
+    return headers
 
 
 def step_model(part: dict[str, Any]) -> str | None:
@@ -129,7 +152,7 @@ class OpencodeParser(Parser):
         model = self._model(details)
         items: list[Item] = []
         found = limits.from_status(
-            details.get("statusCode"), message, details.get("responseHeaders"), at
+            details.get("statusCode"), message, retry_headers(details.get("responseHeaders")), at
         )
         if found is not None:
             items.append(Limit(model, found.until, message[:200]))

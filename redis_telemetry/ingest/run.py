@@ -5,17 +5,33 @@ events or ``MAX_DELAY`` seconds, whichever comes first, then the batch's limits 
 While Redis is unreachable the batch is held and retried with backoff; the reader goes on
 filling its bounded queue (``QUEUE_LINES``) and then waits, so memory stays bounded. After
 ``retry_for`` seconds without Redis, :class:`IngestAborted` names the line to resume from.
+
+What a batch asks of the store is written once, as steps (:class:`Call` generators) that name
+the store methods they need; :func:`drive` runs them on a :class:`TelemetryStore`,
+:func:`adrive` on an :class:`~redis_telemetry.aio.AsyncTelemetryStore`, so
+:func:`run_ingest` and :func:`arun_ingest` share every decision and differ only in awaiting.
 """
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+)
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from ..errors import InvalidInputError, TelemetryUnavailable
 from ..store import TelemetryStore
@@ -28,6 +44,66 @@ QUEUE_LINES = 10_000
 DEFAULT_RETRY_FOR = 60.0
 BACKOFF_FIRST, BACKOFF_MAX = 0.05, 2.0
 T = TypeVar("T")
+
+if TYPE_CHECKING:
+    from ..aio import AsyncTelemetryStore
+
+
+@dataclass(frozen=True)
+class Call:
+    """One store method a step needs, by name: a driver calls it (or awaits it) and sends the
+    answer back, or throws its exception in."""
+
+    method: str
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
+#: steps that ask the store for what they need and return ``T``
+Steps = Generator[Call, Any, T]
+
+
+class _Stepper(Generic[T]):
+    """Advances steps: sends each answer (or throws each error) in, until they return."""
+
+    def __init__(self, steps: Steps[T]) -> None:
+        self.steps = steps
+        self.answer: Any = None
+        self.error: Exception | None = None
+        self.result: T | None = None
+
+    def next(self) -> Call | None:
+        """The next call the steps need; None once they returned (``result``)."""
+        error, self.error = self.error, None
+        try:
+            call = self.steps.send(self.answer) if error is None else self.steps.throw(error)
+        except StopIteration as stop:
+            self.result = stop.value
+            return None
+        self.answer = None
+        return call
+
+
+def drive(steps: Steps[T], store: TelemetryStore) -> T:
+    """Run ``steps`` on a sync store."""
+    step = _Stepper(steps)
+    while (call := step.next()) is not None:
+        try:
+            step.answer = getattr(store, call.method)(*call.args, **call.kwargs)
+        except Exception as exc:
+            step.error = exc
+    return cast(T, step.result)
+
+
+async def adrive(steps: Steps[T], store: AsyncTelemetryStore) -> T:
+    """Run ``steps`` on an asyncio store."""
+    step = _Stepper(steps)
+    while (call := step.next()) is not None:
+        try:
+            step.answer = await getattr(store, call.method)(*call.args, **call.kwargs)
+        except Exception as exc:
+            step.error = exc
+    return cast(T, step.result)
 
 
 class IngestReport:
@@ -78,6 +154,39 @@ class RetryExhausted(TelemetryUnavailable):
         self.cause = cause
 
 
+class Outage:
+    """The retry policy while Redis is unreachable: backoff, the time limit, the notices."""
+
+    def __init__(
+        self, retry_for: float, notify: Callable[[str], None], monotonic: Callable[[], float]
+    ) -> None:
+        self.retry_for, self.notify, self.monotonic = retry_for, notify, monotonic
+        self.began: float | None = None
+        self.delay = BACKOFF_FIRST
+
+    def failed(self, exc: TelemetryUnavailable) -> float:
+        """How long to wait before the next attempt; raises :class:`RetryExhausted` when
+        ``retry_for`` is spent. One notice when an outage begins."""
+        cause = str(exc.__cause__ or exc).split("\n")[0]
+        now = self.monotonic()
+        if self.began is None:
+            self.began = now
+            self.notify(
+                f"Redis is unreachable ({cause}); holding the lines read so far and "
+                f"retrying for up to {self.retry_for:g}s"
+            )
+        if now - self.began >= self.retry_for:
+            raise RetryExhausted(cause, self.retry_for) from exc
+        wait = min(self.delay, max(0.0, self.began + self.retry_for - now))
+        self.delay = min(self.delay * 2, BACKOFF_MAX)
+        return wait
+
+    def over(self) -> None:
+        """An attempt worked: one notice if an outage ends."""
+        if self.began is not None:
+            self.notify("Redis is reachable again; the held lines are being stored")
+
+
 def with_retry(
     fn: Callable[[], T],
     retry_for: float,
@@ -87,27 +196,32 @@ def with_retry(
 ) -> T:
     """``fn()``, called again with backoff while Redis is unreachable, for up to
     ``retry_for`` seconds; one notice when an outage begins, one when it ends."""
-    outage: float | None = None
-    delay = BACKOFF_FIRST
+    outage = Outage(retry_for, notify, monotonic)
     while True:
         try:
             result = fn()
         except TelemetryUnavailable as exc:
-            cause = str(exc.__cause__ or exc).split("\n")[0]
-            now = monotonic()
-            if outage is None:
-                outage = now
-                notify(
-                    f"Redis is unreachable ({cause}); holding the lines read so far and "
-                    f"retrying for up to {retry_for:g}s"
-                )
-            if now - outage >= retry_for:
-                raise RetryExhausted(cause, retry_for) from exc
-            sleep(min(delay, max(0.0, outage + retry_for - now)))
-            delay = min(delay * 2, BACKOFF_MAX)
+            sleep(outage.failed(exc))
             continue
-        if outage is not None:
-            notify("Redis is reachable again; the held lines are being stored")
+        outage.over()
+        return result
+
+
+async def awith_retry(
+    fn: Callable[[], Awaitable[T]],
+    retry_for: float,
+    notify: Callable[[str], None],
+    monotonic: Callable[[], float] = time.monotonic,
+) -> T:
+    """:func:`with_retry` for a coroutine function: the same policy, sleeping with asyncio."""
+    outage = Outage(retry_for, notify, monotonic)
+    while True:
+        try:
+            result = await fn()
+        except TelemetryUnavailable as exc:
+            await asyncio.sleep(outage.failed(exc))
+            continue
+        outage.over()
         return result
 
 
@@ -116,12 +230,16 @@ def apply_limit(
 ) -> bool:
     """Block ``limit.model`` until ``limit.until`` (None: the store's default TTL from now).
     A reset time already past blocks nothing, and a block that ends at ``kept`` or later (one
-    in place before) is not shortened; the store never shortens one either. The one place
-    ingest blocks a model."""
-    until = limit.until or now + timedelta(seconds=store.subscription_limit_ttl_secs)
+    in place before) is not shortened; the store never shortens one either."""
+    return drive(limit_steps(limit, now, kept, store.subscription_limit_ttl_secs), store)
+
+
+def limit_steps(limit: Limit, now: datetime, kept: datetime | None, ttl_secs: int) -> Steps[bool]:
+    """The one place ingest blocks a model (see :func:`apply_limit`)."""
+    until = limit.until or now + timedelta(seconds=ttl_secs)
     if until <= now or (kept is not None and kept >= until):
         return False
-    store.mark_subscription_limited(limit.model, until=until)
+    yield Call("mark_subscription_limited", (limit.model,), {"until": until})
     return True
 
 
@@ -152,19 +270,21 @@ def read_lines(stream: IO[str]) -> Iterator[Line | None]:
 
 
 class _Run:
-    """One ingest: the pending batch, its retries and the report."""
+    """One ingest: the pending batch, what writing it asks of the store, the report. I/O-free:
+    :meth:`flush` and :meth:`aflush` run its steps on a sync or an asyncio store."""
 
     def __init__(
         self,
-        store: TelemetryStore,
+        parser: Parser,
+        ttl_secs: int,
         retry_for: float,
         notify: Callable[[str], None],
         clock: Callable[[], datetime],
-        sleep: Callable[[float], None],
         monotonic: Callable[[], float],
     ) -> None:
-        self.store, self.retry_for, self.notify = store, retry_for, notify
-        self.clock, self.sleep, self.monotonic = clock, sleep, monotonic
+        self.parser, self.ttl_secs, self.retry_for = parser, ttl_secs, retry_for
+        self.notify, self.clock, self.monotonic = notify, clock, monotonic
+        self.since = monotonic()
         self.report = IngestReport()
         self.events: list[tuple[int, Completion]] = []
         self.limits: list[tuple[int, Limit]] = []
@@ -175,6 +295,26 @@ class _Run:
         #: form differs between runs, so only the id tells a re-run apart)
         self.known: dict[str, set[str]] = {}
 
+    def take(self, lineno: int, line: str, arrived: datetime | None) -> None:
+        """Parse one line into the batch; a bad line is reported, never fatal."""
+        self.last_line = lineno
+        try:
+            got = self.parser.feed(line, arrived)
+        except UnparseableLine as exc:
+            self.report.unparseable.append((lineno, str(exc)))
+            return
+        if not got and line.strip():
+            self.report.ignored += 1
+        self.add(lineno, got)
+
+    def end(self) -> None:
+        """The input ended: take what the parser still holds."""
+        self.add(self.last_line, self.parser.finish())
+
+    def due(self) -> bool:
+        """The batch is full, or waited ``MAX_DELAY``: time to write it."""
+        return len(self.events) >= BATCH or self.monotonic() - self.since >= MAX_DELAY
+
     def add(self, lineno: int, items: list[Item]) -> None:
         for item in items:
             if isinstance(item, Completion):
@@ -184,27 +324,44 @@ class _Run:
             elif isinstance(item, Unmeasured):
                 self.report.unmeasured += 1
 
-    def flush(self) -> None:
+    def flush(self, store: TelemetryStore, sleep: Callable[[float], None] = time.sleep) -> None:
         """Write the pending batch, retrying while Redis is unreachable."""
-        if not self.events and not self.limits:
-            return
-        try:
-            with_retry(self._write, self.retry_for, self.notify, self.sleep, self.monotonic)
-        except RetryExhausted as exc:
-            first = min(n for n, _ in [*self.events, *self.limits])
-            raise IngestAborted(self.report, first, self.last_line - first + 1, exc.cause) from exc
+        if self.events or self.limits:
+            write = lambda: drive(self._write(), store)  # noqa: E731
+            try:
+                with_retry(write, self.retry_for, self.notify, sleep, self.monotonic)
+            except RetryExhausted as exc:
+                raise self._aborted(exc) from exc
+        self._written()
+
+    async def aflush(self, store: AsyncTelemetryStore) -> None:
+        """:meth:`flush` on an asyncio store."""
+        if self.events or self.limits:
+            write = lambda: adrive(self._write(), store)  # noqa: E731
+            try:
+                await awith_retry(write, self.retry_for, self.notify, self.monotonic)
+            except RetryExhausted as exc:
+                raise self._aborted(exc) from exc
+        self._written()
+
+    def _aborted(self, exc: RetryExhausted) -> IngestAborted:
+        first = min(n for n, _ in [*self.events, *self.limits])
+        return IngestAborted(self.report, first, self.last_line - first + 1, exc.cause)
+
+    def _written(self) -> None:
         self.events.clear()
         self.events_written = False
+        self.since = self.monotonic()
 
-    def _write(self) -> None:
+    def _write(self) -> Steps[None]:
         if not self.events_written:
-            models = {lim.model for _, lim in self.limits}
             # the blocks in place before this batch (its own events may add one more)
-            self.kept = {
-                m: self.store.model_performance(m).subscription_limit_expires_at for m in models
-            }
-            fresh = self._unseen()
-            write_batch(self.store, fresh, self.report)
+            self.kept = {}
+            for m in {lim.model for _, lim in self.limits}:
+                perf = yield Call("model_performance", (m,))
+                self.kept[m] = perf.subscription_limit_expires_at
+            fresh = yield from self._unseen()
+            yield from write_batch(fresh, self.report)
             for _, c in fresh:
                 if c.clock_time and c.event.event_id and c.event.model in self.known:
                     self.known[c.event.model].add(c.event.event_id)
@@ -212,11 +369,11 @@ class _Run:
         now = self.clock()
         while self.limits:
             limit = self.limits[0][1]
-            if apply_limit(self.store, limit, now, self.kept.get(limit.model)):
+            if (yield from limit_steps(limit, now, self.kept.get(limit.model), self.ttl_secs)):
                 self.report.limits += 1
             self.limits.pop(0)
 
-    def _unseen(self) -> list[tuple[int, Completion]]:
+    def _unseen(self) -> Steps[list[tuple[int, Completion]]]:
         """The batch less the clock-stamped events a previous run already stored."""
         fresh: list[tuple[int, Completion]] = []
         seen: set[tuple[str, str]] = set()
@@ -224,9 +381,8 @@ class _Run:
             e = c.event
             if c.clock_time and e.event_id:
                 if e.model not in self.known:
-                    self.known[e.model] = {
-                        x.event_id for x in self.store.events(e.model) if x.event_id
-                    }
+                    stored = yield Call("events", (e.model,))
+                    self.known[e.model] = {x.event_id for x in stored if x.event_id}
                 if e.event_id in self.known[e.model] or (e.model, e.event_id) in seen:
                     self.report.duplicates += 1
                     continue
@@ -235,19 +391,17 @@ class _Run:
         return fresh
 
 
-def write_batch(
-    store: TelemetryStore, pending: list[tuple[int, Completion]], report: IngestReport
-) -> None:
+def write_batch(pending: list[tuple[int, Completion]], report: IngestReport) -> Steps[None]:
     """One round trip; if the store refuses an event, write the rest one by one."""
     if not pending:
         return
     try:
-        results = [store.record_batch([c.event for _, c in pending])]
+        results = [(yield Call("record_batch", ([c.event for _, c in pending],)))]
     except InvalidInputError:
         results = []
         for lineno, c in pending:
             try:
-                results.append(store.record(c.event))
+                results.append((yield Call("record", (c.event,))))
             except InvalidInputError as exc:
                 report.unparseable.append((lineno, str(exc)))
     for r in results:
@@ -271,27 +425,49 @@ def run_ingest(
     """Parse numbered lines (``None``: a pause in a live stream) and record what they hold.
     A bad line never stops the run; an outage longer than ``retry_for`` seconds raises
     :class:`IngestAborted`."""
-    run = _Run(store, retry_for, notify, clock, sleep, monotonic)
-    since = monotonic()
+    run = _Run(parser, store.subscription_limit_ttl_secs, retry_for, notify, clock, monotonic)
     for item in items:
         if item is not None:
-            lineno, line, arrived = item
-            run.last_line = lineno
-            on_line(line)
-            try:
-                got = parser.feed(line, arrived)
-            except UnparseableLine as exc:
-                run.report.unparseable.append((lineno, str(exc)))
-            else:
-                if not got and line.strip():
-                    run.report.ignored += 1
-                run.add(lineno, got)
-        if len(run.events) >= BATCH or monotonic() - since >= MAX_DELAY:
-            run.flush()
-            since = monotonic()
-    run.add(run.last_line, parser.finish())
-    run.flush()
+            on_line(item[1])
+            run.take(*item)
+        if run.due():
+            run.flush(store, sleep)
+    run.end()
+    run.flush(store, sleep)
     return run.report
+
+
+async def arun_ingest(
+    store: AsyncTelemetryStore,
+    parser: Parser,
+    lines: AsyncIterable[str] | Iterable[str],
+    *,
+    retry_for: float = DEFAULT_RETRY_FOR,
+    notify: Callable[[str], None] = lambda text: None,
+    clock: Callable[[], datetime] = now_utc,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> IngestReport:
+    """:func:`run_ingest` on an asyncio store, for lines from an async or a plain iterable
+    (numbered from 1; each stamped by the parser's clock as it is read)."""
+    run = _Run(parser, store.subscription_limit_ttl_secs, retry_for, notify, clock, monotonic)
+    async for lineno, line in _numbered(lines):
+        run.take(lineno, line, None)
+        if run.due():
+            await run.aflush(store)
+    run.end()
+    await run.aflush(store)
+    return run.report
+
+
+async def _numbered(lines: AsyncIterable[str] | Iterable[str]) -> AsyncIterator[tuple[int, str]]:
+    if isinstance(lines, AsyncIterable):
+        lineno = 0
+        async for line in lines:
+            lineno += 1
+            yield lineno, line
+    else:
+        for lineno, line in enumerate(lines, 1):
+            yield lineno, line
 
 
 def ingest_lines(
@@ -307,6 +483,21 @@ def ingest_lines(
     parser = make_parser(fmt, model, session)
     numbered = ((n, line, None) for n, line in enumerate(lines, 1))
     return run_ingest(store, parser, numbered, retry_for=retry_for)
+
+
+async def aingest_lines(
+    store: AsyncTelemetryStore,
+    fmt: str,
+    lines: AsyncIterable[str] | Iterable[str],
+    *,
+    model: str | None = None,
+    session: str | None = None,
+    retry_for: float = DEFAULT_RETRY_FOR,
+) -> IngestReport:
+    """:func:`ingest_lines` on an asyncio store; ``lines`` may be an async iterable (an
+    agent's stdout read with asyncio, say)."""
+    parser = make_parser(fmt, model, session)
+    return await arun_ingest(store, parser, lines, retry_for=retry_for)
 
 
 def ingest_file(
