@@ -35,7 +35,7 @@ import msgpack
 import redis
 
 from redis_telemetry import CompletionEvent, TelemetryStore, TokenBreakdown
-from redis_telemetry.core import codec, sketch, snapshot, totals
+from redis_telemetry.core import codec, snapshot, totals
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WINDOW = 3600
@@ -368,16 +368,12 @@ def memory(client: redis.Redis, events: int) -> dict[str, Any]:
     def size(kind: str) -> int:
         return sum(client.memory_usage(f"{ns}:{{{m}}}:{kind}", samples=0) or 0 for m in MODELS)
 
-    ev, tot, ses = size("events"), size("totals"), size("sessions")
-    buckets = sum(
-        sketch.bucket_of_field(f.decode() if isinstance(f, bytes) else f) is not None
-        for m in MODELS
-        for f in client.hkeys(f"{ns}:{{{m}}}:totals")
-    )
+    ev, tot, ses, lat = size("events"), size("totals"), size("sessions"), size("latency")
     return {
         "events_key_bytes_per_event": ev / events,
         "totals_bytes": tot,
-        "sketch_buckets": buckets,
+        "sketch_bytes": lat,
+        "sketch_share_of_events": lat / ev if ev else 0.0,
         "sessions_bytes": ses,
         "index_bytes_per_event": ses / events,
         "index_share_of_events": ses / ev if ev else 0.0,
@@ -624,10 +620,10 @@ def report(res: dict[str, Any]) -> str:
             lines.append(
                 f"| memory at {row['events']:,} events | "
                 f"{mem['events_key_bytes_per_event']:.0f} bytes/event (events keys); session "
-                f"index {mem['index_bytes_per_event']:.1f} bytes/event | totals with the sketch: "
-                f"{mem['totals_bytes']:,} bytes ({mem['sketch_buckets']} buckets) | index "
-                f"{mem['index_share_of_events']:.2%}, totals "
-                f"{mem['totals_share_of_events']:.2%} of the events keys |"
+                f"index {mem['index_bytes_per_event']:.1f} bytes/event | totals "
+                f"{mem['totals_bytes']:,} bytes, latency sketch {mem['sketch_bytes']:,} bytes "
+                f"(20 models) | index {mem['index_share_of_events']:.2%}, sketch "
+                f"{mem['sketch_share_of_events']:.2%} of the events keys |"
             )
     return "\n".join(lines)
 

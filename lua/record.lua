@@ -5,11 +5,13 @@
 --                                    score = completed_at in epoch milliseconds
 -- KEYS[2]  <ns>:{<model>}:limit     string; present while the model is subscription-limited
 -- KEYS[3]  <ns>:{<model>}:totals    hash; the sums over every member of KEYS[1] (see FIELDS),
---                                    the latency sketch (field l<bucket>: successful
---                                    completions per bucket), `capped`, and `layout`
+--                                    `capped`, and `layout`
 -- KEYS[4]  <ns>:{<model>}:sessions  hash; for each session id, fields <id>:n (events), <id>:i
 --                                    (input), <id>:o (output), <id>:t (total tokens) and <id>:c
 --                                    (cost_nusd), summed over its members of KEYS[1]
+-- KEYS[5]  <ns>:{<model>}:latency   string; the latency sketch: the successful completions of
+--                                    KEYS[1] per latency bucket, a big-endian signed 32-bit
+--                                    counter per bucket (BITFIELD i32 #<bucket>)
 -- ARGV[1]  "window_ms limit_ttl_ms grace_ms max_events", space-separated integers:
 --           the rolling window; how long a subscription-limit error blocks the model; how
 --           far past the window the keys' TTLs reach; the cap on the model's stored events
@@ -120,7 +122,7 @@ end
 -- apart) sums nothing, and the hash starts in today's layout.
 local before = redis.call('ZCARD', KEYS[1])
 if before == 0 then
-  redis.call('DEL', KEYS[3], KEYS[4])
+  redis.call('DEL', KEYS[3], KEYS[4], KEYS[5])
   redis.call('HSET', KEYS[3], 'layout', LAYOUT)
 end
 
@@ -140,7 +142,7 @@ if tonumber(have[1]) ~= LAYOUT then
   fromhead = false
   if not have[2] then  -- start: forget what an older release summed (but `capped`)
     local capped = redis.call('HGET', KEYS[3], 'capped')
-    redis.call('DEL', KEYS[3], KEYS[4])
+    redis.call('DEL', KEYS[3], KEYS[4], KEYS[5])
     redis.call('HSET', KEYS[3], 'rebuilt', '-inf')
     if capped then redis.call('HSET', KEYS[3], 'capped', capped) end
     have[2] = '-inf'
@@ -285,7 +287,7 @@ if cap > 0 and card > cap then  -- a runaway writer: keep the newest `cap` event
 end
 
 if card == 0 then
-  redis.call('DEL', KEYS[3], KEYS[4])  -- no events, so nothing to sum
+  redis.call('DEL', KEYS[3], KEYS[4], KEYS[5])  -- no events, so nothing to sum
   return {stored, duplicates, outside, now, capped, created, 0}
 end
 -- One HINCRBY per field for what was added less what left, when that stays exact.
@@ -302,11 +304,18 @@ for i = 1, N do
     flush(i)
   end
 end
+-- The sketch's counters, 500 buckets a BITFIELD call.
+local ops = {}
 for b, delta in pairs(buckets) do
-  if delta ~= 0 and redis.call('HINCRBY', KEYS[3], 'l' .. b, delta) <= 0 then
-    redis.call('HDEL', KEYS[3], 'l' .. b)
+  if delta ~= 0 then
+    ops[#ops + 1] = 'INCRBY'
+    ops[#ops + 1] = 'i32'
+    ops[#ops + 1] = '#' .. b
+    ops[#ops + 1] = delta
   end
+  if #ops >= 2000 then redis.call('BITFIELD', KEYS[5], unpack(ops)); ops = {} end
 end
+if #ops > 0 then redis.call('BITFIELD', KEYS[5], unpack(ops)) end
 -- A session whose event count reaches 0 leaves the index.
 for id, d in pairs(sessions) do
   local n = 1
@@ -329,6 +338,7 @@ if redis.call('PTTL', KEYS[3]) < newest - cutoff then
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[3], ttl)
   redis.call('PEXPIRE', KEYS[4], ttl)
+  redis.call('PEXPIRE', KEYS[5], ttl)
 end
 
 return {stored, duplicates, outside, now, capped, created, pending}

@@ -1,24 +1,25 @@
 -- snapshot.lua: read one model's snapshot from its running totals, at the server's time, in one
 -- atomic step of bounded work.
 --
--- KEYS[1]  <ns>:{<model>}:events  sorted set of the model's events (score: completed_at, ms)
--- KEYS[2]  <ns>:{<model>}:totals  hash of running sums, latency sketch and layout (record.lua)
--- KEYS[3]  <ns>:{<model>}:limit   string present while the model is subscription-limited
+-- KEYS[1]  <ns>:{<model>}:events   sorted set of the model's events (score: completed_at, ms)
+-- KEYS[2]  <ns>:{<model>}:totals   hash of running sums and layout (record.lua)
+-- KEYS[3]  <ns>:{<model>}:limit    string present while the model is subscription-limited
+-- KEYS[4]  <ns>:{<model>}:latency  string; the latency sketch's counters (record.lua)
 -- ARGV[1]  window_ms
 -- ARGV[2]  newest_probe            how many of the newest members to return
 -- ARGV[3]  max_aged                the most aged members this call subtracts itself
 -- ARGV[4]  layout                  the totals layout the caller reads
--- ARGV[5..] the percentiles wanted (integers 1..100)
 --
--- Returns {now_ms, state, totals, minus, buckets, newest, limit_pttl, skipped}:
+-- Returns {now_ms, state, totals, minus, aged_buckets, sketch, newest, limit_pttl, skipped}:
 --   state    'ok'; 'empty' when every member is at or before now - window (all aged);
 --            'rebuild' when the totals hash is not of `layout` (read the events instead);
 --            'aged' when more than max_aged members aged out since the last trim
---   totals   the hash's sums, as a flat field, value list (FIELDS are the client's)
---   minus    the sums of the members that aged out since the last trim (which the totals
---            still hold), flat field, value list, values below 2^53 (a field may repeat)
---   buckets  for each percentile asked, the sketch bucket holding it among the window's
---            successful completions (-1 when there are none)
+--   totals   the hash's sums in FIELDS order (nil when absent)
+--   minus    what the members that aged out since the last trim (which the totals still
+--            hold) add to the totals: flat field, value list, values below 2^53 (a field may
+--            repeat)
+--   aged_buckets  the sketch buckets of those members that succeeded (one entry each)
+--   sketch   KEYS[4]'s value, as it is
 --   newest   the newest members (flat member, score list): the newest_probe newest, or every
 --            member of the newest millisecond when they share it
 --   skipped  how many aged members could not be read (not counted by record.lua either)
@@ -36,34 +37,21 @@ local pttl = redis.call('PTTL', KEYS[3])
 
 local newest = redis.call('ZREVRANGE', KEYS[1], 0, probe - 1, 'WITHSCORES')
 if #newest == 0 or tonumber(newest[2]) <= cutoff then
-  return {now, 'empty', {}, {}, {}, {}, pttl, 0}
+  return {now, 'empty', {}, {}, {}, '', {}, pttl, 0}
 end
 if #newest == 2 * probe and newest[2] == newest[#newest] then
   newest = redis.call('ZREVRANGEBYSCORE', KEYS[1], newest[2], newest[2], 'WITHSCORES')
 end
 
-local held = redis.call('HGETALL', KEYS[2])
-local sums, counts = {}, {}
-local found = nil
-for j = 1, #held, 2 do
-  local f, v = held[j], held[j + 1]
-  if f == 'layout' then
-    found = tonumber(v)
-  elseif string.byte(f, 1) == 108 and string.match(f, '^l%d+$') then  -- 'l': a sketch bucket
-    counts[tonumber(string.sub(f, 2))] = tonumber(v) or 0
-  else
-    sums[#sums + 1] = f
-    sums[#sums + 1] = v
-  end
-end
-if found ~= layout then
-  return {now, 'rebuild', {}, {}, {}, newest, pttl, 0}
+local held = redis.call('HMGET', KEYS[2], 'layout', unpack(FIELDS))
+if tonumber(held[1]) ~= layout then
+  return {now, 'rebuild', {}, {}, {}, '', newest, pttl, 0}
 end
 if redis.call('ZCOUNT', KEYS[1], '-inf', cutoff) > max_aged then
-  return {now, 'aged', {}, {}, {}, newest, pttl, 0}
+  return {now, 'aged', {}, {}, {}, '', newest, pttl, 0}
 end
 
-local minus, acc, skipped = {}, {}, 0
+local minus, acc, aged, skipped = {}, {}, {}, 0
 for i = 1, N do acc[i] = 0 end
 for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff)) do
   local e = effect(member)
@@ -76,7 +64,7 @@ for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff)) do
       end
       acc[i] = acc[i] + e.c[i]
     end
-    if e.bucket then counts[e.bucket] = (counts[e.bucket] or 0) - 1 end
+    if e.bucket then aged[#aged + 1] = e.bucket end
   else
     skipped = skipped + 1
   end
@@ -87,21 +75,5 @@ for i = 1, N do
     minus[#minus + 1] = string.format('%.0f', acc[i])
   end
 end
-
--- Nearest rank over the buckets, in bucket order.
-local order, total = {}, 0
-for b, c in pairs(counts) do
-  if c > 0 then order[#order + 1] = b; total = total + c end
-end
-table.sort(order)
-local buckets = {}
-for k = 5, #ARGV do
-  local want = math.max(1, math.ceil(tonumber(ARGV[k]) / 100 * total))
-  local seen, at = 0, -1
-  for _, b in ipairs(order) do
-    seen = seen + counts[b]
-    if seen >= want then at = b; break end
-  end
-  buckets[#buckets + 1] = total > 0 and at or -1
-end
-return {now, 'ok', sums, minus, buckets, newest, pttl, skipped}
+table.remove(held, 1)
+return {now, 'ok', held, minus, aged, redis.call('GET', KEYS[4]) or '', newest, pttl, skipped}

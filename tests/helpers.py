@@ -75,7 +75,8 @@ class Derived(NamedTuple):
 def stored_derived(client: Any, model: str, ns: str = "telemetry") -> Derived:
     """The totals, sketch and session index as stored."""
     held = {k.decode(): int(v) for k, v in client.hgetall(f"{ns}:{{{model}}}:totals").items()}
-    buckets = {b: v for f, v in held.items() if (b := sketch.bucket_of_field(f)) is not None}
+    blob = client.get(f"{ns}:{{{model}}}:latency") or b""
+    buckets = {b: count for b, count in enumerate(sketch.decode(blob)) if count}
     sessions: dict[str, list[int]] = {}
     for k, v in client.hgetall(f"{ns}:{{{model}}}:sessions").items():
         session, kind = k.decode().rsplit(":", 1)

@@ -94,6 +94,7 @@ def test_a_new_model_yields_config_then_register_and_record(core: StoreCore, clo
         "telemetry:{m}:limit",
         "telemetry:{m}:totals",
         "telemetry:{m}:sessions",
+        "telemetry:{m}:latency",
     )
     assert record.args[0] == "3600000 600000 2000 1000000"  # window, limit TTL, grace, cap
     assert result == RecordResult(stored=1)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import math
 import random
+import sys
+from array import array
 
-import pytest
 import redis
 
 from redis_telemetry import TelemetryStore
@@ -31,7 +32,7 @@ def test_every_latency_lies_in_its_bucket_and_buckets_keep_order() -> None:
         assert b >= previous
         previous = b
     assert sketch.bucket(127) == 127
-    assert sketch.bounds(sketch.bucket(2400)) == (2400, 2431)  # the docs' l395
+    assert sketch.bounds(sketch.bucket(2400)) == (2400, 2431)  # the docs' bucket 395
     assert sketch.bucket(2400) == 395
 
 
@@ -95,15 +96,32 @@ def test_a_window_without_successes_has_no_percentiles(store: TelemetryStore) ->
     assert (snap.latency_p50_ms, snap.latency_p95_ms, snap.latency_p99_ms) == (None, None, None)
 
 
+def blob(counts: dict[int, int]) -> bytes:
+    """A latency key's value holding ``counts`` (bucket -> count), as BITFIELD writes it."""
+    out = array("i", [0] * (max(counts) + 1))
+    for b, c in counts.items():
+        out[b] = c
+    if sys.byteorder == "little":
+        out.byteswap()
+    return out.tobytes()
+
+
 def test_percentile_arithmetic_matches_nearest_rank() -> None:
-    counts = sketch.counts([100, 200, 300, 400, 500, 600, 700, 800, 900, 10_000])
-    assert sketch.percentile(counts, 50) == sketch.value(sketch.bucket(500))
-    assert sketch.percentile(counts, 95) == sketch.value(sketch.bucket(10_000))
-    assert sketch.percentile({}, 50) is None
+    latencies = [100, 200, 300, 400, 500, 600, 700, 800, 900, 10_000]
+    counts: dict[int, int] = {}
+    for x in latencies:
+        counts[sketch.bucket(x)] = counts.get(sketch.bucket(x), 0) + 1
+    got = sketch.percentiles(blob(counts), [], (50, 95, 99))
+    assert got == [sketch.value(sketch.bucket(500)), *[sketch.value(sketch.bucket(10_000))] * 2]
+    # less the aged ones: 10,000 and 900 gone, p95 of 8 is the 8th
+    aged = [sketch.bucket(10_000), sketch.bucket(900)]
+    assert sketch.percentiles(blob(counts), aged, (95,)) == [sketch.value(sketch.bucket(800))]
+    assert sketch.percentiles(b"", [], (50,)) == [None]
     assert [sketch.rank(10, p) for p in (1, 50, 95, 99, 100)] == [1, 5, 10, 10, 10]
 
 
-@pytest.mark.parametrize("field", ["l0", "l395", "latency", "l", "lx1", "layout"])
-def test_bucket_fields_are_told_from_the_totals(field: str) -> None:
-    expected = int(field[1:]) if field[1:].isdigit() else None
-    assert sketch.bucket_of_field(field) == expected
+def test_the_stored_counters_read_back_with_redis_bitfield(r: redis.Redis) -> None:
+    """The latency key is what BITFIELD reads: the recipe in docs/data.md works."""
+    TelemetryStore(r).record(event("m", True, 2400))
+    assert r.bitfield("telemetry:{m}:latency").get("i32", "#395").execute() == [1]
+    assert sketch.decode(r.get("telemetry:{m}:latency"))[395] == 1

@@ -375,6 +375,7 @@ def test_every_key_expires(r: redis.Redis, store: TelemetryStore) -> None:
         b"telemetry:config",
         b"telemetry:models",
         b"telemetry:{a}:events",
+        b"telemetry:{a}:latency",
         b"telemetry:{a}:sessions",
         b"telemetry:{a}:totals",
         b"telemetry:{b}:events",
@@ -386,7 +387,7 @@ def test_every_key_expires(r: redis.Redis, store: TelemetryStore) -> None:
     assert all(r.pttl(k) > 0 for k in keys), {k: r.pttl(k) for k in keys}
     # the events key, its totals and its session index live just past the window
     assert 3600_000 < r.pttl("telemetry:{a}:events") <= 3602_000
-    for kind in ("totals", "sessions"):  # set together
+    for kind in ("totals", "sessions", "latency"):  # set together
         assert abs(r.pttl(f"telemetry:{{a}}:{kind}") - r.pttl("telemetry:{a}:events")) < 50
 
 
@@ -657,6 +658,7 @@ def test_record_script_refuses_malformed_arguments(r: redis.Redis, store: Teleme
         "telemetry:{m}:limit",
         "telemetry:{m}:totals",
         "telemetry:{m}:sessions",
+        "telemetry:{m}:latency",
     )
     member = msgpack.packb([1, "x" * 32, "", 1, 1, True, 1, 1, 1, 1, 1, 1, 0.5, None])
     at = server_ms(r)

@@ -118,10 +118,9 @@ def _same(fast: ModelPerformanceSnapshot, exact: ModelPerformanceSnapshot) -> No
 
 def _make_old(r: redis.Redis) -> None:
     """Turn the model's keys into what the release before the sketch and session index
-    wrote: the same totals, without `layout`, sketch buckets or session index."""
-    fields = [f for f in r.hkeys(KEY) if sketch.bucket_of_field(f.decode()) is not None]
-    r.hdel(KEY, "layout", *fields)
-    r.delete(SESSIONS)
+    wrote: the same totals, without `layout`, latency sketch or session index."""
+    r.hdel(KEY, "layout")
+    r.delete(SESSIONS, "telemetry:{m}:latency")
 
 
 @pytest.fixture

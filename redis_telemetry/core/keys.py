@@ -1,8 +1,8 @@
 """Key names: the public layout of a namespace in Redis.
 
-``<ns>:{<model>}:events``, ``:totals``, ``:sessions`` and ``:limit`` share the ``{<model>}`` hash
-tag, so one model's keys always sit in one cluster slot. ``<ns>:models`` and ``<ns>:config`` sit
-apart.
+``<ns>:{<model>}:events``, ``:totals``, ``:sessions``, ``:latency`` and ``:limit`` share the
+``{<model>}`` hash tag, so one model's keys always sit in one cluster slot. ``<ns>:models`` and
+``<ns>:config`` sit apart.
 """
 
 from __future__ import annotations
@@ -54,6 +54,11 @@ class Keys:
         fields ``<id>:n`` (events), ``<id>:i``, ``<id>:o``, ``<id>:t`` (input, output and
         total tokens) and ``<id>:c`` (cost, nano-USD)."""
         return f"{self.namespace}:{{{model}}}:sessions"
+
+    def latency(self, model: str) -> str:
+        """String of the latency sketch's counters, kept by ``record.lua``: a big-endian signed
+        32-bit count of successful completions per bucket (``BITFIELD ... GET i32 #<bucket>``)."""
+        return f"{self.namespace}:{{{model}}}:latency"
 
     @property
     def models(self) -> str:

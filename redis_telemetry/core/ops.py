@@ -78,7 +78,7 @@ class StoreCore(Reads):
         #: Models seen in the registry: their ranges ride in the first round trip of a read.
         self._models: dict[str, None] = {}
         #: model -> its (events, limit, totals) keys
-        self._model_keys: dict[str, tuple[str, str, str, str]] = {}
+        self._model_keys: dict[str, tuple[str, ...]] = {}
         self._settings_for = -1
         self._settings_text = ""
 
@@ -214,6 +214,7 @@ class StoreCore(Reads):
                 self.keys.limit(model),
                 self.keys.totals(model),
                 self.keys.sessions(model),
+                self.keys.latency(model),
             )
             self._model_keys[model] = keys
         return scripts.record_call(keys, self._settings, chunk)

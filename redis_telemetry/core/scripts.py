@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..models import RecordResult
-from . import codec, sketch, totals
+from . import codec, totals
 from .commands import Eval
 from .keys import Keys
 
@@ -186,10 +186,10 @@ def window_call(keys: Keys, model: str, window_ms: int, after: str = "") -> Eval
 
 
 def snapshot_call(keys: Keys, model: str, window_ms: int) -> Eval:
-    """Read the running totals of ``model`` less the members that aged out since the last
-    trim, and the sketch's buckets of :data:`sketch.PERCENTILES`."""
-    script_keys = (keys.events(model), keys.totals(model), keys.limit(model))
-    args = (window_ms, NEWEST_PROBE, MAX_AGED, totals.LAYOUT, *sketch.PERCENTILES)
+    """Read the running totals and latency sketch of ``model``, and what the members that
+    aged out since the last trim add to them."""
+    script_keys = (keys.events(model), keys.totals(model), keys.limit(model), keys.latency(model))
+    args = (window_ms, NEWEST_PROBE, MAX_AGED, totals.LAYOUT)
     return Eval("snapshot", script_keys, args, tolerant=True)
 
 
@@ -222,9 +222,10 @@ class SnapshotReply(NamedTuple):
 
     now_ms: int
     state: str
-    totals: dict[str, Any]
+    totals: Sequence[Any]
     minus: Sequence[Any]
-    buckets: list[int]
+    aged_buckets: Sequence[Any]
+    sketch: bytes
     newest: Sequence[Any]
     limit_pttl: int
     skipped: int
@@ -232,26 +233,20 @@ class SnapshotReply(NamedTuple):
 
 def snapshot_reply(reply: Any, now_ms: int) -> SnapshotReply:
     """``snapshot.lua``'s reply; None reads as nothing stored."""
-    at, state, sums, minus, buckets, newest, pttl, skipped = reply or (
+    at, state, sums, minus, aged, blob, newest, pttl, skipped = reply or (
         now_ms,
         b"empty",
         [],
         [],
         [],
+        b"",
         [],
         -2,
         0,
     )
-    held = {text(f): v for f, v in zip(sums[::2], sums[1::2], strict=True)}
+    raw = blob if isinstance(blob, bytes) else str(blob).encode("latin-1")
     return SnapshotReply(
-        int(at),
-        text(state),
-        held,
-        minus,
-        [int(b) for b in buckets],
-        newest,
-        int(pttl),
-        int(skipped),
+        int(at), text(state), sums, minus, aged, raw, newest, int(pttl), int(skipped)
     )
 
 

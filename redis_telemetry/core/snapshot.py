@@ -130,10 +130,9 @@ def from_totals(
     running totals less the members that aged out since the last trim, the percentiles from
     the latency sketch, and ``last_event_at`` from the newest members."""
     cutoff = reply.now_ms - window_secs * 1000
-    left = _parse_sums(key, [reply.totals.get(name) for name in totals.FIELDS])
-    index = {name: i for i, name in enumerate(totals.FIELDS)}
+    left = _parse_sums(key, reply.totals)
     for name, value in zip(reply.minus[::2], reply.minus[1::2], strict=True):
-        left[index[scripts.text(name)]] -= int(value)
+        left[_INDEX[scripts.text(name)]] -= int(value)
     if reply.skipped:
         log.warning("skipped %d unreadable aged member(s) of %s", reply.skipped, key)
     if any(v < 0 for v in left):
@@ -143,9 +142,13 @@ def from_totals(
         left = [max(0, v) for v in left]
     last = newest_us(key, pairs(reply.newest), cutoff)
     snap = _snapshot(model, Totals._make(left), last, window_secs, reply.now_ms, reply.limit_pttl)
-    if left[index["ok"]] and reply.buckets:
-        _set_percentiles(snap, [None if b < 0 else sketch.value(b) for b in reply.buckets])
+    if left[_INDEX["ok"]]:
+        aged = map(int, reply.aged_buckets)
+        _set_percentiles(snap, sketch.percentiles(reply.sketch, aged, sketch.PERCENTILES))
     return snap
+
+
+_INDEX = {name: i for i, name in enumerate(totals.FIELDS)}
 
 
 def newest_us(key: str, newest: Members, cutoff: float) -> int | None:
