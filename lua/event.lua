@@ -5,11 +5,13 @@
 -- It reads the one msgpack shape this package writes (version 1):
 -- [1, event_id, session_id, completed_at_us, latency_ms, success,
 --  total, input, output, reasoning, cache_read, cache_write, cost_usd, error]
+-- (latency_ms nil: not measured)
 -- and needs FIELDS (the totals' names, in order) defined before it.
 --
 -- effect(member) returns nil for a member this package did not write, else a table:
 --   c        what the member adds to each total, in FIELDS order
---   bucket   the latency sketch's bucket of a successful completion (nil for a failure)
+--   bucket   the latency sketch's bucket of a successful completion (nil for a failure, or a
+--            latency not measured)
 --   session  the session id, and u = {1, input, output, total, cost_nusd}: its session usage
 
 local byte = string.byte
@@ -78,19 +80,22 @@ local function decoded(member)
   if byte(member, 1) ~= 0x9e then error('not a 14-element array') end
   local v = {}
   local pos = 2
-  for i = 1, 14 do v[i], pos = read(member, pos, i == 3) end
+  for i = 1, 14 do v[i], pos = read(member, pos, i == 3 or i == 5) end
   if v[1] ~= 1 or pos ~= #member + 1 or type(v[3]) ~= 'string' then
     error('not a version-1 event')
   end
-  for _, i in ipairs({5, 7, 8, 9, 10, 11, 12, 13}) do
+  for _, i in ipairs({7, 8, 9, 10, 11, 12, 13}) do
     if type(v[i]) ~= 'number' or v[i] < 0 then error('not a count') end
   end
+  if v[5] ~= nil and (type(v[5]) ~= 'number' or v[5] < 0) then error('not a latency') end
   local success = v[6] == true
+  local timed = success and v[5] ~= nil
   local cost = math.floor(v[13] * 1e9 + 0.5)
   local named = {
     ok = success and 1 or 0,
     failed = success and 0 or 1,
-    latency = success and v[5] or 0,
+    latency = timed and v[5] or 0,
+    untimed = (success and not timed) and 1 or 0,
     cost_nusd = cost,
     total = v[7], input = v[8], output = v[9], reasoning = v[10],
     cache_read = v[11], cache_write = v[12],
@@ -102,7 +107,7 @@ local function decoded(member)
   end
   return {
     c = c,
-    bucket = success and bucket(v[5]) or nil,
+    bucket = timed and bucket(v[5]) or nil,
     session = v[3],
     u = {1, v[8], v[9], v[7], cost},
   }

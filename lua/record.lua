@@ -55,7 +55,7 @@
 --
 -- FIELDS names the totals, in the order of ARGV[2]'s sums; LAYOUT, the hash layout. The loader
 -- renders both lines from the Python schema (redis_telemetry/core/totals.py).
-local FIELDS = {'ok', 'failed', 'latency', 'cost_nusd', 'total', 'input', 'output', 'reasoning', 'cache_read', 'cache_write'}
+local FIELDS = {'ok', 'failed', 'latency', 'untimed', 'cost_nusd', 'total', 'input', 'output', 'reasoning', 'cache_read', 'cache_write'}
 local LAYOUT = 2
 local LIMIT = 2 ^ 52  -- doubles hold integers exactly below 2^53
 local TRIM_EVERY = 4

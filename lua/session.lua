@@ -18,7 +18,7 @@
 -- aged out since the last trim: then read the events instead. Reads only; at most max_aged
 -- members decoded.
 
-local FIELDS = {'ok', 'failed', 'latency', 'cost_nusd', 'total', 'input', 'output', 'reasoning', 'cache_read', 'cache_write'}
+local FIELDS = {'ok', 'failed', 'latency', 'untimed', 'cost_nusd', 'total', 'input', 'output', 'reasoning', 'cache_read', 'cache_write'}
 
 -- #include event.lua
 

@@ -25,7 +25,7 @@
 --   skipped  how many aged members could not be read (not counted by record.lua either)
 -- Reads only. Its work is bounded: a few commands and at most max_aged members decoded.
 
-local FIELDS = {'ok', 'failed', 'latency', 'cost_nusd', 'total', 'input', 'output', 'reasoning', 'cache_read', 'cache_write'}
+local FIELDS = {'ok', 'failed', 'latency', 'untimed', 'cost_nusd', 'total', 'input', 'output', 'reasoning', 'cache_read', 'cache_write'}
 
 -- #include event.lua
 

@@ -134,9 +134,14 @@ def model_metrics(snaps: Iterable[ModelPerformanceSnapshot], namespace: str) -> 
     )
     latency = family(
         "latency_sum_seconds",
-        "sum of the latency of the window's successful "
-        'completions; divide by window_completions{outcome="ok"}',
+        "sum of the measured latency of the window's successful "
+        "completions; divide by window_timed_completions",
         unit="seconds",
+    )
+    measured = family(
+        "timed_completions",
+        "the window's successful completions with a measured latency (a log read after the "
+        "fact may not tell it): the count latency_sum_seconds and the percentiles are over",
     )
     percentile = family(
         "latency_percentile_seconds",
@@ -171,7 +176,8 @@ def model_metrics(snaps: Iterable[ModelPerformanceSnapshot], namespace: str) -> 
         ids = [s.model, namespace]
         completions.add_metric([*ids, "ok"], s.successful_completions)
         completions.add_metric([*ids, "failed"], s.failed_completions)
-        latency.add_metric(ids, round(s.avg_latency_ms * s.successful_completions) / 1000)
+        latency.add_metric(ids, round(s.avg_latency_ms * s.measured_latencies()) / 1000)
+        measured.add_metric(ids, s.measured_latencies())
         for p, value in (
             ("50", s.latency_p50_ms),
             ("95", s.latency_p95_ms),
@@ -189,7 +195,8 @@ def model_metrics(snaps: Iterable[ModelPerformanceSnapshot], namespace: str) -> 
             expires.add_metric(ids, s.subscription_limit_expires_at.timestamp())
         if s.last_event_at is not None:
             last.add_metric(ids, s.last_event_at.timestamp())
-    yield from (completions, latency, percentile, cost, tokens, reported, limited, expires, last)
+    yield from (completions, latency, measured, percentile, cost, tokens, reported)
+    yield from (limited, expires, last)
 
 
 class _QuietHandler(WSGIRequestHandler):

@@ -54,6 +54,10 @@ class TokenBreakdown(BaseModel):
 class CompletionEvent(BaseModel):
     """One model completion, as an orchestrator saw it.
 
+    ``latency_ms`` may be ``None``: the call's latency was not measured (an agent CLI's log
+    read after the fact). Such an event counts for the success rate, tokens and cost, and not
+    for latency (average, percentiles, ``latency_samples``).
+
     ``event_id`` is this package's addition. Left ``None``, each ``record`` call assigns a
     fresh id, so two identical events count twice. Set it (``dump``/``restore`` do) to make
     writing the same event again a no-op.
@@ -64,7 +68,7 @@ class CompletionEvent(BaseModel):
     model: ModelName
     session_id: Annotated[str, AfterValidator(rules.check_session_id)] = ""
     completed_at: UtcDatetime = Field(default_factory=_now)
-    latency_ms: Annotated[int, _u64("latency_ms")]
+    latency_ms: Annotated[int, _u64("latency_ms")] | None
     success: bool
     tokens: TokenBreakdown = Field(default_factory=TokenBreakdown)
     cost_usd: Annotated[float, AfterValidator(rules.check_cost)] = 0.0
@@ -113,6 +117,9 @@ class ModelPerformanceSnapshot(BaseModel):
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
     latency_p99_ms: float | None = None
+    #: the successful completions with a measured latency, which ``avg_latency_ms`` and the
+    #: percentiles are over; None (JSON without it): all of them
+    latency_samples: int | None = None
 
     @classmethod
     def empty(cls, model: str, window_secs: int) -> ModelPerformanceSnapshot:
@@ -125,7 +132,14 @@ class ModelPerformanceSnapshot(BaseModel):
             throughput=0.0,
             avg_latency_ms=0.0,
             success_rate=0.0,
+            latency_samples=0,
         )
+
+    def measured_latencies(self) -> int:
+        """How many successful completions ``avg_latency_ms`` and the percentiles are over."""
+        if self.latency_samples is None:
+            return self.successful_completions
+        return self.latency_samples
 
     def is_stale(self, max_staleness_secs: int) -> bool:
         """True when there is no event, or the newest is more than ``max_staleness_secs`` old.

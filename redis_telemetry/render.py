@@ -62,7 +62,7 @@ def status_table(
             str(s.successful_completions),
             str(s.failed_completions),
             f"{s.success_rate:.0%}" if total else "-",
-            f"{s.avg_latency_ms:,.0f} ms" if s.successful_completions else "-",
+            f"{s.avg_latency_ms:,.0f} ms" if s.measured_latencies() else "-",
             f"{s.latency_p95_ms:,.0f} ms" if s.latency_p95_ms is not None else "-",
             f"{s.throughput * 60:.2f}",
             f"{duration((now - s.last_event_at).total_seconds())} ago" if s.last_event_at else "-",
@@ -98,7 +98,7 @@ def events_table(model: str, events: Sequence[CompletionEvent]) -> Table:
         table.add_row(
             e.completed_at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
             "yes" if e.success else "[red]no[/red]",
-            f"{e.latency_ms:,} ms",
+            "-" if e.latency_ms is None else f"{e.latency_ms:,} ms",
             f"{e.tokens.total:,}",
             f"{e.cost_usd:.4f}",
             e.session_id,

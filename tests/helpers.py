@@ -20,7 +20,7 @@ def now() -> datetime:
 def event(
     model: str = "model-a",
     success: bool = True,
-    latency_ms: int = 100,
+    latency_ms: int | None = 100,
     *,
     session_id: str = "test-session",
     ago_secs: float = 0.0,
@@ -96,7 +96,7 @@ def recount(client: Any, model: str, ns: str = "telemetry") -> Derived:
             continue
         for i, v in enumerate(codec.stored_sums(e)):
             sums[i] += v
-        if e.success:
+        if e.success and e.latency_ms is not None:
             b = sketch.bucket(e.latency_ms)
             buckets[b] = buckets.get(b, 0) + 1
         u = sessions.setdefault(e.session_id, [0, 0, 0, 0, 0])

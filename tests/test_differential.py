@@ -40,6 +40,7 @@ def _contribution(e: object) -> list[int]:
         int(ok),
         int(not ok),
         e.latency_ms if ok else 0,  # type: ignore[attr-defined]
+        0,  # untimed: every event here has a latency
         int(e.cost_usd * 1e9 + 0.5),  # type: ignore[attr-defined]
         *(getattr(tokens, name) for name in totals.TOKEN_FIELDS),
     ]
@@ -73,7 +74,7 @@ def test_the_totals_equal_a_model_of_the_stored_events(real: redis.Redis) -> Non
             batch += rng.sample(history, min(len(history), rng.randrange(1, 50)))
             batch = [e for e in batch if e.model == model]  # type: ignore[attr-defined]
         # what the model predicts: refused when any total could pass the ceiling
-        have = [sum(col) for col in zip(*stored[model].values(), strict=True)] or [0] * 10
+        have = [sum(col) for col in zip(*stored[model].values(), strict=True)] or totals.zero()
         distinct = {e.event_id: e for e in batch}.values()  # type: ignore[attr-defined]
         plus = [sum(col) for col in zip(*map(_contribution, distinct), strict=True)]
         refused = any(h + p >= totals.CEILING for h, p in zip(have, plus, strict=True))
@@ -95,7 +96,7 @@ def test_the_totals_equal_a_model_of_the_stored_events(real: redis.Redis) -> Non
             assert result.stored == new, (SEED, step)
             history += batch
         for m in MODELS:
-            expect = [sum(col) for col in zip(*stored[m].values(), strict=True)] or [0] * 10
+            expect = [sum(col) for col in zip(*stored[m].values(), strict=True)] or totals.zero()
             raw = real.hmget(f"telemetry:{{{m}}}:totals", list(totals.FIELDS))
             assert [int(v or 0) for v in raw] == expect, (SEED, step, m)
             assert real.zcard(f"telemetry:{{{m}}}:events") == len(stored[m]), (SEED, step, m)

@@ -68,7 +68,7 @@ def scenario(
             {
                 "model": draw(st.sampled_from(MODELS)),
                 "success": draw(st.booleans()),
-                "latency_ms": draw(st.integers(0, 10**6)),
+                "latency_ms": draw(st.none() | st.integers(0, 10**6)),  # None: not measured
                 "cost_usd": draw(st.floats(0, 5, allow_nan=False)),
                 "tokens": TokenBreakdown(
                     total=draw(st.integers(0, 10**6)), input=draw(st.integers(0, 10**5))
@@ -101,6 +101,7 @@ def naive(model: str, sent: list[Sent], window: int, now_ms: int) -> dict[str, o
     cutoff = now_ms - window * 1000
     live = [s.event for s in sent if s.stored and s.event.model == model and s.score_ms > cutoff]
     ok = [e for e in live if e.success]
+    timed = [e for e in ok if e.latency_ms is not None]
     cost_nusd = sum(nano_usd(e.cost_usd) for e in live)
     tokens = {
         kind: sum(getattr(e.tokens, kind) for e in live)
@@ -109,7 +110,7 @@ def naive(model: str, sent: list[Sent], window: int, now_ms: int) -> dict[str, o
     return {
         "successful_completions": len(ok),
         "failed_completions": len(live) - len(ok),
-        "avg_latency_ms": sum(e.latency_ms for e in ok) / len(ok) if ok else 0.0,
+        "avg_latency_ms": sum(e.latency_ms or 0 for e in timed) / len(timed) if timed else 0.0,
         "success_rate": len(ok) / len(live) if live else 0.0,
         "throughput": len(ok) / window,
         "last_event_at": max((e.completed_at for e in live), default=None),
@@ -119,9 +120,10 @@ def naive(model: str, sent: list[Sent], window: int, now_ms: int) -> dict[str, o
         if tokens["total"]
         else 0.0,
         "is_free": bool(live) and cost_nusd == 0,
-        "latency_p50_ms": rank(ok, 0.50),
-        "latency_p95_ms": rank(ok, 0.95),
-        "latency_p99_ms": rank(ok, 0.99),
+        "latency_p50_ms": rank(timed, 0.50),
+        "latency_p95_ms": rank(timed, 0.95),
+        "latency_p99_ms": rank(timed, 0.99),
+        "latency_samples": len(timed),
     }
 
 
@@ -129,7 +131,7 @@ def rank(ok: list[CompletionEvent], q: float) -> float | None:
     """Nearest-rank percentile, the textbook way."""
     if not ok:
         return None
-    ordered = sorted(e.latency_ms for e in ok)
+    ordered = sorted(e.latency_ms or 0 for e in ok)
     return float(ordered[math.ceil(q * len(ordered)) - 1])
 
 

@@ -15,7 +15,6 @@ from redis_telemetry.ingest import (
     Completion,
     Limit,
     Parsed,
-    Unmeasured,
     UnparseableLine,
     make_parser,
     parse_lines,
@@ -263,7 +262,7 @@ class LiveFeed:
     def __init__(self, fmt: str, start: datetime) -> None:
         self.start = start
         self.parser = make_parser(fmt, clock=lambda: start)
-        self.items: list[Completion | Limit | Unmeasured] = []
+        self.items: list[Completion | Limit] = []
 
     def feed(self, lines: list[str], arrivals: Callable[[int, dict[str, object]], float]) -> None:
         for n, line in enumerate(lines, 1):
@@ -305,13 +304,18 @@ def test_pi_followed_live() -> None:
     assert stop.success
     assert stop.tokens.total == 7450
     # each message once (message_end and turn_end); the aborted one not at all
-    assert not [i for i in live.items if isinstance(i, Limit | Unmeasured)]
+    assert not [i for i in live.items if isinstance(i, Limit)]
+    assert all(e.latency_ms is not None for e in events)
 
 
-def test_pi_from_a_file_has_no_latency() -> None:
+def test_pi_from_a_file_is_recorded_without_latency() -> None:
+    """Success, tokens and cost count; the latency, which a file cannot tell, does not."""
     p = parse("pi", "pi-0.58-mode-json.jsonl", clock=LATER)
-    assert p.events == []
-    assert [u.model for u in p.unmeasured] == ["anthropic/claude-sonnet-4-5"] * 3
+    assert [e.model for e in p.events] == ["anthropic/claude-sonnet-4-5"] * 3
+    assert [e.success for e in p.events] == [True, False, True]
+    assert [e.latency_ms for e in p.events] == [None] * 3
+    assert p.unmeasured == p.events
+    assert p.events[0].tokens.total == 4280
     assert p.limits == []
 
 
@@ -319,7 +323,8 @@ def test_pi_lines_read_at_once_are_not_live() -> None:
     """A fresh file read right away: the calls look live, but arrive together."""
     live = LiveFeed("pi", FIXED)
     live.feed(pi_lines(), lambda n, data: 0.0)
-    assert [type(i) for i in live.items] == [Unmeasured] * 3
+    assert [type(i) for i in live.items] == [Completion] * 3
+    assert [i.event.latency_ms for i in live.items if isinstance(i, Completion)] == [None] * 3
 
 
 def test_pi_final_errors_are_limits() -> None:
@@ -395,7 +400,7 @@ def test_opencode_run_json() -> None:
 
 def test_opencode_errors() -> None:
     p = parse("opencode", "opencode-run-json-errors.jsonl", model="openai/gpt-5.1-codex")
-    length, error, filtered, too_many, fork, auth = p.events
+    length, error, filtered, too_many, fork, outside, auth = p.events
     assert (length.success, length.latency_ms, length.tokens.total) == (True, 6100, 12608)
     assert (error.success, error.latency_ms, error.error) == (False, 1800, "finish reason: error")
     assert (filtered.success, filtered.error) == (False, "finish reason: content-filter")
@@ -415,9 +420,9 @@ def test_opencode_errors() -> None:
             "Too Many Requests",
         ),  # Retry-After: 120 seconds after the error
     ]
-    assert p.unmeasured == [
-        Unmeasured("openai/gpt-5.1-codex", "ses_fx9Q2wE4rT6y", "error outside a step")
-    ]
+    assert p.unmeasured == [outside]  # an error outside any step: recorded without latency
+    assert (outside.model, outside.session_id) == ("openai/gpt-5.1-codex", "ses_fx9Q2wE4rT6y")
+    assert (outside.success, outside.latency_ms) == (False, None)
 
 
 def test_opencode_1_18_run_json() -> None:

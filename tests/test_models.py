@@ -136,6 +136,7 @@ def test_rust_summary_round_trips() -> None:
             "latency_p50_ms",
             "latency_p95_ms",
             "latency_p99_ms",
+            "latency_samples",
         }
         assert set(mine) >= SERDE_SNAPSHOT_FIELDS
         for key in SERDE_SNAPSHOT_FIELDS - {"last_event_at", "subscription_limit_expires_at"}:

@@ -24,7 +24,7 @@ from redis_telemetry import (
 from redis_telemetry.core.commands import SingleCommand
 from redis_telemetry.core.snapshot import ms_to_datetime
 
-from .helpers import all_keys, dump_all, event, now, server_ms
+from .helpers import all_keys, dump_all, event, now, recount, server_ms, stored_derived
 from .servers import RedisServer
 
 # -- the reference's tests, ported ------------------------------------------------------------
@@ -65,6 +65,32 @@ def test_session_usage(store: TelemetryStore) -> None:
     assert usage.totals.cost_usd == pytest.approx(0.005)
     assert "model-a" in usage.by_model
     assert usage.window_end - usage.window_start == timedelta(seconds=3600)
+
+
+def test_an_unmeasured_latency_counts_for_everything_but_latency(
+    store: TelemetryStore, r: redis.Redis
+) -> None:
+    store.record_batch(
+        [event("m", True, None) for _ in range(3)]
+        + [event("m", True, 100), event("m", True, 300), event("m", False, None, error="x")]
+    )
+    fast = store.model_performance("m")
+    assert (fast.successful_completions, fast.failed_completions) == (5, 1)
+    assert fast.latency_samples == 2
+    assert fast.avg_latency_ms == 200.0  # over the two measured, not the five successes
+    assert fast.tokens.total == 6000
+    assert fast.latency_p99_ms == pytest.approx(300, rel=1 / 128)
+    exact = store.model_performance("m", percentiles=True)
+    assert (exact.latency_p50_ms, exact.latency_p99_ms, exact.latency_samples) == (100, 300, 2)
+    assert stored_derived(r, "m") == recount(r, "m")
+    assert [e.latency_ms for e in store.events("m")].count(None) == 4
+    only = event("n", True, None)
+    store.record(only)
+    snap = store.model_performance("n")
+    assert (snap.latency_samples, snap.avg_latency_ms, snap.latency_p50_ms) == (0, 0.0, None)
+    ranking = store.rank_models(["n", "m"], "fastest")
+    assert [x.model for x in ranking.ranked] == ["m", "n"]  # n's latency is unknown, not 0 ms
+    assert ranking.ranked[1].score == float("inf")
 
 
 def test_unknown_model_returns_empty(store: TelemetryStore) -> None:

@@ -5,6 +5,8 @@ A member is a msgpack array::
     [1, event_id, session_id, completed_at_us, latency_ms, success,
      total, input, output, reasoning, cache_read, cache_write, cost_usd, error]
 
+``latency_ms`` is nil when the latency was not measured.
+
 The model is not repeated: the key names it. ``1`` is the format version.
 """
 
@@ -38,7 +40,7 @@ class StoredEvent(NamedTuple):
     event_id: str
     session_id: str
     completed_at_us: int
-    latency_ms: int
+    latency_ms: int | None
     success: bool
     total: int
     input: int
@@ -161,7 +163,7 @@ def prepare(event: object, now_ms: int) -> PreparedEvent:
         get("cache_read"),
         get("cache_write"),
     )
-    if type(latency) is not int or not 0 <= latency <= _MAX_COUNT:
+    if latency is not None and (type(latency) is not int or not 0 <= latency <= _MAX_COUNT):
         _refuse_counts(latency, tokens)
     for count in counts:
         if type(count) is not int or not 0 <= count <= _MAX_COUNT:
@@ -261,7 +263,7 @@ def decode(raw: bytes) -> StoredEvent:
         event_id,
         session_id,
         completed_us,
-        _u64(latency),
+        None if latency is None else _u64(latency),
         success,
         total,
         inp,

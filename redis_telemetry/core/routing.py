@@ -124,7 +124,7 @@ Scorer = Callable[[Sequence[ModelPerformanceSnapshot], Weights], dict[str, Score
 def _fastest(usable: Sequence[ModelPerformanceSnapshot], _: Weights) -> dict[str, Scored]:
     out: dict[str, Scored] = {}
     for s in usable:
-        lat = s.avg_latency_ms if s.successful_completions else float("inf")
+        lat = s.avg_latency_ms if s.measured_latencies() else float("inf")
         out[s.model] = (lat, (lat, *_tie_key(s)), "average latency, ms")
     return out
 
@@ -165,14 +165,14 @@ def _weighted(usable: Sequence[ModelPerformanceSnapshot], weights: Weights) -> d
     total = weights.success_rate + weights.latency + weights.cost + weights.throughput
     if total <= 0:
         raise InvalidInputError("weighted strategy needs at least one positive weight")
-    served = [s.avg_latency_ms for s in usable if s.successful_completions]
+    served = [s.avg_latency_ms for s in usable if s.measured_latencies()]
     best_lat = min(served, default=0.0)
     best_cost = min((_cost_per_success(s) for s in usable), default=0.0)
     best_thr = max((s.throughput for s in usable), default=0.0)
     out: dict[str, Scored] = {}
     for s in usable:
         lat = best_lat / s.avg_latency_ms if s.avg_latency_ms > 0 else 1.0
-        if not s.successful_completions:
+        if not s.measured_latencies():
             lat = 0.0
         cps = _cost_per_success(s)
         cost = 1.0 if cps == 0 else (best_cost / cps if cps != float("inf") else 0.0)

@@ -72,7 +72,7 @@ def performance(
             sums[i] += v
         if newest is None or e.completed_at_us > newest:
             newest = e.completed_at_us
-        if e.success:
+        if e.success and e.latency_ms is not None:
             latencies.append(e.latency_ms)
     snap = _snapshot(model, Totals._make(sums), newest, window_secs, now_ms, limit_pttl)
     if latencies and percentiles:
@@ -101,6 +101,7 @@ def _snapshot(
 ) -> ModelPerformanceSnapshot:
     """The snapshot of the totals ``t``: one formula for both paths."""
     ok, latency, cost_nusd = t.ok, t.latency, t.cost_nusd
+    timed = ok - t.untimed
     total = ok + t.failed
     cost = cost_nusd / 1e9
     tokens = TokenBreakdown(**{name: getattr(t, name) for name in totals.TOKEN_FIELDS})
@@ -111,7 +112,7 @@ def _snapshot(
         failed_completions=t.failed,
         window_secs=window_secs,
         throughput=ok / window_secs,
-        avg_latency_ms=latency / ok if ok else 0.0,
+        avg_latency_ms=latency / timed if timed > 0 else 0.0,
         success_rate=ok / total if total else 0.0,
         last_event_at=None if newest_us is None else rules.from_epoch_us(newest_us),
         subscription_limit_reached=limited,
@@ -120,6 +121,7 @@ def _snapshot(
         tokens=tokens,
         avg_cost_per_1k_tokens=cost / tokens.total * 1000 if tokens.total else 0.0,
         is_free=total > 0 and cost_nusd == 0,
+        latency_samples=max(0, timed),
     )
 
 

@@ -22,8 +22,10 @@ class Totals(NamedTuple):
     ok: int = 0
     #: failed completions
     failed: int = 0
-    #: latency of the successful completions, ms
+    #: latency of the successful completions whose latency was measured, ms
     latency: int = 0
+    #: successful completions whose latency was not measured (``latency_ms=None``)
+    untimed: int = 0
     #: cost of every completion, nano-USD (exact integers)
     cost_nusd: int = 0
     #: tokens, by kind (the fields of ``TokenBreakdown``, in its order)
@@ -47,13 +49,16 @@ TOKEN_FIELDS: tuple[str, ...] = FIELDS[FIELDS.index("total") :]
 
 
 def contribution(
-    success: bool, latency_ms: int, cost_nusd: int, tokens: Sequence[int]
+    success: bool, latency_ms: int | None, cost_nusd: int, tokens: Sequence[int]
 ) -> tuple[int, ...]:
     """What one event adds to the totals, in :data:`FIELDS` order (``tokens`` in
-    :data:`TOKEN_FIELDS` order). A plain tuple: this runs on every write."""
-    if success:
-        return (1, 0, latency_ms, cost_nusd, *tokens)
-    return (0, 1, 0, cost_nusd, *tokens)
+    :data:`TOKEN_FIELDS` order); ``latency_ms`` None: not measured. A plain tuple: this runs
+    on every write."""
+    if not success:
+        return (0, 1, 0, 0, cost_nusd, *tokens)
+    if latency_ms is None:
+        return (1, 0, 0, 1, cost_nusd, *tokens)
+    return (1, 0, latency_ms, 0, cost_nusd, *tokens)
 
 
 def zero() -> list[int]:

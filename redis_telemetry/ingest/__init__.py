@@ -15,7 +15,7 @@ For Python orchestrators: :func:`parse_lines` (pure) and :func:`ingest_lines` /
 from __future__ import annotations
 
 from .claude import ClaudeParser
-from .events import Completion, Item, Limit, Parser, Unmeasured, UnparseableLine, breakdown
+from .events import Completion, Item, Limit, Parser, UnparseableLine, breakdown
 from .formats import FORMAT_NAMES, FORMATS, Parsed, make_parser, parse_lines
 from .jsonl import JsonlParser
 from .opencode import OpencodeParser
@@ -45,7 +45,6 @@ __all__ = [
     "Parsed",
     "Parser",
     "PiParser",
-    "Unmeasured",
     "UnparseableLine",
     "aingest_lines",
     "apply_limit",

@@ -4,9 +4,10 @@ A parser is fed one line at a time and returns the *items* that line completes:
 
 - :class:`Completion`: one completion event (``clock_time``: its ``completed_at`` is the
   ingest clock's, because the stream carries no time for it);
-- :class:`Limit`: a subscription limit the stream reports, with its end when known;
-- :class:`Unmeasured`: a completion whose latency the stream cannot tell; it is not recorded
-  (a made-up latency would skew the averages), only counted.
+- :class:`Limit`: a subscription limit the stream reports, with its end when known.
+
+A completion whose latency the stream cannot tell has ``latency_ms=None``: it counts for the
+success rate, tokens and cost, and not for latency (a made-up one would skew the averages).
 
 A line it does not care about returns ``[]`` (counted as *ignored*); a line it cannot read
 raises :class:`UnparseableLine` and leaves the parser as it was.
@@ -51,16 +52,7 @@ class Limit:
     reason: str
 
 
-@dataclass(frozen=True)
-class Unmeasured:
-    """A completion whose latency the stream cannot tell (not recorded; see docs/ingest.md)."""
-
-    model: str
-    session_id: str
-    reason: str
-
-
-Item = Completion | Limit | Unmeasured
+Item = Completion | Limit
 
 
 def now_utc() -> datetime:

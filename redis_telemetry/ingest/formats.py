@@ -8,7 +8,7 @@ from datetime import datetime
 
 from ..models import CompletionEvent
 from .claude import ClaudeParser
-from .events import Completion, Item, Limit, Parser, Unmeasured, UnparseableLine, now_utc
+from .events import Completion, Item, Limit, Parser, UnparseableLine, now_utc
 from .jsonl import JsonlParser
 from .opencode import OpencodeParser
 from .pi import PiParser
@@ -41,7 +41,6 @@ class Parsed:
 
     events: list[CompletionEvent] = field(default_factory=list)
     limits: list[Limit] = field(default_factory=list)
-    unmeasured: list[Unmeasured] = field(default_factory=list)
     ignored: list[int] = field(default_factory=list)
     unparseable: list[tuple[int, str]] = field(default_factory=list)
 
@@ -49,10 +48,13 @@ class Parsed:
         for item in items:
             if isinstance(item, Completion):
                 self.events.append(item.event)
-            elif isinstance(item, Limit):
-                self.limits.append(item)
             else:
-                self.unmeasured.append(item)
+                self.limits.append(item)
+
+    @property
+    def unmeasured(self) -> list[CompletionEvent]:
+        """The events whose latency the stream could not tell (``latency_ms`` None)."""
+        return [e for e in self.events if e.latency_ms is None]
 
 
 def parse_lines(

@@ -29,7 +29,6 @@ from .events import (
     Item,
     Limit,
     Parser,
-    Unmeasured,
     breakdown,
     cost,
     count,
@@ -119,15 +118,15 @@ class OpencodeParser(Parser):
         steps = self._open.get(session, {})
         step = text(part.get("messageID"))
         start = steps.get(step)
-        if start is None:
-            return [Unmeasured(model, session, "step_finish without its step_start")]
         part_id = text(part.get("id"))
         done: list[Item] = [
             self.completion(
                 model=model,
                 session=session,
                 completed_at=at,
-                latency_ms=max(0, round((at - start).total_seconds() * 1000)),
+                latency_ms=None  # without its step_start: not measured
+                if start is None
+                else max(0, round((at - start).total_seconds() * 1000)),
                 success=not failed,
                 tokens=tokens,
                 cost_usd=cost(part.get("cost")),
@@ -135,7 +134,7 @@ class OpencodeParser(Parser):
                 event_id=stable_id("opencode", part_id or self.line_digest),
             )
         ]
-        del steps[step]
+        steps.pop(step, None)
         return done
 
     def _error(self, session: str, data: dict[str, Any]) -> list[Item]:
@@ -161,17 +160,21 @@ class OpencodeParser(Parser):
                 # the end the header gave, in words the store's own limit check reads
                 secs = limits.seconds_until(found.until, at)
                 message += f" (HTTP 429, retry after {secs} seconds)"
-        if not steps:
-            return [Unmeasured(model, session, "error outside a step"), *items]
-        step = max(steps, key=steps.__getitem__)
+        # the step it ended, the newest open one; outside any step its latency is not measured
+        step = max(steps, key=steps.__getitem__) if steps else None
         event = self.completion(
             model=model,
             session=session,
             completed_at=at,
-            latency_ms=max(0, round((at - steps[step]).total_seconds() * 1000)),
+            latency_ms=None
+            if step is None
+            else max(0, round((at - steps[step]).total_seconds() * 1000)),
             success=False,
             error=message,
-            event_id=stable_id("opencode", session, step, "error"),
+            event_id=stable_id(
+                "opencode", session, self.line_digest if step is None else step, "error"
+            ),
         )
-        del steps[step]
+        if step is not None:
+            del steps[step]
         return [event, *items]

@@ -15,8 +15,9 @@ The seed's shape (``turn_end`` with ``sessionId`` and ``latencyBreakdown.totalMs
 Latency: pi prints no end time. Following live (the ``message_start`` arrives within
 ``LIVE_SLACK`` of the call's own start time), it is the time from the arrival of
 ``message_start`` to that of ``message_end``. Otherwise (a file read later, or lines that
-arrive together, under 1 ms apart) it is unknown and the call is reported as
-:class:`Unmeasured`, not recorded. A failed call is held until the next event says whether pi
+arrive together, under 1 ms apart) it is unknown: the call is recorded with ``latency_ms``
+None (it counts for success, tokens and cost, not latency). A failed call is held until the
+next event says whether pi
 retried it: a retried failure is recorded without its limit.
 """
 
@@ -29,7 +30,6 @@ from .events import (
     Completion,
     Item,
     Parser,
-    Unmeasured,
     UnparseableLine,
     breakdown,
     cost,
@@ -155,23 +155,18 @@ class PiParser(Parser):
         )
         call_cost = cost(obj(usage.get("cost"), "usage.cost").get("total"))
         error = text(message.get("errorMessage")) or f"stopReason: {stop}"
-        latency = self._latency(key, data)
-        item: Item
-        if latency is None:
-            item = Unmeasured(model, self._session, "pi prints no end time for a call")
-        else:
-            item = self.completion(
-                model=model,
-                session=self._session,
-                clock_time=True,
-                completed_at=self.arrived,
-                latency_ms=latency,
-                success=stop in SUCCESS,
-                tokens=tokens,
-                cost_usd=call_cost,
-                error=None if stop in SUCCESS else error,
-                event_id=stable_id("pi", self._session, key),
-            )
+        item: Item = self.completion(
+            model=model,
+            session=self._session,
+            clock_time=True,
+            completed_at=self.arrived,
+            latency_ms=self._latency(key, data),
+            success=stop in SUCCESS,
+            tokens=tokens,
+            cost_usd=call_cost,
+            error=None if stop in SUCCESS else error,
+            event_id=stable_id("pi", self._session, key),
+        )
         if stop in SUCCESS:
             return [item]
         began = ms_timestamp(message["timestamp"]) if "timestamp" in message else self.arrived

@@ -35,7 +35,7 @@ from typing import IO, TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from ..errors import InvalidInputError, TelemetryUnavailable
 from ..store import TelemetryStore
-from .events import Completion, Item, Limit, Parser, Unmeasured, UnparseableLine, now_utc
+from .events import Completion, Item, Limit, Parser, UnparseableLine, now_utc
 from .formats import make_parser
 
 BATCH = 500
@@ -125,7 +125,7 @@ class IngestReport:
             more = len(self.unparseable) - 10
             text += f": {shown}" + (f" and {more} more" if more > 0 else "")
         if self.unmeasured:
-            text += f"; {self.unmeasured} calls of unknown latency not recorded"
+            text += f"; {self.unmeasured} calls without a measured latency"
         if self.limits:
             text += f"; {self.limits} limits applied"
         return text
@@ -319,10 +319,10 @@ class _Run:
         for item in items:
             if isinstance(item, Completion):
                 self.events.append((lineno, item))
-            elif isinstance(item, Limit):
+                if item.event.latency_ms is None:
+                    self.report.unmeasured += 1
+            else:
                 self.limits.append((lineno, item))
-            elif isinstance(item, Unmeasured):
-                self.report.unmeasured += 1
 
     def flush(self, store: TelemetryStore, sleep: Callable[[float], None] = time.sleep) -> None:
         """Write the pending batch, retrying while Redis is unreachable."""
