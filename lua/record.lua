@@ -169,6 +169,14 @@ for i = 1, N do
   end
 end
 
+-- set_window() stamps the namespace's window into the totals (rewindow.lua): a writer with
+-- another window has not seen the change and must not trim with its own, so it is refused.
+local stamped = tonumber(redis.call('HGET', KEYS[3], 'window_ms'))
+if stamped and stamped ~= window then
+  return redis.error_reply(string.format(
+    'record.lua: window mismatch: %s is kept with window_ms=%d, not %d', KEYS[1], stamped, window))
+end
+
 -- A hash written by an older release may lack a field added since (ADDED_LATER): it gets the
 -- field's sum over the members stored, paged, before anything changes. From then on the
 -- field is present (0 included), so this costs one HMGET on later writes.

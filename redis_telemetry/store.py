@@ -20,6 +20,7 @@ from .core.backup import Dump
 from .core.commands import Batch, Finished, Op, SingleCommand, call, queue, single
 from .core.replies import recovering, translate
 from .core.routing import Ranking, StalePolicy, Strategy, Weights
+from .errors import WindowMismatchError
 from .models import (
     CompletionEvent,
     ModelPerformanceSnapshot,
@@ -87,6 +88,19 @@ class TelemetryStore(StoreShell):
             raise translate(exc) from exc
 
     def _run(self, op: Op[T] | SingleCommand[T]) -> T:
+        if (probe := self._memory_probe()) is not None:
+            assert self._memory is not None
+            try:
+                self._memory.read(self.client.config_get(*probe[0], **probe[1]))
+            except RedisError as exc:
+                self._memory.failed(exc)
+        try:
+            return self._drive(op)
+        except WindowMismatchError:
+            self._core.window.refused()  # the next write confirms the window first
+            raise
+
+    def _drive(self, op: Op[T] | SingleCommand[T]) -> T:
         if isinstance(op, SingleCommand):
             settled = op.settle(None if self.is_cluster else self._execute([op.command])[0])
             if isinstance(settled, Finished):

@@ -18,7 +18,7 @@ from . import codec, totals
 from .commands import Eval
 from .keys import Keys
 
-SCRIPT_NAMES = ("config", "register", "record", "snapshot", "window", "limit")
+SCRIPT_NAMES = ("config", "register", "record", "snapshot", "window", "limit", "rewindow")
 
 #: How far past the data they govern the keys' TTLs reach.
 GRACE_MS = 2000
