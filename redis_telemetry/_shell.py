@@ -177,11 +177,8 @@ class StoreShell:
         twin._memory = self._memory  # one connection, checked once
         return twin
 
-    def _memory_probe(self) -> tuple[tuple[str], dict[str, Any]] | None:
-        """CONFIG GET's arguments when the eviction policy is still to be checked (every
-        primary of a cluster), else None."""
-        if self._memory is None or not self._memory.pending:
-            return None
+    def _memory_probe(self) -> tuple[tuple[str], dict[str, Any]]:
+        """CONFIG GET's arguments for the eviction policy check (every primary of a cluster)."""
         return (PATTERN,), {"target_nodes": self._cluster_cls.PRIMARIES} if self.is_cluster else {}
 
     def _locate(self, key: str, read_only: bool) -> Hashable:

@@ -12,7 +12,7 @@ from typing import Any, Self, TypeVar
 import redis.asyncio
 import redis.asyncio.cluster
 from redis.asyncio.retry import Retry
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from ._shell import StoreShell
 from .core import cluster
@@ -105,14 +105,15 @@ class AsyncTelemetryStore(StoreShell):
             raise translate(exc) from exc
 
     async def _run(self, op: Op[T] | SingleCommand[T]) -> T:
-        if (probe := self._memory_probe()) is not None:
-            assert self._memory is not None
+        if self._memory is not None and self._memory.pending:
+            probe = self._memory_probe()
             try:
                 if self.is_cluster:
                     await self.client.initialize()
                 self._memory.read(await self.client.config_get(*probe[0], **probe[1]))
-            except RedisError as exc:
-                self._memory.failed(exc)
+            except (RedisError, RedisClusterException) as exc:
+                if self._memory.failed(exc) and not self.is_cluster:  # the operation would too
+                    raise translate(exc) from exc
         try:
             return await self._drive(op)
         except WindowMismatchError:

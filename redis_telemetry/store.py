@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import redis
 import redis.cluster
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 from redis.retry import Retry
 
 from ._shell import StoreShell
@@ -88,12 +88,13 @@ class TelemetryStore(StoreShell):
             raise translate(exc) from exc
 
     def _run(self, op: Op[T] | SingleCommand[T]) -> T:
-        if (probe := self._memory_probe()) is not None:
-            assert self._memory is not None
+        if self._memory is not None and self._memory.pending:
+            probe = self._memory_probe()
             try:
                 self._memory.read(self.client.config_get(*probe[0], **probe[1]))
-            except RedisError as exc:
-                self._memory.failed(exc)
+            except (RedisError, RedisClusterException) as exc:
+                if self._memory.failed(exc) and not self.is_cluster:  # the operation would too
+                    raise translate(exc) from exc
         try:
             return self._drive(op)
         except WindowMismatchError:

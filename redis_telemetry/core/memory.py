@@ -15,12 +15,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger(__name__)
 
 #: The one policy under which a model's events and totals are never separated.
 SUPPORTED_POLICY = "noeviction"
+#: Errors that say Redis (or a cluster node) could not be reached, not that CONFIG was refused.
+_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, RedisClusterException)
 #: The CONFIG GET pattern the probe sends: maxmemory and maxmemory-policy among others.
 PATTERN = "maxmemory*"
 
@@ -75,9 +78,11 @@ class MemoryCheck:
         else:
             log.debug("maxmemory-policy checked: %s", reply)
 
-    def failed(self, error: BaseException) -> None:
+    def failed(self, error: BaseException) -> bool:
         """CONFIG GET did not answer: stay silent (debug). An ACL user or a managed Redis
-        may not run CONFIG; after a network error the next operation checks again."""
-        if not isinstance(error, RedisConnectionError | RedisTimeoutError):
-            self.pending = False
+        may not run CONFIG. True when Redis was unreachable: then the next operation checks
+        again, and on a single server the shell reports the error at once."""
+        unreachable = isinstance(error, _UNREACHABLE)
+        self.pending = unreachable
         log.debug("cannot read maxmemory-policy (%s); eviction not checked", error)
+        return unreachable
