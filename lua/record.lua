@@ -5,7 +5,7 @@
 --                                    score = completed_at in epoch milliseconds
 -- KEYS[2]  <ns>:{<model>}:limit     string; present while the model is subscription-limited
 -- KEYS[3]  <ns>:{<model>}:totals    hash; the sums over every member of KEYS[1] (see FIELDS),
---                                    `capped`, and `layout`
+--                                    `capped`, `layout`, and `window_ms` (set_window's stamp)
 -- KEYS[4]  <ns>:{<model>}:sessions  hash; for each session id, fields <id>:n (events), <id>:i
 --                                    (input), <id>:o (output), <id>:t (total tokens) and <id>:c
 --                                    (cost_nusd), summed over its members of KEYS[1]
@@ -29,7 +29,8 @@
 --
 -- Refuses (an error reply starting 'record.lua: totals overflow', nothing written) a call
 -- whose sums would take a total past what HINCRBY holds (2^63 - 1, less a margin for the
--- doubles the check compares in).
+-- doubles the check compares in), and (an error reply starting 'record.lua: window mismatch')
+-- a call whose window differs from the `window_ms` that set_window() stamped into the totals.
 --
 -- Returns {stored, duplicates, outside_window, now_ms, capped, created, pending}; capped
 -- counts the oldest events removed to respect max_events (also added to the totals' `capped`
@@ -127,11 +128,18 @@ if before == 0 then
 end
 
 -- The totals must hold what this call may add: checked before anything is written.
-local have = redis.call('HMGET', KEYS[3], 'layout', 'rebuilt', unpack(FIELDS))
+local have = redis.call('HMGET', KEYS[3], 'layout', 'rebuilt', 'window_ms', unpack(FIELDS))
 for i = 1, N do
-  if (tonumber(have[2 + i]) or 0) + tonumber(head[3 + i]) >= 2 ^ 63 - 2 ^ 12 then
+  if (tonumber(have[3 + i]) or 0) + tonumber(head[3 + i]) >= 2 ^ 63 - 2 ^ 12 then
     return redis.error_reply('record.lua: totals overflow: ' .. FIELDS[i] .. ' would pass 2^63')
   end
+end
+-- set_window() stamps the namespace's window into the totals (rewindow.lua): a writer with
+-- another window has not seen the change and must not trim with its own, so it is refused.
+local stamped = tonumber(have[3])
+if stamped and stamped ~= window then
+  return redis.error_reply(string.format(
+    'record.lua: window mismatch: %s is kept with window_ms=%d, not %d', KEYS[1], stamped, window))
 end
 
 local pending = 0
@@ -145,6 +153,7 @@ if tonumber(have[1]) ~= LAYOUT then
     redis.call('DEL', KEYS[3], KEYS[4], KEYS[5])
     redis.call('HSET', KEYS[3], 'rebuilt', '-inf')
     if capped then redis.call('HSET', KEYS[3], 'capped', capped) end
+    if have[3] then redis.call('HSET', KEYS[3], 'window_ms', have[3]) end
     have[2] = '-inf'
   end
   local from = have[2] == '-inf' and '-inf' or '(' .. have[2]

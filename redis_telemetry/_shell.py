@@ -13,6 +13,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisClusterException, RedisError
 
 from .core.keys import DEFAULT_NAMESPACE
+from .core.memory import PATTERN, MemoryCheck
 from .core.ops import DEFAULT_MAX_EVENTS_PER_MODEL, StoreCore
 from .core.scripts import SCRIPTS
 from .core.urls import check_url, redact
@@ -81,6 +82,8 @@ class StoreShell:
         self._sha = {name: script.sha for name, script in scripts.items()}
         #: True for a Redis Cluster client: batches then go out one pipeline per node.
         self.is_cluster = isinstance(client, self._cluster_cls)
+        #: From ``from_url``: the eviction policy is checked before the first operation.
+        self._memory: MemoryCheck | None = None
 
     @classmethod
     def from_url(
@@ -97,7 +100,12 @@ class StoreShell:
     ) -> Self:
         """Connect with bounded timeouts and retries (``ConnectionSettings``); keyword
         arguments for redis-py override them. A ``redis+cluster://host:port`` (or
-        ``rediss+cluster://``) URL connects to a Redis Cluster through that seed node."""
+        ``rediss+cluster://``) URL connects to a Redis Cluster through that seed node.
+
+        No I/O happens here. Before its first operation, the store reads the server's
+        ``maxmemory-policy`` (every primary's, on a cluster) and logs a warning when it can
+        evict a model's events without its totals; a server that refuses CONFIG (an ACL user,
+        a managed Redis) is not checked, logged at debug level only."""
         kwargs: dict[str, Any] = {
             "socket_timeout": connection.socket_timeout,
             "socket_connect_timeout": connection.socket_connect_timeout,
@@ -124,7 +132,7 @@ class StoreShell:
                 client = cls._redis_cls.from_url(url, **kwargs)
             except ValueError as exc:  # what check_url cannot see: a bad query option
                 raise InvalidInputError(f"malformed Redis URL {redact(url)!r}: {exc}") from None
-        return cls(
+        store = cls(
             client,
             window_secs,
             subscription_limit_ttl_secs,
@@ -133,6 +141,8 @@ class StoreShell:
             wait_for_replicas,
             wait_timeout_ms,
         )
+        store._memory = MemoryCheck()
+        return store
 
     @property
     def namespace(self) -> str:
@@ -155,7 +165,7 @@ class StoreShell:
         (``stored_window()``, or a ``WindowMismatchError``'s ``stored``); this store is left
         as it is."""
         core = self._core
-        return type(self)(
+        twin = type(self)(
             self.client,
             window_secs,
             core.limit_ttl_secs,
@@ -164,6 +174,12 @@ class StoreShell:
             core.wait_for_replicas,
             core.wait_timeout_ms,
         )
+        twin._memory = self._memory  # one connection, checked once
+        return twin
+
+    def _memory_probe(self) -> tuple[tuple[str], dict[str, Any]]:
+        """CONFIG GET's arguments for the eviction policy check (every primary of a cluster)."""
+        return (PATTERN,), {"target_nodes": self._cluster_cls.PRIMARIES} if self.is_cluster else {}
 
     def _locate(self, key: str, read_only: bool) -> Hashable:
         """The cluster node for ``key``: its primary, or a replica for reads when the client

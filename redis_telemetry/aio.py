@@ -12,7 +12,7 @@ from typing import Any, Self, TypeVar
 import redis.asyncio
 import redis.asyncio.cluster
 from redis.asyncio.retry import Retry
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from ._shell import StoreShell
 from .core import cluster
@@ -20,6 +20,7 @@ from .core.backup import Dump
 from .core.commands import Batch, Finished, Op, SingleCommand, call, queue, single
 from .core.replies import recovering, translate
 from .core.routing import Ranking, StalePolicy, Strategy, Weights
+from .errors import WindowMismatchError
 from .models import (
     CompletionEvent,
     ModelPerformanceSnapshot,
@@ -104,6 +105,22 @@ class AsyncTelemetryStore(StoreShell):
             raise translate(exc) from exc
 
     async def _run(self, op: Op[T] | SingleCommand[T]) -> T:
+        if self._memory is not None and self._memory.pending:
+            probe = self._memory_probe()
+            try:
+                if self.is_cluster:
+                    await self.client.initialize()
+                self._memory.read(await self.client.config_get(*probe[0], **probe[1]))
+            except (RedisError, RedisClusterException) as exc:
+                if self._memory.failed(exc) and not self.is_cluster:  # the operation would too
+                    raise translate(exc) from exc
+        try:
+            return await self._drive(op)
+        except WindowMismatchError:
+            self._core.window.refused()  # the next write confirms the window first
+            raise
+
+    async def _drive(self, op: Op[T] | SingleCommand[T]) -> T:
         if isinstance(op, SingleCommand):
             settled = op.settle(None if self.is_cluster else (await self._execute([op.command]))[0])
             if isinstance(settled, Finished):

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import redis
 import redis.cluster
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 from redis.retry import Retry
 
 from ._shell import StoreShell
@@ -20,6 +20,7 @@ from .core.backup import Dump
 from .core.commands import Batch, Finished, Op, SingleCommand, call, queue, single
 from .core.replies import recovering, translate
 from .core.routing import Ranking, StalePolicy, Strategy, Weights
+from .errors import WindowMismatchError
 from .models import (
     CompletionEvent,
     ModelPerformanceSnapshot,
@@ -87,6 +88,20 @@ class TelemetryStore(StoreShell):
             raise translate(exc) from exc
 
     def _run(self, op: Op[T] | SingleCommand[T]) -> T:
+        if self._memory is not None and self._memory.pending:
+            probe = self._memory_probe()
+            try:
+                self._memory.read(self.client.config_get(*probe[0], **probe[1]))
+            except (RedisError, RedisClusterException) as exc:
+                if self._memory.failed(exc) and not self.is_cluster:  # the operation would too
+                    raise translate(exc) from exc
+        try:
+            return self._drive(op)
+        except WindowMismatchError:
+            self._core.window.refused()  # the next write confirms the window first
+            raise
+
+    def _drive(self, op: Op[T] | SingleCommand[T]) -> T:
         if isinstance(op, SingleCommand):
             settled = op.settle(None if self.is_cluster else self._execute([op.command])[0])
             if isinstance(settled, Finished):

@@ -175,3 +175,16 @@ def test_the_site_lists_every_page_and_the_readme_stays_short() -> None:
     assert "```sh\nbash dev.sh test\n```" in readme
     for link in re.findall(r"\]\((docs/[^)#]+)", readme):
         assert (ROOT / link).is_file(), link
+
+
+def test_every_test_the_reliability_page_names_exists() -> None:
+    """Each guarantee names the test that proves it: ``tests/x.py`` and ``::test_name``."""
+    text = (ROOT / "docs" / "reliability.md").read_text()
+    named = re.findall(r"`(tests/\w+\.py)(?:::(\w+))?`|`::(\w+)`", text)
+    assert named
+    current = ""
+    for path, name, same_file in named:
+        current = path or current
+        source = (ROOT / current).read_text()
+        test = name or same_file
+        assert not test or re.search(rf"^(async )?def {test}\(", source, re.M), (current, test)

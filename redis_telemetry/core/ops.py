@@ -122,7 +122,7 @@ class StoreCore(Reads):
 
     def set_window(self, window_secs: int) -> Op[None]:
         """Change the namespace's window on purpose; other stores then refuse until rebuilt."""
-        yield self.window.change(window_secs)
+        yield from self.window.change(window_secs)
         self.window.changed(window_secs, self._now_ms())
         self._registered.clear()
 

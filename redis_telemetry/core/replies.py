@@ -4,19 +4,36 @@ recovery from a flushed script cache (NOSCRIPT)."""
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from redis.exceptions import AuthenticationError, NoPermissionError, NoScriptError
+from redis.exceptions import (
+    AuthenticationError,
+    NoPermissionError,
+    NoScriptError,
+    OutOfMemoryError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..errors import InvalidInputError, PermissionDenied, TelemetryError, TelemetryUnavailable
+from ..errors import (
+    InvalidInputError,
+    PermissionDenied,
+    TelemetryError,
+    TelemetryUnavailable,
+    WindowMismatchError,
+)
 from .commands import Cmd, Command, Eval, Op
 from .scripts import SCRIPTS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+#: record.lua's refusal of a write whose window differs from the one set_window() stamped
+_WINDOW_MISMATCH = re.compile(
+    r"record\.lua: window mismatch: (.*?):\{.* window_ms=(\d+), not (\d+)"
+)
 
 #: How often a batch is retried after NOSCRIPT (the script cache was flushed) before giving up.
 NOSCRIPT_RETRIES = 3
@@ -35,6 +52,15 @@ def translate(exc: BaseException) -> TelemetryError:
         exc, AuthenticationError
     ):
         return TelemetryUnavailable(f"Redis is unreachable: {exc}")
+    if mismatch := _WINDOW_MISMATCH.search(str(exc)):
+        namespace, stored, mine = mismatch.groups()
+        return WindowMismatchError(namespace, int(stored) // 1000, int(mine) // 1000)
+    if isinstance(exc, OutOfMemoryError) or str(exc).startswith("OOM "):
+        return TelemetryError(
+            "Redis is out of memory (maxmemory reached, policy noeviction) and refused the "
+            "write; each model's events are stored whole or not at all, and sending the same "
+            f"events again stores each once: {exc}"
+        )
     if "record.lua: totals overflow" in str(exc):
         return InvalidInputError(
             f"refused: the model's running totals would overflow (nothing written): {exc}"

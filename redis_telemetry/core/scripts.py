@@ -18,7 +18,16 @@ from . import codec, totals
 from .commands import Eval
 from .keys import Keys
 
-SCRIPT_NAMES = ("config", "register", "record", "snapshot", "session", "window", "limit")
+SCRIPT_NAMES = (
+    "config",
+    "register",
+    "record",
+    "snapshot",
+    "session",
+    "window",
+    "limit",
+    "rewindow",
+)
 #: Scripts that read members: ``lua/event.lua`` is written into them at load.
 INCLUDES_EVENT = ("record", "snapshot", "session")
 

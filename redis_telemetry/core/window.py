@@ -4,6 +4,14 @@ Every store of a namespace must trim with the same window, or one would delete w
 still counts. The window is stored in ``<ns>:config``; a writer claims or confirms it (with
 ``config.lua``) before its first write and again every ``CONFIG_RECHECK_MS``, so a window
 changed on purpose elsewhere is noticed within that time.
+
+``set_window()`` also stamps the new window into every listed model's totals (``window_ms``,
+by ``rewindow.lua``, which extends the keys' TTLs to the new window too). ``record.lua``
+refuses a write whose window differs from that stamp, so a store that has not seen the change
+cannot trim a model that existed at the change with the old window, not even for the
+``CONFIG_RECHECK_MS`` until its next check: its write raises :class:`WindowMismatchError`, and
+its next write re-checks the config. (A model first written after the change has no stamp
+until the next ``set_window()``; there the old bound, ``CONFIG_RECHECK_MS``, still holds.)
 """
 
 from __future__ import annotations
@@ -13,14 +21,16 @@ from typing import Any
 
 from ..errors import TelemetryError, WindowMismatchError
 from . import rules
-from .commands import Batch, Cmd, Eval
+from .commands import Cmd, Eval, Op
 from .keys import Keys
-from .scripts import GRACE_MS, config_call
+from .scripts import GRACE_MS, config_call, register_call
 
 log = logging.getLogger(__name__)
 
 #: A writer re-confirms the namespace's window (and refreshes the config's TTL) this often.
 CONFIG_RECHECK_MS = 60_000
+#: Models per round trip when ``set_window()`` walks the registry (ZSCAN's COUNT hint).
+REWINDOW_PAGE = 200
 
 
 class SharedWindow:
@@ -88,13 +98,47 @@ class SharedWindow:
         self.confirmed_at = now_ms
         self.config_ttl_ms = config_ttl_ms
 
-    def change(self, secs: int) -> Batch:
-        """The commands that store another window on purpose."""
+    def change(self, secs: int) -> Op[None]:
+        """Store another window on purpose, then walk the registry in pages: each listed
+        model's keys live until its newest event leaves the new window (never shorter than
+        before), its totals carry the window's stamp, and the registry keeps it as long."""
         secs = rules.check_positive_secs("window_secs", secs)
-        return [
+        window_ms = secs * 1000
+        yield [
             Cmd("hset", (self.keys.config, "window_secs", secs)),
-            Cmd("pexpire", (self.keys.config, secs * 1000 + GRACE_MS)),
+            Cmd("pexpire", (self.keys.config, window_ms + GRACE_MS)),
         ]
+        cursor: Any = 0
+        while True:
+            ((cursor, page),) = yield [
+                Cmd("zscan", (self.keys.models, cursor), {"count": REWINDOW_PAGE})
+            ]
+            models = list(dict.fromkeys(filter(None, map(_model_name, page))))
+            if models:
+                newest = yield [self.rewindow(m, window_ms) for m in models]
+                keep = [
+                    (m, int(float(n)) + window_ms + GRACE_MS, 0)
+                    for m, n in zip(models, newest, strict=True)
+                    if n is not None and not isinstance(n, BaseException)
+                ]
+                if keep:
+                    yield [register_call(self.keys, keep)]
+            if int(cursor) == 0:
+                return
+
+    def rewindow(self, model: str, window_ms: int) -> Eval:
+        """The ``rewindow.lua`` call for one model (see its header)."""
+        keys = (
+            self.keys.events(model),
+            self.keys.totals(model),
+            self.keys.sessions(model),
+            self.keys.latency(model),
+        )
+        return Eval("rewindow", keys, (window_ms, GRACE_MS), tolerant=True)
+
+    def refused(self) -> None:
+        """A write was refused for its window: the next write confirms the window first."""
+        self.confirmed = False
 
     def changed(self, secs: int, now_ms: int) -> None:
         """Take ``secs`` as this store's window, confirmed now."""
@@ -102,3 +146,11 @@ class SharedWindow:
         self.confirmed = True
         self.confirmed_at = now_ms
         self.config_ttl_ms = 0  # the next write sets the config's full TTL
+
+
+def _model_name(entry: tuple[Any, Any]) -> str | None:
+    """A registry entry's model name; None for one that is not a model's (written by hand)."""
+    try:
+        return rules.check_model_name(bytes(entry[0]).decode("utf-8"))
+    except (UnicodeDecodeError, TelemetryError):
+        return None
