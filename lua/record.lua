@@ -16,11 +16,16 @@
 --           the rolling window; how long a subscription-limit error blocks the model; how
 --           far past the window the keys' TTLs reach; the cap on the model's stored events
 --           (0: none; the oldest go)
--- ARGV[2]  "n oldest newest sum_1 .. sum_N", space-separated integers: the number of events
---           below, their oldest and newest scores, and their sums in FIELDS order, as if every
---           one gets stored (exact and non-negative; cost in nano-USD)
+-- ARGV[2]  "n oldest newest sum_1 .. sum_N nb ns", space-separated integers: the number of
+--           events below, their oldest and newest scores, their sums in FIELDS order, as if
+--           every one gets stored (exact and non-negative; cost in nano-USD), and how many
+--           bucket pairs and session entries follow the events
 -- ARGV[3..2+2n] pairs (score, member), members distinct
--- ARGV[3+2n..]  triples (position, until_ms, limit_reason) for the events (1..n) whose error
+-- then nb pairs (bucket, count) and ns entries (session, events, input, output, total,
+--           cost_nusd; each value below 2^52, a session may repeat): what the events add to
+--           the sketch and the session index when every one is stored (else each stored
+--           member is read instead)
+-- then triples (position, until_ms, limit_reason) for the events (1..n) whose error
 --           is a subscription-limit error: when the block ends, in epoch ms (0: limit_ttl_ms
 --           from now), and the text stored in the limit key
 -- (Packing settings and sums into two arguments keeps a one-event call small; the common
@@ -60,7 +65,7 @@ local FIELDS = {'ok', 'failed', 'latency', 'untimed', 'cost_nusd', 'total', 'inp
 local LAYOUT = 2
 local LIMIT = 2 ^ 52  -- doubles hold integers exactly below 2^53
 local TRIM_EVERY = 4
-local STEP = 1000
+local STEP = 500
 
 -- #include event.lua
 
@@ -78,6 +83,19 @@ local function flush(i)
   end
 end
 
+-- Add (sign 1) or take (sign -1) usage {events, input, output, total, cost_nusd} to a session.
+local function add_session(id, u, sign)
+  local s = sessions[id]
+  if not s then s = {0, 0, 0, 0, 0}; sessions[id] = s end
+  for j = 1, 5 do
+    if math.abs(s[j] + sign * u[j]) >= LIMIT then
+      redis.call('HINCRBY', KEYS[4], id .. SUFFIX[j], string.format('%.0f', s[j]))
+      s[j] = 0
+    end
+    s[j] = s[j] + sign * u[j]
+  end
+end
+
 -- Count (sign 1) or uncount (sign -1) one member: its scalar sums when `scalars` (an
 -- insert's usually come from ARGV[2] instead), its sketch bucket and session when `index`.
 local function count(member, sign, scalars, index)
@@ -91,27 +109,22 @@ local function count(member, sign, scalars, index)
   end
   if not index then return end
   if e.bucket then buckets[e.bucket] = (buckets[e.bucket] or 0) + sign end
-  local s = sessions[e.session]
-  if not s then s = {0, 0, 0, 0, 0}; sessions[e.session] = s end
-  for j = 1, 5 do
-    if math.abs(s[j] + sign * e.u[j]) >= LIMIT then
-      redis.call('HINCRBY', KEYS[4], e.session .. SUFFIX[j], string.format('%.0f', s[j]))
-      s[j] = 0
-    end
-    s[j] = s[j] + sign * e.u[j]
-  end
+  add_session(e.session, e.u, sign)
 end
 
 local window, limit_ttl, grace, cap = string.match(ARGV[1], '^(%d+) (%d+) (%d+) (%d+)$')
-local head = {string.match(ARGV[2], '^(%d+) (%-?%d+) (%-?%d+)' .. string.rep(' (%d+)', N) .. '$')}
+local head = {string.match(ARGV[2],
+  '^(%d+) (%-?%d+) (%-?%d+)' .. string.rep(' (%d+)', N) .. ' (%d+) (%d+)$')}
 local n = tonumber(head[1])
-if not cap or #head ~= N + 3 or #ARGV < 2 + 2 * n or (#ARGV - 2 - 2 * n) % 3 ~= 0 then
+local nb, ns = tonumber(head[N + 4]), tonumber(head[N + 5])
+local first = 3 + 2 * (n or 0) + 2 * (nb or 0) + 6 * (ns or 0)  -- the first limit triple
+if not cap or #head ~= N + 5 or #ARGV < first - 1 or (#ARGV - first + 1) % 3 ~= 0 then
   return redis.error_reply('record.lua: malformed arguments')
 end
 window, limit_ttl, grace, cap = tonumber(window), tonumber(limit_ttl), tonumber(grace),
   tonumber(cap)
 local reasons, untils = {}, {}
-for i = 3 + 2 * n, #ARGV, 3 do
+for i = first, #ARGV, 3 do
   local position, ends = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
   if not position or not ends then
     return redis.error_reply('record.lua: malformed arguments')
@@ -199,6 +212,19 @@ end
 local function joined(score, member)
   if counted(score) then count(member, 1, not fromhead, true) end
 end
+-- Every event stored, in today's layout: the sketch and index take ARGV's entries as they are.
+local function all_joined()
+  local at = 3 + 2 * n
+  for k = at, at + 2 * nb - 1, 2 do
+    local b = tonumber(ARGV[k])
+    buckets[b] = (buckets[b] or 0) + tonumber(ARGV[k + 1])
+  end
+  at = at + 2 * nb
+  for k = at, at + 6 * ns - 1, 6 do
+    add_session(ARGV[k], {tonumber(ARGV[k + 1]), tonumber(ARGV[k + 2]), tonumber(ARGV[k + 3]),
+      tonumber(ARGV[k + 4]), tonumber(ARGV[k + 5])}, 1)
+  end
+end
 local newest = cutoff
 if n == 1 then  -- the common single event: ZADD NX says whether it was already stored
   if tonumber(ARGV[3]) <= cutoff then
@@ -207,7 +233,7 @@ if n == 1 then  -- the common single event: ZADD NX says whether it was already 
     stored = 1
     limited(1)
     newest = tonumber(ARGV[3])
-    joined(ARGV[3], ARGV[4])
+    if fromhead then all_joined() else joined(ARGV[3], ARGV[4]) end
   else
     duplicates = 1
   end
@@ -228,9 +254,11 @@ elseif n > 1 then
     redis.call('ZADD', KEYS[1], unpack(ARGV, 3, 2 + 2 * n))
     stored = n
     newest = tonumber(head[3])
-    for j = 1, n do
-      limited(j)
-      joined(ARGV[1 + 2 * j], members[j])
+    for j = 1, n do limited(j) end
+    if fromhead then
+      all_joined()
+    else
+      for j = 1, n do joined(ARGV[1 + 2 * j], members[j]) end
     end
   else
     local add, seen = {}, {}

@@ -688,18 +688,19 @@ def test_record_script_refuses_malformed_arguments(r: redis.Redis, store: Teleme
     )
     member = msgpack.packb([1, "x" * 32, "", 1, 1, True, 1, 1, 1, 1, 1, 1, 0.5, None])
     at = server_ms(r)
-    sums = "1 0 1 5 1 1 1 1 1 1"
+    sums = "1 0 1 0 5 1 1 1 1 1 1"  # totals.FIELDS
     for args in (
-        ("3600000 3600000 2000", f"1 {at} {at} {sums}", at, member),  # a setting missing
-        ("3600000 3600000 2000 0", f"1 {at} {sums}", at, member),  # newest missing
-        ("3600000 3600000 2000 0", f"1 {at} {at} {sums} 1", at, member),  # a sum too many
-        ("3600000 3600000 2000 0", f"1 {at} {at} {sums[:-1]}-1", at, member),  # negative
-        ("3600000 3600000 2000 0", f"2 {at} {at} {sums}", at, member),  # one pair short
-        ("3600000 3600000 2000 0", f"1 {at} {at} {sums}", at, member, "1", "0"),  # 2/3 triple
-        ("3600000 3600000 2000 0", f"1 {at} {at} {sums}", at, member, "1", "soon", "x"),  # end
+        ("3600000 3600000 2000", f"1 {at} {at} {sums} 0 0", at, member),  # a setting missing
+        ("3600000 3600000 2000 0", f"1 {at} {sums} 0 0", at, member),  # newest missing
+        ("3600000 3600000 2000 0", f"1 {at} {at} {sums} 1 0 0", at, member),  # a sum too many
+        ("3600000 3600000 2000 0", f"1 {at} {at} {sums[:-1]}-1 0 0", at, member),  # negative
+        ("3600000 3600000 2000 0", f"2 {at} {at} {sums} 0 0", at, member),  # one pair short
+        ("3600000 3600000 2000 0", f"1 {at} {at} {sums} 1 0", at, member),  # no bucket pair
+        ("3600000 3600000 2000 0", f"1 {at} {at} {sums} 0 0", at, member, "1", "0"),  # 2/3
+        ("3600000 3600000 2000 0", f"1 {at} {at} {sums} 0 0", at, member, "1", "soon", "x"),
     ):
         with pytest.raises(redis.ResponseError, match=r"record\.lua: malformed arguments"):
-            r.evalsha(store._shas()["record"], 3, *keys, *args)
+            r.evalsha(store._shas()["record"], len(keys), *keys, *args)
     assert dump_all(r) == before
 
 

@@ -43,7 +43,7 @@ def test_every_side_names_the_same_fields() -> None:
     prepared = codec.prepare(e, int(time.time() * 1000))
     assert prepared.sums == codec.stored_sums(codec.decode(prepared.member))
     assert codec.TOTALS_FIELDS == totals.FIELDS
-    assert scripts.HEAD_FORMAT.count("%d") == 3 + len(totals.FIELDS)
+    assert scripts.HEAD_FORMAT.count("%d") == 3 + len(totals.FIELDS) + 2
     for name in scripts.INCLUDES_EVENT:
         line = re.search(r"^local FIELDS = \{(.*)\}$", scripts.SCRIPTS[name], flags=re.M)
         assert line is not None

@@ -64,6 +64,8 @@ class PreparedEvent(NamedTuple):
     limit_until_ms: int
     #: What the event adds to the model's running totals, in ``totals.FIELDS`` order.
     sums: tuple[int, ...]
+    #: The session it counts for in the session index.
+    session: str
 
 
 #: ``PreparedEvent(...)`` without the keyword handling: twice as fast, and prepare() is hot
@@ -189,7 +191,9 @@ def prepare(event: object, now_ms: int) -> PreparedEvent:
     )
     cost_nusd = int(cost * 1e9 + 0.5)  # nano_usd(): floor, as the cost is not negative
     sums = totals.contribution(success, latency, cost_nusd, counts)
-    return _new_prepared(PreparedEvent, (model, score_ms, member, reason, until_ms, sums))
+    return _new_prepared(
+        PreparedEvent, (model, score_ms, member, reason, until_ms, sums, session_id)
+    )
 
 
 def by_model(

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..models import RecordResult
-from . import codec, totals
+from . import codec, sketch, totals
 from .commands import Eval
 from .keys import Keys
 
@@ -37,12 +37,12 @@ GRACE_MS = 2000
 NEWEST_PROBE = 32
 #: The most aged members a read script subtracts itself (about 5 ms of Redis time); past
 #: that, the model is read from its window's events, a page at a time.
-MAX_AGED = 2000
+MAX_AGED = 1000
 #: Members per ``window.lua`` page (a few ms of Redis time each).
 WINDOW_PAGE = 5000
 #: The most members one ``record.lua`` call trims, removes over the cap or rebuilds, each
 #: (a few ms of Redis time in all; its ``local STEP`` line is rendered from this).
-UPKEEP_STEP = 1000
+UPKEEP_STEP = 500
 #: The line a script names ``lua/event.lua`` with.
 INCLUDE = "-- #include event.lua"
 
@@ -123,8 +123,43 @@ def limit_call(keys: Keys, model: str, until_ms: int, reason: str) -> Eval:
 
 # -- record.lua ----------------------------------------------------------------------------
 
-#: ARGV[2]: count, oldest and newest score, then the sums in ``totals.FIELDS`` order
-HEAD_FORMAT = " ".join(["%d"] * (3 + len(totals.FIELDS)))
+#: ARGV[2]: count, oldest and newest score, the sums in ``totals.FIELDS`` order, and how many
+#: sketch buckets and session entries follow the (score, member) pairs
+HEAD_FORMAT = " ".join(["%d"] * (5 + len(totals.FIELDS)))
+_OK, _LATENCY, _UNTIMED, _COST, _TOTAL, _INPUT, _OUTPUT = map(
+    totals.FIELDS.index, ("ok", "latency", "untimed", "cost_nusd", "total", "input", "output")
+)
+#: A session entry's values stay below this, so that Lua's doubles hold them exactly.
+_EXACT = 2**52
+
+
+def index_args(chunk: Sequence[codec.PreparedEvent]) -> tuple[int, int, list[Any]]:
+    """What ``chunk``'s events add to the latency sketch and the session index, as
+    ``record.lua`` takes it when every event is stored: (bucket, count) pairs, then (session,
+    events, input, output, total, cost_nusd) entries; a session repeats rather than let a
+    value pass 2^52. Returns (pairs, entries, arguments)."""
+    buckets: dict[int, int] = {}
+    entries: dict[str, list[int]] = {}
+    done: list[Any] = []
+    for p in chunk:
+        s = p.sums
+        if s[_OK] and not s[_UNTIMED]:
+            b = sketch.bucket(s[_LATENCY])
+            buckets[b] = buckets.get(b, 0) + 1
+        add = (1, s[_INPUT], s[_OUTPUT], s[_TOTAL], s[_COST])
+        u = entries.get(p.session)
+        if u is not None and any(have + more >= _EXACT for have, more in zip(u, add, strict=True)):
+            done += (p.session, *u)
+            u = None
+        if u is None:
+            entries[p.session] = list(add)
+        else:
+            for j, more in enumerate(add):
+                u[j] += more
+    args: list[Any] = [x for pair in buckets.items() for x in pair]
+    for session, u in entries.items():
+        done += (session, *u)
+    return len(buckets), len(done) // 6, args + done
 
 
 def record_settings(window_ms: int, limit_ttl_ms: int, max_events: int) -> str:
@@ -147,19 +182,20 @@ def record_call(keys: tuple[str, ...], settings: str, chunk: Sequence[codec.Prep
     totals, sessions) keys are ``keys``; an empty chunk is an upkeep call."""
     if not chunk:
         return upkeep_call(keys, settings)
+    nb, ns, index = index_args(chunk)
     if len(chunk) == 1:
         p = chunk[0]
-        args: list[Any] = [settings, HEAD_FORMAT % (1, p.score_ms, p.score_ms, *p.sums)]
-        args += (p.score_ms, p.member)
+        head1 = (1, p.score_ms, p.score_ms, *p.sums, nb, ns)
+        args: list[Any] = [settings, HEAD_FORMAT % head1, p.score_ms, p.member, *index]
         if p.limit_reason:
             args += limit_triples((p.limit_reason,), (p.limit_until_ms,))
         return Eval("record", keys, tuple(args))
-    _, scores, members, reasons, untils, sums = zip(*chunk, strict=True)  # columns
+    _, scores, members, reasons, untils, sums, _ = zip(*chunk, strict=True)  # columns
     pairs: list[Any] = [None] * (2 * len(chunk))
     pairs[0::2] = scores
     pairs[1::2] = members
-    head = (len(chunk), min(scores), max(scores), *map(sum, zip(*sums, strict=True)))
-    args = [settings, HEAD_FORMAT % head, *pairs]
+    head = (len(chunk), min(scores), max(scores), *map(sum, zip(*sums, strict=True)), nb, ns)
+    args = [settings, HEAD_FORMAT % head, *pairs, *index]
     if any(reasons):
         args += limit_triples(reasons, untils)
     return Eval("record", keys, tuple(args))
@@ -167,7 +203,7 @@ def record_call(keys: tuple[str, ...], settings: str, chunk: Sequence[codec.Prep
 
 def upkeep_call(keys: tuple[str, ...], settings: str) -> Eval:
     """A ``record.lua`` call that stores nothing: only its bounded upkeep (trims, rebuild)."""
-    return Eval("record", keys, (settings, HEAD_FORMAT % (0, 0, 0, *totals.zero())))
+    return Eval("record", keys, (settings, HEAD_FORMAT % (0, 0, 0, *totals.zero(), 0, 0)))
 
 
 def record_counts(replies: Iterable[Any], repeated: int = 0) -> RecordResult:
