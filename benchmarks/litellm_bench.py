@@ -38,7 +38,7 @@ import json
 import multiprocessing
 import platform
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
@@ -49,15 +49,15 @@ from typing import Any
 import litellm
 import redis
 from bench import own_server  # the same throwaway redis-server as bench.py
-from litellm import Router
 from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
+from litellm.router import Router
 
 from redis_telemetry import AsyncTelemetryStore
 from redis_telemetry.integrations.litellm import SharedStateRouting, TelemetryLogger
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GROUP = "coder"
-MESSAGES = [{"role": "user", "content": "Fix the failing test."}]
+MESSAGES: list[Any] = [{"role": "user", "content": "Fix the failing test."}]
 
 
 def deployments() -> list[dict[str, Any]]:
@@ -83,7 +83,8 @@ async def _calls(router: Router, calls: int) -> dict[str, Any]:
             model=GROUP, messages=MESSAGES, metadata={"session_id": f"replica-{os.getpid()}"}
         )
         cost += response._hidden_params.get("response_cost") or 0.0
-        tokens += response.usage.total_tokens
+        usage: Any = getattr(response, "usage", None)
+        tokens += usage.total_tokens if usage is not None else 0
     return {"cost": cost, "tokens": tokens}
 
 
@@ -128,7 +129,10 @@ def ours_replica(url: str, calls: int, start: Any) -> dict[str, Any]:
     return asyncio.run(run())
 
 
-def _fleet(worker: Any, args: tuple[Any, ...], replicas: int) -> list[dict[str, Any]]:
+Replica = Callable[..., dict[str, Any]]
+
+
+def _fleet(worker: Replica, args: tuple[Any, ...], replicas: int) -> list[dict[str, Any]]:
     """Run ``worker(*args, start)`` in ``replicas`` processes that start calling together."""
     ctx = multiprocessing.get_context("spawn")
     with ctx.Manager() as manager, ProcessPoolExecutor(replicas, mp_context=ctx) as pool:
@@ -223,10 +227,12 @@ class TimedLogger(TelemetryLogger):
 
 
 class LoopMeter:
-    """The time an asyncio loop spends running callbacks: every ``Handle._run``, timed."""
+    """The time an asyncio loop spends running callbacks (every ``Handle._run``, timed), and
+    the part of it spent in steps of the logger's background writes."""
 
     def __init__(self) -> None:
         self.busy = 0.0
+        self.writer = 0.0
 
     @contextmanager
     def installed(self) -> Iterator[None]:
@@ -238,13 +244,25 @@ class LoopMeter:
             try:
                 original(h)
             finally:
-                self.busy += time.perf_counter() - began
+                took = time.perf_counter() - began
+                self.busy += took
+                task = getattr(getattr(h, "_callback", None), "__self__", None)  # a task's step
+                if isinstance(task, asyncio.Task) and _is_writer(task):
+                    self.writer += took
 
-        handle._run = timed_run  # type: ignore[method-assign]
+        handle._run = timed_run  # type: ignore[method-assign, assignment]
         try:
             yield
         finally:
             handle._run = original  # type: ignore[method-assign]
+
+
+def _is_writer(task: asyncio.Task[Any]) -> bool:
+    """A step of the logger's writer task, or of a task redis-py started for it (it sends
+    each command from a task of its own)."""
+    code = getattr(task.get_coro(), "cr_code", None)
+    where = code.co_filename if code is not None else ""
+    return any(f"{os.sep}{pkg}{os.sep}" in where for pkg in ("redis_telemetry", "redis"))
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -252,60 +270,86 @@ def pct(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def _no_callbacks() -> None:
+    """Remove every LiteLLM callback (LiteLLM also keeps them in lists of its own)."""
+    litellm.logging_callback_manager._reset_all_callbacks()  # type: ignore[no-untyped-call]
+
+
+class NoopLogger(TelemetryLogger):
+    """The same callback, recording nothing: what LiteLLM's callback machinery costs by
+    itself, so that the difference to ours is the recording alone."""
+
+    def _record(self, kwargs: Any, success: bool) -> None:
+        return None
+
+
+MODES = ("base", "noop", "ours")
+
+
 async def _loop_rounds(url: str, calls: int, rounds: int) -> dict[str, Any]:
     store = AsyncTelemetryStore.from_url(url)
     logger = TimedLogger(store)
+    callbacks: dict[str, list[Any]] = {"base": [], "noop": [NoopLogger(store)], "ours": [logger]}
     router = Router(model_list=deployments(), num_retries=0)
     per_round = max(1, calls // rounds)
-    totals = {mode: {"wall": 0.0, "busy": 0.0, "cpu": 0.0, "calls": 0} for mode in ("base", "ours")}
+    totals = {
+        mode: {"wall": 0.0, "busy": 0.0, "cpu": 0.0, "writer": 0.0, "calls": 0} for mode in MODES
+    }
     meter = LoopMeter()
 
     async def one(mode: str, n: int) -> None:
-        litellm.logging_callback_manager._reset_all_callbacks()
-        if mode == "ours":
-            litellm.callbacks = [logger]
-        wall, busy, cpu = time.perf_counter(), meter.busy, time.process_time()
+        _no_callbacks()
+        litellm.callbacks = list(callbacks[mode])
+        expected = logger.stats().submitted + n
+        wall, busy, cpu, writer = time.perf_counter(), meter.busy, time.process_time(), meter.writer
         for _ in range(n):
             await router.acompletion(model=GROUP, messages=MESSAGES)
-        await GLOBAL_LOGGING_WORKER.flush()  # both: until the call's callbacks have run
-        if mode == "ours":
-            await logger.aflush(60)  # and until what they recorded is written
+        await GLOBAL_LOGGING_WORKER.flush()  # every mode: until the calls' callbacks have run
+        if mode == "ours":  # and until what they recorded is written
+            deadline = time.monotonic() + 60
+            while logger.stats().submitted < expected and time.monotonic() < deadline:
+                await asyncio.sleep(0.001)
+            await logger.aflush(60)
         t = totals[mode]
         t["wall"] += time.perf_counter() - wall
         t["busy"] += meter.busy - busy
         t["cpu"] += time.process_time() - cpu
+        t["writer"] += meter.writer - writer
         t["calls"] += n
+        await asyncio.sleep(0.05)  # untimed: stragglers run before the callbacks change
 
-    for mode in ("base", "ours"):  # warm up both paths (imports, connections, caches)
+    for mode in MODES:  # warm up every path (imports, connections, caches)
         await one(mode, 5)
     for t in totals.values():
-        t.update(wall=0.0, busy=0.0, cpu=0.0, calls=0)
+        t.update(wall=0.0, busy=0.0, cpu=0.0, writer=0.0, calls=0)
     logger.hook_secs.clear()
+    before = logger.stats()
     with meter.installed():
-        for r in range(rounds):  # interleaved, so that drift on a shared machine hits both
-            for mode in ("base", "ours") if r % 2 == 0 else ("ours", "base"):
+        for r in range(rounds):  # interleaved, so that drift on a shared machine hits all alike
+            for mode in MODES[r % 3 :] + MODES[: r % 3]:
                 await one(mode, per_round)
-    litellm.logging_callback_manager._reset_all_callbacks()
+    _no_callbacks()
     stats = logger.stats()
     await store.aclose()
-    base, ours = totals["base"], totals["ours"]
-    n = ours["calls"]
     hooks = logger.hook_secs
+
+    def per_call(mode: str, what: str) -> float:
+        return totals[mode][what] / max(1, totals[mode]["calls"]) * 1000
+
     return {
-        "calls": n,
-        "recorded": stats.written,
+        "calls": totals["ours"]["calls"],
+        "recorded": stats.written - before.written,
         "hook_calls": len(hooks),
         "hook_ms_mean": sum(hooks) / max(1, len(hooks)) * 1000,
         "hook_ms_p99": pct(hooks, 0.99) * 1000 if hooks else 0.0,
-        "loop_ms_per_call_base": base["busy"] / max(1, base["calls"]) * 1000,
-        "loop_ms_per_call_ours": ours["busy"] / max(1, n) * 1000,
-        "loop_ms_per_call_added": (ours["busy"] / max(1, n) - base["busy"] / max(1, base["calls"]))
-        * 1000,
-        "cpu_ms_per_call_added": (ours["cpu"] / max(1, n) - base["cpu"] / max(1, base["calls"]))
-        * 1000,
-        "wall_ms_per_call_base": base["wall"] / max(1, base["calls"]) * 1000,
-        "wall_ms_per_call_ours": ours["wall"] / max(1, n) * 1000,
-        "wall_ratio": (ours["wall"] / max(1, n)) / (base["wall"] / max(1, base["calls"])),
+        "writer_ms_per_call": per_call("ours", "writer"),
+        **{f"loop_ms_per_call_{m}": per_call(m, "busy") for m in MODES},
+        **{f"cpu_ms_per_call_{m}": per_call(m, "cpu") for m in MODES},
+        **{f"wall_ms_per_call_{m}": per_call(m, "wall") for m in MODES},
+        "loop_ms_added_over_base": per_call("ours", "busy") - per_call("base", "busy"),
+        "loop_ms_added_over_noop": per_call("ours", "busy") - per_call("noop", "busy"),
+        "wall_ratio": per_call("ours", "wall") / per_call("base", "wall"),
+        "wall_ratio_noop": per_call("noop", "wall") / per_call("base", "wall"),
     }
 
 
@@ -333,16 +377,25 @@ def report(res: dict[str, Any]) -> str:
             f"| {ours['completions'] / max(1, theirs['completions']):.2f}x |",
             f"| tokens counted | {ours['tokens']:,} of {ours['expected_tokens']:,} | LiteLLM's "
             f"`tpm`: {theirs['tokens']:,} of {theirs['expected_tokens']:,} | |",
-            f"| cost counted | ${ours['cost_usd']:.6f} of ${ours['expected_cost_usd']:.6f} "
+            f"| cost counted | ${ours['cost_usd']:.8f} of ${ours['expected_cost_usd']:.8f} "
             "| (not kept) | |",
-            f"| event loop held by the hook, per call | {e['hook_ms_mean']:.3f} ms mean, "
-            f"{e['hook_ms_p99']:.3f} ms p99 | (no callback) | |",
-            f"| event loop busy per call, {e['calls']} calls | {e['loop_ms_per_call_ours']:.3f} ms "
-            f"(+{e['loop_ms_per_call_added']:.3f} ms: hook and writes) | no callback: "
-            f"{e['loop_ms_per_call_base']:.3f} ms | "
-            f"{e['loop_ms_per_call_ours'] / max(1e-9, e['loop_ms_per_call_base']):.2f}x |",
+            f"| event loop per call: our hook | {e['hook_ms_mean']:.3f} ms mean, "
+            f"{e['hook_ms_p99']:.3f} ms p99 ({e['hook_calls']} calls) | | |",
+            f"| event loop per call: our background writes | {e['writer_ms_per_call']:.3f} ms "
+            f"({e['recorded']} of {e['calls']} written) | | |",
+            f"| event loop busy per call, all of it | {e['loop_ms_per_call_ours']:.3f} ms "
+            f"| no callback: {e['loop_ms_per_call_base']:.3f} ms; a no-op callback: "
+            f"{e['loop_ms_per_call_noop']:.3f} ms | +{e['loop_ms_added_over_base']:.3f} ms; "
+            f"+{e['loop_ms_added_over_noop']:.3f} ms |",
+            f"| CPU per call (process) | {e['cpu_ms_per_call_ours']:.3f} ms | no callback: "
+            f"{e['cpu_ms_per_call_base']:.3f} ms; a no-op callback: "
+            f"{e['cpu_ms_per_call_noop']:.3f} ms | "
+            f"+{e['cpu_ms_per_call_ours'] - e['cpu_ms_per_call_base']:.3f} ms; "
+            f"+{e['cpu_ms_per_call_ours'] - e['cpu_ms_per_call_noop']:.3f} ms |",
             f"| wall time per call | {e['wall_ms_per_call_ours']:.3f} ms | no callback: "
-            f"{e['wall_ms_per_call_base']:.3f} ms | {e['wall_ratio']:.2f}x |",
+            f"{e['wall_ms_per_call_base']:.3f} ms; a no-op callback: "
+            f"{e['wall_ms_per_call_noop']:.3f} ms | {e['wall_ratio']:.2f}x; "
+            f"{e['wall_ratio_noop']:.2f}x |",
         ]
     )
 
