@@ -52,7 +52,7 @@ from bench import own_server  # the same throwaway redis-server as bench.py
 from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
 from litellm.router import Router
 
-from redis_telemetry import AsyncTelemetryStore
+from redis_telemetry import AsyncTelemetryStore, TelemetryStore
 from redis_telemetry.integrations.litellm import SharedStateRouting, TelemetryLogger
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -283,29 +283,34 @@ class NoopLogger(TelemetryLogger):
         return None
 
 
-MODES = ("base", "noop", "ours")
+#: no callback; a no-op one; ours on an AsyncTelemetryStore; ours on a TelemetryStore
+MODES = ("base", "noop", "ours", "ours_thread")
 
 
 async def _loop_rounds(url: str, calls: int, rounds: int) -> dict[str, Any]:
     store = AsyncTelemetryStore.from_url(url)
-    logger = TimedLogger(store)
-    callbacks: dict[str, list[Any]] = {"base": [], "noop": [NoopLogger(store)], "ours": [logger]}
+    sync_store = TelemetryStore.from_url(url)
+    loggers: dict[str, TelemetryLogger | None] = {
+        "base": None,
+        "noop": NoopLogger(store),
+        "ours": TimedLogger(store),
+        "ours_thread": TimedLogger(sync_store),
+    }
     router = Router(model_list=deployments(), num_retries=0)
     per_round = max(1, calls // rounds)
-    totals = {
-        mode: {"wall": 0.0, "busy": 0.0, "cpu": 0.0, "writer": 0.0, "calls": 0} for mode in MODES
-    }
+    totals = {m: dict.fromkeys(("wall", "busy", "cpu", "writer", "calls"), 0.0) for m in MODES}
     meter = LoopMeter()
 
     async def one(mode: str, n: int) -> None:
+        logger = loggers[mode]
         _no_callbacks()
-        litellm.callbacks = list(callbacks[mode])
-        expected = logger.stats().submitted + n
+        litellm.callbacks = [] if logger is None else [logger]
+        expected = (logger.stats().submitted if logger else 0) + n
         wall, busy, cpu, writer = time.perf_counter(), meter.busy, time.process_time(), meter.writer
         for _ in range(n):
             await router.acompletion(model=GROUP, messages=MESSAGES)
         await GLOBAL_LOGGING_WORKER.flush()  # every mode: until the calls' callbacks have run
-        if mode == "ours":  # and until what they recorded is written
+        if isinstance(logger, TimedLogger):  # and until what they recorded is written
             deadline = time.monotonic() + 60
             while logger.stats().submitted < expected and time.monotonic() < deadline:
                 await asyncio.sleep(0.001)
@@ -320,37 +325,44 @@ async def _loop_rounds(url: str, calls: int, rounds: int) -> dict[str, Any]:
 
     for mode in MODES:  # warm up every path (imports, connections, caches)
         await one(mode, 5)
-    for t in totals.values():
-        t.update(wall=0.0, busy=0.0, cpu=0.0, writer=0.0, calls=0)
-    logger.hook_secs.clear()
-    before = logger.stats()
+    written = {}
+    for mode, logger in loggers.items():
+        totals[mode] = dict.fromkeys(totals[mode], 0.0)
+        if isinstance(logger, TimedLogger):
+            logger.hook_secs.clear()
+            written[mode] = logger.stats().written
     with meter.installed():
         for r in range(rounds):  # interleaved, so that drift on a shared machine hits all alike
-            for mode in MODES[r % 3 :] + MODES[: r % 3]:
+            for mode in MODES[r % len(MODES) :] + MODES[: r % len(MODES)]:
                 await one(mode, per_round)
     _no_callbacks()
-    stats = logger.stats()
     await store.aclose()
-    hooks = logger.hook_secs
 
     def per_call(mode: str, what: str) -> float:
         return totals[mode][what] / max(1, totals[mode]["calls"]) * 1000
 
-    return {
-        "calls": totals["ours"]["calls"],
-        "recorded": stats.written - before.written,
-        "hook_calls": len(hooks),
-        "hook_ms_mean": sum(hooks) / max(1, len(hooks)) * 1000,
-        "hook_ms_p99": pct(hooks, 0.99) * 1000 if hooks else 0.0,
-        "writer_ms_per_call": per_call("ours", "writer"),
-        **{f"loop_ms_per_call_{m}": per_call(m, "busy") for m in MODES},
-        **{f"cpu_ms_per_call_{m}": per_call(m, "cpu") for m in MODES},
-        **{f"wall_ms_per_call_{m}": per_call(m, "wall") for m in MODES},
-        "loop_ms_added_over_base": per_call("ours", "busy") - per_call("base", "busy"),
-        "loop_ms_added_over_noop": per_call("ours", "busy") - per_call("noop", "busy"),
-        "wall_ratio": per_call("ours", "wall") / per_call("base", "wall"),
-        "wall_ratio_noop": per_call("noop", "wall") / per_call("base", "wall"),
-    }
+    res: dict[str, Any] = {"calls": int(totals["ours"]["calls"])}
+    for mode in MODES:
+        row = {
+            "loop_ms_per_call": per_call(mode, "busy"),
+            "cpu_ms_per_call": per_call(mode, "cpu"),
+            "wall_ms_per_call": per_call(mode, "wall"),
+        }
+        logger = loggers[mode]
+        if isinstance(logger, TimedLogger):
+            hooks = logger.hook_secs
+            row |= {
+                "recorded": logger.stats().written - written[mode],
+                "hook_calls": len(hooks),
+                "hook_ms_mean": sum(hooks) / max(1, len(hooks)) * 1000,
+                "hook_ms_p99": pct(hooks, 0.99) * 1000 if hooks else 0.0,
+                "writer_ms_per_call": per_call(mode, "writer"),
+                "loop_ms_added_over_base": per_call(mode, "busy") - per_call("base", "busy"),
+                "loop_ms_added_over_noop": per_call(mode, "busy") - per_call("noop", "busy"),
+            }
+        row["wall_ratio"] = per_call(mode, "wall") / per_call("base", "wall")
+        res[mode] = row
+    return res
 
 
 def bench_event_loop(url: str, calls: int) -> dict[str, Any]:
@@ -360,6 +372,29 @@ def bench_event_loop(url: str, calls: int) -> dict[str, Any]:
 
 
 # -- report -----------------------------------------------------------------------------------
+
+
+def _loop_rows(e: dict[str, Any]) -> list[str]:
+    base, noop = e["base"], e["noop"]
+    rows = [
+        f"| event loop busy per call ({e['calls']} sequential calls each) | | no callback: "
+        f"{base['loop_ms_per_call']:.3f} ms; a no-op callback: {noop['loop_ms_per_call']:.3f} ms "
+        f"(wall {noop['wall_ratio']:.2f}x) | |"
+    ]
+    for mode, name in (("ours", "AsyncTelemetryStore"), ("ours_thread", "TelemetryStore")):
+        o = e[mode]
+        rows += [
+            f"| {name}: our hook, per call | {o['hook_ms_mean']:.3f} ms mean, "
+            f"{o['hook_ms_p99']:.3f} ms p99 ({o['recorded']} of {e['calls']} written) | | |",
+            f"| {name}: our writes on the loop, per call | {o['writer_ms_per_call']:.3f} ms | | |",
+            f"| {name}: event loop busy per call, all of it | {o['loop_ms_per_call']:.3f} ms "
+            f"| +{o['loop_ms_added_over_base']:.3f} ms over none, "
+            f"+{o['loop_ms_added_over_noop']:.3f} ms over a no-op | |",
+            f"| {name}: CPU, wall time per call | {o['cpu_ms_per_call']:.3f} ms, "
+            f"{o['wall_ms_per_call']:.3f} ms | no callback: {base['cpu_ms_per_call']:.3f} ms, "
+            f"{base['wall_ms_per_call']:.3f} ms | wall {o['wall_ratio']:.2f}x |",
+        ]
+    return rows
 
 
 def report(res: dict[str, Any]) -> str:
@@ -379,23 +414,7 @@ def report(res: dict[str, Any]) -> str:
             f"`tpm`: {theirs['tokens']:,} of {theirs['expected_tokens']:,} | |",
             f"| cost counted | ${ours['cost_usd']:.8f} of ${ours['expected_cost_usd']:.8f} "
             "| (not kept) | |",
-            f"| event loop per call: our hook | {e['hook_ms_mean']:.3f} ms mean, "
-            f"{e['hook_ms_p99']:.3f} ms p99 ({e['hook_calls']} calls) | | |",
-            f"| event loop per call: our background writes | {e['writer_ms_per_call']:.3f} ms "
-            f"({e['recorded']} of {e['calls']} written) | | |",
-            f"| event loop busy per call, all of it | {e['loop_ms_per_call_ours']:.3f} ms "
-            f"| no callback: {e['loop_ms_per_call_base']:.3f} ms; a no-op callback: "
-            f"{e['loop_ms_per_call_noop']:.3f} ms | +{e['loop_ms_added_over_base']:.3f} ms; "
-            f"+{e['loop_ms_added_over_noop']:.3f} ms |",
-            f"| CPU per call (process) | {e['cpu_ms_per_call_ours']:.3f} ms | no callback: "
-            f"{e['cpu_ms_per_call_base']:.3f} ms; a no-op callback: "
-            f"{e['cpu_ms_per_call_noop']:.3f} ms | "
-            f"+{e['cpu_ms_per_call_ours'] - e['cpu_ms_per_call_base']:.3f} ms; "
-            f"+{e['cpu_ms_per_call_ours'] - e['cpu_ms_per_call_noop']:.3f} ms |",
-            f"| wall time per call | {e['wall_ms_per_call_ours']:.3f} ms | no callback: "
-            f"{e['wall_ms_per_call_base']:.3f} ms; a no-op callback: "
-            f"{e['wall_ms_per_call_noop']:.3f} ms | {e['wall_ratio']:.2f}x; "
-            f"{e['wall_ratio_noop']:.2f}x |",
+            *_loop_rows(e),
         ]
     )
 

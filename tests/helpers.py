@@ -1,14 +1,19 @@
-"""Event builders and Redis inspection helpers shared by the tests."""
+"""Event builders, Redis inspection helpers and a benchmark runner shared by the tests."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import redis
 import redis.cluster
 
 from redis_telemetry import CompletionEvent, TokenBreakdown
+
+from .servers import RedisServer
 
 
 def now() -> datetime:
@@ -58,3 +63,21 @@ def server_ms(client: Any) -> int:
     """The server's clock in epoch milliseconds."""
     sec, usec = client.time()
     return int(sec) * 1000 + int(usec) // 1000
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def run_benchmark(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``benchmarks/<script>`` with ``args`` on a redis-server of its own (a benchmark
+    flushes the server it uses), capturing its output."""
+    server = RedisServer().start()
+    try:
+        return subprocess.run(
+            [sys.executable, str(BENCHMARKS / script), *args, "--url", server.url],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    finally:
+        server.cleanup()
