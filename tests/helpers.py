@@ -1,9 +1,12 @@
-"""Event builders and Redis inspection helpers shared by the tests."""
+"""Event builders, Redis inspection helpers and a benchmark runner shared by the tests."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import redis
@@ -11,6 +14,8 @@ import redis.cluster
 
 from redis_telemetry import CompletionEvent, TokenBreakdown
 from redis_telemetry.core import codec, sketch, totals
+
+from .servers import RedisServer
 
 
 def now() -> datetime:
@@ -113,3 +118,21 @@ def wait_for_server_ms(client: Any, target_ms: int, timeout: float = 10.0) -> No
         if time.monotonic() > deadline:
             raise AssertionError(f"the server's clock did not reach {target_ms}")
         time.sleep(0.01)
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def run_benchmark(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``benchmarks/<script>`` with ``args`` on a redis-server of its own (a benchmark
+    flushes the server it uses), capturing its output."""
+    server = RedisServer().start()
+    try:
+        return subprocess.run(
+            [sys.executable, str(BENCHMARKS / script), *args, "--url", server.url],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    finally:
+        server.cleanup()
