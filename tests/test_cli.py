@@ -149,6 +149,23 @@ def test_limit_set_and_clear(cli: Cli, url: str, store: TelemetryStore) -> None:
     raw.close()
 
 
+def test_reindex_rebuilds_totals_an_older_release_wrote(
+    cli: Cli, url: str, store: TelemetryStore
+) -> None:
+    store.record_batch([event("m", True, 100 + i, session_id="s") for i in range(5)])
+    raw = redis.Redis.from_url(url)
+    raw.hdel("telemetry:{m}:totals", "layout")  # as the previous release left it
+    raw.delete("telemetry:{m}:sessions", "telemetry:{m}:latency")
+    code, _, err = cli("reindex")
+    assert code == 0
+    assert "reindexed namespace 'telemetry' in 1 bounded script calls" in err
+    assert raw.hget("telemetry:{m}:totals", "layout") == b"2"
+    assert raw.hget("telemetry:{m}:sessions", "s:n") == b"5"
+    (row,) = cli.json("status")
+    assert (row["successful_completions"], row["latency_samples"]) == (5, 5)
+    raw.close()
+
+
 def test_record_from_flags_and_stdin(cli: Cli, store: TelemetryStore) -> None:
     code, out, err = cli(
         "record",
