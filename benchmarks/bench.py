@@ -264,23 +264,33 @@ return {now, redis.call('HMGET', KEYS[2], unpack(fields)),
 
 
 def previous_snapshots(client: redis.Redis, script: Any) -> list[Any]:
-    """all_model_performances() as the previous release computed it: one script per model in
-    one pipeline, the sums less the aged members, no percentiles."""
+    """all_model_performances() as the previous release computed it, step for step: one
+    round trip with the namespace's window, the server's time, the registry and one script per
+    model; then per model the sums less the aged members, the newest member's time, and the
+    snapshot object. No percentiles."""
     keys = [
         (f"telemetry:{{{m}}}:events", f"telemetry:{{{m}}}:totals", f"telemetry:{{{m}}}:limit")
         for m in MODELS
     ]
+    fields = [f for f in totals.FIELDS if f != "untimed"]  # the previous release's
     pipe = client.pipeline(transaction=False)
+    pipe.hget("telemetry:config", "window_secs")
+    pipe.time()
+    pipe.zrange("telemetry:models", 0, -1, withscores=True)
     for k in keys:
-        script(keys=k, args=[WINDOW * 1000, 32, *totals.FIELDS], client=pipe)
+        script(keys=k, args=[WINDOW * 1000, 32, *fields], client=pipe)
+    _, _, registry, *replies = pipe.execute()
+    assert len(registry) == len(MODELS)
     out = []
-    for m, (now, sums, aged, newest, pttl) in zip(MODELS, pipe.execute(), strict=True):
-        left = [int(v or 0) for v in sums]
+    for m, (now, sums, aged, newest, pttl) in zip(MODELS, replies, strict=True):
+        left = dict(zip(fields, (int(v or 0) for v in sums), strict=True))
         for e in snapshot.decode_window(m, snapshot.pairs(aged), -1.0):
-            for i, v in enumerate(codec.stored_sums(e)):
-                left[i] -= v
+            for name, v in zip(totals.FIELDS, codec.stored_sums(e), strict=True):
+                if name in left:
+                    left[name] -= v
         last = snapshot.newest_us(m, snapshot.pairs(newest), now - WINDOW * 1000)
-        out.append((m, left, last, pttl))
+        t = totals.Totals(**left)
+        out.append(snapshot._snapshot(m, t, last, WINDOW, int(now), int(pttl)))
     return out
 
 
