@@ -13,6 +13,7 @@
 --   bucket   the latency sketch's bucket of a successful completion (nil for a failure, or a
 --            latency not measured)
 --   session  the session id, and u = {1, input, output, total, cost_nusd}: its session usage
+--   id       the event id (one event id is one event per model: record.lua's id index)
 
 local byte = string.byte
 local N = #FIELDS
@@ -80,8 +81,8 @@ local function decoded(member)
   if byte(member, 1) ~= 0x9e then error('not a 14-element array') end
   local v = {}
   local pos = 2
-  for i = 1, 14 do v[i], pos = read(member, pos, i == 3 or i == 5) end
-  if v[1] ~= 1 or pos ~= #member + 1 or type(v[3]) ~= 'string' then
+  for i = 1, 14 do v[i], pos = read(member, pos, i == 2 or i == 3) end
+  if v[1] ~= 1 or pos ~= #member + 1 or type(v[2]) ~= 'string' or type(v[3]) ~= 'string' then
     error('not a version-1 event')
   end
   for _, i in ipairs({7, 8, 9, 10, 11, 12, 13}) do
@@ -110,6 +111,7 @@ local function decoded(member)
     bucket = timed and bucket(v[5]) or nil,
     session = v[3],
     u = {1, v[8], v[9], v[7], cost},
+    id = v[2],
   }
 end
 

@@ -1,33 +1,38 @@
--- record.lua: insert completion events for ONE model, keep its running totals, latency sketch
--- and session index, and trim its rolling window, in one atomic step of bounded work.
+-- record.lua: insert completion events for ONE model, keep its running totals, latency sketch,
+-- session index and id index, and trim its rolling window, in one atomic step of bounded work.
 --
--- KEYS[1]  <ns>:{<model>}:events    sorted set; member = msgpack event (carries a unique id),
+-- KEYS[1]  <ns>:{<model>}:events    sorted set; member = msgpack event (carries its id),
 --                                    score = completed_at in epoch milliseconds
 -- KEYS[2]  <ns>:{<model>}:limit     string; present while the model is subscription-limited
 -- KEYS[3]  <ns>:{<model>}:totals    hash; the sums over every member of KEYS[1] (see FIELDS),
---                                    `capped`, `layout`, and `window_ms` (set_window's stamp)
+--                                    `capped`, `layout`, `window_ms` (set_window's stamp),
+--                                    `expires` (when the model's keys expire, epoch ms) and,
+--                                    while a rebuild runs, `cursor`
 -- KEYS[4]  <ns>:{<model>}:sessions  hash; for each session id, fields <id>:n (events), <id>:i
 --                                    (input), <id>:o (output), <id>:t (total tokens) and <id>:c
 --                                    (cost_nusd), summed over its members of KEYS[1]
 -- KEYS[5]  <ns>:{<model>}:latency   string; the latency sketch: the successful completions of
 --                                    KEYS[1] per latency bucket, a big-endian signed 32-bit
 --                                    counter per bucket (BITFIELD i32 #<bucket>)
+-- KEYS[6]  <ns>:{<model>}:ids       hash; event id -> its member's score, for every member of
+--                                    KEYS[1]: one event id is one event per model
 -- ARGV[1]  "window_ms limit_ttl_ms grace_ms max_events", space-separated integers:
---           the rolling window; how long a subscription-limit error blocks the model; how
---           far past the window the keys' TTLs reach; the cap on the model's stored events
---           (0: none; the oldest go)
+--           the rolling window; how long a subscription-limit error blocks the model, counted
+--           from the event's completion; how far past the data the keys' TTLs reach; the cap
+--           on the model's stored events (0: none; the oldest go)
 -- ARGV[2]  "n oldest newest sum_1 .. sum_N nb ns", space-separated integers: the number of
 --           events below, their oldest and newest scores, their sums in FIELDS order, as if
 --           every one gets stored (exact and non-negative; cost in nano-USD), and how many
---           bucket pairs and session entries follow the events
--- ARGV[3..2+2n] pairs (score, member), members distinct
+--           bucket pairs and session entries follow the ids
+-- ARGV[3..2+2n] pairs (score, member), ids distinct
+-- ARGV[3+2n..2+3n] the events' ids, in the same order
 -- then nb pairs (bucket, count) and ns entries (session, events, input, output, total,
 --           cost_nusd; each value below 2^52, a session may repeat): what the events add to
 --           the sketch and the session index when every one is stored (else each stored
 --           member is read instead)
 -- then triples (position, until_ms, limit_reason) for the events (1..n) whose error
---           is a subscription-limit error: when the block ends, in epoch ms (0: limit_ttl_ms
---           from now), and the text stored in the limit key
+--           is a subscription-limit error: when the block ends, in epoch ms (0: the event's
+--           completion plus limit_ttl_ms), and the text stored in the limit key
 -- (Packing settings and sums into two arguments keeps a one-event call small; the common
 -- batch, all new and in the window, goes to ZADD with its arguments as they are.)
 -- A call with n = 0 stores nothing and only does the upkeep below (trims, rebuild).
@@ -44,28 +49,37 @@
 -- pending is 1 while upkeep is left for later calls (aged or excess members, or a rebuild).
 --
 -- "now" is Redis's own clock (TIME), never a client's, so replicas with skewed clocks agree.
--- A member that is already present (same event id: a retried write) is not counted again.
--- The totals, sketch and session index stay equal to the sums over the members of KEYS[1]:
--- the batch's sums are added less the events not stored, and every member trimmed here is
--- subtracted. A field whose sum is 0 may be absent.
+-- An event whose id the model already holds (a retried write, even rebuilt with other fields)
+-- is not stored and not counted; a namesake that already left the window does not count.
+-- The totals, sketch, session index and id index stay equal to the sums over the members of
+-- KEYS[1]: the batch's sums are added less the events not stored, and every member trimmed
+-- here is subtracted. A field whose sum is 0 may be absent.
 --
--- Bounded work: one call removes at most STEP aged members and STEP members over the cap, and
--- rebuilds at most STEP members, so no call holds Redis for long whatever came before (a long
--- idle stretch, a restore, a lower cap). What is left waits for the next call; readers
+-- Bounded work: one call reads at most STEP members for each kind of upkeep (aged members,
+-- members over the cap, a rebuild), and at most BYTES bytes of members for all of them
+-- together, fetched by rank CHUNK at a time, so no call holds Redis for long whatever came
+-- before (a long idle stretch, a restore, a lower cap, members of the largest size, tens of
+-- thousands of events in one millisecond). What is left waits for the next call; readers
 -- subtract aged members themselves, so the numbers stay exact meanwhile.
 --
--- Layout: a totals hash whose `layout` is not LAYOUT (written by an older release) is rebuilt
--- from the members, STEP per call, oldest first. While it is, field `rebuilt` holds the score
--- up to which members are counted, and inserts and trims count a member only up to it.
--- Readers read such a model from its events until `layout` is set.
+-- Rebuild: a totals hash whose `layout` is not LAYOUT (written by an older release, or one of
+-- the model's keys was evicted alone) is rebuilt from the members, oldest first, a bounded
+-- step a call. Field `cursor` holds the last member counted ('' for none): a member is counted
+-- while its rank is at most the cursor's, so inserts and trims in between stay exact. Ids met
+-- twice meanwhile keep their first member. Readers read such a model from its events.
+--
+-- TTLs: every key of the model lives until its newest member leaves the window, plus `grace`.
+-- No call shortens a key's life: `expires` only grows, and every key created is given it.
 --
 -- FIELDS names the totals, in the order of ARGV[2]'s sums; LAYOUT, the hash layout. The loader
--- renders both lines from the Python schema (redis_telemetry/core/totals.py).
+-- renders both lines, and STEP, from the Python side (redis_telemetry/core/).
 local FIELDS = {'ok', 'failed', 'latency', 'untimed', 'cost_nusd', 'total', 'input', 'output', 'reasoning', 'cache_read', 'cache_write'}
-local LAYOUT = 2
+local LAYOUT = 3
 local LIMIT = 2 ^ 52  -- doubles hold integers exactly below 2^53
 local TRIM_EVERY = 4
 local STEP = 500
+local BYTES = 1048576
+local CHUNK = 32
 
 -- #include event.lua
 
@@ -74,7 +88,20 @@ local STEP = 500
 local acc = {}
 for i = 1, N do acc[i] = 0 end
 local buckets, sessions = {}, {}
+local ids_add, ids_gone = {}, {}  -- id -> score joining the id index; {id, score} leaving it
 local SUFFIX = {':n', ':i', ':o', ':t', ':c'}
+
+-- Write the id index entries gathered so far.
+local function write_ids()
+  local set = {}
+  for id, score in pairs(ids_add) do
+    set[#set + 1] = id
+    set[#set + 1] = score
+    if #set >= 1000 then redis.call('HSET', KEYS[6], unpack(set)); set = {} end
+  end
+  if #set > 0 then redis.call('HSET', KEYS[6], unpack(set)) end
+  ids_add = {}
+end
 
 local function flush(i)
   if acc[i] ~= 0 then
@@ -96,9 +123,10 @@ local function add_session(id, u, sign)
   end
 end
 
--- Count (sign 1) or uncount (sign -1) one member: its scalar sums when `scalars` (an
--- insert's usually come from ARGV[2] instead), its sketch bucket and session when `index`.
-local function count(member, sign, scalars, index)
+-- Count (sign 1) or uncount (sign -1) one member scored `score`: its scalar sums when
+-- `scalars` (an insert's usually come from ARGV[2] instead), its sketch bucket, session and
+-- id when `index`.
+local function count(member, score, sign, scalars, index)
   local e = effect(member)
   if not e then return end
   if scalars then
@@ -110,6 +138,34 @@ local function count(member, sign, scalars, index)
   if not index then return end
   if e.bucket then buckets[e.bucket] = (buckets[e.bucket] or 0) + sign end
   add_session(e.session, e.u, sign)
+  if sign > 0 then
+    ids_add[e.id] = score
+  else
+    ids_gone[#ids_gone + 1] = {e.id, score}
+  end
+end
+
+-- The call's byte budget for upkeep reads, shared by every kind.
+local budget = BYTES
+-- Up to `most` members from rank `from`, oldest first, CHUNK a fetch, while the byte budget
+-- lasts (at least one is read); with `upto`, only those scored at or before it. Returns the
+-- flat member, score list, and whether it reached the last such member.
+local function take(from, most, upto)
+  local out, got = {}, 0
+  while got < most do
+    local want = math.min(CHUNK, most - got)
+    local page = redis.call('ZRANGE', KEYS[1], from + got, from + got + want - 1, 'WITHSCORES')
+    for j = 1, #page, 2 do
+      if upto and tonumber(page[j + 1]) > upto then return out, true end
+      out[#out + 1] = page[j]
+      out[#out + 1] = page[j + 1]
+      got = got + 1
+      budget = budget - #page[j]
+      if budget <= 0 then return out, false end
+    end
+    if #page < 2 * want then return out, true end
+  end
+  return out, false
 end
 
 local window, limit_ttl, grace, cap = string.match(ARGV[1], '^(%d+) (%d+) (%d+) (%d+)$')
@@ -117,7 +173,8 @@ local head = {string.match(ARGV[2],
   '^(%d+) (%-?%d+) (%-?%d+)' .. string.rep(' (%d+)', N) .. ' (%d+) (%d+)$')}
 local n = tonumber(head[1])
 local nb, ns = tonumber(head[N + 4]), tonumber(head[N + 5])
-local first = 3 + 2 * (n or 0) + 2 * (nb or 0) + 6 * (ns or 0)  -- the first limit triple
+local ids_at = 3 + 2 * (n or 0)  -- the first id
+local first = ids_at + (n or 0) + 2 * (nb or 0) + 6 * (ns or 0)  -- the first limit triple
 if not cap or #head ~= N + 5 or #ARGV < first - 1 or (#ARGV - first + 1) % 3 ~= 0 then
   return redis.error_reply('record.lua: malformed arguments')
 end
@@ -135,15 +192,19 @@ end
 -- An empty events key: whatever else is left of the model (its keys expired or were evicted
 -- apart) sums nothing, and the hash starts in today's layout.
 local before = redis.call('ZCARD', KEYS[1])
+local retime = false  -- whether a key may lack its TTL (created, or rebuilt)
 if before == 0 then
-  redis.call('DEL', KEYS[3], KEYS[4], KEYS[5])
+  redis.call('DEL', KEYS[3], KEYS[4], KEYS[5], KEYS[6])
   redis.call('HSET', KEYS[3], 'layout', LAYOUT)
+  retime = true
 end
 
 -- The totals must hold what this call may add: checked before anything is written.
-local have = redis.call('HMGET', KEYS[3], 'layout', 'rebuilt', 'window_ms', unpack(FIELDS))
+local have = redis.call('HMGET', KEYS[3], 'layout', 'cursor', 'window_ms', 'expires',
+  unpack(FIELDS))
+local F = 4  -- have[F + i] is FIELDS[i]
 for i = 1, N do
-  if (tonumber(have[3 + i]) or 0) + tonumber(head[3 + i]) >= 2 ^ 63 - 2 ^ 12 then
+  if (tonumber(have[F + i]) or 0) + tonumber(head[3 + i]) >= 2 ^ 63 - 2 ^ 12 then
     return redis.error_reply('record.lua: totals overflow: ' .. FIELDS[i] .. ' would pass 2^63')
   end
 end
@@ -154,43 +215,82 @@ if stamped and stamped ~= window then
   return redis.error_reply(string.format(
     'record.lua: window mismatch: %s is kept with window_ms=%d, not %d', KEYS[1], stamped, window))
 end
+local expires = tonumber(have[4])
+local function total(name)
+  for i = 1, N do if FIELDS[i] == name then return tonumber(have[F + i]) or 0 end end
+end
+local counted_before = total('ok') + total('failed')
+local timed_before = total('ok') - total('untimed')
+
+-- A key evicted alone (the session index, the id index, the sketch) is detected from the
+-- totals, which say it must exist, and rebuilt with the rest from the members.
+local layout = tonumber(have[1])
+if layout == LAYOUT and counted_before > 0 then
+  if redis.call('EXISTS', KEYS[4], KEYS[6]) < 2
+    or (timed_before > 0 and redis.call('EXISTS', KEYS[5]) == 0) then
+    layout, have[2] = nil, nil
+  end
+end
+if counted_before == 0 then retime = true end  -- the indexes may be created by this call
 
 local pending = 0
--- A hash of an older layout is rebuilt from the members, STEP a call, oldest first.
 local fromhead = true  -- whether ARGV[2]'s sums are added (else each member's own)
-local upto = nil  -- while rebuilding: the score up to which members are counted
-if tonumber(have[1]) ~= LAYOUT then
+local cursor = nil  -- while rebuilding: the last member counted ('' for none)
+if layout ~= LAYOUT then
   fromhead = false
-  if not have[2] then  -- start: forget what an older release summed (but `capped`)
+  retime = true
+  cursor = have[2]
+  if not cursor then  -- start: forget what was summed (but `capped` and the stamp)
     local capped = redis.call('HGET', KEYS[3], 'capped')
-    redis.call('DEL', KEYS[3], KEYS[4], KEYS[5])
-    redis.call('HSET', KEYS[3], 'rebuilt', '-inf')
+    redis.call('DEL', KEYS[3], KEYS[4], KEYS[5], KEYS[6])
+    redis.call('HSET', KEYS[3], 'cursor', '')
     if capped then redis.call('HSET', KEYS[3], 'capped', capped) end
     if have[3] then redis.call('HSET', KEYS[3], 'window_ms', have[3]) end
-    have[2] = '-inf'
+    if expires then redis.call('HSET', KEYS[3], 'expires', string.format('%.0f', expires)) end
+    cursor = ''
   end
-  local from = have[2] == '-inf' and '-inf' or '(' .. have[2]
-  local page = redis.call('ZRANGEBYSCORE', KEYS[1], from, '+inf', 'WITHSCORES', 'LIMIT', 0, STEP)
-  local last = page[#page]
-  if #page < 2 * STEP then  -- the last page: the hash is whole again
-    for j = 1, #page, 2 do count(page[j], 1, true, true) end
-    redis.call('HDEL', KEYS[3], 'rebuilt')
+  local from = 0
+  if cursor ~= '' then
+    local r = redis.call('ZRANK', KEYS[1], cursor)
+    -- gone: trims remove a prefix, so every member counted before it went with it
+    if r then from = r + 1 else cursor = '' end
+  end
+  local page, ended = take(from, STEP)
+  local seen, dups, kept = {}, {}, nil
+  local page_ids = {}
+  for j = 1, #page, 2 do
+    local e = effect(page[j])
+    page_ids[#page_ids + 1] = e and e.id or ''
+  end
+  local known = #page_ids > 0 and redis.call('HMGET', KEYS[6], unpack(page_ids)) or {}
+  for j = 1, #page, 2 do
+    local id = page_ids[(j + 1) / 2]
+    if id ~= '' and (known[(j + 1) / 2] or seen[id]) then
+      dups[#dups + 1] = page[j]  -- a later namesake of a member already counted
+    else
+      if id ~= '' then seen[id] = true end
+      count(page[j], page[j + 1], 1, true, true)
+      kept = page[j]
+    end
+  end
+  if #dups > 0 then redis.call('ZREM', KEYS[1], unpack(dups)) end
+  write_ids()  -- the inserts below check the index
+  if ended then  -- the last page: the hash is whole again
+    redis.call('HDEL', KEYS[3], 'cursor')
     redis.call('HSET', KEYS[3], 'layout', LAYOUT)
-  else  -- up to the page's last score, ties included
-    for j = 1, #page, 2 do
-      if page[j + 1] ~= last then count(page[j], 1, true, true) end
-    end
-    for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], last, last)) do
-      count(member, 1, true, true)
-    end
-    redis.call('HSET', KEYS[3], 'rebuilt', last)
-    upto = tonumber(last)
+    cursor = nil
+  else
+    cursor = kept or cursor
+    redis.call('HSET', KEYS[3], 'cursor', cursor)
     pending = 1
   end
   for i = 1, N do head[3 + i] = '0' end
 end
-local function counted(score)
-  return upto == nil or tonumber(score) <= upto
+local rebuilding = cursor ~= nil
+-- The rank of the last member counted (-1: none), while rebuilding.
+local function cursor_rank()
+  if cursor == '' then return -1 end
+  return redis.call('ZRANK', KEYS[1], cursor) or -1
 end
 
 local t = redis.call('TIME')
@@ -198,23 +298,21 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local cutoff = now - window
 
 local stored, duplicates, outside = 0, 0, 0
+local newest = nil  -- the newest score stored by this call
 local reason, block = nil, 0  -- the latest block end a stored event names, and its text
 local function limited(j)
   local text = reasons[j]
   if not text then return end
-  local ends = untils[j] > 0 and untils[j] or now + limit_ttl
+  local ends = untils[j] > 0 and untils[j] or tonumber(ARGV[1 + 2 * j]) + limit_ttl
   if ends >= block then block, reason = ends, text end
 end
--- A member of this call not stored leaves ARGV[2]'s sums; one stored joins the index.
+-- A member of this call not stored leaves ARGV[2]'s sums.
 local function unsent(member)
-  if fromhead then count(member, -1, true, false) end
-end
-local function joined(score, member)
-  if counted(score) then count(member, 1, not fromhead, true) end
+  if fromhead then count(member, 0, -1, true, false) end
 end
 -- Every event stored, in today's layout: the sketch and index take ARGV's entries as they are.
 local function all_joined()
-  local at = 3 + 2 * n
+  local at = ids_at + n
   for k = at, at + 2 * nb - 1, 2 do
     local b = tonumber(ARGV[k])
     buckets[b] = (buckets[b] or 0) + tonumber(ARGV[k + 1])
@@ -225,68 +323,106 @@ local function all_joined()
       tonumber(ARGV[k + 4]), tonumber(ARGV[k + 5])}, 1)
   end
 end
-local newest = cutoff
-if n == 1 then  -- the common single event: ZADD NX says whether it was already stored
-  if tonumber(ARGV[3]) <= cutoff then
+-- Whether an id index entry (a score, or false) names a member still in the window.
+local function live(held)
+  return held and tonumber(held) > cutoff
+end
+
+if n == 1 and not rebuilding then  -- the common single event
+  local score, member, id = ARGV[3], ARGV[4], ARGV[ids_at]
+  local fresh = false
+  if tonumber(score) <= cutoff then
     outside = 1
-  elseif redis.call('ZADD', KEYS[1], 'NX', ARGV[3], ARGV[4]) == 1 then
+  elseif redis.call('HSETNX', KEYS[6], id, score) == 1 then
+    fresh = true
+  elseif not live(redis.call('HGET', KEYS[6], id)) then  -- its namesake aged: replace it
+    redis.call('HSET', KEYS[6], id, score)
+    fresh = true
+  end
+  if fresh and redis.call('ZADD', KEYS[1], 'NX', score, member) == 1 then
     stored = 1
+    newest = tonumber(score)
     limited(1)
-    newest = tonumber(ARGV[3])
-    if fromhead then all_joined() else joined(ARGV[3], ARGV[4]) end
-  else
+    if fromhead then all_joined() else count(member, score, 1, true, true) end
+  elseif outside == 0 then
     duplicates = 1
   end
   if stored == 0 then  -- nothing to add: the sums were this one event's
     for i = 1, N do head[3 + i] = '0' end
   end
-elseif n > 1 then
-  -- one ZMSCORE tells which are already stored (a retried write), one ZADD adds the rest
-  local members = {}
-  for j = 1, n do members[j] = ARGV[2 + 2 * j] end
-  local existing = redis.call('ZMSCORE', KEYS[1], unpack(members))
-  local clean = tonumber(head[2]) > cutoff
+elseif n >= 1 then
+  local members, ids = {}, {}
+  for j = 1, n do
+    members[j] = ARGV[1 + 2 * j + 1]
+    ids[j] = ARGV[ids_at + j - 1]
+  end
+  local held = redis.call('HMGET', KEYS[6], unpack(ids))
+  local clean = not rebuilding and tonumber(head[2]) > cutoff
+  local seen = {}
   for j = 1, n do
     if not clean then break end
-    if existing[j] then clean = false end
+    if held[j] or seen[ids[j]] then clean = false end
+    seen[ids[j]] = true
   end
   if clean then  -- all new and in the window: the arguments are ZADD's, as they are
     redis.call('ZADD', KEYS[1], unpack(ARGV, 3, 2 + 2 * n))
+    local pairs_ = {}
+    for j = 1, n do
+      pairs_[#pairs_ + 1] = ids[j]
+      pairs_[#pairs_ + 1] = ARGV[1 + 2 * j]
+    end
+    redis.call('HSET', KEYS[6], unpack(pairs_))
     stored = n
     newest = tonumber(head[3])
     for j = 1, n do limited(j) end
     if fromhead then
       all_joined()
     else
-      for j = 1, n do joined(ARGV[1 + 2 * j], members[j]) end
+      for j = 1, n do count(members[j], ARGV[1 + 2 * j], 1, true, true) end
     end
   else
-    local add, seen = {}, {}
+    -- identical members too: while rebuilding, the id index may not list them yet
+    local existing = redis.call('ZMSCORE', KEYS[1], unpack(members))
+    local add, added, taken = {}, {}, {}
     for j = 1, n do
-      local score, member = ARGV[1 + 2 * j], members[j]
+      local score, member, id = ARGV[1 + 2 * j], members[j], ids[j]
       if tonumber(score) <= cutoff then
         outside = outside + 1
         unsent(member)
-      elseif existing[j] or seen[member] then
+      elseif existing[j] or taken[id] or live(held[j]) then
         duplicates = duplicates + 1
         unsent(member)
       else
-        seen[member] = true
+        taken[id] = true
         stored = stored + 1
         add[#add + 1] = score
         add[#add + 1] = member
+        added[#added + 1] = j
+        newest = math.max(newest or tonumber(score), tonumber(score))
         limited(j)
-        joined(score, member)
-        if tonumber(score) > newest then newest = tonumber(score) end
       end
     end
-    if #add > 0 then redis.call('ZADD', KEYS[1], unpack(add)) end
+    if #add > 0 then
+      redis.call('ZADD', KEYS[1], unpack(add))
+      -- while rebuilding, a member at or before the cursor is counted now, a later one when
+      -- the rebuild reaches it
+      local upto = rebuilding and cursor_rank() or nil
+      for _, j in ipairs(added) do
+        local score, member = ARGV[1 + 2 * j], members[j]
+        if not rebuilding then
+          count(member, score, 1, not fromhead, true)
+          ids_add[ids[j]] = score  -- also for a member this package cannot read
+        elseif upto >= 0 and redis.call('ZRANK', KEYS[1], member) < upto then
+          count(member, score, 1, true, true)
+        end
+      end
+    end
   end
 end
 
--- Each new subscription-limit error extends the block to the end it names (else to
--- now + limit_ttl); a longer block already in place is kept. A key left without a TTL (set by
--- hand) gets one. An end already past blocks nothing.
+-- Each new subscription-limit error extends the block to the end it names (else to its
+-- completion plus limit_ttl); a longer block already in place is kept. A key left without a
+-- TTL (set by hand) gets one. An end already past blocks nothing.
 if reason and block > now then
   local left = redis.call('PTTL', KEYS[2])
   if left == -1 or left < block - now then
@@ -301,30 +437,35 @@ end
 local capped = 0
 local created = (stored > 0 and before == 0) and 1 or 0
 local card = before + stored
+-- Remove the `k` members of rank 0..k-1 listed in `gone`, uncounting those counted.
+local function remove(gone)
+  local k = #gone / 2
+  if k == 0 then return 0 end
+  local upto = rebuilding and cursor_rank() or nil
+  for j = 1, #gone, 2 do
+    if not upto or (j - 1) / 2 <= upto then count(gone[j], gone[j + 1], -1, true, true) end
+  end
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, k - 1)
+  if upto and upto < k then cursor = '' end  -- the cursor went too: nothing counted is left
+  card = card - k
+  return k
+end
 if n ~= 1 or card % TRIM_EVERY == 0 or (cap > 0 and card > cap) then  -- aged go before the cap
-  local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff, 'WITHSCORES', 'LIMIT', 0, STEP)
-  if #gone > 0 then
-    for j = 1, #gone, 2 do
-      if counted(gone[j + 1]) then count(gone[j], -1, true, true) end
-    end
-    redis.call('ZREMRANGEBYRANK', KEYS[1], 0, #gone / 2 - 1)
-    card = card - #gone / 2
-    if #gone == 2 * STEP then pending = 1 end
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  if oldest[2] and tonumber(oldest[2]) <= cutoff then
+    local gone, ended = take(0, STEP, cutoff)
+    remove(gone)
+    if not ended then pending = 1 end
   end
 end
-if cap > 0 and card > cap then  -- a runaway writer: keep the newest `cap` events
-  local excess = math.min(card - cap, STEP)
-  local old = redis.call('ZRANGE', KEYS[1], 0, excess - 1, 'WITHSCORES')
-  for j = 1, #old, 2 do
-    if counted(old[j + 1]) then count(old[j], -1, true, true) end
-  end
-  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, excess - 1)
-  capped = excess
-  if card - excess > cap then pending = 1 end
+if cap > 0 and card > cap and budget > 0 then  -- a runaway writer: keep the newest `cap`
+  capped = remove((take(0, math.min(card - cap, STEP))))
 end
+if cap > 0 and card > cap then pending = 1 end
+if rebuilding then redis.call('HSET', KEYS[3], 'cursor', cursor) end
 
 if card == 0 then
-  redis.call('DEL', KEYS[3], KEYS[4], KEYS[5])  -- no events, so nothing to sum
+  redis.call('DEL', KEYS[3], KEYS[4], KEYS[5], KEYS[6])  -- no events, so nothing to sum
   return {stored, duplicates, outside, now, capped, created, 0}
 end
 -- One HINCRBY per field for what was added less what left, when that stays exact.
@@ -352,12 +493,15 @@ for b, delta in pairs(buckets) do
   end
   if #ops >= 2000 then redis.call('BITFIELD', KEYS[5], unpack(ops)); ops = {} end
 end
-if #ops > 0 then redis.call('BITFIELD', KEYS[5], unpack(ops)) end
+if #ops > 0 then
+  redis.call('BITFIELD', KEYS[5], unpack(ops))
+  if timed_before <= 0 then retime = true end  -- the sketch may be new
+end
 -- A session whose event count reaches 0 leaves the index.
 for id, d in pairs(sessions) do
-  local n = 1
-  if d[1] ~= 0 then n = redis.call('HINCRBY', KEYS[4], id .. ':n', string.format('%.0f', d[1])) end
-  if n <= 0 then
+  local c = 1
+  if d[1] ~= 0 then c = redis.call('HINCRBY', KEYS[4], id .. ':n', string.format('%.0f', d[1])) end
+  if c <= 0 then
     redis.call('HDEL', KEYS[4], id .. ':n', id .. ':i', id .. ':o', id .. ':t', id .. ':c')
   else
     for j = 2, 5 do
@@ -367,15 +511,36 @@ for id, d in pairs(sessions) do
     end
   end
 end
+-- The id index: a trimmed member's id leaves unless a newer namesake holds it.
+if #ids_gone > 0 then
+  local names = {}
+  for j, g in ipairs(ids_gone) do names[j] = g[1] end
+  local held = redis.call('HMGET', KEYS[6], unpack(names))
+  local drop = {}
+  for j, g in ipairs(ids_gone) do
+    if held[j] and tonumber(held[j]) == tonumber(g[2]) and not ids_add[g[1]] then
+      drop[#drop + 1] = g[1]
+    end
+  end
+  if #drop > 0 then redis.call('HDEL', KEYS[6], unpack(drop)) end
+end
+write_ids()
 if capped > 0 then redis.call('HINCRBY', KEYS[3], 'capped', capped) end
--- The keys live until the newest event leaves the window: extended only when a new event
--- needs it, and then by `grace` more, so most writes skip the PEXPIREs.
-if redis.call('PTTL', KEYS[3]) < newest - cutoff then
-  local ttl = math.floor(newest - cutoff + grace)
-  redis.call('PEXPIRE', KEYS[1], ttl)
-  redis.call('PEXPIRE', KEYS[3], ttl)
-  redis.call('PEXPIRE', KEYS[4], ttl)
-  redis.call('PEXPIRE', KEYS[5], ttl)
+-- The keys live until the model's newest member leaves the window, and `grace` more: extended
+-- only when that moves past `expires`, or a key may be new, so most writes skip the PEXPIREATs.
+-- (An event newer than `expires` allows is the model's newest; else the newest is looked up.)
+local need = newest and newest + window
+if retime or not expires then
+  need = tonumber(redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2]) + window
+end
+if need and (retime or not expires or expires < need) then
+  local at = math.max(need + grace, expires or 0)
+  local text = string.format('%.0f', at)
+  for _, key in ipairs({KEYS[1], KEYS[3], KEYS[4], KEYS[5], KEYS[6]}) do  -- set where none, else only extended
+    redis.call('PEXPIREAT', key, text, 'NX')
+    redis.call('PEXPIREAT', key, text, 'GT')
+  end
+  redis.call('HSET', KEYS[3], 'expires', text)
 end
 
 return {stored, duplicates, outside, now, capped, created, pending}

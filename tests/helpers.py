@@ -69,24 +69,27 @@ def server_ms(client: Any) -> int:
 
 class Derived(NamedTuple):
     """What ``record.lua`` keeps beside a model's members: the totals (in ``totals.FIELDS``
-    order), the latency sketch (bucket -> count) and the session index (id -> [events, input,
-    output, total, cost_nusd])."""
+    order), the latency sketch (bucket -> count), the session index (id -> [events, input,
+    output, total, cost_nusd]) and the id index (event id -> score)."""
 
     sums: list[int]
     buckets: dict[int, int]
     sessions: dict[str, list[int]]
+    ids: dict[str, int]
 
 
 def stored_derived(client: Any, model: str, ns: str = "telemetry") -> Derived:
     """The totals, sketch and session index as stored."""
-    held = {k.decode(): int(v) for k, v in client.hgetall(f"{ns}:{{{model}}}:totals").items()}
+    raw = client.hgetall(f"{ns}:{{{model}}}:totals")
+    held = {k.decode(): int(v) for k, v in raw.items() if k.decode() in totals.FIELDS}
     blob = client.get(f"{ns}:{{{model}}}:latency") or b""
     buckets = {b: count for b, count in enumerate(sketch.decode(blob)) if count}
     sessions: dict[str, list[int]] = {}
     for k, v in client.hgetall(f"{ns}:{{{model}}}:sessions").items():
         session, kind = k.decode().rsplit(":", 1)
         sessions.setdefault(session, [0] * 5)["niotc".index(kind)] = int(v)
-    return Derived([held.get(f, 0) for f in totals.FIELDS], buckets, sessions)
+    ids = {k.decode(): int(float(v)) for k, v in client.hgetall(f"{ns}:{{{model}}}:ids").items()}
+    return Derived([held.get(f, 0) for f in totals.FIELDS], buckets, sessions, ids)
 
 
 def recount(client: Any, model: str, ns: str = "telemetry") -> Derived:
@@ -94,11 +97,13 @@ def recount(client: Any, model: str, ns: str = "telemetry") -> Derived:
     sums = totals.zero()
     buckets: dict[int, int] = {}
     sessions: dict[str, list[int]] = {}
-    for member in client.zrange(f"{ns}:{{{model}}}:events", 0, -1):
+    ids: dict[str, int] = {}
+    for member, score in client.zrange(f"{ns}:{{{model}}}:events", 0, -1, withscores=True):
         try:
             e = codec.decode(member)
         except codec.CorruptMember:
             continue
+        ids[e.event_id] = int(score)
         for i, v in enumerate(codec.stored_sums(e)):
             sums[i] += v
         if e.success and e.latency_ms is not None:
@@ -107,7 +112,7 @@ def recount(client: Any, model: str, ns: str = "telemetry") -> Derived:
         u = sessions.setdefault(e.session_id, [0, 0, 0, 0, 0])
         for j, v in enumerate((1, e.input, e.output, e.total, codec.nano_usd(e.cost_usd))):
             u[j] += v
-    return Derived(sums, buckets, sessions)
+    return Derived(sums, buckets, sessions, ids)
 
 
 def wait_for_server_ms(client: Any, target_ms: int, timeout: float = 10.0) -> None:

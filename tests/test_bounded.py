@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from redis_telemetry import CompletionEvent, TelemetryStore
-from redis_telemetry.core import scripts
+from redis_telemetry.core import codec, scripts
 
 from .helpers import event, recount, server_ms, stored_derived, wait_for_server_ms
 from .servers import RedisServer
@@ -33,8 +33,9 @@ def small_steps(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(scripts, "WINDOW_PAGE", 4)
 
 
-def _aging(model: str, n: int, window: int, ms_left: int = 400) -> list[CompletionEvent]:
-    """Events that leave a ``window``-second window about ``ms_left`` ms from now."""
+def _aging(model: str, n: int, window: int, ms_left: int = 3000) -> list[CompletionEvent]:
+    """Events that leave a ``window``-second window about ``ms_left`` ms from now (a margin
+    wide enough for a loaded machine to write them before they leave)."""
     ago = window - ms_left / 1000
     return [
         event(model, i % 4 != 0, 100 + i, ago_secs=ago - i / 1e6, error=None if i % 4 else "boom")
@@ -53,7 +54,7 @@ def _exact(store: TelemetryStore, model: str) -> None:
 def test_a_trim_spread_over_several_calls_stays_exact(r: redis.Redis) -> None:
     store = TelemetryStore(r, window_secs=60)
     store.record_batch(_aging("m", 20, 60))
-    wait_for_server_ms(r, server_ms(r) + 500)
+    wait_for_server_ms(r, server_ms(r) + 3100)
     sizes = [r.zcard("telemetry:{m}:events")]
     for i in range(9):
         store.record_batch([event("m", True, 500 + i), event("m", False, 5, error="x")])
@@ -100,8 +101,8 @@ def test_a_model_whose_whole_window_aged_reads_without_its_members(r: redis.Redi
     """The idle case costs a snapshot a few commands, however many members wait: the
     script sees the newest member aged and reads nothing else."""
     store = TelemetryStore(r, window_secs=60)
-    store.record_batch(_aging("m", 300, 60, ms_left=300))
-    wait_for_server_ms(r, server_ms(r) + 400)
+    store.record_batch(_aging("m", 300, 60))
+    wait_for_server_ms(r, server_ms(r) + 3100)
     assert r.zcard("telemetry:{m}:events") == 300  # nothing trimmed: no write since
     call = scripts.snapshot_call(store._core.keys, "m", 60_000)
     reply = store._run(_one(call))
@@ -147,6 +148,105 @@ def test_no_command_holds_a_real_server_for_50_ms(redis_server: RedisServer) -> 
         capped.reindex()
         r.flushall()
         store.restore(dump)
+        entries = r.slowlog_get(128)
+        assert [(e["duration"], e["command"][:40]) for e in entries] == []
+        r.config_set("slowlog-log-slower-than", 10_000)
+
+
+@pytest.fixture
+def one_member_a_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """record.lua reading at most one byte of members for its upkeep: one member a call."""
+    monkeypatch.setattr(scripts, "UPKEEP_BYTES", 1)
+    monkeypatch.setitem(scripts.SCRIPTS, "record", scripts.render_fields(scripts.SCRIPTS["record"]))
+
+
+@pytest.mark.usefixtures("one_member_a_call")
+def test_upkeep_is_bounded_by_bytes_as_well_as_members(r: redis.Redis) -> None:
+    store = TelemetryStore(r, window_secs=3600, max_events_per_model=3)
+    store.record_batch([event("m", True, 100 + i, ago_secs=10 - i) for i in range(8)])
+    assert r.zcard("telemetry:{m}:events") == 7  # one over the cap removed by the batch
+    r.hdel("telemetry:{m}:totals", "layout")  # and a rebuild, one member a call
+    calls = store.reindex()
+    assert r.zcard("telemetry:{m}:events") == 3
+    assert calls >= 4
+    assert stored_derived(r, "m") == recount(r, "m")
+    _exact(store, "m")
+
+
+@pytest.mark.usefixtures("small_steps")
+def test_a_rebuild_pages_through_ties_by_rank_with_writes_in_between(r: redis.Redis) -> None:
+    """Twenty members share one millisecond: the rebuild takes three a call (not all ties at
+    once), and writes in between, into that millisecond too, are counted once."""
+    store = TelemetryStore(r, window_secs=3600)
+    batch = [event("m", True, 100 + i, ago_secs=5.0) for i in range(20)]
+    for e in batch:
+        e.completed_at = batch[0].completed_at
+    store.record_batch(batch)
+    r.hdel("telemetry:{m}:totals", "layout")
+    steps = 0
+    while r.hget("telemetry:{m}:totals", "layout") is None:
+        tied = event("m", steps % 2 == 0, 300 + steps, completed_at=batch[0].completed_at)
+        store.record_batch([tied, event("m", True, 400 + steps)])
+        steps += 1
+        assert steps < 30
+    assert steps >= 7  # 20 tied members and the ones written meanwhile, 3 a call
+    assert stored_derived(r, "m") == recount(r, "m")
+    _exact(store, "m")
+
+
+def test_a_rebuild_keeps_one_member_per_event_id(r: redis.Redis) -> None:
+    """Members written twice with one id (by an older release, which deduplicated only
+    identical bytes) are counted once: the rebuild keeps the first."""
+    store = TelemetryStore(r, window_secs=3600)
+    store.record_batch([event("m", True, 100, event_id="a"), event("m", True, 5, event_id="b")])
+    r.delete("telemetry:{m}:ids")
+    r.hdel("telemetry:{m}:totals", "layout")
+    other = TelemetryStore(r, window_secs=3600)
+    twice = event("m", True, 999, event_id="a", ago_secs=1)
+    r.zadd("telemetry:{m}:events", {_member(twice): _score(twice)})  # as an old writer would
+    store.reindex()
+    assert sorted(e.event_id for e in other.events("m")) == ["a", "b"]
+    assert stored_derived(r, "m") == recount(r, "m")
+
+
+def _member(e: CompletionEvent) -> bytes:
+    return codec.prepare(e, _score(e)).member
+
+
+def _score(e: CompletionEvent) -> int:
+    return int(e.completed_at.timestamp() * 1000)
+
+
+def test_no_upkeep_call_holds_a_real_server_for_50_ms_on_ties_or_large_members(
+    redis_server: RedisServer,
+) -> None:
+    """SLOWLOG: 60,000 events in one millisecond rebuilt and trimmed; 5,000 members of 17 KB
+    (16 KB errors, 1 KB session ids) trimmed and rebuilt."""
+    with redis_server.client() as r:
+        r.flushall()
+        store = TelemetryStore(r, window_secs=60)
+        tied = _aging("t", 5000, 60)
+        for _ in range(12):
+            batch = [e.model_copy() for e in tied]
+            for e in batch:
+                e.event_id = None
+            store.record_batch(batch)
+        big = [
+            event("b", i % 2 == 0, 100 + i, ago_secs=57, error="x" * 16_384, session_id="s" * 1024)
+            for i in range(5000)
+        ]
+        for start in range(0, len(big), 500):
+            store.record_batch(big[start : start + 500])
+        r.config_set("slowlog-log-slower-than", 50_000)  # microseconds
+        r.slowlog_reset()
+        for model in ("t", "b"):
+            r.hdel(f"telemetry:{{{model}}}:totals", "layout")
+        store.reindex()  # the rebuilds, a bounded step a call
+        assert stored_derived(r, "t") == recount(r, "t")
+        assert stored_derived(r, "b") == recount(r, "b")
+        wait_for_server_ms(r, server_ms(r) + 3100)  # both age out
+        store.reindex()  # the trims
+        assert r.zcard("telemetry:{t}:events") == r.zcard("telemetry:{b}:events") == 0
         entries = r.slowlog_get(128)
         assert [(e["duration"], e["command"][:40]) for e in entries] == []
         r.config_set("slowlog-log-slower-than", 10_000)

@@ -159,7 +159,7 @@ def test_reindex_rebuilds_totals_an_older_release_wrote(
     code, _, err = cli("reindex")
     assert code == 0
     assert "reindexed namespace 'telemetry' in 1 bounded script calls" in err
-    assert raw.hget("telemetry:{m}:totals", "layout") == b"2"
+    assert raw.hget("telemetry:{m}:totals", "layout") == b"3"
     assert raw.hget("telemetry:{m}:sessions", "s:n") == b"5"
     (row,) = cli.json("status")
     assert (row["successful_completions"], row["latency_samples"]) == (5, 5)

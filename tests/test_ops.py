@@ -95,6 +95,7 @@ def test_a_new_model_yields_config_then_register_and_record(core: StoreCore, clo
         "telemetry:{m}:totals",
         "telemetry:{m}:sessions",
         "telemetry:{m}:latency",
+        "telemetry:{m}:ids",
     )
     assert record.args[0] == "3600000 600000 2000 1000000"  # window, limit TTL, grace, cap
     assert result == RecordResult(stored=1)
@@ -130,14 +131,18 @@ def test_an_events_key_found_empty_lists_the_model_again(core: StoreCore, clock:
 
 def test_a_subscription_limit_error_is_never_the_single_command(core: StoreCore) -> None:
     drive(core.record_batch([event("m")]), [b"3600"], [0, stored(1, 0)])
-    limited = core.record(event("m", success=False, error="weekly session limit reached"))
+    at = datetime.fromtimestamp(core._clock(), UTC)
+    limited = core.record(
+        event("m", success=False, error="weekly session limit reached", completed_at=at)
+    )
     assert not isinstance(limited, SingleCommand)
     sent, _ = drive(limited, [0, stored(1, 0)])
     register, record = sent[0]
     assert isinstance(register, Eval)
     assert register.args[1:] == ("m", register.args[2], 600_000)
     assert isinstance(record, Eval)
-    assert record.args[-3:] == (1, 0, "weekly session limit reached")  # 0: the store's TTL
+    # 0: the store's TTL, from the event's completion
+    assert record.args[-3:] == (1, 0, "weekly session limit reached")
 
 
 def test_a_limit_error_with_a_reset_time_blocks_until_then(core: StoreCore, clock: Clock) -> None:

@@ -401,10 +401,12 @@ def test_every_key_expires(r: redis.Redis, store: TelemetryStore) -> None:
         b"telemetry:config",
         b"telemetry:models",
         b"telemetry:{a}:events",
+        b"telemetry:{a}:ids",
         b"telemetry:{a}:latency",
         b"telemetry:{a}:sessions",
         b"telemetry:{a}:totals",
         b"telemetry:{b}:events",
+        b"telemetry:{b}:ids",
         b"telemetry:{b}:limit",
         b"telemetry:{b}:sessions",
         b"telemetry:{b}:totals",
@@ -424,6 +426,7 @@ def test_keys_follow_the_documented_layout(r: redis.Redis) -> None:
         b"fleet:config",
         b"fleet:models",
         b"fleet:{zai-coding-plan/glm-5.1}:events",
+        b"fleet:{zai-coding-plan/glm-5.1}:ids",
         b"fleet:{zai-coding-plan/glm-5.1}:limit",
         b"fleet:{zai-coding-plan/glm-5.1}:sessions",
         b"fleet:{zai-coding-plan/glm-5.1}:totals",
@@ -685,6 +688,7 @@ def test_record_script_refuses_malformed_arguments(r: redis.Redis, store: Teleme
         "telemetry:{m}:totals",
         "telemetry:{m}:sessions",
         "telemetry:{m}:latency",
+        "telemetry:{m}:ids",
     )
     member = msgpack.packb([1, "x" * 32, "", 1, 1, True, 1, 1, 1, 1, 1, 1, 0.5, None])
     at = server_ms(r)

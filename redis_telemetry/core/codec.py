@@ -66,6 +66,8 @@ class PreparedEvent(NamedTuple):
     sums: tuple[int, ...]
     #: The session it counts for in the session index.
     session: str
+    #: Its id: the model stores one event per id.
+    event_id: str
 
 
 #: ``PreparedEvent(...)`` without the keyword handling: twice as fast, and prepare() is hot
@@ -192,25 +194,26 @@ def prepare(event: object, now_ms: int) -> PreparedEvent:
     cost_nusd = int(cost * 1e9 + 0.5)  # nano_usd(): floor, as the cost is not negative
     sums = totals.contribution(success, latency, cost_nusd, counts)
     return _new_prepared(
-        PreparedEvent, (model, score_ms, member, reason, until_ms, sums, session_id)
+        PreparedEvent, (model, score_ms, member, reason, until_ms, sums, session_id, event_id)
     )
 
 
 def by_model(
     prepared: Iterable[PreparedEvent],
 ) -> tuple[dict[str, list[PreparedEvent]], int]:
-    """Events grouped per model, in order, each member once; and how many repeated a member
-    already in the batch (stored once: they count as duplicates)."""
-    groups: dict[str, dict[bytes, PreparedEvent]] = {}
+    """Events grouped per model, in order, each event id once (the first); and how many
+    repeated an id already in the batch for their model (not stored: they count as
+    duplicates)."""
+    groups: dict[str, dict[str, PreparedEvent]] = {}
     repeated = 0
     for p in prepared:
         group = groups.get(p.model)
         if group is None:
             group = groups[p.model] = {}
-        if p.member in group:
+        if p.event_id in group:
             repeated += 1
         else:
-            group[p.member] = p
+            group[p.event_id] = p
     return {model: list(group.values()) for model, group in groups.items()}, repeated
 
 

@@ -1,8 +1,8 @@
 """Key names: the public layout of a namespace in Redis.
 
-``<ns>:{<model>}:events``, ``:totals``, ``:sessions``, ``:latency`` and ``:limit`` share the
-``{<model>}`` hash tag, so one model's keys always sit in one cluster slot. ``<ns>:models`` and
-``<ns>:config`` sit apart.
+``<ns>:{<model>}:events``, ``:totals``, ``:sessions``, ``:latency``, ``:ids`` and ``:limit``
+share the ``{<model>}`` hash tag, so one model's keys always sit in one cluster slot.
+``<ns>:models`` and ``<ns>:config`` sit apart.
 """
 
 from __future__ import annotations
@@ -59,6 +59,11 @@ class Keys:
         """String of the latency sketch's counters, kept by ``record.lua``: a big-endian signed
         32-bit count of successful completions per bucket (``BITFIELD ... GET i32 #<bucket>``)."""
         return f"{self.namespace}:{{{model}}}:latency"
+
+    def ids(self, model: str) -> str:
+        """Hash of the event ids the events key holds, each with its member's score, kept by
+        ``record.lua``: one event id is one event per model."""
+        return f"{self.namespace}:{{{model}}}:ids"
 
     @property
     def models(self) -> str:

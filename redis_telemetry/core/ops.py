@@ -195,12 +195,13 @@ class StoreCore(Reads):
 
     def _block_ms(self, group: Sequence[codec.PreparedEvent]) -> int:
         """How long the longest block that ``group``'s limit errors start lasts, by this
-        writer's clock (the registry keeps the model listed that long)."""
+        writer's clock (the registry keeps the model listed that long). A block without an
+        end of its own lasts the limit TTL from the event's completion."""
         now_ms = self._now_ms()
         limit_ms = self.limit_ttl_secs * 1000
-        ends = [p.limit_until_ms - now_ms or 1 for p in group if p.limit_until_ms]
-        if any(p.limit_reason and not p.limit_until_ms for p in group):
-            ends.append(limit_ms)
+        ends = [
+            (p.limit_until_ms or p.score_ms + limit_ms) - now_ms for p in group if p.limit_reason
+        ]
         return max([1, *ends])
 
     def _record_eval(self, model: str, chunk: Sequence[codec.PreparedEvent]) -> Eval:
@@ -215,6 +216,7 @@ class StoreCore(Reads):
                 self.keys.totals(model),
                 self.keys.sessions(model),
                 self.keys.latency(model),
+                self.keys.ids(model),
             )
             self._model_keys[model] = keys
         return scripts.record_call(keys, self._settings, chunk)

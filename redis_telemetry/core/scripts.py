@@ -43,6 +43,11 @@ WINDOW_PAGE = 5000
 #: The most members one ``record.lua`` call trims, removes over the cap or rebuilds, each
 #: (a few ms of Redis time in all; its ``local STEP`` line is rendered from this).
 UPKEEP_STEP = 500
+#: The most bytes of members one ``record.lua`` call reads for its upkeep, all kinds together
+#: (at least one member; its ``local BYTES`` line): members may be large (16 KB errors).
+UPKEEP_BYTES = 1 << 20
+#: Members ``record.lua`` fetches at a time for its upkeep (its ``local CHUNK`` line).
+UPKEEP_CHUNK = 32
 #: The line a script names ``lua/event.lua`` with.
 INCLUDE = "-- #include event.lua"
 
@@ -61,15 +66,17 @@ def _lua_list(names: Sequence[str]) -> str:
 
 def render_fields(source: str) -> str:
     """A script's source with its ``local FIELDS = {...}`` line naming :data:`totals.FIELDS`,
-    and its ``local LAYOUT = ...`` and ``local STEP = ...`` lines (where it has them)
-    :data:`totals.LAYOUT` and :data:`UPKEEP_STEP`."""
+    and its ``local LAYOUT``, ``STEP``, ``BYTES`` and ``CHUNK`` lines (where it has them)
+    :data:`totals.LAYOUT`, :data:`UPKEEP_STEP`, :data:`UPKEEP_BYTES` and :data:`UPKEEP_CHUNK`."""
     line = re.compile(r"^local FIELDS = \{.*\}$", flags=re.M)
     rendered = f"local FIELDS = {_lua_list(totals.FIELDS)}".replace("\\", "\\\\")
     source, found = line.subn(rendered, source)
     if found != 1:
         raise RuntimeError("the script must have one line 'local FIELDS = {...}'")
     source = re.sub(r"^local LAYOUT = \d+$", f"local LAYOUT = {totals.LAYOUT}", source, flags=re.M)
-    return re.sub(r"^local STEP = \d+$", f"local STEP = {UPKEEP_STEP}", source, flags=re.M)
+    for name, value in (("STEP", UPKEEP_STEP), ("BYTES", UPKEEP_BYTES), ("CHUNK", UPKEEP_CHUNK)):
+        source = re.sub(rf"^local {name} = \d+$", f"local {name} = {value}", source, flags=re.M)
+    return source
 
 
 def render(source: str, library: str) -> str:
@@ -169,7 +176,8 @@ def record_settings(window_ms: int, limit_ttl_ms: int, max_events: int) -> str:
 
 def limit_triples(reasons: Sequence[str], untils: Sequence[int]) -> list[Any]:
     """ARGV[3+2n..]: (position, until_ms, reason) for the events (1..n) whose error is a
-    subscription-limit error; until_ms 0 blocks for the store's limit TTL."""
+    subscription-limit error; until_ms 0 blocks for the store's limit TTL counted from the
+    event's completion."""
     triples: list[Any] = []
     for position, (reason, until_ms) in enumerate(zip(reasons, untils, strict=True), 1):
         if reason:
@@ -179,23 +187,24 @@ def limit_triples(reasons: Sequence[str], untils: Sequence[int]) -> list[Any]:
 
 def record_call(keys: tuple[str, ...], settings: str, chunk: Sequence[codec.PreparedEvent]) -> Eval:
     """One ``record.lua`` call for ``chunk``, events of the model whose (events, limit,
-    totals, sessions) keys are ``keys``; an empty chunk is an upkeep call."""
+    totals, sessions, latency, ids) keys are ``keys``, ids distinct; an empty chunk is an
+    upkeep call."""
     if not chunk:
         return upkeep_call(keys, settings)
     nb, ns, index = index_args(chunk)
     if len(chunk) == 1:
         p = chunk[0]
         head1 = (1, p.score_ms, p.score_ms, *p.sums, nb, ns)
-        args: list[Any] = [settings, HEAD_FORMAT % head1, p.score_ms, p.member, *index]
+        args: list[Any] = [settings, HEAD_FORMAT % head1, p.score_ms, p.member, p.event_id, *index]
         if p.limit_reason:
             args += limit_triples((p.limit_reason,), (p.limit_until_ms,))
         return Eval("record", keys, tuple(args))
-    _, scores, members, reasons, untils, sums, _ = zip(*chunk, strict=True)  # columns
+    _, scores, members, reasons, untils, sums, _, ids = zip(*chunk, strict=True)  # columns
     pairs: list[Any] = [None] * (2 * len(chunk))
     pairs[0::2] = scores
     pairs[1::2] = members
     head = (len(chunk), min(scores), max(scores), *map(sum, zip(*sums, strict=True)), nb, ns)
-    args = [settings, HEAD_FORMAT % head, *pairs, *index]
+    args = [settings, HEAD_FORMAT % head, *pairs, *ids, *index]
     if any(reasons):
         args += limit_triples(reasons, untils)
     return Eval("record", keys, tuple(args))

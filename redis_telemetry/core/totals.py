@@ -43,7 +43,7 @@ FIELDS: tuple[str, ...] = Totals._fields
 #: latency sketch and the session index. A hash of another layout (an older release's) is
 #: rebuilt from its members by the writes that follow, a bounded step each, or at once by
 #: ``redis-telemetry reindex``; until then readers read that model from its events.
-LAYOUT = 2
+LAYOUT = 3
 #: The token fields: each sums the ``TokenBreakdown`` field of the same name.
 TOKEN_FIELDS: tuple[str, ...] = FIELDS[FIELDS.index("total") :]
 

@@ -23,6 +23,7 @@ from ..errors import TelemetryError, WindowMismatchError
 from . import rules
 from .commands import Cmd, Eval, Op
 from .keys import Keys
+from .replies import time_ms
 from .scripts import GRACE_MS, config_call, register_call
 
 log = logging.getLogger(__name__)
@@ -104,9 +105,10 @@ class SharedWindow:
         before), its totals carry the window's stamp, and the registry keeps it as long."""
         secs = rules.check_positive_secs("window_secs", secs)
         window_ms = secs * 1000
+        ttl_ms = window_ms + CONFIG_RECHECK_MS + GRACE_MS
         yield [
             Cmd("hset", (self.keys.config, "window_secs", secs)),
-            Cmd("pexpire", (self.keys.config, window_ms + GRACE_MS)),
+            *extend(self.keys.config, ttl_ms),
         ]
         cursor: Any = 0
         while True:
@@ -122,7 +124,13 @@ class SharedWindow:
                     if n is not None and not isinstance(n, BaseException)
                 ]
                 if keep:
-                    yield [register_call(self.keys, keep)]
+                    # the config governs these models' data: it lives as long as the newest
+                    (now,) = yield [Cmd("time", route=self.keys.config)]
+                    longest = max(until for _, until, _ in keep) - time_ms(now)
+                    yield [
+                        register_call(self.keys, keep),
+                        *extend(self.keys.config, longest + CONFIG_RECHECK_MS),
+                    ]
             if int(cursor) == 0:
                 return
 
@@ -133,6 +141,7 @@ class SharedWindow:
             self.keys.totals(model),
             self.keys.sessions(model),
             self.keys.latency(model),
+            self.keys.ids(model),
         )
         return Eval("rewindow", keys, (window_ms, GRACE_MS), tolerant=True)
 
@@ -146,6 +155,15 @@ class SharedWindow:
         self.confirmed = True
         self.confirmed_at = now_ms
         self.config_ttl_ms = 0  # the next write sets the config's full TTL
+
+
+def extend(key: str, ttl_ms: int) -> list[Cmd]:
+    """Give ``key`` a TTL of ``ttl_ms`` where it has none, else only a longer one: no write
+    shortens a key's life."""
+    return [
+        Cmd("pexpire", (key, ttl_ms), {"nx": True}),
+        Cmd("pexpire", (key, ttl_ms), {"gt": True}),
+    ]
 
 
 def _model_name(entry: tuple[Any, Any]) -> str | None:
