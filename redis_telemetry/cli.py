@@ -257,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"{where}: {exc}")
     configure_logging(args.verbose, args.log_level)
     log.debug("%s on %s", args.command, redact(args.url))
-    ctx = Context(args, Console(), Console(stderr=True, soft_wrap=True))
+    ctx = Context(args, parser, Console(), Console(stderr=True, soft_wrap=True))
     try:
         code: int = args.handler(ctx)
         return code

@@ -45,7 +45,11 @@ def default_url() -> str:
 
 
 class Context(NamedTuple):
+    """What a handler gets: the parsed arguments, the parser (for ``completion``), stdout and
+    stderr."""
+
     args: argparse.Namespace
+    parser: argparse.ArgumentParser
     out: Console
     err: Console
 
@@ -405,9 +409,7 @@ def cmd_demo(ctx: Context) -> int:
 def cmd_completion(ctx: Context) -> int:
     import shtab
 
-    from .cli import build_parser  # the parser names these commands: imported when run
-
-    print(shtab.complete(build_parser(), shell=ctx.args.shell), end="")
+    print(shtab.complete(ctx.parser, shell=ctx.args.shell), end="")
     return 0
 
 
