@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -23,7 +22,6 @@ from rich.progress import BarColumn, Progress, TextColumn, TransferSpeedColumn
 
 from . import render
 from .core.backup import Dump, DumpEvent, DumpHeader, DumpLimit, describe_validation, parse_line
-from .core.keys import DEFAULT_NAMESPACE
 from .core.urls import redact
 from .errors import InvalidInputError, TelemetryUnavailable
 from .ingest import IngestAborted, breakdown, make_parser, run_ingest
@@ -39,11 +37,6 @@ DEFAULT_PORT = 10464
 EXIT_ERROR, EXIT_USAGE, EXIT_UNAVAILABLE = 1, 2, 3
 
 
-def default_url() -> str:
-    """``REDIS_TELEMETRY_URL``, then ``REDIS_URL``, then the local default."""
-    return os.environ.get("REDIS_TELEMETRY_URL") or os.environ.get("REDIS_URL") or DEFAULT_URL
-
-
 class Context(NamedTuple):
     """What a handler gets: the parsed arguments, the parser (for ``completion``), stdout and
     stderr."""
@@ -56,8 +49,7 @@ class Context(NamedTuple):
 
 def connect(args: argparse.Namespace) -> TelemetryStore:
     """A store on ``--url`` and ``--namespace``, with ``--window`` (no I/O yet)."""
-    ns = args.namespace or DEFAULT_NAMESPACE
-    return TelemetryStore.from_url(args.url, window_secs=args.window, namespace=ns)
+    return TelemetryStore.from_url(args.url, window_secs=args.window, namespace=args.namespace)
 
 
 def adopt_window(store: TelemetryStore) -> TelemetryStore:

@@ -158,7 +158,7 @@ def reachable(url: str) -> bool:
 @contextmanager
 def demo_url(args: argparse.Namespace, err: Console) -> Iterator[str]:
     """``--url`` as given; else the default if it answers; else an embedded server."""
-    if args.url_given:
+    if "url" in args.given:
         if not reachable(args.url):
             raise TelemetryUnavailable("no answer to PING")
         yield args.url
@@ -178,7 +178,7 @@ def demo_url(args: argparse.Namespace, err: Console) -> Iterator[str]:
 
 def run_demo(args: argparse.Namespace, out: Console, err: Console) -> int:
     """Run the simulated fleet for ``args.seconds`` and show it live."""
-    namespace = args.namespace or DEMO_NAMESPACE
+    namespace = args.namespace if "namespace" in args.given else DEMO_NAMESPACE
     with demo_url(args, err) as url:
         router = TelemetryStore.from_url(url, window_secs=DEMO_WINDOW_SECS, namespace=namespace)
         stop = threading.Event()

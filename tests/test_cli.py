@@ -424,6 +424,7 @@ def test_console_script_is_installed() -> None:
 
 def test_redact() -> None:
     assert redact("redis://user:pw@h:1/0") == "redis://user:***@h:1/0"
+    assert redact("redis://h:1/0?db=1&password=pw") == "redis://h:1/0?db=1&password=***"
     assert redact("redis://h:1/0") == "redis://h:1/0"
     assert redact("redis://:pw@[bad:1/0") == "redis://:***@[bad:1/0"  # malformed: still hidden
 
@@ -445,6 +446,21 @@ BAD_VALUES = [
     (["events", "m", "--last", "x"], "a count, at least 1"),
     (["limit", "set", "m", "--ttl", "0"], "a whole number of seconds"),
     (["demo", "--seconds", "-1"], "seconds between 0 and 604800"),
+    (["--url", "redis://localhost:6379/0?foo=bar", "status"], "unknown query option 'foo'"),
+    (["--url", "redis://h/0?socket_timout=2", "status"], "did you mean 'socket_timeout'?"),
+    (["--url", "redis://h/0?socket_timeout=soon", "status"], "Invalid value for 'socket_timeout'"),
+    (["--url", "redis://h/0?ssl_certfile=c.pem", "status"], "unknown query option"),  # rediss only
+    (["--url", "redis://h/0?password=secret&foo=1", "status"], "unknown query option 'foo'"),
+    (["--url", "", "status"], "expected a Redis URL"),
+    (["--namespace", "", "status"], "namespace must be a non-empty string"),
+    (["status", "--namespace", ""], "namespace must be a non-empty string"),
+    (["status", "--url", ""], "expected a Redis URL"),
+    (["--namespace", "a{b}", "status"], "must not contain"),
+    (["events", ""], "model must not be empty"),
+    (["limit", "set", "", "--ttl", "5"], "model must not be empty"),
+    (["serve", "--host", ""], "an address to listen on"),
+    (["restore", ""], "a file name"),
+    (["dump", "--out", ""], "a file name"),
 ]
 
 
@@ -458,17 +474,101 @@ def test_a_bad_url_port_or_interval_is_one_usage_line(argv: list[str], says: str
     assert "secret" not in line
 
 
-def test_a_bad_url_from_the_environment_is_a_usage_error() -> None:
-    result = subprocess_cli("status", env={"REDIS_TELEMETRY_URL": "localhost:6379"})
-    assert result.returncode == 2
+@pytest.mark.parametrize(
+    ("variables", "says"),
+    [
+        ({"REDIS_TELEMETRY_URL": "localhost:6379"}, "$REDIS_TELEMETRY_URL: "),
+        ({"REDIS_TELEMETRY_URL": "", "REDIS_URL": "localhost:6379"}, "$REDIS_URL: "),
+        ({"REDIS_TELEMETRY_URL": "redis://h/0?foo=1"}, "unknown query option 'foo'"),
+        ({"REDIS_TELEMETRY_NAMESPACE": "a{b}"}, "$REDIS_TELEMETRY_NAMESPACE: "),
+        ({"REDIS_TELEMETRY_WINDOW": "an hour"}, "$REDIS_TELEMETRY_WINDOW: expected a whole"),
+        ({"REDIS_TELEMETRY_WINDOW": "0"}, "$REDIS_TELEMETRY_WINDOW: "),
+    ],
+)
+def test_a_bad_value_from_the_environment_is_a_usage_error_naming_the_variable(
+    variables: dict[str, str], says: str
+) -> None:
+    result = subprocess_cli("status", env=variables)
+    assert result.returncode == 2, result.stderr
     (line,) = result.stderr.splitlines()
-    assert "$REDIS_TELEMETRY_URL/$REDIS_URL" in line
-    assert "is not a Redis URL" in line
+    assert says in line, line
+
+
+def test_serve_host_and_port_come_from_the_environment() -> None:
+    result = subprocess_cli("serve", env={"REDIS_TELEMETRY_PORT": "99999"})
+    assert result.returncode == 2
+    assert "$REDIS_TELEMETRY_PORT: expected a port between 1 and 65535" in result.stderr
+    result = subprocess_cli("serve", env={"REDIS_TELEMETRY_HOST": " "})
+    assert result.returncode == 2
+    assert "$REDIS_TELEMETRY_HOST: expected an address to listen on" in result.stderr
+    # a variable of serve's does not trouble another command
+    assert subprocess_cli("completion", "bash", env={"REDIS_TELEMETRY_PORT": "x"}).returncode == 0
+
+
+def test_the_environment_sets_namespace_and_window_and_the_command_line_wins(
+    url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("REDIS_TELEMETRY_URL", url)
+    monkeypatch.setenv("REDIS_TELEMETRY_NAMESPACE", "from-env")
+    monkeypatch.setenv("REDIS_TELEMETRY_WINDOW", "120")
+    assert main(["record", "--model", "m", "--latency-ms", "5"]) == 0
+    env_store = TelemetryStore.from_url(url, window_secs=120, namespace="from-env")
+    assert env_store.stored_window() == 120  # the first write stored the window from the env
+    assert env_store.known_models() == ["m"]
+    capsys.readouterr()
+    assert main(["status", "--json", "--namespace", "telemetry"]) == 0
+    assert json.loads(capsys.readouterr().out) == []  # the option wins over the variable
+    monkeypatch.setenv("REDIS_TELEMETRY_NAMESPACE", "")  # empty: unset, the default
+    assert main(["status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    env_store.client.close()
+
+
+def test_every_variable_is_named_in_the_help() -> None:
+    text = subprocess_cli("--help").stdout
+    for variable in (
+        "REDIS_TELEMETRY_URL",
+        "REDIS_URL",
+        "REDIS_TELEMETRY_NAMESPACE",
+        "REDIS_TELEMETRY_WINDOW",
+        "REDIS_TELEMETRY_HOST",
+        "REDIS_TELEMETRY_PORT",
+    ):
+        assert variable in text, variable
+    assert "$REDIS_TELEMETRY_PORT" in subprocess_cli("serve", "--help").stdout
+
+
+def test_global_options_work_after_the_command(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = TelemetryStore.from_url(url, window_secs=600, namespace="fleet")
+    other.record(event("m"))
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    capsys.readouterr()
+    # after the command, an option wins over the same one before it
+    code = main(["--url", nowhere, "status", "--json", "--url", url, "--namespace", "fleet"])
+    assert code == 0, capsys.readouterr().err
+    assert [d["model"] for d in json.loads(capsys.readouterr().out)] == ["m"]
+    assert main(["limit", "set", "m", "--ttl", "60", "--url", url, "--namespace", "fleet"]) == 0
+    assert other.model_performance("m").subscription_limit_reached
+    capsys.readouterr()
+    # before the command, as always; absent after it, the value before stands
+    assert main(["--url", url, "--namespace", "fleet", "events", "m", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 1
+    other.client.close()
 
 
 @pytest.mark.parametrize(
     "url",
-    ["127.0.0.1:6379", "redis://h:70000/0", "redis://h:6379/db", "redis://h:6379/0?protocol=9x"],
+    [
+        "127.0.0.1:6379",
+        "redis://h:70000/0",
+        "redis://h:6379/db",
+        "redis://h:6379/0?protocol=9x",
+        "redis://h:6379/0?foo=bar",
+        "redis+cluster://h:7001/0?foo=bar",
+        "unix:///tmp/redis.sock?socket_keepalive=true",  # a TCP option
+    ],
 )
 def test_from_url_raises_a_telemetry_error_naming_the_url(url: str) -> None:
     with pytest.raises(InvalidInputError, match="Redis URL"):
