@@ -203,7 +203,7 @@ def run_demo(args: argparse.Namespace, out: Console, err: Console) -> int:
                 decisions.append(key)
                 if not out.is_terminal:  # a log of changes when the output is not a screen
                     out.print(decision, markup=False, highlight=False, soft_wrap=True)
-            return Group(render.status_table(snaps, title), Text(decision))
+            return Group(render.status_table(snaps, title, width=out.width), Text(decision))
 
         try:
             with Live(view(), console=out, auto_refresh=False) as live:

@@ -20,7 +20,7 @@ from redis_telemetry.cli import main
 from redis_telemetry.core.urls import redact
 
 from .helpers import event
-from .servers import free_port
+from .servers import RedisServer, free_port
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -94,11 +94,26 @@ def test_status_table_and_json(cli: Cli, store: TelemetryStore) -> None:
     assert data[0]["failed_completions"] == 1
     assert data[0]["subscription_limit_reached"] is True
     assert set(data[0]) >= {"success_rate", "avg_latency_ms", "throughput", "last_event_at"}
+
+
+def test_status_piped_is_plain_text_with_every_column_at_any_width(
+    cli: Cli, store: TelemetryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    LONG = "anthropic/claude-sonnet-4-5-with-a-long-deployment-name"
+    store.record_batch([event(LONG, True, 100), event(LONG, False, 5, error="429 rate limit")])
+    store.record(event("beta", True, 300, ago_secs=90))
+    monkeypatch.setenv("COLUMNS", "80")
     code, out, _ = cli("status")
     assert code == 0
-    assert "alpha" in out
-    assert "limited 59m" in out  # the limit's time left
-    assert "1m30s ago" in out or "1m31s ago" in out  # age of beta's last event
+    title, header, alpha, beta = out.splitlines()
+    assert title == "telemetry: last 1h00m"
+    names = ["model", "ok", "failed", "success", "avg ms", "p95 ms", "per min", "last event"]
+    assert [n for n in names if n in header] == names
+    assert header.rstrip().endswith("limited")
+    assert len(alpha) > 80  # not cut, not wrapped: a pipe has no width
+    assert alpha.split()[:4] == [LONG, "1", "1", "50%"]
+    assert alpha.split()[-1].startswith("59m")  # the limit's time left
+    assert "1m30s ago" in beta or "1m31s ago" in beta  # age of beta's last event
 
 
 def test_namespace_and_stored_window(cli: Cli, url: str) -> None:
@@ -135,6 +150,46 @@ def test_events_newest_first(cli: Cli, store: TelemetryStore) -> None:
     code, out, _ = cli("events", "m")
     assert code == 0
     assert out.index("10 ms") < out.index("20 ms") < out.index("30 ms")
+
+
+def test_events_of_an_unknown_model_is_an_error_suggesting_known_ones(
+    cli: Cli, store: TelemetryStore
+) -> None:
+    code, _, err = cli("events", "no/such-model")
+    assert code == 1
+    assert err.strip() == (
+        "redis-telemetry: no model 'no/such-model' in namespace 'telemetry': "
+        "it has no models in the window"
+    )
+    store.record_batch([event("openai/gpt-5"), event("anthropic/sonnet")])
+    store.mark_subscription_limited("limited/only")  # known without events: not an error
+    code, _, err = cli("events", "openai/gpt5")
+    assert code == 1
+    (line,) = err.splitlines()
+    assert "no model 'openai/gpt5' in namespace 'telemetry'" in line
+    assert "did you mean 'openai/gpt-5'?" in line
+    assert "known: anthropic/sonnet, limited/only, openai/gpt-5" in line
+    code, out, _ = cli("events", "limited/only")
+    assert (code, "No events of 'limited/only' in the window." in out) == (0, True)
+
+
+def test_the_command_closes_its_connection(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[TelemetryStore] = []  # held here, so that no garbage collector closes them
+    from_url = TelemetryStore.from_url.__func__  # type: ignore[attr-defined]
+
+    def keep(cls: type[TelemetryStore], *args: Any, **kwargs: Any) -> TelemetryStore:
+        opened.append(from_url(cls, *args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(TelemetryStore, "from_url", classmethod(keep))
+    url = f"{redis_server.url}?client_name=one-command"
+    for argv in (["status", "--json"], ["events", "nothing/here"], ["limit", "clear", "m"]):
+        main(["--url", url, *argv])
+    assert len(opened) == 3
+    with redis_server.client() as c:
+        assert [e for e in c.client_list() if e["name"] == "one-command"] == []
 
 
 def test_limit_set_and_clear(cli: Cli, url: str, store: TelemetryStore) -> None:
@@ -191,6 +246,13 @@ def test_record_from_flags_and_stdin(cli: Cli, store: TelemetryStore) -> None:
     assert store.model_performance("acme-plan/coder-7").successful_completions == 1
     e = store.events("m")[0]
     assert (e.tokens.total, e.session_id, e.latency_ms) == (15, "s", 250)
+
+
+def test_record_refuses_a_boolean_that_is_not_one(cli: Cli, store: TelemetryStore) -> None:
+    code, _, err = cli("record", stdin='{"model": "m", "latency_ms": 5, "success": "yes"}')
+    assert code == 1
+    assert err.strip() == "redis-telemetry: stdin: success: Input should be a valid boolean"
+    assert store.known_models() == []
 
 
 def test_record_refuses_bad_json_naming_the_field(cli: Cli, store: TelemetryStore) -> None:
@@ -338,11 +400,48 @@ def test_restore_refuses_a_bad_file(cli: Cli, tmp_path: Path) -> None:
     path.write_text('{"type": "event", "event": {"model": "m", "latency_ms": "x"}}\n')
     code, _, err = cli("restore", str(path))
     assert code == 1
-    assert "line 1" in err
+    assert f"{path}: line 1: event.latency_ms: Input should be a valid integer" in err
     assert "latency_ms" in err
     code, _, err = cli("restore", str(tmp_path / "missing.jsonl"))
     assert code == 1
     assert "cannot read" in err
+
+
+HEADER = (
+    '{"type": "dump", "namespace": "t", "window_secs": 60, "dumped_at": "2026-01-01T00:00:00Z"}'
+)
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ('{"model": "m"}', 'no "type" field: a dump line is a JSON object whose "type" is'),
+        (
+            '{"type": "evnt"}',
+            'its "type" is \'evnt\'; a dump line\'s is "dump", "event" or "limit"',
+        ),
+        ("{nope", "not JSON (key must be a string at column 2)"),
+        ("[1, 2]", "not a JSON object"),
+        ('{"type": "event"}', "event: Field required"),
+        (
+            '{"type": "event", "event": {"model": "m", "latency_ms": 1, "success": "no"}}',
+            "event.success: Input should be a valid boolean",
+        ),
+    ],
+)
+def test_restore_names_the_file_the_line_and_a_plain_reason(
+    cli: Cli, store: TelemetryStore, tmp_path: Path, line: str, reason: str
+) -> None:
+    path = tmp_path / "broken.jsonl"
+    path.write_text(f"{HEADER}\n\n{line}\n")
+    code, _, err = cli("restore", str(path))
+    assert code == 1
+    (text,) = err.splitlines()
+    assert text == f"redis-telemetry: {path}: line 3: {reason}" or text.startswith(
+        f"redis-telemetry: {path}: line 3: {reason}"
+    ), text
+    assert "discriminator" not in text
+    assert store.known_models() == []  # nothing restored
 
 
 def test_watch_refreshes_then_stops(cli: Cli, store: TelemetryStore) -> None:
