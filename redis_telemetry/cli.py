@@ -300,7 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
         "in the window per scrape)",
     )
 
-    sp = command("demo", cmd_demo, "a simulated fleet with a live table and a router")
+    sp = command(
+        "demo",
+        cmd_demo,
+        "a simulated fleet with a live table and a router, in namespace 'demo' "
+        "(or --namespace, when given on the command line)",
+    )
     sp.add_argument("--seconds", type=_DURATION, default=20.0, help="how long to run (default 20)")
 
     sp = command("completion", cmd_completion, "print a shell completion script")

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -682,6 +683,7 @@ def test_demo_runs_on_the_embedded_default() -> None:
     result = subprocess_cli("demo", "--seconds", "2", env={"REDIS_TELEMETRY_URL": nowhere})
     assert result.returncode == 0, result.stderr
     assert f"No Redis at {nowhere}: running on an embedded fakeredis server" in result.stderr
+    assert "demo: writing to redis://127.0.0.1:" in result.stderr
     assert "router → " in result.stdout
     assert "demo done: " in result.stdout
     assert "premco/sonnet-x" in result.stdout
@@ -690,18 +692,35 @@ def test_demo_runs_on_the_embedded_default() -> None:
 
 
 @pytest.mark.slow
-def test_demo_uses_the_given_url(url: str, store: TelemetryStore) -> None:
-    result = subprocess_cli("--url", url, "demo", "--seconds", "2")
+def test_demo_names_its_server_and_keeps_to_a_namespace_of_its_own(
+    url: str, store: TelemetryStore
+) -> None:
+    # the namespace a user's environment names for real data is not the demo's
+    result = subprocess_cli(
+        "--url", url, "demo", "--seconds", "2", env={"REDIS_TELEMETRY_NAMESPACE": "fleet"}
+    )
     assert result.returncode == 0, result.stderr
     assert "embedded" not in result.stderr
-    demo = TelemetryStore.from_url(url, window_secs=300, namespace="demo")
-    models = demo.known_models()
-    assert models == sorted(
-        ["bigco/reasoner-max", "cheapco/flaky-7b", "fastco/coder-mini", "premco/sonnet-x"]
+    assert result.stderr.splitlines()[0] == (
+        f"demo: writing to {url}, namespace 'demo' (the demo's own; its data and limits age "
+        "out within 5m00s)"
     )
-    assert demo.model_performance("premco/sonnet-x").subscription_limit_reached
+    with TelemetryStore.from_url(url, window_secs=300, namespace="demo") as demo:
+        models = demo.known_models()
+        assert models == sorted(
+            ["bigco/reasoner-max", "cheapco/flaky-7b", "fastco/coder-mini", "premco/sonnet-x"]
+        )
+        limit = demo.model_performance("premco/sonnet-x")
+        assert limit.subscription_limit_reached
+        assert limit.subscription_limit_expires_at is not None
+        left = limit.subscription_limit_expires_at - datetime.now(UTC)
+        assert left.total_seconds() <= 300  # not the hour of a real limit
     assert store.known_models() == []  # the default namespace is untouched
-    demo.client.close()
+    with TelemetryStore.from_url(url, namespace="fleet") as fleet:
+        assert fleet.known_models() == []
+    # --namespace on the command line is the user's choice, and is followed
+    result = subprocess_cli("--url", url, "demo", "--seconds", "1", "--namespace", "demo-2")
+    assert "namespace 'demo-2'" in result.stderr.splitlines()[0]
 
 
 def test_demo_with_an_unreachable_url_is_one_clear_line() -> None:
