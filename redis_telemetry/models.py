@@ -14,13 +14,14 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SerializerFunctionWrapHandler,
     Strict,
     StrictBool,
     model_serializer,
 )
 
-from .core import limits, rules
+from .core import limits, rules, sketch
 
 UtcDatetime = Annotated[datetime, AfterValidator(rules.to_utc)]
 ModelName = Annotated[str, AfterValidator(rules.check_model_name)]
@@ -128,6 +129,8 @@ class ModelPerformanceSnapshot(BaseModel):
     #: the successful completions with a measured latency, which ``avg_latency_ms`` and the
     #: percentiles are over; None (JSON without it): all of them
     latency_samples: Int | None = None
+    #: cumulative counts at ``sketch.LE_MS``, set by the store (not part of the JSON)
+    _latency_histogram: tuple[int, ...] | None = PrivateAttr(default=None)
 
     @classmethod
     def empty(cls, model: str, window_secs: int) -> ModelPerformanceSnapshot:
@@ -142,6 +145,16 @@ class ModelPerformanceSnapshot(BaseModel):
             success_rate=0.0,
             latency_samples=0,
         )
+
+    def latency_histogram(self) -> list[tuple[float, int]] | None:
+        """The latency of the window's timed successful completions as a histogram: (bound in
+        ms, how many took at most that long) for each bound of ``core.sketch.LE_MS``, the last
+        ``inf`` (all of them). From the latency sketch (each bucket at its representative
+        value, within 0.78%), or from the events with ``percentiles=True``; None for a snapshot
+        that did not come from a store (parsed from JSON, built by hand)."""
+        if self._latency_histogram is None:
+            return None
+        return list(zip(sketch.LE_MS, self._latency_histogram, strict=True))
 
     def measured_latencies(self) -> int:
         """How many successful completions ``avg_latency_ms`` and the percentiles are over."""
