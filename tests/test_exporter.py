@@ -206,7 +206,9 @@ def test_shipped_dashboard_and_scrape_config_match_the_exporter(url: str) -> Non
     assert not any(re.search(r"[^_]namespace=", e) for e in exprs)
     (variable,) = (v for v in dashboard["templating"]["list"] if v["type"] == "query")
     assert variable["query"] == "label_values(redis_telemetry_up, store_namespace)"
-    assert f"localhost:{DEFAULT_PORT}" in (root / "prometheus.yml").read_text()
+    assert f'["exporter:{DEFAULT_PORT}"]' in (root / "prometheus.yml").read_text()
+    alerts = (root / "alerts.yml").read_text()  # the example alert rules name exported metrics
+    assert set(re.findall(r"redis_telemetry_\w+", alerts)) <= exported
 
 
 def test_the_promql_in_the_metrics_page_parses_and_names_exported_metrics(url: str) -> None:
