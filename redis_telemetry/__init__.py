@@ -6,6 +6,7 @@ from .aio import AsyncTelemetryStore
 from .buffer import BufferedWriter, BufferStats
 from .core.routing import (
     ExcludedModel,
+    NoModelAvailable,
     RankedModel,
     Ranking,
     Strategy,
@@ -13,7 +14,6 @@ from .core.routing import (
 )
 from .errors import (
     InvalidInputError,
-    NoModelAvailable,
     PermissionDenied,
     TelemetryError,
     TelemetryUnavailable,

@@ -7,6 +7,7 @@ import contextlib
 import random
 from collections.abc import Hashable, Iterable, Sequence
 from datetime import datetime
+from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import redis.asyncio
@@ -36,7 +37,9 @@ class AsyncTelemetryStore(StoreShell):
     """Shared, live model telemetry in Redis (asyncio API; same methods, awaited).
 
     The constructor is plain (not awaited); ``client`` is a ``redis.asyncio.Redis`` or a
-    ``redis.asyncio.cluster.RedisCluster``.
+    ``redis.asyncio.cluster.RedisCluster``. A store is an async context manager:
+    ``async with AsyncTelemetryStore.from_url(url) as store:`` closes its connections on leaving
+    the block, as :meth:`aclose` does.
     """
 
     _client_types = (redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster)
@@ -263,7 +266,20 @@ class AsyncTelemetryStore(StoreShell):
         await self._run(self._core.set_window(window_secs))
 
     async def aclose(self) -> None:
-        """Close the client's connections."""
+        """Close the client's connections: the store's own from ``from_url``, or the client it
+        was given (and shares with its ``with_window`` twins), and on a cluster the per-node
+        clients it opened."""
         for node_client in self.__dict__.get("_nodes", {}).values():
             await node_client.aclose()
         await self.client.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()

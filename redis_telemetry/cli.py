@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from pydantic import ValidationError
 from rich.console import Console
@@ -35,9 +36,10 @@ from .cli_commands import (
     cmd_status,
     cmd_usage,
     cmd_watch,
-    default_url,
 )
 from .core.backup import describe_validation
+from .core.keys import DEFAULT_NAMESPACE, check_namespace
+from .core.rules import check_model_name
 from .core.urls import check_url, redact
 from .errors import InvalidInputError, TelemetryError, TelemetryUnavailable
 from .ingest import FORMAT_NAMES
@@ -88,46 +90,131 @@ def _retry_secs(text: str) -> float:
     return secs
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="redis-telemetry",
-        description="Shared, live LLM model telemetry in Redis: inspect, ingest, operate.",
+def _checked(check: Callable[[str], object]) -> Callable[[str], str]:
+    """An argparse type from one of the package's checks: its InvalidInputError, in one line."""
+
+    def parse(text: str) -> str:
+        try:
+            check(text)
+        except InvalidInputError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
+
+    return parse
+
+
+def _not_empty(what: str) -> Callable[[str], str]:
+    def check(text: str) -> None:
+        if not text.strip():
+            raise InvalidInputError(f"expected {what}, got {text!r}")
+
+    return _checked(check)
+
+
+_URL = _checked(check_url)
+_NAMESPACE = _checked(check_namespace)
+_MODEL = _checked(check_model_name)
+_HOST = _not_empty("an address to listen on, such as 127.0.0.1 or 0.0.0.0")
+_FILE = _not_empty("a file name")
+
+
+class Env(NamedTuple):
+    """An option that may come from the environment: the variables, first set wins (an empty
+    one counts as unset); how a value is parsed; the default when none is set."""
+
+    variables: tuple[str, ...]
+    parse: Callable[[str], Any]
+    default: Any
+    applies_to: str = "every command"
+
+
+#: Options the environment may set, by destination. An option on the command line wins.
+ENVIRONMENT = {
+    "url": Env(("REDIS_TELEMETRY_URL", "REDIS_URL"), _URL, DEFAULT_URL),
+    "namespace": Env(("REDIS_TELEMETRY_NAMESPACE",), _NAMESPACE, DEFAULT_NAMESPACE),
+    "window": Env(("REDIS_TELEMETRY_WINDOW",), _SECS, 3600),
+    "host": Env(("REDIS_TELEMETRY_HOST",), _HOST, "127.0.0.1", "serve"),
+    "port": Env(("REDIS_TELEMETRY_PORT",), _PORT, DEFAULT_PORT, "serve"),
+}
+
+
+def _env_help(dest: str) -> str:
+    env = ENVIRONMENT[dest]
+    return ", then ".join([*(f"${v}" for v in env.variables), str(env.default)])
+
+
+def _environment_epilog() -> str:
+    rows = [
+        f"  {', '.join(env.variables):<38} --{dest} ({env.applies_to})"
+        for dest, env in ENVIRONMENT.items()
+    ]
+    return "\n".join(
+        [
+            "environment variables (an option on the command line wins over its variable;",
+            "an empty variable counts as unset):",
+            *rows,
+        ]
     )
+
+
+def _global_options(p: argparse.ArgumentParser, default: Callable[[Any], Any]) -> None:
+    """The options every command takes, before or after its name. ``default`` gives each
+    option's default: the values on the top-level parser, SUPPRESS on a command's, so that an
+    option after the command overrides one before it and an absent one changes nothing."""
     p.add_argument(
         "--url",
-        default=None,
-        help=f"Redis URL (default: $REDIS_TELEMETRY_URL, then $REDIS_URL, then {DEFAULT_URL})",
+        type=_URL,
+        default=default(None),
+        help=f"Redis URL (default: {_env_help('url')})",
     )
-    p.add_argument("--namespace", default=None, help="key prefix (default: telemetry)")
+    p.add_argument(
+        "--namespace",
+        type=_NAMESPACE,
+        default=default(None),
+        help=f"key prefix (default: {_env_help('namespace')})",
+    )
     p.add_argument(
         "--window",
         type=_SECS,
-        default=3600,
+        default=default(None),
         metavar="SECS",
-        help="window for a namespace that has none yet (default 3600); "
+        help=f"window for a namespace that has none yet (default: {_env_help('window')}); "
         "a namespace's stored window always wins",
     )
-    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument(
         "-v",
         "--verbose",
         action="count",
-        default=0,
+        default=default(0),
         help="log more on stderr: -v info, -vv debug (with tracebacks behind errors)",
     )
     p.add_argument(
         "--log-level",
         type=str.upper,
         choices=LOG_LEVELS,
-        default=None,
+        default=default(None),
         metavar="LEVEL",
         help=f"log level of the redis_telemetry loggers, one of {', '.join(LOG_LEVELS)} "
         "(default WARNING; overrides -v)",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="redis-telemetry",
+        description="Shared, live LLM model telemetry in Redis: inspect, ingest, operate.\n"
+        "The options below work before or after the command.",
+        epilog=_environment_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _global_options(p, lambda value: value)
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    globals_after = _Parser(add_help=False)
+    _global_options(globals_after, lambda _: argparse.SUPPRESS)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, handler: Callable[[Context], int], help: str) -> Any:
-        sp = sub.add_parser(name, help=help, description=help)
+        sp = sub.add_parser(name, help=help, description=help, parents=[globals_after])
         sp.set_defaults(handler=handler)
         return sp
 
@@ -142,19 +229,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("session")
     json_flag(sp)
     sp = command("events", cmd_events, "one model's raw events in the window, newest first")
-    sp.add_argument("model")
+    sp.add_argument("model", type=_MODEL)
     sp.add_argument("--last", type=_COUNT, default=20, help="how many (default 20)")
     json_flag(sp)
 
     sp = command("limit", cmd_limit, "block or unblock a model")
     lim = sp.add_subparsers(dest="action", required=True, metavar="ACTION")
-    lset = lim.add_parser("set", help="block MODEL for --ttl seconds")
-    lset.add_argument("model")
+    lset = lim.add_parser("set", help="block MODEL for --ttl seconds", parents=[globals_after])
+    lset.add_argument("model", type=_MODEL)
     lset.add_argument("--ttl", type=_SECS, default=None, help="seconds (default 3600)")
-    lim.add_parser("clear", help="lift MODEL's block").add_argument("model")
+    lclear = lim.add_parser("clear", help="lift MODEL's block", parents=[globals_after])
+    lclear.add_argument("model", type=_MODEL)
 
     sp = command("record", cmd_record, "record one event, from flags or serde JSON on stdin")
-    sp.add_argument("--model", help="without it, one JSON event is read from stdin")
+    sp.add_argument("--model", type=_MODEL, help="without it, one JSON event is read from stdin")
     sp.add_argument("--session", default="")
     sp.add_argument("--latency-ms", type=int)
     sp.add_argument("--failed", action="store_true", help="the call failed")
@@ -167,7 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = command("ingest", cmd_ingest, "turn agent CLI output into events and record them")
     sp.add_argument("--format", choices=FORMAT_NAMES, required=True)
-    sp.add_argument("--model", help="model name (required for opencode; overrides the stream)")
+    sp.add_argument(
+        "--model", type=_MODEL, help="model name (required for opencode; overrides the stream)"
+    )
     sp.add_argument("--session", help="session id (overrides the stream)")
     sp.add_argument(
         "--retry-for",
@@ -177,14 +267,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="while Redis is unreachable, hold the lines read and retry for up to SECS "
         f"(default {DEFAULT_RETRY_FOR:g}); then exit 3 naming the line to resume from",
     )
-    sp.add_argument("file", nargs="?", default="-", help="a file, or - for stdin (default)")
+    sp.add_argument(
+        "file", nargs="?", default="-", type=_FILE, help="a file, or - for stdin (default)"
+    )
 
     sp = command("export", cmd_export, "print the TelemetrySummary JSON")
-    sp.add_argument("--out", help="write to FILE instead of stdout")
-    command("import", cmd_import, "import a TelemetrySummary JSON file").add_argument("file")
+    sp.add_argument("--out", type=_FILE, help="write to FILE instead of stdout")
+    command("import", cmd_import, "import a TelemetrySummary JSON file").add_argument(
+        "file", type=_FILE
+    )
     sp = command("dump", cmd_dump, "lossless JSONL backup of every raw event and limit")
-    sp.add_argument("--out", help="write to FILE instead of stdout")
-    command("restore", cmd_restore, "restore a dump (idempotent)").add_argument("file")
+    sp.add_argument("--out", type=_FILE, help="write to FILE instead of stdout")
+    command("restore", cmd_restore, "restore a dump (idempotent)").add_argument("file", type=_FILE)
     command(
         "reindex",
         cmd_reindex,
@@ -192,10 +286,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     sp = command("serve", cmd_serve, "a Prometheus exporter: one snapshot per scrape")
-    sp.add_argument("--host", default="127.0.0.1", help="address to listen on")
     sp.add_argument(
-        "--port", type=_PORT, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})"
+        "--host",
+        type=_HOST,
+        default=None,
+        help=f"address to listen on (default: {_env_help('host')})",
     )
+    sp.add_argument("--port", type=_PORT, default=None, help=f"port (default: {_env_help('port')})")
     sp.add_argument(
         "--percentiles",
         action="store_true",
@@ -203,12 +300,40 @@ def build_parser() -> argparse.ArgumentParser:
         "in the window per scrape)",
     )
 
-    sp = command("demo", cmd_demo, "a simulated fleet with a live table and a router")
+    sp = command(
+        "demo",
+        cmd_demo,
+        "a simulated fleet with a live table and a router, in namespace 'demo' "
+        "(or --namespace, when given on the command line)",
+    )
     sp.add_argument("--seconds", type=_DURATION, default=20.0, help="how long to run (default 20)")
 
     sp = command("completion", cmd_completion, "print a shell completion script")
     sp.add_argument("shell", choices=("bash", "zsh"))
     return p
+
+
+def apply_environment(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Fill each option of :data:`ENVIRONMENT` the command line left out from its variable,
+    else its default; ``args.given`` names the ones the command line set. A bad value in a
+    variable is a usage error naming the variable."""
+    given = set()
+    for dest, env in ENVIRONMENT.items():
+        if dest not in vars(args):
+            continue  # an option of another command
+        if getattr(args, dest) is not None:
+            given.add(dest)
+            continue
+        value = env.default
+        for variable in env.variables:
+            if text := os.environ.get(variable, ""):
+                try:
+                    value = env.parse(text)
+                except argparse.ArgumentTypeError as exc:
+                    parser.error(f"${variable}: {exc}")
+                break
+        setattr(args, dest, value)
+    args.given = frozenset(given)
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -248,16 +373,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit code (0 ok, 1 error, 2 usage, 3 Redis unreachable)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    args.url_given = args.url is not None
-    args.url = args.url or default_url()
-    try:
-        check_url(args.url)
-    except InvalidInputError as exc:
-        where = "--url" if args.url_given else "$REDIS_TELEMETRY_URL/$REDIS_URL"
-        parser.error(f"{where}: {exc}")
+    apply_environment(parser, args)
     configure_logging(args.verbose, args.log_level)
     log.debug("%s on %s", args.command, redact(args.url))
-    ctx = Context(args, Console(), Console(stderr=True, soft_wrap=True))
+    ctx = Context(args, parser, Console(), Console(stderr=True, soft_wrap=True))
     try:
         code: int = args.handler(ctx)
         return code

@@ -6,9 +6,9 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -23,10 +23,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TransferSpeedColumn
 
 from . import render
 from .core.backup import Dump, DumpEvent, DumpHeader, DumpLimit, describe_validation, parse_line
-from .core.keys import DEFAULT_NAMESPACE
 from .core.urls import redact
-from .errors import InvalidInputError, TelemetryUnavailable
-from .ingest import IngestAborted, breakdown, make_parser, run_ingest
+from .errors import InvalidInputError, TelemetryError, TelemetryUnavailable
+from .ingest import IngestAborted, Parser, breakdown, make_parser, run_ingest
 from .ingest.run import read_lines, with_retry
 from .models import CompletionEvent, TelemetrySummary
 from .store import TelemetryStore
@@ -39,21 +38,19 @@ DEFAULT_PORT = 10464
 EXIT_ERROR, EXIT_USAGE, EXIT_UNAVAILABLE = 1, 2, 3
 
 
-def default_url() -> str:
-    """``REDIS_TELEMETRY_URL``, then ``REDIS_URL``, then the local default."""
-    return os.environ.get("REDIS_TELEMETRY_URL") or os.environ.get("REDIS_URL") or DEFAULT_URL
-
-
 class Context(NamedTuple):
+    """What a handler gets: the parsed arguments, the parser (for ``completion``), stdout and
+    stderr."""
+
     args: argparse.Namespace
+    parser: argparse.ArgumentParser
     out: Console
     err: Console
 
 
 def connect(args: argparse.Namespace) -> TelemetryStore:
     """A store on ``--url`` and ``--namespace``, with ``--window`` (no I/O yet)."""
-    ns = args.namespace or DEFAULT_NAMESPACE
-    return TelemetryStore.from_url(args.url, window_secs=args.window, namespace=ns)
+    return TelemetryStore.from_url(args.url, window_secs=args.window, namespace=args.namespace)
 
 
 def adopt_window(store: TelemetryStore) -> TelemetryStore:
@@ -66,7 +63,12 @@ def adopt_window(store: TelemetryStore) -> TelemetryStore:
 
 def open_store(args: argparse.Namespace) -> TelemetryStore:
     """A store on ``--url``, using the window the namespace already has in Redis."""
-    return adopt_window(connect(args))
+    store = connect(args)
+    try:
+        return adopt_window(store)
+    except BaseException:
+        store.close()
+        raise
 
 
 def print_json(ctx: Context, value: BaseModel | Sequence[BaseModel]) -> None:
@@ -78,18 +80,27 @@ def print_json(ctx: Context, value: BaseModel | Sequence[BaseModel]) -> None:
     ctx.out.print_json(json.dumps(data)) if ctx.out.is_terminal else print(json.dumps(data))
 
 
+def show(ctx: Context, grid: render.Grid) -> None:
+    """A table on a terminal, fitted to its width; plain aligned text, never cut, elsewhere."""
+    if ctx.out.is_terminal:
+        ctx.out.print(grid.table(ctx.out.width))
+    else:
+        ctx.out.print(grid.text(), markup=False, highlight=False, soft_wrap=True)
+    ctx.out.file.flush()
+
+
 # -- read commands ------------------------------------------------------------------------------
 
 
 def cmd_status(ctx: Context) -> int:
-    store = open_store(ctx.args)
-    snaps = store.all_model_performances()
+    with open_store(ctx.args) as store:
+        snaps = store.all_model_performances()
     if ctx.args.json:
         print_json(ctx, snaps)
     elif not snaps:
         ctx.out.print(f"No models yet in namespace {store.namespace!r}: nothing recorded.")
     else:
-        ctx.out.print(render.status_table(snaps, _title(store)))
+        show(ctx, render.status_grid(snaps, _title(store)))
     return 0
 
 
@@ -98,11 +109,14 @@ def _title(store: TelemetryStore) -> str:
 
 
 def cmd_watch(ctx: Context) -> int:
-    store = open_store(ctx.args)
+    with open_store(ctx.args) as store:
+        return _watch(ctx, store)
 
-    def table() -> Any:
+
+def _watch(ctx: Context, store: TelemetryStore) -> int:
+    def grid() -> render.Grid:
         snaps = store.all_model_performances()
-        return render.status_table(snaps, _title(store) + f" (every {ctx.args.interval}s)")
+        return render.status_grid(snaps, _title(store) + f" (every {ctx.args.interval}s)")
 
     def forever() -> Iterator[int]:
         shown = 0
@@ -113,37 +127,42 @@ def cmd_watch(ctx: Context) -> int:
 
     try:
         if ctx.out.is_terminal:
-            with Live(table(), console=ctx.out, auto_refresh=False) as live:
+            with Live(grid().table(ctx.out.width), console=ctx.out, auto_refresh=False) as live:
                 for _ in forever():
-                    live.update(table(), refresh=True)
+                    live.update(grid().table(ctx.out.width), refresh=True)
         else:  # piped: one table per refresh, flushed, so a reader sees each as it comes
-            ctx.out.print(table())
+            show(ctx, grid())
             for _ in forever():
-                ctx.out.print(table())
+                show(ctx, grid())
     except KeyboardInterrupt:
         pass
     return 0
 
 
 def cmd_usage(ctx: Context) -> int:
-    usage = open_store(ctx.args).session_usage(ctx.args.session)
+    with open_store(ctx.args) as store:
+        usage = store.session_usage(ctx.args.session)
     if ctx.args.json:
         print_json(ctx, usage)
     elif not usage.by_model:
         ctx.out.print(f"No events of session {usage.id!r} in the window.")
     else:
-        ctx.out.print(render.usage_table(usage))
+        show(ctx, render.usage_grid(usage))
     return 0
 
 
 def cmd_events(ctx: Context) -> int:
-    events = open_store(ctx.args).events(ctx.args.model, ctx.args.last)
+    model = ctx.args.model
+    with open_store(ctx.args) as store:
+        events = store.events(model, ctx.args.last)
+        if not events and model not in (known := store.known_models()):
+            raise TelemetryError(unknown_model(model, store.namespace, known))
     if ctx.args.json:
         print_json(ctx, events)
     elif not events:
         ctx.out.print(f"No events of {ctx.args.model!r} in the window.")
     else:
-        ctx.out.print(render.events_table(ctx.args.model, events))
+        show(ctx, render.events_grid(ctx.args.model, events))
     return 0
 
 
@@ -151,7 +170,11 @@ def cmd_events(ctx: Context) -> int:
 
 
 def cmd_limit(ctx: Context) -> int:
-    store = open_store(ctx.args)
+    with open_store(ctx.args) as store:
+        return _limit(ctx, store)
+
+
+def _limit(ctx: Context, store: TelemetryStore) -> int:
     if ctx.args.action == "set":
         store.mark_subscription_limited(ctx.args.model, ctx.args.ttl)
         ttl = ctx.args.ttl or store.subscription_limit_ttl_secs
@@ -198,7 +221,8 @@ def cmd_record(ctx: Context) -> int:
         if ctx.args.latency_ms is None:
             raise InvalidInputError("--latency-ms is required with --model")
         event = event_from_flags(ctx.args)
-    result = open_store(ctx.args).record(event)
+    with open_store(ctx.args) as store:
+        result = store.record(event)
     if result.stored:
         ctx.out.print(f"recorded 1 event for {event.model}")
     else:
@@ -223,8 +247,13 @@ def cmd_ingest(ctx: Context) -> int:
     def notify(text: str) -> None:
         ctx.err.print(f"redis-telemetry ingest: {text}", markup=False, highlight=False)
 
-    store = with_retry(lambda: open_store(ctx.args), ctx.args.retry_for, notify)
+    with with_retry(lambda: open_store(ctx.args), ctx.args.retry_for, notify) as store:
+        return _ingest(ctx, store, parser, notify)
 
+
+def _ingest(
+    ctx: Context, store: TelemetryStore, parser: Parser, notify: Callable[[str], None]
+) -> int:
     def run(stream: IO[str], on_line: Callable[[str], None] = lambda line: None) -> int:
         try:
             report = run_ingest(
@@ -288,7 +317,8 @@ def open_output(path: str | None) -> Iterator[IO[str]]:
 
 
 def cmd_export(ctx: Context) -> int:
-    summary = open_store(ctx.args).export_summary()
+    with open_store(ctx.args) as store:
+        summary = store.export_summary()
     with open_output(ctx.args.out) as out:
         out.write(summary.model_dump_json() + "\n")
     if ctx.args.out:
@@ -303,7 +333,8 @@ def cmd_import(ctx: Context) -> int:
         summary = TelemetrySummary.model_validate_json(text)
     except ValidationError as exc:
         raise InvalidInputError(f"{ctx.args.file}: {describe_validation(exc)}") from None
-    result = open_store(ctx.args).import_summary(summary)
+    with open_store(ctx.args) as store:
+        result = store.import_summary(summary)
     ctx.out.print(
         f"imported {len(summary.model_performances)} models: {_record_result(result)}",
         markup=False,
@@ -312,7 +343,8 @@ def cmd_import(ctx: Context) -> int:
 
 
 def cmd_dump(ctx: Context) -> int:
-    dump = open_store(ctx.args).dump()
+    with open_store(ctx.args) as store:
+        dump = store.dump()
     with open_output(ctx.args.out) as out:
         for line in dump.lines():
             out.write(line + "\n")
@@ -324,8 +356,8 @@ def cmd_dump(ctx: Context) -> int:
 
 
 def cmd_reindex(ctx: Context) -> int:
-    store = open_store(ctx.args)
-    calls = store.reindex()
+    with open_store(ctx.args) as store:
+        calls = store.reindex()
     ctx.err.print(f"reindexed namespace {store.namespace!r} in {calls} bounded script calls")
     return 0
 
@@ -338,7 +370,10 @@ def cmd_restore(ctx: Context) -> int:
         for n, text in enumerate(stream, 1):
             if not text.strip():
                 continue
-            line = parse_line(text, n)
+            try:
+                line = parse_line(text, n)
+            except InvalidInputError as exc:  # "line N: why", named by its file
+                raise InvalidInputError(f"{ctx.args.file}: {exc}") from None
             if isinstance(line, DumpHeader):
                 header = line
             elif isinstance(line, DumpEvent):
@@ -347,8 +382,8 @@ def cmd_restore(ctx: Context) -> int:
                 limits.append(line)
     if header is None:
         raise InvalidInputError(f"{ctx.args.file}: no dump header line; is this a dump?")
-    store = open_store(ctx.args)
-    result = store.restore(Dump(header=header, events=events, limits=limits))
+    with open_store(ctx.args) as store:
+        result = store.restore(Dump(header=header, events=events, limits=limits))
     ctx.out.print(
         f"restored {result.stored} of {len(events)} events ({result.duplicates} already present); "
         f"{len(limits)} limits",
@@ -364,9 +399,13 @@ def cmd_restore(ctx: Context) -> int:
 
 
 def cmd_serve(ctx: Context) -> int:
+    with connect(ctx.args) as store:
+        return _serve(ctx, store)
+
+
+def _serve(ctx: Context, store: TelemetryStore) -> int:
     from .exporter import serve
 
-    store = connect(ctx.args)
     try:
         store = adopt_window(store)
     except TelemetryUnavailable as exc:  # serve anyway: scrapes report up=0 until Redis is back
@@ -405,10 +444,18 @@ def cmd_demo(ctx: Context) -> int:
 def cmd_completion(ctx: Context) -> int:
     import shtab
 
-    from .cli import build_parser  # the parser names these commands: imported when run
-
-    print(shtab.complete(build_parser(), shell=ctx.args.shell), end="")
+    print(shtab.complete(ctx.parser, shell=ctx.args.shell), end="")
     return 0
+
+
+def unknown_model(model: str, namespace: str, known: Sequence[str]) -> str:
+    """The error for a model the namespace does not know: the closest names, and some known."""
+    if not known:
+        return f"no model {model!r} in namespace {namespace!r}: it has no models in the window"
+    close = difflib.get_close_matches(model, known, n=3, cutoff=0.5)
+    hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+    shown = ", ".join(known[:10]) + (f" and {len(known) - 10} more" if len(known) > 10 else "")
+    return f"no model {model!r} in namespace {namespace!r} ({hint}known: {shown})"
 
 
 def _cause(exc: BaseException) -> str:

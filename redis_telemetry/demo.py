@@ -5,6 +5,11 @@ completions for four models: one is slow, one fails often, and one hits a subscr
 partway through. Meanwhile a router reads snapshots and says which model it would pick and why.
 With no ``--url`` and nothing reachable at the default URL, it runs on an embedded fakeredis
 server (in-process, TCP, with Lua).
+
+It writes to a namespace of its own (``demo``, or ``--namespace`` given on the command line; never
+the one ``$REDIS_TELEMETRY_NAMESPACE`` names for real data), says which server it writes to before
+the first write, and its limits last no longer than its window, so that nothing of it outlives
+five minutes.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from rich.text import Text
 
 from . import render
 from ._shell import ConnectionSettings
+from .core.urls import redact
 from .errors import TelemetryError, TelemetryUnavailable
 from .models import CompletionEvent, ModelPerformanceSnapshot, TokenBreakdown
 from .store import TelemetryStore
@@ -81,11 +87,21 @@ def simulate(
     )
 
 
+def demo_store(url: str, namespace: str) -> TelemetryStore:
+    """A store of the demo: its window, and limits that last no longer."""
+    return TelemetryStore.from_url(
+        url,
+        window_secs=DEMO_WINDOW_SECS,
+        subscription_limit_ttl_secs=DEMO_WINDOW_SECS,
+        namespace=namespace,
+    )
+
+
 def replica(
     url: str, namespace: str, n: int, stop: threading.Event, limit_at: float, errors: list[str]
 ) -> None:
     """One orchestrator replica: records completions until ``stop`` (or an error, reported)."""
-    store = TelemetryStore.from_url(url, window_secs=DEMO_WINDOW_SECS, namespace=namespace)
+    store = demo_store(url, namespace)
     rng = random.Random(n)
     sent = 0
     try:
@@ -101,7 +117,7 @@ def replica(
         log.debug("replica %d stopped", n, exc_info=exc)
         errors.append(f"replica {n} stopped: {exc}")
     finally:
-        store.client.close()
+        store.close()
 
 
 def pick(snaps: list[ModelPerformanceSnapshot]) -> tuple[str, str]:
@@ -152,13 +168,13 @@ def reachable(url: str) -> bool:
         log.debug("no Redis answers: %s", exc)
         return False
     finally:
-        store.client.close()
+        store.close()
 
 
 @contextmanager
 def demo_url(args: argparse.Namespace, err: Console) -> Iterator[str]:
     """``--url`` as given; else the default if it answers; else an embedded server."""
-    if args.url_given:
+    if "url" in args.given:
         if not reachable(args.url):
             raise TelemetryUnavailable("no answer to PING")
         yield args.url
@@ -178,9 +194,16 @@ def demo_url(args: argparse.Namespace, err: Console) -> Iterator[str]:
 
 def run_demo(args: argparse.Namespace, out: Console, err: Console) -> int:
     """Run the simulated fleet for ``args.seconds`` and show it live."""
-    namespace = args.namespace or DEMO_NAMESPACE
+    namespace = args.namespace if "namespace" in args.given else DEMO_NAMESPACE
     with demo_url(args, err) as url:
-        router = TelemetryStore.from_url(url, window_secs=DEMO_WINDOW_SECS, namespace=namespace)
+        err.print(
+            f"demo: writing to {redact(url)}, namespace {namespace!r} (the demo's own; its data "
+            f"and limits age out within {render.duration(DEMO_WINDOW_SECS)})",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        router = demo_store(url, namespace)
         stop = threading.Event()
         start = time.monotonic()
         limit_at = start + args.seconds * 0.4
@@ -203,7 +226,7 @@ def run_demo(args: argparse.Namespace, out: Console, err: Console) -> int:
                 decisions.append(key)
                 if not out.is_terminal:  # a log of changes when the output is not a screen
                     out.print(decision, markup=False, highlight=False, soft_wrap=True)
-            return Group(render.status_table(snaps, title), Text(decision))
+            return Group(render.status_table(snaps, title, width=out.width), Text(decision))
 
         try:
             with Live(view(), console=out, auto_refresh=False) as live:
@@ -228,5 +251,5 @@ def run_demo(args: argparse.Namespace, out: Console, err: Console) -> int:
         )
         for line in errors:
             err.print(line, markup=False, highlight=False)
-        router.client.close()
+        router.close()
     return 0

@@ -1,11 +1,10 @@
-"""The package's exceptions. Every failure the stores raise is a :class:`TelemetryError`."""
+"""The package's exceptions. Every failure the stores raise is a :class:`TelemetryError`.
+
+``NoModelAvailable`` lives in ``core.routing``, beside the ``Ranking`` it carries: this module
+imports nothing of the package, so every module can import it.
+"""
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .core.routing import Ranking
 
 
 class TelemetryError(Exception):
@@ -37,14 +36,3 @@ class WindowMismatchError(TelemetryError):
             f"store with window_secs={stored}, or change the namespace's window on purpose "
             f"with set_window()"
         )
-
-
-class NoModelAvailable(TelemetryError):
-    """Every candidate was filtered out; the message names each one's reason."""
-
-    def __init__(self, ranking: Ranking) -> None:
-        self.ranking = ranking
-        reasons = "; ".join(f"{e.model}: {e.explanation}" for e in ranking.excluded)
-        back = ranking.earliest_return
-        when = f" The earliest a limited model returns is {back.isoformat()}." if back else ""
-        super().__init__(f"no candidate model is usable ({reasons}).{when}")

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -16,6 +17,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import (
     CounterMetricFamily,
+    GaugeHistogramMetricFamily,
     GaugeMetricFamily,
     InfoMetricFamily,
     Metric,
@@ -150,6 +152,14 @@ def model_metrics(snaps: Iterable[ModelPerformanceSnapshot], namespace: str) -> 
         ["percentile"],
         "seconds",
     )
+    histogram = GaugeHistogramMetricFamily(
+        f"{PREFIX}_window_latency_seconds",
+        "latency of the window's timed successful completions, in coarse le buckets from the "
+        "latency sketch (no extra read): histogram_quantile() over sum by (le) gives fleet-wide "
+        "percentiles",
+        labels=labels,
+        unit="seconds",
+    )
     cost = family("cost_usd", "cost of the window's completions, failures included", unit="usd")
     tokens = family(
         "tokens", "tokens in the window, by kind (no total: see reported_tokens)", ["kind"]
@@ -185,6 +195,12 @@ def model_metrics(snaps: Iterable[ModelPerformanceSnapshot], namespace: str) -> 
         ):
             if value is not None:
                 percentile.add_metric([*ids, p], value / 1000)
+        if (buckets := s.latency_histogram()) is not None:
+            histogram.add_metric(
+                ids,
+                [(_le_seconds(le), n) for le, n in buckets],
+                round(s.avg_latency_ms * s.measured_latencies()) / 1000,
+            )
         cost.add_metric(ids, s.total_cost_usd)
         for kind in TOKEN_KINDS:
             tokens.add_metric([*ids, kind], getattr(s.tokens, kind))
@@ -195,8 +211,13 @@ def model_metrics(snaps: Iterable[ModelPerformanceSnapshot], namespace: str) -> 
             expires.add_metric(ids, s.subscription_limit_expires_at.timestamp())
         if s.last_event_at is not None:
             last.add_metric(ids, s.last_event_at.timestamp())
-    yield from (completions, latency, measured, percentile, cost, tokens, reported)
+    yield from (completions, latency, measured, percentile, histogram, cost, tokens, reported)
     yield from (limited, expires, last)
+
+
+def _le_seconds(le_ms: float) -> str:
+    """A bucket bound in ms as the ``le`` label, in seconds as Prometheus' clients write it."""
+    return "+Inf" if math.isinf(le_ms) else repr(le_ms / 1000)
 
 
 class _QuietHandler(WSGIRequestHandler):

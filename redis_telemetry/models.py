@@ -14,14 +14,23 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SerializerFunctionWrapHandler,
+    Strict,
+    StrictBool,
     model_serializer,
 )
 
-from .core import limits, rules
+from .core import limits, rules, sketch
 
 UtcDatetime = Annotated[datetime, AfterValidator(rules.to_utc)]
 ModelName = Annotated[str, AfterValidator(rules.check_model_name)]
+#: JSON types as the reference's serde reads them: a boolean is ``true``/``false`` (never
+#: ``"yes"`` or 1), an integer an integer (never ``"5"``, 5.0 or ``true``), a number a number
+#: (never ``"0.5"``). Times stay RFC 3339 strings, or ``datetime`` objects in Python.
+Bool = StrictBool
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]
 
 
 def _u64(field: str) -> Any:
@@ -43,12 +52,12 @@ class TokenBreakdown(BaseModel):
 
     model_config = ConfigDict(validate_assignment=True)
 
-    total: Annotated[int, _u64("tokens.total")] = 0
-    input: Annotated[int, _u64("tokens.input")] = 0
-    output: Annotated[int, _u64("tokens.output")] = 0
-    reasoning: Annotated[int, _u64("tokens.reasoning")] = 0
-    cache_read: Annotated[int, _u64("tokens.cache_read")] = 0
-    cache_write: Annotated[int, _u64("tokens.cache_write")] = 0
+    total: Annotated[Int, _u64("tokens.total")] = 0
+    input: Annotated[Int, _u64("tokens.input")] = 0
+    output: Annotated[Int, _u64("tokens.output")] = 0
+    reasoning: Annotated[Int, _u64("tokens.reasoning")] = 0
+    cache_read: Annotated[Int, _u64("tokens.cache_read")] = 0
+    cache_write: Annotated[Int, _u64("tokens.cache_write")] = 0
 
 
 class CompletionEvent(BaseModel):
@@ -68,10 +77,10 @@ class CompletionEvent(BaseModel):
     model: ModelName
     session_id: Annotated[str, AfterValidator(rules.check_session_id)] = ""
     completed_at: UtcDatetime = Field(default_factory=_now)
-    latency_ms: Annotated[int, _u64("latency_ms")] | None
-    success: bool
+    latency_ms: Annotated[Int, _u64("latency_ms")] | None
+    success: Bool
     tokens: TokenBreakdown = Field(default_factory=TokenBreakdown)
-    cost_usd: Annotated[float, AfterValidator(rules.check_cost)] = 0.0
+    cost_usd: Annotated[Float, AfterValidator(rules.check_cost)] = 0.0
     error: Annotated[str | None, AfterValidator(rules.check_error)] = None
     event_id: Annotated[str | None, AfterValidator(rules.check_event_id)] = None
 
@@ -101,25 +110,27 @@ class ModelPerformanceSnapshot(BaseModel):
     """
 
     model: str
-    successful_completions: int
-    failed_completions: int
-    window_secs: int
-    throughput: float
-    avg_latency_ms: float
-    success_rate: float
+    successful_completions: Int
+    failed_completions: Int
+    window_secs: Int
+    throughput: Float
+    avg_latency_ms: Float
+    success_rate: Float
     last_event_at: UtcDatetime | None = None
-    subscription_limit_reached: bool = False
+    subscription_limit_reached: Bool = False
     subscription_limit_expires_at: UtcDatetime | None = None
-    total_cost_usd: float = 0.0
+    total_cost_usd: Float = 0.0
     tokens: TokenBreakdown = Field(default_factory=TokenBreakdown)
-    avg_cost_per_1k_tokens: float = 0.0
-    is_free: bool = False
-    latency_p50_ms: float | None = None
-    latency_p95_ms: float | None = None
-    latency_p99_ms: float | None = None
+    avg_cost_per_1k_tokens: Float = 0.0
+    is_free: Bool = False
+    latency_p50_ms: Float | None = None
+    latency_p95_ms: Float | None = None
+    latency_p99_ms: Float | None = None
     #: the successful completions with a measured latency, which ``avg_latency_ms`` and the
     #: percentiles are over; None (JSON without it): all of them
-    latency_samples: int | None = None
+    latency_samples: Int | None = None
+    #: cumulative counts at ``sketch.LE_MS``, set by the store (not part of the JSON)
+    _latency_histogram: tuple[int, ...] | None = PrivateAttr(default=None)
 
     @classmethod
     def empty(cls, model: str, window_secs: int) -> ModelPerformanceSnapshot:
@@ -134,6 +145,16 @@ class ModelPerformanceSnapshot(BaseModel):
             success_rate=0.0,
             latency_samples=0,
         )
+
+    def latency_histogram(self) -> list[tuple[float, int]] | None:
+        """The latency of the window's timed successful completions as a histogram: (bound in
+        ms, how many took at most that long) for each bound of ``core.sketch.LE_MS``, the last
+        ``inf`` (all of them). From the latency sketch (each bucket at its representative
+        value, within 0.78%), or from the events with ``percentiles=True``; None for a snapshot
+        that did not come from a store (parsed from JSON, built by hand)."""
+        if self._latency_histogram is None:
+            return None
+        return list(zip(sketch.LE_MS, self._latency_histogram, strict=True))
 
     def measured_latencies(self) -> int:
         """How many successful completions ``avg_latency_ms`` and the percentiles are over."""
@@ -163,11 +184,11 @@ class ModelPerformanceSnapshot(BaseModel):
 class ModelUsage(BaseModel):
     """Token and cost totals for one model (or all models)."""
 
-    input_tokens: int = 0
-    output_tokens: int = 0
-    total_tokens: int = 0
-    cost_usd: float = 0.0
-    message_count: int = 0
+    input_tokens: Int = 0
+    output_tokens: Int = 0
+    total_tokens: Int = 0
+    cost_usd: Float = 0.0
+    message_count: Int = 0
 
     def merge(self, other: ModelUsage) -> None:
         """Add ``other``'s totals into this one, in place."""
@@ -193,7 +214,7 @@ class TelemetrySummary(BaseModel):
 
     id: str = "telemetry_summary"
     model_performances: list[ModelPerformanceSnapshot]
-    window_secs: int
+    window_secs: Int
     exported_at: UtcDatetime
 
 

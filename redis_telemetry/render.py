@@ -1,11 +1,19 @@
-"""Rich tables for the command line (presentation only)."""
+"""Tables for the command line (presentation only).
+
+Each table is built once as plain cells (:class:`Grid`), then drawn one of two ways: a rich
+table for a terminal, which leaves out its least important columns when the screen is too
+narrow for all of them (never cutting a number), or plain aligned text when the output is not
+a terminal (piped, redirected), with every column and no line ever cut or wrapped.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from rich.table import Table
+from rich.text import Text
 
 from .models import CompletionEvent, ModelPerformanceSnapshot, UsageSnapshot
 
@@ -26,83 +34,194 @@ def duration(seconds: float) -> str:
     return f"{s // 86400}d{s % 86400 // 3600}h"
 
 
+@dataclass(frozen=True)
+class Column:
+    """A column: its header, whether it is right-aligned (numbers), and how soon it goes on a
+    narrow screen (0: never; the highest goes first)."""
+
+    name: str
+    right: bool = True
+    drop: int = 0
+
+
+@dataclass
+class Grid:
+    """A table as plain text cells; ``red`` names the columns whose non-empty cells are
+    alarms (shown in red on a terminal); ``fold`` the one column whose long cells wrap on a
+    terminal (the first if None); ``bold_last`` makes the last row a totals row."""
+
+    title: str
+    columns: Sequence[Column]
+    rows: list[list[str]]
+    red: frozenset[str] = frozenset()
+    fold: str | None = None
+    bold_last: bool = False
+
+    def widths(self) -> list[int]:
+        return [
+            max([len(c.name), *(len(row[i]) for row in self.rows)])
+            for i, c in enumerate(self.columns)
+        ]
+
+    def fitting(self, width: int) -> list[int]:
+        """The columns (by index) shown in ``width`` cells: all, or without the ones that go
+        first on a narrow screen, until the rest fit (a rich table takes 3 cells a column
+        beside its content, and 1 for its left edge)."""
+        widths = self.widths()
+        kept = list(range(len(self.columns)))
+        ordered = sorted((c.drop, -i) for i, c in enumerate(self.columns) if c.drop)
+        for _, minus_i in reversed(ordered):
+            if sum(widths[i] + 3 for i in kept) + 1 <= width:
+                break
+            kept.remove(-minus_i)
+        return kept
+
+    def table(self, width: int) -> Table:
+        """A rich table no wider than ``width`` where the columns allow; a caption names the
+        columns left out."""
+        kept = self.fitting(width)
+        hidden = [c.name for i, c in enumerate(self.columns) if i not in kept]
+        caption = f"too narrow for: {', '.join(hidden)}" if hidden else None
+        table = Table(title=self.title, title_justify="left", caption=caption)
+        fold = self.fold or self.columns[0].name
+        for i in kept:
+            c = self.columns[i]
+            table.add_column(
+                c.name,
+                justify="right" if c.right else "left",
+                no_wrap=c.name != fold,  # numbers are never cut; a long name or text folds
+                overflow="fold" if c.name == fold else "ellipsis",
+            )
+        for n, row in enumerate(self.rows):
+            bold = self.bold_last and n == len(self.rows) - 1
+            table.add_row(*(self._cell(self.columns[i].name, row[i], bold) for i in kept))
+        return table
+
+    def _cell(self, column: str, text: str, bold: bool) -> Text:
+        style = "red" if column in self.red and text else ("bold" if bold else "")
+        return Text(text, style=style)
+
+    def text(self) -> str:
+        """Plain aligned text: the title, then a header and a line per row, every column,
+        two spaces apart, no trailing blanks."""
+        widths = self.widths()
+
+        def line(cells: Sequence[str]) -> str:
+            padded = (
+                cell.rjust(w) if c.right else cell.ljust(w)
+                for c, cell, w in zip(self.columns, cells, widths, strict=True)
+            )
+            return "  ".join(padded).rstrip()
+
+        return "\n".join([self.title, line([c.name for c in self.columns]), *map(line, self.rows)])
+
+
+STATUS_COLUMNS = (
+    Column("model", right=False),
+    Column("ok"),
+    Column("failed", drop=1),
+    Column("success"),
+    Column("avg ms", drop=3),
+    Column("p95 ms", drop=2),
+    Column("per min", drop=5),
+    Column("last event", drop=4),
+    Column("limited", right=False),
+)
+
+
 def limited_cell(snap: ModelPerformanceSnapshot, now: datetime) -> str:
-    """'limited 41m12s', 'limited' (no expiry) or ''."""
+    """The time a limit has left ('41m12s'), 'yes' for one without expiry, or ''."""
     if not snap.subscription_limit_reached:
         return ""
     if snap.subscription_limit_expires_at is None:
-        return "[red]limited[/red]"
+        return "yes"
     left = (snap.subscription_limit_expires_at - now).total_seconds()
-    return f"[red]limited {duration(left)}[/red]" if left > 0 else ""
+    return duration(left) if left > 0 else ""
+
+
+def status_grid(
+    snaps: Sequence[ModelPerformanceSnapshot], title: str, now: datetime | None = None
+) -> Grid:
+    """One row per model: counts, success rate, latency (average and p95, ms), throughput,
+    age, and the time a limit has left."""
+    now = now or _now()
+    rows = []
+    for s in snaps:
+        total = s.successful_completions + s.failed_completions
+        rows.append(
+            [
+                s.model,
+                str(s.successful_completions),
+                str(s.failed_completions),
+                f"{s.success_rate:.0%}" if total else "-",
+                f"{s.avg_latency_ms:,.0f}" if s.measured_latencies() else "-",
+                f"{s.latency_p95_ms:,.0f}" if s.latency_p95_ms is not None else "-",
+                f"{s.throughput * 60:.2f}",
+                f"{duration((now - s.last_event_at).total_seconds())} ago"
+                if s.last_event_at
+                else "-",
+                limited_cell(s, now),
+            ]
+        )
+    return Grid(title, STATUS_COLUMNS, rows, red=frozenset({"limited"}))
 
 
 def status_table(
-    snaps: Sequence[ModelPerformanceSnapshot], title: str, now: datetime | None = None
+    snaps: Sequence[ModelPerformanceSnapshot],
+    title: str,
+    now: datetime | None = None,
+    width: int = 200,
 ) -> Table:
-    """One row per model: counts, success rate, latency (average and p95), throughput, age,
-    limit."""
-    now = now or _now()
-    table = Table(title=title, title_justify="left")
-    for name, justify in (
-        ("model", "left"),
-        ("ok", "right"),
-        ("failed", "right"),
-        ("success", "right"),
-        ("avg latency", "right"),
-        ("p95", "right"),
-        ("per min", "right"),
-        ("last event", "right"),
-        ("limited", "left"),
-    ):
-        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
-    for s in snaps:
-        total = s.successful_completions + s.failed_completions
-        table.add_row(
-            s.model,
-            str(s.successful_completions),
-            str(s.failed_completions),
-            f"{s.success_rate:.0%}" if total else "-",
-            f"{s.avg_latency_ms:,.0f} ms" if s.measured_latencies() else "-",
-            f"{s.latency_p95_ms:,.0f} ms" if s.latency_p95_ms is not None else "-",
-            f"{s.throughput * 60:.2f}",
-            f"{duration((now - s.last_event_at).total_seconds())} ago" if s.last_event_at else "-",
-            limited_cell(s, now),
-        )
-    return table
+    """The status grid as a rich table for a screen ``width`` cells wide."""
+    return status_grid(snaps, title, now).table(width)
 
 
-def usage_table(usage: UsageSnapshot) -> Table:
+def usage_grid(usage: UsageSnapshot) -> Grid:
     """Tokens and cost per model for one session, with a totals row."""
-    table = Table(title=f"session {usage.id}", title_justify="left")
-    for name in ("model", "input", "output", "total tokens", "cost (USD)", "messages"):
-        table.add_column(name, justify="left" if name == "model" else "right")
-    rows = [*usage.by_model.items(), ("total", usage.totals)]
-    for i, (model, u) in enumerate(rows):
-        table.add_row(
-            f"[bold]{model}[/bold]" if i == len(rows) - 1 else model,
+    columns = [Column("model", right=False)] + [
+        Column(name) for name in ("input", "output", "total tokens", "cost (USD)", "messages")
+    ]
+    rows = [
+        [
+            model,
             f"{u.input_tokens:,}",
             f"{u.output_tokens:,}",
             f"{u.total_tokens:,}",
             f"{u.cost_usd:.4f}",
             str(u.message_count),
-        )
-    return table
+        ]
+        for model, u in [*usage.by_model.items(), ("total", usage.totals)]
+    ]
+    return Grid(f"session {usage.id}", columns, rows, bold_last=True)
 
 
-def events_table(model: str, events: Sequence[CompletionEvent]) -> Table:
+EVENT_COLUMNS = (
+    Column("completed at", right=False),
+    Column("ok", right=False),
+    Column("latency"),
+    Column("tokens", drop=3),
+    Column("cost", drop=2),
+    Column("session", right=False, drop=4),
+    Column("error", right=False),
+    Column("id", right=False, drop=5),
+)
+
+
+def events_grid(model: str, events: Sequence[CompletionEvent]) -> Grid:
     """Decoded raw events, newest first."""
-    table = Table(title=f"{model}: newest first", title_justify="left")
-    for name in ("completed at", "ok", "latency", "tokens", "cost", "session", "error", "id"):
-        table.add_column(name)
-    for e in events:
-        table.add_row(
+    rows = [
+        [
             e.completed_at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
-            "yes" if e.success else "[red]no[/red]",
+            "yes" if e.success else "no",
             "-" if e.latency_ms is None else f"{e.latency_ms:,} ms",
             f"{e.tokens.total:,}",
             f"{e.cost_usd:.4f}",
             e.session_id,
             e.error or "",
             (e.event_id or "")[:12],
-        )
-    return table
+        ]
+        for e in events
+    ]
+    return Grid(
+        f"{model}: newest first", EVENT_COLUMNS, rows, red=frozenset({"error"}), fold="error"
+    )

@@ -7,7 +7,8 @@ import random
 import time
 from collections.abc import Hashable, Iterable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from types import TracebackType
+from typing import Any, Self, TypeVar
 
 import redis
 import redis.cluster
@@ -238,3 +239,20 @@ class TelemetryStore(StoreShell):
     def set_window(self, window_secs: int) -> None:
         """Change the namespace's shared window on purpose (other stores then refuse)."""
         self._run(self._core.set_window(window_secs))
+
+    def close(self) -> None:
+        """Close the client's connections: the store's own from ``from_url``, or the client it
+        was given (and shares with its :meth:`with_window` twins). redis-py opens a new
+        connection if the store is used again."""
+        self.client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from redis_telemetry.cli import main
 from redis_telemetry.core.urls import redact
 
 from .helpers import event
-from .servers import free_port
+from .servers import RedisServer, free_port
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -94,11 +95,26 @@ def test_status_table_and_json(cli: Cli, store: TelemetryStore) -> None:
     assert data[0]["failed_completions"] == 1
     assert data[0]["subscription_limit_reached"] is True
     assert set(data[0]) >= {"success_rate", "avg_latency_ms", "throughput", "last_event_at"}
+
+
+def test_status_piped_is_plain_text_with_every_column_at_any_width(
+    cli: Cli, store: TelemetryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    LONG = "anthropic/claude-sonnet-4-5-with-a-long-deployment-name"
+    store.record_batch([event(LONG, True, 100), event(LONG, False, 5, error="429 rate limit")])
+    store.record(event("beta", True, 300, ago_secs=90))
+    monkeypatch.setenv("COLUMNS", "80")
     code, out, _ = cli("status")
     assert code == 0
-    assert "alpha" in out
-    assert "limited 59m" in out  # the limit's time left
-    assert "1m30s ago" in out or "1m31s ago" in out  # age of beta's last event
+    title, header, alpha, beta = out.splitlines()
+    assert title == "telemetry: last 1h00m"
+    names = ["model", "ok", "failed", "success", "avg ms", "p95 ms", "per min", "last event"]
+    assert [n for n in names if n in header] == names
+    assert header.rstrip().endswith("limited")
+    assert len(alpha) > 80  # not cut, not wrapped: a pipe has no width
+    assert alpha.split()[:4] == [LONG, "1", "1", "50%"]
+    assert alpha.split()[-1].startswith("59m")  # the limit's time left
+    assert "1m30s ago" in beta or "1m31s ago" in beta  # age of beta's last event
 
 
 def test_namespace_and_stored_window(cli: Cli, url: str) -> None:
@@ -135,6 +151,46 @@ def test_events_newest_first(cli: Cli, store: TelemetryStore) -> None:
     code, out, _ = cli("events", "m")
     assert code == 0
     assert out.index("10 ms") < out.index("20 ms") < out.index("30 ms")
+
+
+def test_events_of_an_unknown_model_is_an_error_suggesting_known_ones(
+    cli: Cli, store: TelemetryStore
+) -> None:
+    code, _, err = cli("events", "no/such-model")
+    assert code == 1
+    assert err.strip() == (
+        "redis-telemetry: no model 'no/such-model' in namespace 'telemetry': "
+        "it has no models in the window"
+    )
+    store.record_batch([event("openai/gpt-5"), event("anthropic/sonnet")])
+    store.mark_subscription_limited("limited/only")  # known without events: not an error
+    code, _, err = cli("events", "openai/gpt5")
+    assert code == 1
+    (line,) = err.splitlines()
+    assert "no model 'openai/gpt5' in namespace 'telemetry'" in line
+    assert "did you mean 'openai/gpt-5'?" in line
+    assert "known: anthropic/sonnet, limited/only, openai/gpt-5" in line
+    code, out, _ = cli("events", "limited/only")
+    assert (code, "No events of 'limited/only' in the window." in out) == (0, True)
+
+
+def test_the_command_closes_its_connection(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[TelemetryStore] = []  # held here, so that no garbage collector closes them
+    from_url = TelemetryStore.from_url.__func__  # type: ignore[attr-defined]
+
+    def keep(cls: type[TelemetryStore], *args: Any, **kwargs: Any) -> TelemetryStore:
+        opened.append(from_url(cls, *args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(TelemetryStore, "from_url", classmethod(keep))
+    url = f"{redis_server.url}?client_name=one-command"
+    for argv in (["status", "--json"], ["events", "nothing/here"], ["limit", "clear", "m"]):
+        main(["--url", url, *argv])
+    assert len(opened) == 3
+    with redis_server.client() as c:
+        assert [e for e in c.client_list() if e["name"] == "one-command"] == []
 
 
 def test_limit_set_and_clear(cli: Cli, url: str, store: TelemetryStore) -> None:
@@ -191,6 +247,13 @@ def test_record_from_flags_and_stdin(cli: Cli, store: TelemetryStore) -> None:
     assert store.model_performance("acme-plan/coder-7").successful_completions == 1
     e = store.events("m")[0]
     assert (e.tokens.total, e.session_id, e.latency_ms) == (15, "s", 250)
+
+
+def test_record_refuses_a_boolean_that_is_not_one(cli: Cli, store: TelemetryStore) -> None:
+    code, _, err = cli("record", stdin='{"model": "m", "latency_ms": 5, "success": "yes"}')
+    assert code == 1
+    assert err.strip() == "redis-telemetry: stdin: success: Input should be a valid boolean"
+    assert store.known_models() == []
 
 
 def test_record_refuses_bad_json_naming_the_field(cli: Cli, store: TelemetryStore) -> None:
@@ -338,11 +401,48 @@ def test_restore_refuses_a_bad_file(cli: Cli, tmp_path: Path) -> None:
     path.write_text('{"type": "event", "event": {"model": "m", "latency_ms": "x"}}\n')
     code, _, err = cli("restore", str(path))
     assert code == 1
-    assert "line 1" in err
+    assert f"{path}: line 1: event.latency_ms: Input should be a valid integer" in err
     assert "latency_ms" in err
     code, _, err = cli("restore", str(tmp_path / "missing.jsonl"))
     assert code == 1
     assert "cannot read" in err
+
+
+HEADER = (
+    '{"type": "dump", "namespace": "t", "window_secs": 60, "dumped_at": "2026-01-01T00:00:00Z"}'
+)
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ('{"model": "m"}', 'no "type" field: a dump line is a JSON object whose "type" is'),
+        (
+            '{"type": "evnt"}',
+            'its "type" is \'evnt\'; a dump line\'s is "dump", "event" or "limit"',
+        ),
+        ("{nope", "not JSON (key must be a string at column 2)"),
+        ("[1, 2]", "not a JSON object"),
+        ('{"type": "event"}', "event: Field required"),
+        (
+            '{"type": "event", "event": {"model": "m", "latency_ms": 1, "success": "no"}}',
+            "event.success: Input should be a valid boolean",
+        ),
+    ],
+)
+def test_restore_names_the_file_the_line_and_a_plain_reason(
+    cli: Cli, store: TelemetryStore, tmp_path: Path, line: str, reason: str
+) -> None:
+    path = tmp_path / "broken.jsonl"
+    path.write_text(f"{HEADER}\n\n{line}\n")
+    code, _, err = cli("restore", str(path))
+    assert code == 1
+    (text,) = err.splitlines()
+    assert text == f"redis-telemetry: {path}: line 3: {reason}" or text.startswith(
+        f"redis-telemetry: {path}: line 3: {reason}"
+    ), text
+    assert "discriminator" not in text
+    assert store.known_models() == []  # nothing restored
 
 
 def test_watch_refreshes_then_stops(cli: Cli, store: TelemetryStore) -> None:
@@ -424,6 +524,7 @@ def test_console_script_is_installed() -> None:
 
 def test_redact() -> None:
     assert redact("redis://user:pw@h:1/0") == "redis://user:***@h:1/0"
+    assert redact("redis://h:1/0?db=1&password=pw") == "redis://h:1/0?db=1&password=***"
     assert redact("redis://h:1/0") == "redis://h:1/0"
     assert redact("redis://:pw@[bad:1/0") == "redis://:***@[bad:1/0"  # malformed: still hidden
 
@@ -445,6 +546,21 @@ BAD_VALUES = [
     (["events", "m", "--last", "x"], "a count, at least 1"),
     (["limit", "set", "m", "--ttl", "0"], "a whole number of seconds"),
     (["demo", "--seconds", "-1"], "seconds between 0 and 604800"),
+    (["--url", "redis://localhost:6379/0?foo=bar", "status"], "unknown query option 'foo'"),
+    (["--url", "redis://h/0?socket_timout=2", "status"], "did you mean 'socket_timeout'?"),
+    (["--url", "redis://h/0?socket_timeout=soon", "status"], "Invalid value for 'socket_timeout'"),
+    (["--url", "redis://h/0?ssl_certfile=c.pem", "status"], "unknown query option"),  # rediss only
+    (["--url", "redis://h/0?password=secret&foo=1", "status"], "unknown query option 'foo'"),
+    (["--url", "", "status"], "expected a Redis URL"),
+    (["--namespace", "", "status"], "namespace must be a non-empty string"),
+    (["status", "--namespace", ""], "namespace must be a non-empty string"),
+    (["status", "--url", ""], "expected a Redis URL"),
+    (["--namespace", "a{b}", "status"], "must not contain"),
+    (["events", ""], "model must not be empty"),
+    (["limit", "set", "", "--ttl", "5"], "model must not be empty"),
+    (["serve", "--host", ""], "an address to listen on"),
+    (["restore", ""], "a file name"),
+    (["dump", "--out", ""], "a file name"),
 ]
 
 
@@ -458,17 +574,101 @@ def test_a_bad_url_port_or_interval_is_one_usage_line(argv: list[str], says: str
     assert "secret" not in line
 
 
-def test_a_bad_url_from_the_environment_is_a_usage_error() -> None:
-    result = subprocess_cli("status", env={"REDIS_TELEMETRY_URL": "localhost:6379"})
-    assert result.returncode == 2
+@pytest.mark.parametrize(
+    ("variables", "says"),
+    [
+        ({"REDIS_TELEMETRY_URL": "localhost:6379"}, "$REDIS_TELEMETRY_URL: "),
+        ({"REDIS_TELEMETRY_URL": "", "REDIS_URL": "localhost:6379"}, "$REDIS_URL: "),
+        ({"REDIS_TELEMETRY_URL": "redis://h/0?foo=1"}, "unknown query option 'foo'"),
+        ({"REDIS_TELEMETRY_NAMESPACE": "a{b}"}, "$REDIS_TELEMETRY_NAMESPACE: "),
+        ({"REDIS_TELEMETRY_WINDOW": "an hour"}, "$REDIS_TELEMETRY_WINDOW: expected a whole"),
+        ({"REDIS_TELEMETRY_WINDOW": "0"}, "$REDIS_TELEMETRY_WINDOW: "),
+    ],
+)
+def test_a_bad_value_from_the_environment_is_a_usage_error_naming_the_variable(
+    variables: dict[str, str], says: str
+) -> None:
+    result = subprocess_cli("status", env=variables)
+    assert result.returncode == 2, result.stderr
     (line,) = result.stderr.splitlines()
-    assert "$REDIS_TELEMETRY_URL/$REDIS_URL" in line
-    assert "is not a Redis URL" in line
+    assert says in line, line
+
+
+def test_serve_host_and_port_come_from_the_environment() -> None:
+    result = subprocess_cli("serve", env={"REDIS_TELEMETRY_PORT": "99999"})
+    assert result.returncode == 2
+    assert "$REDIS_TELEMETRY_PORT: expected a port between 1 and 65535" in result.stderr
+    result = subprocess_cli("serve", env={"REDIS_TELEMETRY_HOST": " "})
+    assert result.returncode == 2
+    assert "$REDIS_TELEMETRY_HOST: expected an address to listen on" in result.stderr
+    # a variable of serve's does not trouble another command
+    assert subprocess_cli("completion", "bash", env={"REDIS_TELEMETRY_PORT": "x"}).returncode == 0
+
+
+def test_the_environment_sets_namespace_and_window_and_the_command_line_wins(
+    url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("REDIS_TELEMETRY_URL", url)
+    monkeypatch.setenv("REDIS_TELEMETRY_NAMESPACE", "from-env")
+    monkeypatch.setenv("REDIS_TELEMETRY_WINDOW", "120")
+    assert main(["record", "--model", "m", "--latency-ms", "5"]) == 0
+    env_store = TelemetryStore.from_url(url, window_secs=120, namespace="from-env")
+    assert env_store.stored_window() == 120  # the first write stored the window from the env
+    assert env_store.known_models() == ["m"]
+    capsys.readouterr()
+    assert main(["status", "--json", "--namespace", "telemetry"]) == 0
+    assert json.loads(capsys.readouterr().out) == []  # the option wins over the variable
+    monkeypatch.setenv("REDIS_TELEMETRY_NAMESPACE", "")  # empty: unset, the default
+    assert main(["status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    env_store.client.close()
+
+
+def test_every_variable_is_named_in_the_help() -> None:
+    text = subprocess_cli("--help").stdout
+    for variable in (
+        "REDIS_TELEMETRY_URL",
+        "REDIS_URL",
+        "REDIS_TELEMETRY_NAMESPACE",
+        "REDIS_TELEMETRY_WINDOW",
+        "REDIS_TELEMETRY_HOST",
+        "REDIS_TELEMETRY_PORT",
+    ):
+        assert variable in text, variable
+    assert "$REDIS_TELEMETRY_PORT" in subprocess_cli("serve", "--help").stdout
+
+
+def test_global_options_work_after_the_command(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = TelemetryStore.from_url(url, window_secs=600, namespace="fleet")
+    other.record(event("m"))
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    capsys.readouterr()
+    # after the command, an option wins over the same one before it
+    code = main(["--url", nowhere, "status", "--json", "--url", url, "--namespace", "fleet"])
+    assert code == 0, capsys.readouterr().err
+    assert [d["model"] for d in json.loads(capsys.readouterr().out)] == ["m"]
+    assert main(["limit", "set", "m", "--ttl", "60", "--url", url, "--namespace", "fleet"]) == 0
+    assert other.model_performance("m").subscription_limit_reached
+    capsys.readouterr()
+    # before the command, as always; absent after it, the value before stands
+    assert main(["--url", url, "--namespace", "fleet", "events", "m", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 1
+    other.client.close()
 
 
 @pytest.mark.parametrize(
     "url",
-    ["127.0.0.1:6379", "redis://h:70000/0", "redis://h:6379/db", "redis://h:6379/0?protocol=9x"],
+    [
+        "127.0.0.1:6379",
+        "redis://h:70000/0",
+        "redis://h:6379/db",
+        "redis://h:6379/0?protocol=9x",
+        "redis://h:6379/0?foo=bar",
+        "redis+cluster://h:7001/0?foo=bar",
+        "unix:///tmp/redis.sock?socket_keepalive=true",  # a TCP option
+    ],
 )
 def test_from_url_raises_a_telemetry_error_naming_the_url(url: str) -> None:
     with pytest.raises(InvalidInputError, match="Redis URL"):
@@ -483,6 +683,7 @@ def test_demo_runs_on_the_embedded_default() -> None:
     result = subprocess_cli("demo", "--seconds", "2", env={"REDIS_TELEMETRY_URL": nowhere})
     assert result.returncode == 0, result.stderr
     assert f"No Redis at {nowhere}: running on an embedded fakeredis server" in result.stderr
+    assert "demo: writing to redis://127.0.0.1:" in result.stderr
     assert "router → " in result.stdout
     assert "demo done: " in result.stdout
     assert "premco/sonnet-x" in result.stdout
@@ -491,18 +692,35 @@ def test_demo_runs_on_the_embedded_default() -> None:
 
 
 @pytest.mark.slow
-def test_demo_uses_the_given_url(url: str, store: TelemetryStore) -> None:
-    result = subprocess_cli("--url", url, "demo", "--seconds", "2")
+def test_demo_names_its_server_and_keeps_to_a_namespace_of_its_own(
+    url: str, store: TelemetryStore
+) -> None:
+    # the namespace a user's environment names for real data is not the demo's
+    result = subprocess_cli(
+        "--url", url, "demo", "--seconds", "2", env={"REDIS_TELEMETRY_NAMESPACE": "fleet"}
+    )
     assert result.returncode == 0, result.stderr
     assert "embedded" not in result.stderr
-    demo = TelemetryStore.from_url(url, window_secs=300, namespace="demo")
-    models = demo.known_models()
-    assert models == sorted(
-        ["bigco/reasoner-max", "cheapco/flaky-7b", "fastco/coder-mini", "premco/sonnet-x"]
+    assert result.stderr.splitlines()[0] == (
+        f"demo: writing to {url}, namespace 'demo' (the demo's own; its data and limits age "
+        "out within 5m00s)"
     )
-    assert demo.model_performance("premco/sonnet-x").subscription_limit_reached
+    with TelemetryStore.from_url(url, window_secs=300, namespace="demo") as demo:
+        models = demo.known_models()
+        assert models == sorted(
+            ["bigco/reasoner-max", "cheapco/flaky-7b", "fastco/coder-mini", "premco/sonnet-x"]
+        )
+        limit = demo.model_performance("premco/sonnet-x")
+        assert limit.subscription_limit_reached
+        assert limit.subscription_limit_expires_at is not None
+        left = limit.subscription_limit_expires_at - datetime.now(UTC)
+        assert left.total_seconds() <= 300  # not the hour of a real limit
     assert store.known_models() == []  # the default namespace is untouched
-    demo.client.close()
+    with TelemetryStore.from_url(url, namespace="fleet") as fleet:
+        assert fleet.known_models() == []
+    # --namespace on the command line is the user's choice, and is followed
+    result = subprocess_cli("--url", url, "demo", "--seconds", "1", "--namespace", "demo-2")
+    assert "namespace 'demo-2'" in result.stderr.splitlines()[0]
 
 
 def test_demo_with_an_unreachable_url_is_one_clear_line() -> None:

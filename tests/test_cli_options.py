@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import re
+import tomllib
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -85,3 +88,16 @@ def test_completion_is_generated_from_the_parser(
     for word in ("status", "ingest", "serve", "completion", "--version", "--log-level", "--url"):
         assert word in script, word
     assert script.startswith("#compdef redis-telemetry" if shell == "zsh" else "#")
+
+
+def test_the_version_has_one_source_and_names_the_latest_release() -> None:
+    """pyproject.toml holds the version; the installed metadata, `--version` and the changelog's
+    newest release agree with it, so a release that cuts the changelog bumps the version."""
+    root = Path(__file__).resolve().parents[1]
+    source = tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"]
+    assert importlib.metadata.version("redis-telemetry") == source  # installed from this tree
+    assert redis_telemetry.__version__ == source
+    headings = re.findall(r"^## \[([^\]]+)\]", (root / "CHANGELOG.md").read_text(), flags=re.M)
+    assert headings[0] == "Unreleased"
+    assert headings[1] == source
+    assert not any(v == source for v in headings[2:])  # one release per version

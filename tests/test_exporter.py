@@ -9,20 +9,25 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 
 import promql_parser
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 import redis_telemetry
 from redis_telemetry import CompletionEvent, TelemetryStore, TokenBreakdown
 from redis_telemetry.cli import DEFAULT_PORT
+from redis_telemetry.exporter import SnapshotCollector
 
 from .helpers import event
-from .servers import free_port
+from .servers import RedisServer, free_port
 
 
 @contextmanager
@@ -201,7 +206,9 @@ def test_shipped_dashboard_and_scrape_config_match_the_exporter(url: str) -> Non
     assert not any(re.search(r"[^_]namespace=", e) for e in exprs)
     (variable,) = (v for v in dashboard["templating"]["list"] if v["type"] == "query")
     assert variable["query"] == "label_values(redis_telemetry_up, store_namespace)"
-    assert f"localhost:{DEFAULT_PORT}" in (root / "prometheus.yml").read_text()
+    assert f'["exporter:{DEFAULT_PORT}"]' in (root / "prometheus.yml").read_text()
+    alerts = (root / "alerts.yml").read_text()  # the example alert rules name exported metrics
+    assert set(re.findall(r"redis_telemetry_\w+", alerts)) <= exported
 
 
 def test_the_promql_in_the_metrics_page_parses_and_names_exported_metrics(url: str) -> None:
@@ -231,6 +238,98 @@ def test_percentiles_are_exported_on_every_scrape_exact_on_request(url: str) -> 
         assert value(data, name, **p, percentile="50") == 0.2
         assert value(data, name, **p, percentile="95") == 0.9
         assert value(data, name, **p, percentile="99") == 0.9
+        bucket = "redis_telemetry_window_latency_seconds_bucket"
+        assert value(data, bucket, **p, le="0.25") == 2  # exact, from the events
+        assert value(data, bucket, **p, le="1.0") == 3
+
+
+def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
+    """Prometheus' histogram_quantile() over (le, cumulative count) pairs, ascending: linear
+    interpolation within the bucket that holds rank q * count (promql/quantile.go)."""
+    count = buckets[-1][1]
+    rank = q * count
+    lower, below = 0.0, 0.0
+    for le, cumulative in buckets:
+        if cumulative >= rank:
+            if le == float("inf"):
+                return lower
+            return lower + (le - lower) * (rank - below) / (cumulative - below)
+        lower, below = le, cumulative
+    raise AssertionError("unreachable: the +Inf bucket holds every count")
+
+
+def test_the_latency_histogram_gives_fleet_wide_percentiles(url: str) -> None:
+    write(url, [event("fast", True, 100) for _ in range(90)])
+    write(url, [event("slow", True, 4000) for _ in range(10)] + [event("slow", False, 9)])
+    with serving(url) as base:
+        data = samples(get(base + "/metrics")[1])
+    name = "redis_telemetry_window_latency_seconds"
+    fleet: dict[float, float] = {}
+    for (sample, labels), v in data.items():
+        if sample == name + "_bucket":
+            le = float(dict(labels)["le"])
+            fleet[le] = fleet.get(le, 0) + v  # sum by (le)
+    buckets = sorted(fleet.items())
+    assert [le for le, _ in buckets][-1] == float("inf")
+    assert buckets[-1][1] == 100  # every timed success, no failure
+    assert dict(buckets)[0.1] == 90
+    assert dict(buckets)[2.5] == 90
+    assert dict(buckets)[5.0] == 100
+    # the fleet's p95 is a slow call (4 s): the estimate lies in its bucket, (2.5 s, 5 s]
+    assert 2.5 < histogram_quantile(0.95, buckets) <= 5.0
+    assert histogram_quantile(0.5, buckets) <= 0.1  # and its median a fast one
+    slow = {"model": "slow", "store_namespace": NS}
+    assert value(data, name + "_gcount", **slow) == 10
+    assert value(data, name + "_gsum", **slow) == 40.0
+    # the per-model percentile gauges stay
+    p95 = value(data, "redis_telemetry_window_latency_percentile_seconds", **slow, percentile="95")
+    assert p95 == pytest.approx(4.0, rel=1 / 128)
+
+
+def test_the_histogram_is_a_gauge_histogram_in_openmetrics(url: str) -> None:
+    write(url, [event("m", True, 300)])
+    with serving(url) as base:
+        request = urllib.request.Request(
+            base + "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            text = resp.read().decode()
+    families = {f.name: f for f in openmetrics_families(text)}
+    histogram = families["redis_telemetry_window_latency_seconds"]
+    assert histogram.type == "gaugehistogram"  # it goes down as events age out: not a counter
+    assert {s.name for s in histogram.samples} == {
+        "redis_telemetry_window_latency_seconds_bucket",
+        "redis_telemetry_window_latency_seconds_gcount",
+        "redis_telemetry_window_latency_seconds_gsum",
+    }
+
+
+def test_a_scrape_reads_redis_as_one_snapshot_does(redis_server: RedisServer) -> None:
+    """The histogram comes from the snapshots' sketch: a scrape sends Redis the same commands
+    as one all_model_performances() call (counted by the server's commandstats)."""
+    with redis_server.client() as raw:
+        raw.flushall()
+        with TelemetryStore.from_url(redis_server.url) as store:
+            store.record_batch([event(m, True, 100 + i) for i, m in enumerate("abc")])
+            registry = CollectorRegistry(auto_describe=False)
+            registry.register(SnapshotCollector(store))
+
+            def calls(action: Callable[[], object]) -> dict[str, int]:
+                before = raw.info("commandstats")
+                action()
+                after = raw.info("commandstats")
+                return {
+                    k: after[k]["calls"] - before.get(k, {"calls": 0})["calls"]
+                    for k in after
+                    if k != "cmdstat_info" and after[k]["calls"] != before.get(k, {}).get("calls")
+                }
+
+            store.all_model_performances()  # the first call checks the eviction policy
+            direct = calls(store.all_model_performances)
+            scrape = calls(lambda: generate_latest(registry))
+    assert direct
+    assert scrape == direct
+    assert "redis_telemetry_window_latency_seconds_bucket" in generate_latest(registry).decode()
 
 
 # -- the naming conventions (prometheus.io/docs/practices/naming) ---------------------------------
@@ -246,7 +345,11 @@ def test_every_metric_follows_the_naming_conventions(url: str) -> None:
         families = list(text_string_to_metric_families(get(base + "/metrics")[1]))
     by_name = {f.name: f for f in families}
     assert len(by_name) >= 15
+    histograms = {f.name for f in families if f.type == "histogram"}
+    assert histograms == {"redis_telemetry_window_latency_seconds"}
     for f in families:
+        if f.name.endswith(("_gsum", "_gcount")) and f.name.rsplit("_", 1)[0] in histograms:
+            continue  # a gauge histogram's sum and count, as the text format writes them
         assert f.name.startswith("redis_telemetry_"), f.name
         assert f.documentation, f.name
         words = f.name.split("_")
@@ -267,4 +370,6 @@ def test_every_metric_follows_the_naming_conventions(url: str) -> None:
         assert all(s.labels.get("kind") != "total" for s in f.samples), f.name
     # window values are gauges, the only counter counts the exporter's own failures
     assert {f.name for f in families if f.type == "counter"} == {"redis_telemetry_redis_errors"}
-    assert all(f.type == "gauge" for f in families if "_window_" in f.name)
+    assert all(
+        f.type == "gauge" for f in families if "_window_" in f.name and f.name not in histograms
+    )

@@ -246,3 +246,46 @@ def test_event_ids_are_unique_across_threads_and_a_fork() -> None:
     prefixes = {i[:16] for i in every}
     assert len(prefixes) == 3  # this thread, the other thread, the child
     assert ids[1] == ids[0][:16] + f"{int(ids[0][16:], 16) + 1:016x}"  # a counter after it
+
+
+VALID_EVENT = {"model": "m", "latency_ms": 5, "success": True}
+
+
+@pytest.mark.parametrize(
+    ("change", "field_name"),
+    [
+        ({"success": "yes"}, "success"),
+        ({"success": "true"}, "success"),
+        ({"success": 1}, "success"),
+        ({"latency_ms": "5"}, "latency_ms"),
+        ({"latency_ms": 5.0}, "latency_ms"),
+        ({"latency_ms": True}, "latency_ms"),
+        ({"tokens": {"input": "10"}}, "input"),
+        ({"cost_usd": "0.5"}, "cost_usd"),
+    ],
+)
+def test_json_types_are_strict_as_serde_reads_them(change: dict[str, Any], field_name: str) -> None:
+    """What the reference's serde refuses is refused, from JSON and from a decoded dict."""
+    text = json.dumps(VALID_EVENT | change)
+    with pytest.raises(ValidationError) as info:
+        CompletionEvent.model_validate_json(text)
+    assert field_name in str(info.value)
+    with pytest.raises(ValidationError):
+        CompletionEvent.model_validate(json.loads(text))
+
+
+def test_strict_types_still_take_what_serde_takes() -> None:
+    e = CompletionEvent.model_validate_json(
+        json.dumps(VALID_EVENT | {"cost_usd": 1, "completed_at": "2026-01-01T00:00:00Z"})
+    )
+    assert (e.cost_usd, e.success) == (1.0, True)  # an integer is a number
+    assert e.completed_at == datetime(2026, 1, 1, tzinfo=UTC)
+    summary = json.loads((FIXTURES / "rust-telemetry-summary.json").read_text())
+    snap = summary["model_performances"][0]
+    for field, bad in (("subscription_limit_reached", "no"), ("window_secs", "3600")):
+        with pytest.raises(ValidationError, match=field):
+            TelemetrySummary.model_validate_json(
+                json.dumps(summary | {"model_performances": [snap | {field: bad}]})
+            )
+    with pytest.raises(ValidationError, match="message_count"):
+        ModelUsage.model_validate_json('{"message_count": "3"}')

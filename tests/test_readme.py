@@ -15,6 +15,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -188,3 +189,21 @@ def test_every_test_the_reliability_page_names_exists() -> None:
         source = (ROOT / current).read_text()
         test = name or same_file
         assert not test or re.search(rf"^(async )?def {test}\(", source, re.M), (current, test)
+
+
+def test_the_fakeredis_example_runs_as_a_users_test_suite(tmp_path: Path) -> None:
+    """docs/library.md's example for a user's own tests passes under pytest, as written."""
+    (example,) = [b for b in blocks(ROOT / "docs" / "library.md", "python") if "FakeRedis()" in b]
+    (tmp_path / "test_users_own.py").write_text(example)
+    (tmp_path / "pytest.ini").write_text(
+        "[pytest]\nfilterwarnings = error\nasyncio_default_fixture_loop_scope = function\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout

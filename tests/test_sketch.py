@@ -125,3 +125,28 @@ def test_the_stored_counters_read_back_with_redis_bitfield(r: redis.Redis) -> No
     TelemetryStore(r).record(event("m", True, 2400))
     assert r.bitfield("telemetry:{m}:latency").get("i32", "#395").execute() == [1]
     assert sketch.decode(r.get("telemetry:{m}:latency"))[395] == 1
+
+
+def test_histogram_counts_each_latency_at_or_below_each_bound() -> None:
+    bounds = (10, 100, math.inf)
+    assert sketch.histogram([(10, 1), (11, 2), (100, 1), (101, 4)], bounds) == (1, 4, 8)
+    assert sketch.histogram([], bounds) == (0, 0, 0)
+    assert sketch.LE_MS[-1] == math.inf
+    assert list(sketch.LE_MS) == sorted(sketch.LE_MS)
+
+
+def test_the_sketch_histogram_takes_each_bucket_at_its_value() -> None:
+    latencies = [3, 100, 101, 2400, 2431, 9_000_000]
+    counts = [0] * (sketch.bucket(max(latencies)) + 1)
+    for x in latencies:
+        counts[sketch.bucket(x)] += 1
+    got = dict(zip(sketch.LE_MS, sketch.sketch_histogram(counts), strict=True))
+    assert got[5] == 1
+    assert got[100] == 2  # exact below 128 ms
+    assert got[250] == 3
+    assert got[2_500] == 5  # bucket 395 (2400-2431) lies below 2.5 s
+    assert got[600_000] == 5
+    assert got[math.inf] == 6
+    # the same as the exact count wherever no bucket straddles a bound
+    exact = sketch.histogram((x, 1) for x in latencies)
+    assert sketch.sketch_histogram(counts) == exact

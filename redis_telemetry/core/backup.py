@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from ..errors import InvalidInputError
-from ..models import CompletionEvent, ModelName, UtcDatetime
+from ..models import CompletionEvent, Int, ModelName, UtcDatetime
 
 
 class DumpHeader(BaseModel):
@@ -24,7 +24,7 @@ class DumpHeader(BaseModel):
     type: Literal["dump"] = "dump"
     version: Literal[1] = 1
     namespace: str
-    window_secs: int
+    window_secs: Int
     dumped_at: UtcDatetime
 
 
@@ -71,12 +71,31 @@ def parse_line(text: str, lineno: int) -> DumpHeader | DumpEvent | DumpLimit:
         raise InvalidInputError(f"line {lineno}: {describe_validation(exc)}") from None
 
 
+#: Plain words for pydantic's complaints about a whole line, by error type.
+_PLAIN = {
+    "union_tag_not_found": 'no "type" field: a dump line is a JSON object whose "type" is '
+    '"dump", "event" or "limit"',
+    "union_tag_invalid": 'its "type" is {tag!r}; a dump line\'s is "dump", "event" or "limit"',
+    "json_invalid": "not JSON ({error})",  # the column: a dump line is one line
+    "dict_type": "not a JSON object",
+    "model_type": "not a JSON object",
+    "model_attributes_type": "not a JSON object",
+}
+
+
 def describe_validation(exc: ValidationError) -> str:
-    """pydantic's first complaint as 'field.path: message'."""
+    """pydantic's first complaint as 'field.path: message', in plain words where pydantic's
+    own are about its machinery (a discriminator, a tag)."""
     first = exc.errors()[0]
     loc = list(first["loc"])
     if loc and loc[0] in ("dump", "event", "limit"):
         loc = loc[1:]  # the union's tag, not a field
     where = ".".join(str(p) for p in loc)
+    plain = _PLAIN.get(first["type"]) if not where else None
+    if plain is not None:
+        context = {k: str(v) for k, v in (first.get("ctx") or {}).items()}
+        if "error" in context:
+            context["error"] = context["error"].replace(" at line 1 column ", " at column ")
+        return plain.format(**context)
     msg = str(first["msg"]).removeprefix("Value error, ")
     return f"{where}: {msg}" if where else msg

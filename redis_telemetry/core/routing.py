@@ -17,12 +17,12 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from ..errors import InvalidInputError, NoModelAvailable
+from ..errors import InvalidInputError, TelemetryError
 from ..models import ModelPerformanceSnapshot
 
 __all__ = [
     "ExcludedModel",
-    "NoModelAvailable",  # raised by choose(); defined in errors, with the other exceptions
+    "NoModelAvailable",
     "RankedModel",
     "Ranking",
     "StalePolicy",
@@ -95,6 +95,19 @@ class Ranking(BaseModel):
         """When the first subscription-limited candidate comes back."""
         times = [e.available_at for e in self.excluded if e.available_at is not None]
         return min(times, default=None)
+
+
+class NoModelAvailable(TelemetryError):
+    """Every candidate was filtered out; the message names each one's reason, and
+    ``ranking`` holds the whole :class:`Ranking`. Defined here, beside the ranking it carries,
+    so that ``errors`` imports nothing of the package."""
+
+    def __init__(self, ranking: Ranking) -> None:
+        self.ranking = ranking
+        reasons = "; ".join(f"{e.model}: {e.explanation}" for e in ranking.excluded)
+        back = ranking.earliest_return
+        when = f" The earliest a limited model returns is {back.isoformat()}." if back else ""
+        super().__init__(f"no candidate model is usable ({reasons}).{when}")
 
 
 def _cost_per_success(s: ModelPerformanceSnapshot) -> float:

@@ -78,6 +78,7 @@ def performance(
     if latencies and percentiles:
         latencies.sort()
         _set_percentiles(snap, [float(nearest_rank(latencies, p)) for p in sketch.PERCENTILES])
+    snap._latency_histogram = sketch.histogram((x, 1) for x in latencies)
     return snap
 
 
@@ -144,9 +145,10 @@ def from_totals(
         left = [max(0, v) for v in left]
     last = newest_us(key, pairs(reply.newest), cutoff)
     snap = _snapshot(model, Totals._make(left), last, window_secs, reply.now_ms, reply.limit_pttl)
+    counts = sketch.counts(reply.sketch, map(int, reply.aged_buckets))
     if left[_INDEX["ok"]]:
-        aged = map(int, reply.aged_buckets)
-        _set_percentiles(snap, sketch.percentiles(reply.sketch, aged, sketch.PERCENTILES))
+        _set_percentiles(snap, sketch.percentiles_of(counts, sketch.PERCENTILES))
+    snap._latency_histogram = sketch.sketch_histogram(counts)
     return snap
 
 
