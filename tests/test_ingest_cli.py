@@ -230,7 +230,7 @@ def test_a_429_whose_retry_after_ran_out_blocks_nothing(store: TelemetryStore) -
     ]
     report = ingest_lines(store, "opencode", map(json.dumps, lines), model="m")
     assert (report.recorded, report.limits) == (1, 0)
-    assert store.events("m")[0].error == "Too Many Requests (HTTP 429, retry after 120 seconds)"
+    assert store.events("m")[0].error == "Too Many Requests (HTTP 429; retry after 120 seconds)"
     assert not store.model_performance("m").subscription_limit_reached
 
 
@@ -257,6 +257,31 @@ def test_a_reset_already_past_blocks_nothing() -> None:
     assert perf.subscription_limit_expires_at is not None
     left = (perf.subscription_limit_expires_at - now).total_seconds()
     assert 3590 <= left <= 3601  # the store's default TTL
+
+
+@pytest.mark.parametrize(
+    ("fmt", "name", "model", "base"),
+    [
+        ("claude", "claude-2.1.240-tool-errors.jsonl", None, 1795183200000),
+        ("opencode", "opencode-1.18-not-the-providers.jsonl", "oc/m", 1795180000000),
+        ("pi", "pi-0.58-tool-errors.jsonl", None, 1795180000000),
+    ],
+)
+def test_a_tools_rate_limit_blocks_no_model_in_the_store(
+    store: TelemetryStore, fmt: str, name: str, model: str | None, base: int
+) -> None:
+    """GitHub's rate limit, hit by a tool: recorded (as a failure where the run failed), and no
+    model is blocked, neither by ingest nor by the store's own rule on the stored text."""
+    lines = recent(name, base)
+    if fmt == "claude":
+        lines = lines[:4]  # run A only: the tool's failure (run B is the provider's)
+    elif fmt == "opencode":
+        lines = lines[:3]  # the plugin's error only
+    report = ingest_lines(store, fmt, lines, model=model)
+    assert report.recorded > 0
+    assert report.limits == 0
+    for perf in store.all_model_performances():
+        assert not perf.subscription_limit_reached, perf.model
 
 
 def test_a_retried_pi_429_blocks_nothing(store: TelemetryStore) -> None:
