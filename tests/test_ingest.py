@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from redis_telemetry import CompletionEvent, TokenBreakdown, is_subscription_limit_error
+from redis_telemetry.core import rules
 from redis_telemetry.ingest import (
     FORMAT_NAMES,
     Completion,
@@ -608,3 +609,78 @@ def test_a_bad_message_in_an_array_undoes_the_whole_line() -> None:
     p = parse_lines("claude", [json.dumps([init, bad]), json.dumps(result)])
     assert [n for n, _ in p.unparseable] == [1]
     assert [e.model for e in p.events] == ["from-usage"]  # the init of line 1 left no trace
+
+
+PAGE = "<html><body>" + "Too Many Requests. " * 2000 + "</body></html>"  # a proxy's error page
+
+
+def test_an_over_long_error_is_cut_never_dropped() -> None:
+    ms = int(FIXED.timestamp() * 1000)
+    claude = {
+        "type": "result",
+        "subtype": "success",
+        "is_error": True,
+        "api_error_status": 429,
+        "duration_ms": 900,
+        "session_id": "s",
+        "uuid": "u1",
+        "result": PAGE,
+        "modelUsage": {"claude-x": {"outputTokens": 1}},
+    }
+    opencode = [
+        {"type": "step_start", "timestamp": ms, "sessionID": "s", "part": {"messageID": "m"}},
+        {
+            "type": "error",
+            "timestamp": ms + 500,
+            "sessionID": "s",
+            "error": {
+                "name": "APIError",
+                "data": {
+                    "message": PAGE,
+                    "statusCode": 429,
+                    "responseHeaders": {"retry-after": "60"},
+                },
+            },
+        },
+    ]
+    jsonl = {
+        "model": "m",
+        "session_id": "s",
+        "completed_at": FIXED.isoformat(),
+        "latency_ms": 5,
+        "success": False,
+        "tokens": {"total": 0},
+        "cost_usd": 0.0,
+        "error": PAGE,
+    }
+    streams = {
+        "claude": [json.dumps(claude)],
+        "opencode": [json.dumps(line) for line in opencode],
+        "jsonl": [json.dumps(jsonl)],
+    }
+    for fmt, lines in streams.items():
+        p = parse_lines(fmt, lines, "m" if fmt == "opencode" else None, None, lambda: FIXED)
+        assert p.unparseable == [], fmt
+        (event,) = p.events
+        assert event.error is not None
+        assert len(event.error) == rules.MAX_ERROR_LEN, fmt
+        assert event.error.startswith("<html><body>Too Many Requests."), fmt
+        assert len(p.limits) == 1, fmt  # and its 429 still blocks
+    # the end the header gave survives the cut, for record() to read
+    assert event.error is not None
+    opencode_error = parse_lines("opencode", streams["opencode"], "m", None, lambda: FIXED)
+    assert opencode_error.events[0].error is not None
+    assert opencode_error.events[0].error.endswith("… (HTTP 429; retry after 60 seconds)")
+
+
+def test_an_over_long_pi_error_is_cut_never_dropped() -> None:
+    lines = pi_lines("pi-0.58-mode-json-errors.jsonl")
+    long = [
+        line.replace("You exceeded your current quota", f"You exceeded your current quota {PAGE}")
+        for line in lines
+    ]
+    assert long != lines
+    p = parse_lines("pi", long, clock=lambda: FIXED)
+    assert p.unparseable == []
+    assert len(p.events) == len(parse_lines("pi", lines, clock=lambda: FIXED).events)
+    assert max(len(e.error or "") for e in p.events) == rules.MAX_ERROR_LEN

@@ -248,7 +248,10 @@ class Parser:
     def completion(
         self, *, model: str, session: str, clock_time: bool = False, **fields: Any
     ) -> Completion:
-        """An event (``--session`` wins over the stream's)."""
+        """An event (``--session`` wins over the stream's); an error text longer than the store
+        takes (a proxy's HTML error page) is cut to fit, not refused."""
+        if isinstance(fields.get("error"), str):
+            fields["error"] = rules.clip_error(fields["error"])
         try:
             event = CompletionEvent(model=model, session_id=self.session or session, **fields)
         except ValidationError as exc:
