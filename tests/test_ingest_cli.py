@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import queue
 import subprocess
 import sys
@@ -39,6 +40,7 @@ from redis_telemetry.ingest.run import (
     adrive,
     awith_retry,
     drive,
+    read_lines,
     with_retry,
     write_batch,
 )
@@ -579,3 +581,58 @@ class AsyncWrap:
 
     async def record(self, e: Any) -> RecordResult:
         return self.store.record(e)
+
+
+# -- input ----------------------------------------------------------------------------------------
+
+
+def test_stdin_with_invalid_utf8_is_read_to_its_end(redis_server: RedisServer) -> None:
+    """A line of invalid UTF-8 is a line like another (here unparseable), and the command ends:
+    before, the reader thread died on the decode error and the command waited forever."""
+    model = f"utf8-{time.monotonic_ns()}"
+    good = event(model).model_dump_json().encode()
+    data = b'{"model": "\xff\xfe broken"}\n' + good + b"\n\xc3(\n"
+    command = ["--url", redis_server.url, "ingest", "--format", "jsonl", "-"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "redis_telemetry", *command],
+        input=data,
+        capture_output=True,
+        timeout=60,  # does not hang
+        env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"},  # stdin as a UTF-8 locale has it
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.decode()
+    assert "recorded 1 events" in out
+    assert "unparseable 2 lines" in out
+    store = TelemetryStore.from_url(redis_server.url)
+    assert store.model_performance(model).successful_completions == 1
+    store.client.close()
+
+
+def test_a_file_with_invalid_utf8_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "run.jsonl"
+    path.write_bytes(b"\xff\xfe\n" + event("m").model_dump_json().encode() + b"\n")
+    store = TelemetryStore(fakeredis.FakeRedis())
+    report = ingest_file(store, "jsonl", path)
+    assert (report.recorded, [n for n, _ in report.unparseable]) == (1, [1])
+
+
+class FailingStream:
+    """A stream that gives its lines, then fails to read (an I/O error)."""
+
+    def __init__(self, *lines: bytes) -> None:
+        self.lines = lines
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self.lines
+        raise OSError(5, "Input/output error")
+
+
+def test_a_read_error_ends_the_run_after_storing_what_was_read() -> None:
+    store = TelemetryStore(fakeredis.FakeRedis())
+    stream = FailingStream(event("m").model_dump_json().encode() + b"\n")
+    with pytest.raises(
+        InvalidInputError, match=r"cannot read the input after line 1: .*Input/output"
+    ):
+        run_ingest(store, make_parser("jsonl"), read_lines(cast(IO[bytes], stream)))
+    assert store.model_performance("m").successful_completions == 1

@@ -247,15 +247,44 @@ def limit_steps(limit: Limit, now: datetime, kept: datetime | None, ttl_secs: in
 Line = tuple[int, str, datetime | None]
 
 
-def read_lines(stream: IO[str]) -> Iterator[Line | None]:
+class InputUnreadable(InvalidInputError):
+    """Reading the input failed (an I/O error): the lines before it were read."""
+
+
+@dataclass(frozen=True)
+class _End:
+    """The reader's last word: the input ended, or reading it failed with ``error``."""
+
+    lines: int
+    error: BaseException | None = None
+
+
+def decoded(stream: IO[str] | IO[bytes]) -> Iterator[str]:
+    """The lines of a text or a binary stream, read as bytes and decoded as UTF-8 with
+    replacement (U+FFFD), so that no byte sequence stops the reading: a line with invalid
+    UTF-8 is a line like any other (one that names no event is reported, not fatal). A text
+    stream over bytes (``sys.stdin``, a file opened in text mode) is read through its bytes."""
+    source: Any = getattr(stream, "buffer", None) or stream
+    for raw in source:
+        yield raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+
+
+def read_lines(stream: IO[str] | IO[bytes]) -> Iterator[Line | None]:
     """Lines with their numbers and arrival times; ``None`` whenever nothing came for a while.
-    A reader thread fills a bounded queue, so a stalled writer stalls the reading."""
-    lines: queue.Queue[Line | None] = queue.Queue(maxsize=QUEUE_LINES)
+    A reader thread fills a bounded queue, so a stalled writer stalls the reading. The reader
+    always says when it stops, so this always ends: at the end of the input, or with
+    :class:`InputUnreadable` when reading failed."""
+    lines: queue.Queue[Line | _End] = queue.Queue(maxsize=QUEUE_LINES)
 
     def pump() -> None:
-        for n, line in enumerate(stream, 1):
-            lines.put((n, line, now_utc()))
-        lines.put(None)
+        n = 0
+        try:
+            for n, line in enumerate(decoded(stream), 1):  # n: the lines read
+                lines.put((n, line, now_utc()))
+        except BaseException as exc:  # the end marker must go out, whatever happened
+            lines.put(_End(n, exc))
+        else:
+            lines.put(_End(n))
 
     threading.Thread(target=pump, daemon=True, name="ingest-reader").start()
     while True:
@@ -264,7 +293,11 @@ def read_lines(stream: IO[str]) -> Iterator[Line | None]:
         except queue.Empty:
             yield None
             continue
-        if item is None:
+        if isinstance(item, _End):
+            if item.error is not None:
+                raise InputUnreadable(
+                    f"cannot read the input after line {item.lines}: {item.error}"
+                ) from item.error
             return
         yield item
 
@@ -426,12 +459,16 @@ def run_ingest(
     A bad line never stops the run; an outage longer than ``retry_for`` seconds raises
     :class:`IngestAborted`."""
     run = _Run(parser, store.subscription_limit_ttl_secs, retry_for, notify, clock, monotonic)
-    for item in items:
-        if item is not None:
-            on_line(item[1])
-            run.take(*item)
-        if run.due():
-            run.flush(store, sleep)
+    try:
+        for item in items:
+            if item is not None:
+                on_line(item[1])
+                run.take(*item)
+            if run.due():
+                run.flush(store, sleep)
+    except InputUnreadable:
+        run.flush(store, sleep)  # what was read before the failure is stored
+        raise
     run.end()
     run.flush(store, sleep)
     return run.report
@@ -509,6 +546,7 @@ def ingest_file(
     session: str | None = None,
     retry_for: float = DEFAULT_RETRY_FOR,
 ) -> IngestReport:
-    """Record a log file of ``fmt`` lines into ``store``."""
-    with Path(path).open(encoding="utf-8", errors="replace") as stream:
-        return ingest_lines(store, fmt, stream, model=model, session=session, retry_for=retry_for)
+    """Record a log file of ``fmt`` lines into ``store`` (read as bytes: see :func:`decoded`)."""
+    with Path(path).open("rb") as stream:
+        lines = decoded(stream)
+        return ingest_lines(store, fmt, lines, model=model, session=session, retry_for=retry_for)
