@@ -98,6 +98,17 @@ class ClaudeParser(Parser):
     name = "claude"
     #: ``--output-format json --verbose`` prints the whole run as one JSON array
     reads_arrays = True
+    source = "`claude -p --output-format stream-json --verbose`"
+    records = "a run's result line"
+    #: the message types of stream-json, each with a ``session_id``
+    TYPES = frozenset(
+        {"system", "assistant", "user", "result", "rate_limit_event", "stream_event"}
+        | {"conversation_reset"}
+    )
+
+    @classmethod
+    def looks_like(cls, data: dict[str, Any]) -> bool:
+        return data.get("type") in cls.TYPES and isinstance(data.get("session_id"), str)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

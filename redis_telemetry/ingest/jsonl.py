@@ -21,6 +21,12 @@ class JsonlParser(Parser):
     """One ``CompletionEvent`` per line, in serde JSON."""
 
     name = "jsonl"
+    source = "one CompletionEvent per line"
+    records = "every line that is a CompletionEvent"
+
+    @classmethod
+    def looks_like(cls, data: dict[str, Any]) -> bool:
+        return {"model", "success"} <= data.keys() and bool({"latency_ms", "tokens"} & data.keys())
 
     def parse(self, data: dict[str, Any]) -> list[Item]:
         if self.model:

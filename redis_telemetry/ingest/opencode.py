@@ -78,6 +78,16 @@ class OpencodeParser(Parser):
 
     name = "opencode"
     needs_model = True
+    source = "`opencode run --format json`"
+    records = "step_finish and error lines"
+    #: the line types ``run --format json`` prints, each with a ``sessionID``
+    TYPES = frozenset(
+        {"step_start", "step_finish", "text", "reasoning", "tool_use", "error", "done"}
+    )
+
+    @classmethod
+    def looks_like(cls, data: dict[str, Any]) -> bool:
+        return data.get("type") in cls.TYPES and isinstance(data.get("sessionID"), str)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -36,7 +36,7 @@ from typing import IO, TYPE_CHECKING, Any, Generic, TypeVar, cast
 from ..errors import InvalidInputError, TelemetryUnavailable
 from ..store import TelemetryStore
 from .events import Completion, Item, Limit, Parser, UnparseableLine, now_utc
-from .formats import make_parser
+from .formats import make_parser, nothing_found_hint
 
 BATCH = 500
 MAX_DELAY = 0.25
@@ -106,29 +106,73 @@ async def adrive(steps: Steps[T], store: AsyncTelemetryStore) -> T:
     return cast(T, step.result)
 
 
-class IngestReport:
-    """What an ingest did, for the closing report."""
+#: How many bad lines the report names one by one.
+SHOWN_BAD_LINES = 10
+#: How many lines that gave nothing are kept to tell what the input looks like.
+SAMPLE_LINES = 50
 
-    def __init__(self) -> None:
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``n`` with its noun in agreement: "1 event", "2 events"."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
+class IngestReport:
+    """What an ingest did, for the closing report: :meth:`lines` (one fact a line), and the
+    command's :attr:`exit_code` and :attr:`hint` when the input held nothing to record."""
+
+    def __init__(self, fmt: str = "") -> None:
+        self.format = fmt
         self.recorded = self.duplicates = self.outside = self.ignored = 0
         self.unmeasured = self.limits = 0
         self.unparseable: list[tuple[int, str]] = []
+        #: limits the input named (applied or not: one already past blocks nothing)
+        self.limits_found = 0
+        #: the first lines that gave nothing (ignored or unparseable), to tell what they are
+        self.samples: list[str] = []
+
+    def lines(self) -> list[str]:
+        """The closing report, one fact a line (none of them wrapped, so each is one line)."""
+        out = [f"{counted(self.recorded, 'event')} recorded"]
+        if self.duplicates:
+            out.append(f"{counted(self.duplicates, 'event')} already present")
+        if self.outside:
+            out.append(f"{counted(self.outside, 'event')} outside the window")
+        if self.unmeasured:
+            out.append(f"{counted(self.unmeasured, 'call')} without a measured latency")
+        if self.limits:
+            out.append(f"{counted(self.limits, 'limit')} applied")
+        if self.ignored:
+            out.append(f"{counted(self.ignored, 'line')} ignored")
+        if self.unparseable:
+            out.append(f"{counted(len(self.unparseable), 'line')} unparseable")
+            out += [f"line {n}: {why}" for n, why in self.unparseable[:SHOWN_BAD_LINES]]
+            if (more := len(self.unparseable) - SHOWN_BAD_LINES) > 0:
+                out.append(f"and {counted(more, 'more unparseable line')}")
+        return out
 
     def line(self) -> str:
-        text = (
-            f"recorded {self.recorded} events ({self.duplicates} already present, "
-            f"{self.outside} outside the window); ignored {self.ignored} lines; "
-            f"unparseable {len(self.unparseable)} lines"
-        )
-        if self.unparseable:
-            shown = ", ".join(f"{n} ({why})" for n, why in self.unparseable[:10])
-            more = len(self.unparseable) - 10
-            text += f": {shown}" + (f" and {more} more" if more > 0 else "")
-        if self.unmeasured:
-            text += f"; {self.unmeasured} calls without a measured latency"
-        if self.limits:
-            text += f"; {self.limits} limits applied"
-        return text
+        """:meth:`lines` as one text, a fact a line."""
+        return "\n".join(self.lines())
+
+    @property
+    def nothing_recorded(self) -> bool:
+        """The input held nothing this format records (no event, stored or not, and no limit)
+        while some of its lines were ignored or unparseable: most likely the wrong format, or
+        not an agent's output at all."""
+        found = self.recorded + self.duplicates + self.outside + self.limits_found
+        return found == 0 and bool(self.ignored or self.unparseable)
+
+    @property
+    def exit_code(self) -> int:
+        """The command's exit code: 1 when :attr:`nothing_recorded`, else 0."""
+        return 1 if self.nothing_recorded else 0
+
+    @property
+    def hint(self) -> str | None:
+        """When :attr:`nothing_recorded`, one line on what the lines look like (another format,
+        say, with the option to pass); else None."""
+        return nothing_found_hint(self.format, self.samples) if self.nothing_recorded else None
 
 
 class IngestAborted(TelemetryUnavailable):
@@ -318,15 +362,13 @@ class _Run:
         self.parser, self.ttl_secs, self.retry_for = parser, ttl_secs, retry_for
         self.notify, self.clock, self.monotonic = notify, clock, monotonic
         self.since = monotonic()
-        self.report = IngestReport()
+        self.report = IngestReport(parser.name)
         self.events: list[tuple[int, Completion]] = []
         self.limits: list[tuple[int, Limit]] = []
         self.events_written = False
         self.kept: dict[str, datetime | None] = {}
         self.last_line = 0
-        #: model -> event ids stored, for events stamped with the ingest clock (their stored
-        #: form differs between runs, so only the id tells a re-run apart)
-        self.known: dict[str, set[str]] = {}
+        self.reruns = RerunFilter()
 
     def take(self, lineno: int, line: str, arrived: datetime | None) -> None:
         """Parse one line into the batch; a bad line is reported, never fatal."""
@@ -335,10 +377,16 @@ class _Run:
             got = self.parser.feed(line, arrived)
         except UnparseableLine as exc:
             self.report.unparseable.append((lineno, str(exc)))
+            self._sample(line)
             return
         if not got and line.strip():
             self.report.ignored += 1
+            self._sample(line)
         self.add(lineno, got)
+
+    def _sample(self, line: str) -> None:
+        if len(self.report.samples) < SAMPLE_LINES:
+            self.report.samples.append(line[:4096])
 
     def end(self) -> None:
         """The input ended: take what the parser still holds."""
@@ -356,6 +404,7 @@ class _Run:
                     self.report.unmeasured += 1
             else:
                 self.limits.append((lineno, item))
+                self.report.limits_found += 1
 
     def flush(self, store: TelemetryStore, sleep: Callable[[float], None] = time.sleep) -> None:
         """Write the pending batch, retrying while Redis is unreachable."""
@@ -393,11 +442,10 @@ class _Run:
             for m in {lim.model for _, lim in self.limits}:
                 perf = yield Call("model_performance", (m,))
                 self.kept[m] = perf.subscription_limit_expires_at
-            fresh = yield from self._unseen()
+            fresh, again = yield from self.reruns.unseen(self.events)
             yield from write_batch(fresh, self.report)
-            for _, c in fresh:
-                if c.clock_time and c.event.event_id and c.event.model in self.known:
-                    self.known[c.event.model].add(c.event.event_id)
+            self.report.duplicates += again  # counted once the batch is written
+            self.reruns.stored(fresh)
             self.events_written = True
         now = self.clock()
         while self.limits:
@@ -406,22 +454,44 @@ class _Run:
                 self.report.limits += 1
             self.limits.pop(0)
 
-    def _unseen(self) -> Steps[list[tuple[int, Completion]]]:
-        """The batch less the clock-stamped events a previous run already stored."""
+
+class RerunFilter:
+    """The re-run check for events stamped with the ingest clock (Claude without timestamps,
+    pi, ``jsonl`` lines without ``completed_at``): their stored form differs between runs, so
+    only the id tells a re-run apart, and the store reads the model's ids (once per run and
+    model) to tell. Kept apart on purpose: once ``record.lua`` counts an event id it already
+    holds as a duplicate, this goes, and ingest reads no window at all."""
+
+    def __init__(self) -> None:
+        #: model -> event ids stored
+        self.known: dict[str, set[str]] = {}
+
+    def unseen(
+        self, events: list[tuple[int, Completion]]
+    ) -> Steps[tuple[list[tuple[int, Completion]], int]]:
+        """``events`` less the clock-stamped ones a previous run already stored, and how many
+        those were."""
         fresh: list[tuple[int, Completion]] = []
         seen: set[tuple[str, str]] = set()
-        for lineno, c in self.events:
+        again = 0
+        for lineno, c in events:
             e = c.event
             if c.clock_time and e.event_id:
                 if e.model not in self.known:
                     stored = yield Call("events", (e.model,))
                     self.known[e.model] = {x.event_id for x in stored if x.event_id}
                 if e.event_id in self.known[e.model] or (e.model, e.event_id) in seen:
-                    self.report.duplicates += 1
+                    again += 1
                     continue
                 seen.add((e.model, e.event_id))
             fresh.append((lineno, c))
-        return fresh
+        return fresh, again
+
+    def stored(self, written: list[tuple[int, Completion]]) -> None:
+        """``written`` are in the store now."""
+        for _, c in written:
+            if c.clock_time and c.event.event_id and c.event.model in self.known:
+                self.known[c.event.model].add(c.event.event_id)
 
 
 def write_batch(pending: list[tuple[int, Completion]], report: IngestReport) -> Steps[None]:
