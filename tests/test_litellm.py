@@ -354,6 +354,27 @@ async def test_routing_sends_traffic_to_the_fastest_deployment(server_url: str) 
     await store.aclose()
 
 
+@pytest.mark.parametrize("strategy", ["fastest", "cheapest", "most_reliable"])
+def test_without_data_traffic_spreads_evenly_until_each_deployment_has_some(
+    server_url: str, strategy: str
+) -> None:
+    """dep-a has data, dep-b none yet: before, dep-a took 1 - exploration (95%) of the picks."""
+    import random
+
+    store = TelemetryStore.from_url(server_url)
+    store.record_batch([CompletionEvent(model="dep-a", latency_ms=100, success=True)])
+    router = Router(model_list=deployments(), num_retries=0)
+    routing = SharedStateRouting(router, store, strategy, rng=random.Random(7))
+    picks = [routing.get_available_deployment("coder")["model_info"]["id"] for _ in range(400)]
+    assert 160 <= picks.count("dep-b") <= 240  # about half (binomial: 200 +- 10 sd)
+    # once each has data, the strategy decides again
+    store.record_batch([CompletionEvent(model="dep-b", latency_ms=900, success=False)])
+    routing.exploration = 0.0
+    picks = [routing.get_available_deployment("coder")["model_info"]["id"] for _ in range(20)]
+    assert picks == ["dep-a"] * 20
+    store.client.close()
+
+
 def test_sync_routing_with_a_blocking_store(server_url: str) -> None:
     store = TelemetryStore.from_url(server_url)
     store.record_batch(
