@@ -609,3 +609,58 @@ def test_the_docs_example_runs_as_written(server_url: str, tmp_path: Path) -> No
     assert "recorded 20 of 20 calls" in result.stdout
     store = TelemetryStore.from_url(server_url)
     assert sum(p.successful_completions for p in store.all_model_performances()) == 20
+
+
+# -- the LiteLLM Proxy ------------------------------------------------------------------------
+
+
+def proxy_files() -> tuple[str, str]:
+    """docs/litellm.md's callbacks module and config.yaml for the Proxy."""
+    text = (ROOT / "docs" / "litellm.md").read_text()
+    (module,) = re.findall(r"```python\n(# telemetry_callbacks.py.*?)```", text, flags=re.S)
+    (config,) = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
+    return module, config
+
+
+@ONE_LOOP
+async def test_the_proxy_config_of_the_docs_records_the_proxys_calls(
+    server_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Proxy's config, loaded by LiteLLM's own loader of ``litellm_settings.callbacks``
+    (``initialize_callbacks_on_proxy``, which ``ProxyConfig.load_config`` calls)."""
+    import importlib
+    import types
+
+    import yaml
+    from litellm.proxy.common_utils.callback_utils import initialize_callbacks_on_proxy
+
+    try:
+        importlib.import_module("litellm.proxy.proxy_server")  # the loader reads its prisma_client
+    except ImportError:  # the proxy's own dependencies (fastapi, ...) are not installed here
+        stub = types.ModuleType("litellm.proxy.proxy_server")
+        stub.prisma_client = None  # type: ignore[attr-defined]
+        monkeypatch.setitem(sys.modules, "litellm.proxy.proxy_server", stub)
+    module, config = proxy_files()
+    (tmp_path / "telemetry_callbacks.py").write_text(module)
+    (tmp_path / "config.yaml").write_text(config)
+    monkeypatch.setenv("REDIS_TELEMETRY_URL", server_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.delitem(sys.modules, "telemetry_callbacks", raising=False)
+    loaded = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    settings = loaded["litellm_settings"]
+    initialize_callbacks_on_proxy(
+        value=settings["callbacks"],
+        premium_user=False,
+        config_file_path=str(tmp_path / "config.yaml"),
+        litellm_settings=settings,
+    )
+    (logger,) = [cb for cb in litellm.callbacks if isinstance(cb, TelemetryLogger)]
+    router = Router(model_list=loaded["model_list"], num_retries=0)
+    for _ in range(3):
+        await router.acompletion(model="coder", messages=MESSAGES, mock_response="hello")
+    assert await logger.aflush(30)
+    store = AsyncTelemetryStore.from_url(server_url)
+    perf = await store.model_performance("coder-mini-eu")
+    assert (perf.successful_completions, perf.tokens.total > 0) == (3, True)
+    await store.aclose()
+    await logger._recorder.store.aclose()  # type: ignore[attr-defined]  # the module's store
