@@ -284,15 +284,15 @@ def _shift_opencode(tmp_path: Path) -> Path:
 def test_ingest_every_format(cli: Cli, store: TelemetryStore, tmp_path: Path) -> None:
     code, out, err = cli("ingest", "--format", "claude", str(FIXTURES / "claude-stream.jsonl"))
     assert code == 0, err
-    assert "recorded 3 events" in out
-    assert "ignored 3 lines" in out
-    assert "unparseable 2 lines: 4 (not JSON" in out
+    assert "3 events recorded\n" in out
+    assert "3 lines ignored\n" in out
+    assert "2 lines unparseable\nline 4: not JSON" in out
     assert store.model_performance("claude-fixture-model").subscription_limit_reached
 
     path = _shift_opencode(tmp_path)
     code, out, _ = cli("ingest", "--format", "opencode", "--model", "oc/m", str(path))
-    assert "recorded 3 events" in out
-    assert "unparseable 1 lines: 9" in out
+    assert "3 events recorded\n" in out
+    assert "1 line unparseable\nline 9: " in out
     perf = store.model_performance("oc/m")
     assert (perf.successful_completions, perf.failed_completions) == (2, 1)
     assert perf.avg_latency_ms == (1500 + 2250) / 2
@@ -301,14 +301,14 @@ def test_ingest_every_format(cli: Cli, store: TelemetryStore, tmp_path: Path) ->
     code, out, _ = cli(
         "ingest", "--format", "pi", "--session", "forced", str(FIXTURES / "pi.jsonl")
     )
-    assert "recorded 2 events" in out
+    assert "2 events recorded\n" in out
     assert store.session_usage("forced").totals.message_count == 2
 
     jsonl = tmp_path / "events.jsonl"
     jsonl.write_text(json.dumps(json.loads(event("j").model_dump_json())) + "\nnope\n")
     code, out, _ = cli("ingest", "--format", "jsonl", str(jsonl))
-    assert "recorded 1 events" in out
-    assert "unparseable 1 lines: 2" in out
+    assert "1 event recorded\n" in out
+    assert "1 line unparseable\nline 2: " in out
 
 
 def test_ingest_opencode_without_model_is_a_usage_error(cli: Cli) -> None:
@@ -339,7 +339,7 @@ def test_ingest_follows_a_growing_stream(url: str, store: TelemetryStore) -> Non
     finally:
         proc.kill()
     assert proc.returncode == 0, err
-    assert "recorded 3 events" in out
+    assert "3 events recorded\n" in out
 
 
 def test_export_and_import(cli: Cli, store: TelemetryStore, url: str, tmp_path: Path) -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from redis_telemetry import TokenBreakdown
+from redis_telemetry import CompletionEvent, TokenBreakdown, is_subscription_limit_error
+from redis_telemetry.core import rules
 from redis_telemetry.ingest import (
     FORMAT_NAMES,
     Completion,
@@ -351,6 +352,13 @@ def test_pi_limits_apply_from_a_file_too() -> None:
     assert len(p.unmeasured) == 3
 
 
+def test_pi_a_tools_failure_never_blocks() -> None:
+    # gh hit GitHub's rate limit inside a bash tool; pi reports it as the tool's result
+    p = parse("pi", "pi-0.58-tool-errors.jsonl")
+    assert [(e.success, e.error) for e in p.events] == [(True, None), (True, None)]
+    assert (p.limits, p.unparseable) == ([], [])
+
+
 def test_pi_seed_shape_is_still_read() -> None:
     p = parse("pi", "pi.jsonl", session="forced")
     assert p.ignored == [1, 2, 4]
@@ -375,6 +383,36 @@ def test_pi_unknown_stop_reason_is_unparseable() -> None:
     }
     with pytest.raises(UnparseableLine, match="unknown stopReason 'sleepy'"):
         make_parser("pi").feed(json.dumps({"type": "message_end", "message": message}))
+
+
+def assert_not_the_providers(event: CompletionEvent, text: str) -> None:
+    """``event`` failed with ``text``, stored so that the store's own rule blocks nothing."""
+    assert (event.success, event.error) == (False, f"not an API error: {text}")
+    assert not is_subscription_limit_error(event.error or "")
+
+
+def test_claude_a_tools_failure_never_blocks() -> None:
+    p = parse("claude", "claude-2.1.240-tool-errors.jsonl", clock=LATER)
+    tool, api, ok = p.events
+    # a tool (gh) hit GitHub's rate limit and the run failed during execution: a failure, and
+    # no limit, neither here nor in the store (the text says it is not the provider's error)
+    assert (tool.success, tool.model) == (False, "claude-sonnet-4-6")
+    assert_not_the_providers(
+        tool, "Tool execution failed: gh: API rate limit exceeded for user ID 123"
+    )
+    # an "API Error" entry of errors[] is the provider's: it blocks, with the end it names
+    # (counted from the run's last timestamp), whatever the tool entries before it say
+    assert not api.success
+    assert p.limits == [
+        Limit(
+            "claude-sonnet-4-6",
+            datetime(2026, 11, 20, 14, 11, 31, tzinfo=UTC),
+            "API Error: Rate limit reached · retry after 90 seconds",
+        )
+    ]
+    # a tool's 429 in a run that went on: a success, nothing blocked
+    assert ok.success
+    assert p.unparseable == []
 
 
 # -- opencode -------------------------------------------------------------------------------------
@@ -406,7 +444,7 @@ def test_opencode_errors() -> None:
     assert (filtered.success, filtered.error) == (False, "finish reason: content-filter")
     assert (too_many.success, too_many.latency_ms) == (False, 350)  # from its own step only
     # the header's end, in words record() reads too
-    assert too_many.error == "Too Many Requests (HTTP 429, retry after 1790 seconds)"
+    assert too_many.error == "Too Many Requests (HTTP 429; retry after 1790 seconds)"
     assert fork.model == "openrouter/qwen3-coder"  # part.model wins over --model
     assert auth.latency_ms == 400  # the aborted step before it ended with the abort
     assert p.ignored == [1, 3, 5, 7, 9, 10, 11, 14]  # step_start lines, MessageAbortedError
@@ -431,7 +469,7 @@ def test_opencode_1_18_run_json() -> None:
     assert (tools.success, tools.latency_ms, tools.tokens.total) == (True, 2200, 15250)
     assert (stop.success, stop.latency_ms, stop.event_id) == (True, 4000, "opencode:prt_o07")
     assert (limited.success, limited.latency_ms) == (False, 400)
-    assert limited.error == "Rate limit exceeded, retry later (HTTP 429, retry after 45 seconds)"
+    assert limited.error == "Rate limit exceeded, retry later (HTTP 429; retry after 45 seconds)"
     assert (overflow.success, overflow.latency_ms) == (False, 600)
     assert overflow.error == "prompt is too long: 214293 tokens > 200000 maximum"
     # retry-after-ms (which opencode itself honours) gives the end; the overflow is no limit
@@ -445,6 +483,26 @@ def test_opencode_1_18_run_json() -> None:
     # step_start, reasoning, tool_use (a failed tool is not a failed call), text, done
     assert p.ignored == [1, 2, 3, 5, 6, 8, 10, 12]
     assert (p.unparseable, p.unmeasured) == ([], [])
+
+
+def test_opencode_only_the_providers_errors_block() -> None:
+    p = parse("opencode", "opencode-1.18-not-the-providers.jsonl", model="oc/m")
+    plugin, provider = p.events
+    # a plugin's error (UnknownError with the thrown text) that names GitHub's rate limit
+    assert (plugin.success, plugin.latency_ms) == (False, 1000)
+    assert_not_the_providers(
+        plugin, "Error: github plugin: API rate limit exceeded for user ID 123"
+    )
+    # the provider's own JSON error, which opencode passes on as UnknownError: it blocks
+    assert not provider.success
+    assert p.limits == [
+        Limit(
+            "oc/m",
+            datetime.fromtimestamp(1795180002.6 + 30, UTC),
+            provider.error or "",
+        )
+    ]
+    assert p.ignored == [1, 2, 4]  # step_start lines; the failed tool is not a failed call
 
 
 @pytest.mark.parametrize(
@@ -551,3 +609,78 @@ def test_a_bad_message_in_an_array_undoes_the_whole_line() -> None:
     p = parse_lines("claude", [json.dumps([init, bad]), json.dumps(result)])
     assert [n for n, _ in p.unparseable] == [1]
     assert [e.model for e in p.events] == ["from-usage"]  # the init of line 1 left no trace
+
+
+PAGE = "<html><body>" + "Too Many Requests. " * 2000 + "</body></html>"  # a proxy's error page
+
+
+def test_an_over_long_error_is_cut_never_dropped() -> None:
+    ms = int(FIXED.timestamp() * 1000)
+    claude = {
+        "type": "result",
+        "subtype": "success",
+        "is_error": True,
+        "api_error_status": 429,
+        "duration_ms": 900,
+        "session_id": "s",
+        "uuid": "u1",
+        "result": PAGE,
+        "modelUsage": {"claude-x": {"outputTokens": 1}},
+    }
+    opencode = [
+        {"type": "step_start", "timestamp": ms, "sessionID": "s", "part": {"messageID": "m"}},
+        {
+            "type": "error",
+            "timestamp": ms + 500,
+            "sessionID": "s",
+            "error": {
+                "name": "APIError",
+                "data": {
+                    "message": PAGE,
+                    "statusCode": 429,
+                    "responseHeaders": {"retry-after": "60"},
+                },
+            },
+        },
+    ]
+    jsonl = {
+        "model": "m",
+        "session_id": "s",
+        "completed_at": FIXED.isoformat(),
+        "latency_ms": 5,
+        "success": False,
+        "tokens": {"total": 0},
+        "cost_usd": 0.0,
+        "error": PAGE,
+    }
+    streams = {
+        "claude": [json.dumps(claude)],
+        "opencode": [json.dumps(line) for line in opencode],
+        "jsonl": [json.dumps(jsonl)],
+    }
+    for fmt, lines in streams.items():
+        p = parse_lines(fmt, lines, "m" if fmt == "opencode" else None, None, lambda: FIXED)
+        assert p.unparseable == [], fmt
+        (event,) = p.events
+        assert event.error is not None
+        assert len(event.error) == rules.MAX_ERROR_LEN, fmt
+        assert event.error.startswith("<html><body>Too Many Requests."), fmt
+        assert len(p.limits) == 1, fmt  # and its 429 still blocks
+    # the end the header gave survives the cut, for record() to read
+    assert event.error is not None
+    opencode_error = parse_lines("opencode", streams["opencode"], "m", None, lambda: FIXED)
+    assert opencode_error.events[0].error is not None
+    assert opencode_error.events[0].error.endswith("… (HTTP 429; retry after 60 seconds)")
+
+
+def test_an_over_long_pi_error_is_cut_never_dropped() -> None:
+    lines = pi_lines("pi-0.58-mode-json-errors.jsonl")
+    long = [
+        line.replace("You exceeded your current quota", f"You exceeded your current quota {PAGE}")
+        for line in lines
+    ]
+    assert long != lines
+    p = parse_lines("pi", long, clock=lambda: FIXED)
+    assert p.unparseable == []
+    assert len(p.events) == len(parse_lines("pi", lines, clock=lambda: FIXED).events)
+    assert max(len(e.error or "") for e in p.events) == rules.MAX_ERROR_LEN

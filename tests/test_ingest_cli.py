@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import queue
 import subprocess
 import sys
@@ -39,6 +40,7 @@ from redis_telemetry.ingest.run import (
     adrive,
     awith_retry,
     drive,
+    read_lines,
     with_retry,
     write_batch,
 )
@@ -230,7 +232,7 @@ def test_a_429_whose_retry_after_ran_out_blocks_nothing(store: TelemetryStore) -
     ]
     report = ingest_lines(store, "opencode", map(json.dumps, lines), model="m")
     assert (report.recorded, report.limits) == (1, 0)
-    assert store.events("m")[0].error == "Too Many Requests (HTTP 429, retry after 120 seconds)"
+    assert store.events("m")[0].error == "Too Many Requests (HTTP 429; retry after 120 seconds)"
     assert not store.model_performance("m").subscription_limit_reached
 
 
@@ -257,6 +259,31 @@ def test_a_reset_already_past_blocks_nothing() -> None:
     assert perf.subscription_limit_expires_at is not None
     left = (perf.subscription_limit_expires_at - now).total_seconds()
     assert 3590 <= left <= 3601  # the store's default TTL
+
+
+@pytest.mark.parametrize(
+    ("fmt", "name", "model", "base"),
+    [
+        ("claude", "claude-2.1.240-tool-errors.jsonl", None, 1795183200000),
+        ("opencode", "opencode-1.18-not-the-providers.jsonl", "oc/m", 1795180000000),
+        ("pi", "pi-0.58-tool-errors.jsonl", None, 1795180000000),
+    ],
+)
+def test_a_tools_rate_limit_blocks_no_model_in_the_store(
+    store: TelemetryStore, fmt: str, name: str, model: str | None, base: int
+) -> None:
+    """GitHub's rate limit, hit by a tool: recorded (as a failure where the run failed), and no
+    model is blocked, neither by ingest nor by the store's own rule on the stored text."""
+    lines = recent(name, base)
+    if fmt == "claude":
+        lines = lines[:4]  # run A only: the tool's failure (run B is the provider's)
+    elif fmt == "opencode":
+        lines = lines[:3]  # the plugin's error only
+    report = ingest_lines(store, fmt, lines, model=model)
+    assert report.recorded > 0
+    assert report.limits == 0
+    for perf in store.all_model_performances():
+        assert not perf.subscription_limit_reached, perf.model
 
 
 def test_a_retried_pi_429_blocks_nothing(store: TelemetryStore) -> None:
@@ -420,7 +447,7 @@ def test_ingest_survives_a_redis_restart(tmp_path: Path) -> None:
         )
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0
-        assert "recorded 4 events" in out
+        assert "4 events recorded\n" in out
         assert store.model_performance("after").successful_completions == 1
         rest = [errors.get(timeout=5)]
         while not errors.empty():
@@ -450,7 +477,7 @@ def test_ingest_gives_up_after_retry_for_with_exit_3(tmp_path: Path) -> None:
         proc.kill()
         server.cleanup()
     assert proc.returncode == 3
-    assert "recorded 1 events" in out
+    assert "1 event recorded\n" in out
     assert "2 lines were not stored; resume from line 2" in err
     assert "Traceback" not in err
 
@@ -554,3 +581,173 @@ class AsyncWrap:
 
     async def record(self, e: Any) -> RecordResult:
         return self.store.record(e)
+
+
+# -- input ----------------------------------------------------------------------------------------
+
+
+def test_stdin_with_invalid_utf8_is_read_to_its_end(redis_server: RedisServer) -> None:
+    """A line of invalid UTF-8 is a line like another (here unparseable), and the command ends:
+    before, the reader thread died on the decode error and the command waited forever."""
+    model = f"utf8-{time.monotonic_ns()}"
+    good = event(model).model_dump_json().encode()
+    data = b'{"model": "\xff\xfe broken"}\n' + good + b"\n\xc3(\n"
+    command = ["--url", redis_server.url, "ingest", "--format", "jsonl", "-"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "redis_telemetry", *command],
+        input=data,
+        capture_output=True,
+        timeout=60,  # does not hang
+        env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"},  # stdin as a UTF-8 locale has it
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.decode()
+    assert "1 event recorded\n" in out
+    assert "2 lines unparseable\n" in out
+    store = TelemetryStore.from_url(redis_server.url)
+    assert store.model_performance(model).successful_completions == 1
+    store.client.close()
+
+
+def test_a_file_with_invalid_utf8_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "run.jsonl"
+    path.write_bytes(b"\xff\xfe\n" + event("m").model_dump_json().encode() + b"\n")
+    store = TelemetryStore(fakeredis.FakeRedis())
+    report = ingest_file(store, "jsonl", path)
+    assert (report.recorded, [n for n, _ in report.unparseable]) == (1, [1])
+
+
+class FailingStream:
+    """A stream that gives its lines, then fails to read (an I/O error)."""
+
+    def __init__(self, *lines: bytes) -> None:
+        self.lines = lines
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self.lines
+        raise OSError(5, "Input/output error")
+
+
+def test_a_read_error_ends_the_run_after_storing_what_was_read() -> None:
+    store = TelemetryStore(fakeredis.FakeRedis())
+    stream = FailingStream(event("m").model_dump_json().encode() + b"\n")
+    with pytest.raises(
+        InvalidInputError, match=r"cannot read the input after line 1: .*Input/output"
+    ):
+        run_ingest(store, make_parser("jsonl"), read_lines(cast(IO[bytes], stream)))
+    assert store.model_performance("m").successful_completions == 1
+
+
+# -- the closing report ---------------------------------------------------------------------------
+
+
+def test_the_report_is_a_fact_a_line_with_counts_that_agree_with_their_nouns() -> None:
+    one = IngestReport("jsonl")
+    one.recorded = one.duplicates = one.outside = one.unmeasured = one.limits = one.ignored = 1
+    one.unparseable = [(7, "not JSON: Expecting value")]
+    assert one.lines() == [
+        "1 event recorded",
+        "1 event already present",
+        "1 event outside the window",
+        "1 call without a measured latency",
+        "1 limit applied",
+        "1 line ignored",
+        "1 line unparseable",
+        "line 7: not JSON: Expecting value",
+    ]
+    many = IngestReport("jsonl")
+    many.recorded, many.limits, many.ignored = 3, 2, 5
+    many.unparseable = [(n, "not JSON: Expecting value") for n in range(1, 13)]
+    assert many.lines()[:5] == [
+        "3 events recorded",
+        "2 limits applied",
+        "5 lines ignored",
+        "12 lines unparseable",
+        "line 1: not JSON: Expecting value",
+    ]
+    assert many.lines()[-2:] == [
+        "line 10: not JSON: Expecting value",
+        "and 2 more unparseable lines",
+    ]
+    assert many.line() == "\n".join(many.lines())
+    assert all("\n" not in line for line in many.lines())
+    assert IngestReport().lines() == ["0 events recorded"]  # nothing else to say
+
+
+@pytest.mark.parametrize(
+    ("fmt", "name", "hint"),
+    [
+        (
+            "claude",
+            "opencode-1.18-run-json.jsonl",
+            "these lines look like opencode output (`opencode run --format json`); "
+            "try --format opencode --model MODEL",
+        ),
+        (
+            "opencode",
+            "claude-2.1-stream-json.jsonl",
+            "these lines look like claude output "
+            "(`claude -p --output-format stream-json --verbose`); try --format claude",
+        ),
+        (
+            "jsonl",
+            "pi-0.58-mode-json.jsonl",
+            "these lines look like pi output (`pi --mode json`); try --format pi",
+        ),
+        (
+            "pi",
+            "rust-completion-events.jsonl",
+            "these lines look like jsonl output (one CompletionEvent per line); try --format jsonl",
+        ),
+    ],
+)
+def test_a_run_that_finds_nothing_says_which_format_the_lines_look_like(
+    fmt: str, name: str, hint: str
+) -> None:
+    store = TelemetryStore(fakeredis.FakeRedis())
+    report = ingest_file(store, fmt, FIXTURES / name, model="m" if fmt == "opencode" else None)
+    assert report.nothing_recorded
+    assert (report.exit_code, report.hint) == (1, hint)
+    assert store.known_models() == []
+
+
+def test_a_run_of_lines_that_are_no_json_at_all_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "ls"
+    path.write_bytes(bytes(range(256)) * 20 + b"\n\x7fELF\x02\x01\n")
+    report = ingest_file(TelemetryStore(fakeredis.FakeRedis()), "claude", path)
+    assert report.exit_code == 1
+    assert report.hint == (
+        "no line is JSON; --format claude reads `claude -p --output-format stream-json --verbose`"
+    )
+
+
+def test_a_run_of_its_format_without_a_completed_call_says_so() -> None:
+    init = {"type": "system", "subtype": "init", "session_id": "s", "model": "claude-x"}
+    report = ingest_lines(TelemetryStore(fakeredis.FakeRedis()), "claude", [json.dumps(init)])
+    assert report.exit_code == 1
+    assert report.hint == "these lines are claude output, but none is a run's result line"
+
+
+def test_a_run_that_finds_events_or_limits_exits_0_even_storing_nothing_new(
+    store: TelemetryStore,
+) -> None:
+    lines = recent("opencode-1.18-run-json.jsonl", 1795176610000)
+    first = ingest_lines(store, "opencode", lines, model="oc/m")
+    again = ingest_lines(store, "opencode", lines, model="oc/m")  # every event already present
+    old = ingest_lines(
+        store, "opencode", recent("opencode-1.18-run-json.jsonl", lag_ms=10**9), model="o/m"
+    )
+    assert (first.recorded, again.recorded, old.recorded) == (4, 0, 0)
+    assert old.outside == 4  # read, but outside the window
+    limit_only = [{"type": "system", "subtype": "init", "session_id": "s", "model": "claude-x"}]
+    limit_only.append(
+        {
+            "type": "rate_limit_event",
+            "session_id": "s",
+            "rate_limit_info": {"status": "rejected", "resetsAt": 1000},  # long past
+        }
+    )
+    limited = ingest_lines(store, "claude", map(json.dumps, limit_only))
+    for report in (first, again, old, limited, ingest_lines(store, "jsonl", [])):
+        assert not report.nothing_recorded
+        assert (report.exit_code, report.hint) == (0, None)

@@ -11,7 +11,7 @@ from typing import Any
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from redis_telemetry.core import limits
+from redis_telemetry.core import limits, rules
 from redis_telemetry.ingest import FORMAT_NAMES, Limit, parse_lines
 
 FUZZ = settings(max_examples=300, deadline=None)
@@ -207,9 +207,23 @@ limit_texts = st.one_of(
 @example("usage limit resets Jan 1, 1am (Asia/Tokyo)", datetime(1, 1, 1, tzinfo=UTC))
 @example("usage limit; retry after 999999999 seconds", datetime(9999, 12, 31, tzinfo=UTC))
 @example("Fri, 31 Dec 9999 23:59:59 GMT", datetime(1, 1, 1, tzinfo=UTC))
+@example("rate limit; try again in 999999999h", datetime(9999, 12, 31, tzinfo=UTC))
+@example("999999999", datetime(9999, 12, 31, tzinfo=UTC))
+@example("Fri, 20 Nov 2026 11:00:00 GMT", datetime(2026, 11, 20, 12, tzinfo=UTC))
 def test_limit_rules_never_crash(text: str, now: datetime) -> None:
     found = limits.from_text(text, now)
     assert found is None or found.until is None or found.until.tzinfo is not None
     assert limits.blocks_at(text, now, now) in (True, False)
     limits.retry_after(text, now)
     limits.from_status(429, text, {"retry-after": text}, now)
+    for headers in ({"retry-after-ms": text}, {"retry-after": text}, None):
+        for cooldown in (None, 5):
+            found_429, stated = limits.answer_429(text, headers, now, cooldown)
+            assert len(stated) <= rules.MAX_ERROR_LEN or stated == text
+            if found_429.until is not None and len(text) < rules.MAX_ERROR_LEN - 64:
+                # record() reads the end the answer gives, to the second (a past one: now)
+                said = limits.from_text(stated, now)
+                assert said is not None
+                assert said.until is not None
+                gap = max(said.until, now) - max(found_429.until, now)
+                assert abs(gap.total_seconds()) < 1

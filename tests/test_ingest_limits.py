@@ -176,3 +176,178 @@ def test_record_blocks_only_while_the_named_reset_is_ahead() -> None:
     assert store.model_performance("ahead").subscription_limit_reached
     store.record(event("plain", False, error="usage limit reached"))
     assert store.model_performance("plain").subscription_limit_reached
+
+
+@pytest.mark.parametrize(
+    ("headers", "until"),
+    [
+        ({"Retry-After-Ms": "1500", "retry-after": "600"}, NOW + timedelta(seconds=1.5)),
+        ({"retry-after-ms": 2500}, NOW + timedelta(seconds=2.5)),
+        ({"retry-after-ms": b"250"}, NOW + timedelta(seconds=0.25)),
+        ({"retry-after-ms": "soon", "retry-after": "600"}, NOW + timedelta(seconds=600)),
+        ({"retry-after-ms": "-5", "Retry-After": "60"}, NOW + timedelta(seconds=60)),
+        ({"retry-after-ms": True}, None),
+        ({"retry-after-ms": "nan"}, None),
+        (
+            {"RETRY-AFTER": "Fri, 20 Nov 2026 12:30:00 GMT"},
+            datetime(2026, 11, 20, 12, 30, tzinfo=UTC),
+        ),
+        ({"content-type": "application/json"}, None),
+        (None, None),
+        ("not a mapping", None),
+    ],
+)
+def test_retry_headers_ms_first(headers: object, until: datetime | None) -> None:
+    assert limits.from_headers(headers, NOW) == until
+
+
+def test_retry_headers_of_an_http_client_and_a_foreign_object() -> None:
+    import httpx
+
+    assert limits.from_headers(httpx.Headers({"Retry-After-Ms": "800"}), NOW) == NOW + timedelta(
+        milliseconds=800
+    )
+
+    class Broken:
+        def items(self) -> object:
+            raise RuntimeError("no")
+
+        def __bool__(self) -> bool:
+            return True
+
+    assert limits.from_headers(Broken(), NOW) is None
+
+
+def test_a_rejected_plan_limit_with_paid_overage_is_no_limit() -> None:
+    info = {"status": "rejected", "resetsAt": 1795230000, "rateLimitType": "five_hour"}
+    assert limits.from_rate_limit_info(info) is not None
+    for overage in ("allowed", "allowed_warning"):
+        assert limits.from_rate_limit_info({**info, "overageStatus": overage}) is None
+    assert limits.from_rate_limit_info({**info, "overageStatus": "rejected"}) is not None
+
+
+@pytest.mark.parametrize(
+    ("text", "until"),
+    [
+        ("Rate limit reached for gpt-4o. Please try again in 6m0s.", NOW + timedelta(minutes=6)),
+        ("Rate limit reached. Please try again in 20ms.", NOW + timedelta(milliseconds=20)),
+        ("quota exceeded. Please retry in 2483.5s.", NOW + timedelta(seconds=2483.5)),
+        ("rate limit exceeded, retry after 3 hours", NOW + timedelta(hours=3)),
+        ("rate limit exceeded, retry after 2 minutes", NOW + timedelta(minutes=2)),
+        ("rate limit exceeded, retry after 30 to 60 seconds", None),  # not one number
+        ("rate limit exceeded; Retry-After: 90\nserver: x", NOW + timedelta(seconds=90)),
+    ],
+)
+def test_retry_in_a_unit(text: str, until: datetime | None) -> None:
+    assert limits.from_text(text, NOW) == limits.LimitEnd(until)
+
+
+@pytest.mark.parametrize(
+    ("text", "headers", "cooldown", "until", "stored"),
+    [
+        # the provider's header wins, stated at the end of the text for record()
+        (
+            "Rate limit reached, retry after 120 seconds",
+            {"Retry-After": "30"},
+            5,
+            NOW + timedelta(seconds=30),
+            "Rate limit reached, retry after 120 seconds (HTTP 429; retry after 30 seconds)",
+        ),
+        # the text's own end, which the text already says: kept as it is
+        (
+            "Rate limit reached, retry after 120 seconds",
+            {},
+            5,
+            NOW + timedelta(seconds=120),
+            "Rate limit reached, retry after 120 seconds",
+        ),
+        # a reset the text names, in a text that reads as no limit without the status
+        (
+            "Error code: 429 - resets 3pm",
+            None,
+            5,
+            datetime(2026, 11, 20, 15, 0, tzinfo=UTC),
+            "Error code: 429 - resets 3pm (HTTP 429; retry after 10800 seconds)",
+        ),
+        # nothing said: the cooldown
+        (
+            "litellm.RateLimitError: slow down",
+            None,
+            5,
+            NOW + timedelta(seconds=5),
+            "litellm.RateLimitError: slow down"
+            " (HTTP 429; no retry time given; retry after 5 seconds)",
+        ),
+        # nothing said, no cooldown: no end (the store's TTL), in a text record() reads as a limit
+        ("Error code: 429", None, None, None, "Error code: 429 (HTTP 429)"),
+        ("Too Many Requests", None, None, None, "Too Many Requests"),
+    ],
+)
+def test_a_429_answer_states_its_end_for_record(
+    text: str,
+    headers: object,
+    cooldown: int | None,
+    until: datetime | None,
+    stored: str,
+) -> None:
+    found, stated = limits.answer_429(text, headers, NOW, cooldown)
+    assert found == limits.LimitEnd(until)
+    assert stated == stored
+    assert limits.from_text(stated, NOW) == found  # record() reads the same end
+
+
+def test_a_429_answer_over_the_store_limit_is_cut_keeping_its_end() -> None:
+    from redis_telemetry.core import rules
+
+    page = "<html>" + "x" * 20_000 + "</html>"  # a proxy's error page
+    found, stated = limits.answer_429(page, {"retry-after-ms": "2500"}, NOW)
+    assert len(stated) == rules.MAX_ERROR_LEN
+    assert stated.endswith("… (HTTP 429; retry after 3 seconds)")
+    assert found == limits.LimitEnd(NOW + timedelta(seconds=2.5))
+    assert limits.from_text(stated, NOW) == limits.LimitEnd(NOW + timedelta(seconds=3))
+
+
+def test_clip_error_keeps_what_fits() -> None:
+    from redis_telemetry.core import rules
+
+    assert rules.clip_error("short") == "short"
+    assert rules.clip_error("x" * 20_000) == "x" * (rules.MAX_ERROR_LEN - 1) + "…"
+    assert rules.clip_error("abcdef", 4) == "abc…"
+
+
+@pytest.mark.parametrize(
+    ("text", "api"),
+    [
+        ('API Error: 429 {"type":"error"}', True),
+        ("API error: Overloaded", True),
+        ("[API Error: You exceeded your current quota]", True),
+        ("Tool execution failed\nAPI Error: Rate limit reached", True),
+        ("Tool execution failed: gh: API rate limit exceeded for user ID 123", False),
+        ("the API errored", False),
+    ],
+)
+def test_api_error_lines(text: str, api: bool) -> None:
+    assert limits.is_api_error(text) is api
+
+
+def test_a_text_that_is_not_the_providers_never_blocks() -> None:
+    import fakeredis
+
+    from redis_telemetry import TelemetryStore
+
+    from .helpers import event
+
+    tool = "Tool execution failed: gh: API rate limit exceeded for user ID 123"
+    assert limits.is_limit_text(tool)
+    marked = limits.not_the_providers(tool)
+    assert marked == "not an API error: " + tool
+    assert not limits.is_limit_text(marked)
+    assert not is_subscription_limit_error(marked)
+    assert limits.not_the_providers("Reached maximum number of turns (8)") == (
+        "Reached maximum number of turns (8)"  # no limit words: left as it is
+    )
+    store = TelemetryStore(fakeredis.FakeRedis())
+    store.record(event("m", False, error=marked))
+    perf = store.model_performance("m")
+    assert perf.failed_completions == 1
+    assert not perf.subscription_limit_reached

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network at import
 
@@ -110,7 +110,7 @@ def limited_replica(url: str) -> dict[str, Any]:
 
     async def run() -> dict[str, Any]:
         store = AsyncTelemetryStore.from_url(url)
-        logger = TelemetryLogger(store)
+        logger = TelemetryLogger(store, cooldown_secs=600)  # outlasts the other replicas' calls
         litellm.callbacks = [logger]
         router = Router(model_list=deployments(bad="dep-b"), num_retries=0)
         router.register_plugin(SharedStateRouting(router, store, exploration=1.0))
@@ -184,7 +184,9 @@ async def test_async_calls_record_tokens_cost_latency_and_session(server_url: st
             model="coder", messages=MESSAGES, metadata={"session_id": "agent-1"}
         )
         cost += response._hidden_params["response_cost"]
-    await asettle(logger, 10)
+    # LiteLLM runs its hooks in the background, after each call returns: aflush waits for them
+    assert await logger.aflush(30)
+    assert logger.stats().written == 10
     perfs = {p.model: p for p in await store.all_model_performances()}
     assert set(perfs) <= {"dep-a", "dep-b"}
     assert sum(p.successful_completions for p in perfs.values()) == 10
@@ -197,6 +199,45 @@ async def test_async_calls_record_tokens_cost_latency_and_session(server_url: st
     events = await store.events(next(iter(perfs)))
     assert all(0 <= e.latency_ms < 5000 for e in events)
     await store.aclose()
+
+
+def test_a_flush_waits_for_the_calls_litellm_started_and_no_longer_than_its_timeout() -> None:
+    import fakeredis
+
+    store = TelemetryStore(fakeredis.FakeRedis())
+    logger = TelemetryLogger(store, exit_timeout=None)
+    started = {"litellm_call_id": "call-1", "standard_logging_object": {"model": "m"}}
+    logger.log_pre_api_call("m", MESSAGES, started)
+    assert not logger.flush(0.2)  # LiteLLM has not reported the call yet
+    logger.log_success_event(started, None, None, None)
+    assert logger.flush(30)
+    assert store.model_performance("m").successful_completions == 1
+    logger.log_pre_api_call("m", MESSAGES, {"litellm_call_id": None})  # no id: not waited for
+    assert logger.flush(30)
+
+
+def test_only_litellms_public_api_is_imported() -> None:
+    """The integration imports LiteLLM's documented entry points, no private module (such as
+    ``litellm.litellm_core_utils``), which may change in any release."""
+    import ast
+
+    public = {
+        "litellm",
+        "litellm.exceptions",
+        "litellm.router",
+        "litellm.types.router",
+        "litellm.integrations.custom_logger",
+    }
+    found = set()
+    for path in (ROOT / "redis_telemetry" / "integrations" / "litellm").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.add(node.module)
+            elif isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+    used = {name for name in found if name.split(".")[0] == "litellm"}
+    assert used
+    assert used <= public, used - public
 
 
 def test_sync_calls_record_through_a_blocking_store(server_url: str) -> None:
@@ -213,6 +254,17 @@ def test_sync_calls_record_through_a_blocking_store(server_url: str) -> None:
     assert logger.stats().written == 5
 
 
+async def limited_by(logger: TelemetryLogger, model: str, exc: Exception) -> tuple[int, str]:
+    """A call answered by ``exc``: how long ``model`` is blocked after it (ms) and the text its
+    limit key holds."""
+    with pytest.raises(litellm.RateLimitError):
+        await litellm.acompletion(model=model, messages=MESSAGES, mock_response=exc)
+    await asettle(logger, 1)
+    store = cast(AsyncTelemetryStore, logger._recorder.store)
+    key = store._core.keys.limit(model)
+    return await store.client.pttl(key), (await store.client.get(key)).decode()
+
+
 @ONE_LOOP
 async def test_a_429_with_retry_after_blocks_for_the_providers_time(server_url: str) -> None:
     store = AsyncTelemetryStore.from_url(server_url, subscription_limit_ttl_secs=3600)
@@ -227,32 +279,40 @@ async def test_a_429_with_retry_after_blocks_for_the_providers_time(server_url: 
         model="openai/gpt-4o",
         response=response,
     )
-    with pytest.raises(litellm.RateLimitError):
-        await litellm.acompletion(model="openai/gpt-4o", messages=MESSAGES, mock_response=limit)
-    await asettle(logger, 1)
+    pttl, reason = await limited_by(logger, "openai/gpt-4o", limit)
+    assert 110_000 < pttl <= 120_000  # the provider's time, not the store's 3600 s
+    assert reason.startswith("litellm.RateLimitError: Error code: 429 - rate limit exceeded")
     assert await store.known_models() == ["openai/gpt-4o"]  # no Router: the provider's model
     perf = await store.model_performance("openai/gpt-4o")
-    assert perf.failed_completions == 1
-    assert perf.is_subscription_limited()
-    pttl = await store.client.pttl(store._core.keys.limit("openai/gpt-4o"))
-    assert 110_000 < pttl <= 120_000  # the provider's time, not the store's 3600 s
+    assert (perf.failed_completions, perf.is_subscription_limited()) == (1, True)
     assert logger.stats().limits == 1
     await store.aclose()
 
 
 @ONE_LOOP
-async def test_a_429_without_retry_after_blocks_for_the_default_ttl(server_url: str) -> None:
-    store = AsyncTelemetryStore.from_url(server_url, subscription_limit_ttl_secs=777)
+async def test_a_429_without_a_retry_time_blocks_for_the_cooldown(server_url: str) -> None:
+    store = AsyncTelemetryStore.from_url(server_url, subscription_limit_ttl_secs=3600)
+    logger = TelemetryLogger(store, cooldown_secs=60)  # 5 s by default; 60 leaves time to look
+    litellm.callbacks = [logger]
+    pttl, reason = await limited_by(
+        logger, "openai/x", litellm.RateLimitError("slow", "openai", "x")
+    )
+    assert 0 < pttl <= 60_000  # the cooldown, not the store's 3600 s
+    assert reason.startswith("litellm.RateLimitError")  # the provider's text, not "manual"
+    (event,) = await store.events("openai/x")
+    assert (event.error or "").endswith("(HTTP 429; no retry time given; retry after 60 seconds)")
+    await store.aclose()
+
+
+@ONE_LOOP
+async def test_a_429_whose_text_says_when_blocks_until_then(server_url: str) -> None:
+    store = AsyncTelemetryStore.from_url(server_url, subscription_limit_ttl_secs=3600)
     logger = TelemetryLogger(store)
     litellm.callbacks = [logger]
-    router = Router(model_list=deployments(bad="dep-b")[1:], num_retries=0)
-    with pytest.raises(litellm.RateLimitError):
-        await router.acompletion(model="coder", messages=MESSAGES)
-    await asettle(logger, 1)
-    perf = await store.model_performance("dep-b")
-    assert (perf.failed_completions, perf.is_subscription_limited()) == (1, True)
-    pttl = await store.client.pttl(store._core.keys.limit("dep-b"))
-    assert 700_000 < pttl <= 777_000
+    said = litellm.RateLimitError("Rate limit reached, retry after 120 seconds", "openai", "x")
+    pttl, reason = await limited_by(logger, "openai/x", said)
+    assert 110_000 < pttl <= 120_000  # not the cooldown, nor the hour
+    assert "Rate limit reached, retry after 120 seconds" in reason
     await store.aclose()
 
 
@@ -278,6 +338,60 @@ async def test_timeouts_and_5xx_are_recorded_as_failures_not_limits(server_url: 
     assert "Timeout" in errors[1]
     assert logger.stats().limits == 0
     await store.aclose()
+
+
+SYNC_APP = """
+import os
+import sys
+
+os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+import litellm
+
+from redis_telemetry import TelemetryStore
+from redis_telemetry.integrations.litellm import TelemetryLogger
+
+store = TelemetryStore.from_url(sys.argv[1], namespace="exit")
+litellm.callbacks = [TelemetryLogger(store, exit_timeout=float(sys.argv[2]))]
+for _ in range(5):
+    litellm.completion(model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "hi"}],
+                       mock_response="ok")
+print("exiting", flush=True)  # no flush(): the logger writes what is queued at exit
+"""
+
+
+def run_sync_app(tmp_path: Path, url: str, exit_timeout: float) -> subprocess.CompletedProcess[str]:
+    script = tmp_path / "app.py"
+    script.write_text(SYNC_APP)
+    return subprocess.run(
+        [sys.executable, str(script), url, str(exit_timeout)],
+        capture_output=True,
+        text=True,
+        timeout=120,  # does not hang
+    )
+
+
+def test_a_sync_app_that_exits_without_flushing_records_its_calls(
+    server_url: str, tmp_path: Path
+) -> None:
+    done = run_sync_app(tmp_path, server_url, 30.0)
+    assert done.returncode == 0, done.stderr
+    store = TelemetryStore.from_url(server_url, namespace="exit")
+    assert sum(p.successful_completions for p in store.all_model_performances()) == 5
+
+
+def test_the_flush_at_exit_is_bounded_by_its_timeout(tmp_path: Path) -> None:
+    """A hung server (it accepts, never answers): the app still exits, after exit_timeout, and
+    says how many calls were not recorded."""
+    import socket
+
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(16)  # connections queue in the backlog; nothing ever reads them
+        url = f"redis://127.0.0.1:{hung.getsockname()[1]}/0"
+        done = run_sync_app(tmp_path, url, 1.0)
+    assert done.returncode == 0, done.stderr
+    assert "exiting" in done.stdout
+    assert "5 LiteLLM calls were not recorded at exit" in done.stderr
 
 
 @ONE_LOOP
@@ -352,6 +466,27 @@ async def test_routing_sends_traffic_to_the_fastest_deployment(server_url: str) 
     cheap = SharedStateRouting(router, store, strategy="most_reliable", exploration=0.0)
     assert cheap.strategy == "most_reliable"
     await store.aclose()
+
+
+@pytest.mark.parametrize("strategy", ["fastest", "cheapest", "most_reliable"])
+def test_without_data_traffic_spreads_evenly_until_each_deployment_has_some(
+    server_url: str, strategy: str
+) -> None:
+    """dep-a has data, dep-b none yet: before, dep-a took 1 - exploration (95%) of the picks."""
+    import random
+
+    store = TelemetryStore.from_url(server_url)
+    store.record_batch([CompletionEvent(model="dep-a", latency_ms=100, success=True)])
+    router = Router(model_list=deployments(), num_retries=0)
+    routing = SharedStateRouting(router, store, strategy, rng=random.Random(7))
+    picks = [routing.get_available_deployment("coder")["model_info"]["id"] for _ in range(400)]
+    assert 160 <= picks.count("dep-b") <= 240  # about half (binomial: 200 +- 10 sd)
+    # once each has data, the strategy decides again
+    store.record_batch([CompletionEvent(model="dep-b", latency_ms=900, success=False)])
+    routing.exploration = 0.0
+    picks = [routing.get_available_deployment("coder")["model_info"]["id"] for _ in range(20)]
+    assert picks == ["dep-a"] * 20
+    store.client.close()
 
 
 def test_sync_routing_with_a_blocking_store(server_url: str) -> None:
@@ -474,3 +609,58 @@ def test_the_docs_example_runs_as_written(server_url: str, tmp_path: Path) -> No
     assert "recorded 20 of 20 calls" in result.stdout
     store = TelemetryStore.from_url(server_url)
     assert sum(p.successful_completions for p in store.all_model_performances()) == 20
+
+
+# -- the LiteLLM Proxy ------------------------------------------------------------------------
+
+
+def proxy_files() -> tuple[str, str]:
+    """docs/litellm.md's callbacks module and config.yaml for the Proxy."""
+    text = (ROOT / "docs" / "litellm.md").read_text()
+    (module,) = re.findall(r"```python\n(# telemetry_callbacks.py.*?)```", text, flags=re.S)
+    (config,) = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
+    return module, config
+
+
+@ONE_LOOP
+async def test_the_proxy_config_of_the_docs_records_the_proxys_calls(
+    server_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Proxy's config, loaded by LiteLLM's own loader of ``litellm_settings.callbacks``
+    (``initialize_callbacks_on_proxy``, which ``ProxyConfig.load_config`` calls)."""
+    import importlib
+    import types
+
+    import yaml
+    from litellm.proxy.common_utils.callback_utils import initialize_callbacks_on_proxy
+
+    try:
+        importlib.import_module("litellm.proxy.proxy_server")  # the loader reads its prisma_client
+    except ImportError:  # the proxy's own dependencies (fastapi, ...) are not installed here
+        stub = types.ModuleType("litellm.proxy.proxy_server")
+        stub.prisma_client = None  # type: ignore[attr-defined]
+        monkeypatch.setitem(sys.modules, "litellm.proxy.proxy_server", stub)
+    module, config = proxy_files()
+    (tmp_path / "telemetry_callbacks.py").write_text(module)
+    (tmp_path / "config.yaml").write_text(config)
+    monkeypatch.setenv("REDIS_TELEMETRY_URL", server_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.delitem(sys.modules, "telemetry_callbacks", raising=False)
+    loaded = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    settings = loaded["litellm_settings"]
+    initialize_callbacks_on_proxy(
+        value=settings["callbacks"],
+        premium_user=False,
+        config_file_path=str(tmp_path / "config.yaml"),
+        litellm_settings=settings,
+    )
+    (logger,) = [cb for cb in litellm.callbacks if isinstance(cb, TelemetryLogger)]
+    router = Router(model_list=loaded["model_list"], num_retries=0)
+    for _ in range(3):
+        await router.acompletion(model="coder", messages=MESSAGES, mock_response="hello")
+    assert await logger.aflush(30)
+    store = AsyncTelemetryStore.from_url(server_url)
+    perf = await store.model_performance("coder-mini-eu")
+    assert (perf.successful_completions, perf.tokens.total > 0) == (3, True)
+    await store.aclose()
+    await logger._recorder.store.aclose()  # type: ignore[attr-defined]  # the module's store

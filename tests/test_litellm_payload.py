@@ -20,14 +20,15 @@ import httpx
 import litellm
 import pytest
 
+from redis_telemetry.core import limits
 from redis_telemetry.integrations.litellm import check_litellm_version
 from redis_telemetry.integrations.litellm._payload import (
     UNKNOWN_MODEL,
     clean_key,
+    headers_of,
     is_limit,
     model_key,
     outcome,
-    retry_after_secs,
     session,
     tokens,
 )
@@ -123,7 +124,7 @@ def test_missing_and_malformed_fields_give_an_event_with_what_is_known() -> None
     bare = outcome({"standard_logging_object": {"model": "custom/llm"}}, True).event
     assert (bare.model, bare.latency_ms, bare.tokens.total, bare.cost_usd) == (
         "custom/llm",
-        0,
+        None,  # no startTime: not measured, never a 0 ms success that ranks it fastest
         0,
         0.0,
     )
@@ -143,43 +144,97 @@ def test_missing_and_malformed_fields_give_an_event_with_what_is_known() -> None
         model_id=7,
     )
     e = outcome({"standard_logging_object": junk}, True).event
-    assert (e.model, e.tokens.total, e.cost_usd, e.latency_ms) == ("dep-a", 0, 0.0, 0)
+    assert (e.model, e.tokens.total, e.cost_usd, e.latency_ms) == ("dep-a", 0, 0.0, None)
     reversed_times = payload(startTime=time.time(), endTime=time.time() - 10)
-    assert outcome({"standard_logging_object": reversed_times}, True).event.latency_ms == 0
+    assert outcome({"standard_logging_object": reversed_times}, True).event.latency_ms is None
+    no_start = payload(startTime=None)
+    assert outcome({"standard_logging_object": no_start}, True).event.latency_ms is None
+    far_end = payload(endTime=time.time() + 10 * 86400)  # not a measured end
+    assert outcome({"standard_logging_object": far_end}, True).event.latency_ms is None
     huge = payload(response_cost=1e12, prompt_tokens=10**15)
     e = outcome({"standard_logging_object": huge}, True).event
     assert (e.cost_usd, e.tokens.input) == (1e6, 10**12)
 
 
-def test_a_rate_limit_error_is_a_limit_with_the_providers_retry_after() -> None:
-    exc = rate_limit({"retry-after": "120"})
-    failure = payload(
-        status="failure",
-        error_str="litellm.RateLimitError: slow down",
-        error_information={"error_code": "429", "error_class": "RateLimitError"},
+def failure(**fields: Any) -> dict[str, Any]:
+    """A 429's payload, timed just now."""
+    base = {
+        "status": "failure",
+        "error_str": "litellm.RateLimitError: slow down",
+        "error_information": {"error_code": "429", "error_class": "RateLimitError"},
+    }
+    return payload(**{**base, **fields})
+
+
+def limited(exc: object = None, cooldown: int = 5, **fields: Any) -> tuple[bool, str, float]:
+    """(limited, the stored error text, seconds until the end record() reads in it)."""
+    found = outcome(
+        {"standard_logging_object": failure(**fields), "exception": exc},
+        False,
+        cooldown_secs=cooldown,
     )
-    found = outcome({"standard_logging_object": failure, "exception": exc}, False)
-    assert (found.limited, found.ttl_secs) == (True, 120)
-    assert found.event.error == "litellm.RateLimitError: slow down"
     assert not found.event.success
-    # no Retry-After: the store's default TTL (None)
-    found = outcome({"standard_logging_object": failure, "exception": rate_limit()}, False)
-    assert (found.limited, found.ttl_secs) == (True, None)
-    # no exception at all, only LiteLLM's error information
-    assert outcome({"standard_logging_object": failure}, False).limited
+    error = found.event.error or ""
+    end = limits.from_text(error, found.event.completed_at)
+    assert end is not None  # record() reads it as a limit
+    assert end.until is not None  # with an end: never the store's hour-long TTL
+    return found.limited, error, (end.until - found.event.completed_at).total_seconds()
 
 
-def test_retry_after_forms() -> None:
-    now = time.time()
-    assert retry_after_secs(rate_limit({"Retry-After": "30"})) == 30
-    assert retry_after_secs(rate_limit({"retry-after": "1.2"})) == 2
-    assert retry_after_secs(rate_limit({"retry-after-ms": "2500"})) == 3
-    date = format_datetime(datetime.fromtimestamp(now + 90, UTC), usegmt=True)
-    assert retry_after_secs(rate_limit({"retry-after": date}), now=now) in (89, 90, 91)
-    for bad in ("0", "-5", "soon", "inf"):
-        assert retry_after_secs(rate_limit({"retry-after": bad})) is None
-    assert retry_after_secs(rate_limit()) is None
-    assert retry_after_secs(ValueError("no headers")) is None
+def test_a_429_blocks_for_what_the_provider_said() -> None:
+    # Retry-After seconds, stated in the stored text for record() to read
+    assert limited(rate_limit({"retry-after": "120"})) == (
+        True,
+        "litellm.RateLimitError: slow down (HTTP 429; retry after 120 seconds)",
+        120,
+    )
+    # retry-after-ms first, as the OpenAI SDKs read it
+    assert limited(rate_limit({"retry-after-ms": "2500", "retry-after": "600"}))[2] == 3
+    # an HTTP date
+    date = format_datetime(datetime.fromtimestamp(time.time() + 90, UTC), usegmt=True)
+    assert 85 <= limited(rate_limit({"Retry-After": date}))[2] <= 91
+    # no header: "retry after N seconds" (or "try again in 6m0s") in the provider's text, kept
+    # as the provider wrote it
+    said = "litellm.RateLimitError: Rate limit reached, retry after 120 seconds"
+    assert limited(rate_limit(), error_str=said) == (True, said, 120)
+    openai = "Rate limit reached for gpt-4o on tokens per min. Please try again in 6m0s."
+    assert limited(rate_limit(), error_str=openai)[2] == 360
+    # no exception at all, only LiteLLM's error information: a 429 all the same
+    assert limited(None)[0]
+
+
+def test_a_429_that_says_nothing_blocks_for_the_cooldown() -> None:
+    assert limited(rate_limit()) == (
+        True,
+        "litellm.RateLimitError: slow down (HTTP 429; no retry time given; retry after 5 seconds)",
+        5,
+    )
+    assert limited(rate_limit(), cooldown=30)[2] == 30  # configurable
+    for bad in ("-5", "soon", "inf"):  # an unreadable header is no hint
+        assert limited(rate_limit({"retry-after": bad}))[2] == 5
+
+
+def test_a_429_whose_retry_time_is_now_blocks_nothing() -> None:
+    found = outcome(
+        {"standard_logging_object": failure(), "exception": rate_limit({"retry-after": "0"})}, False
+    )
+    assert not found.limited
+    assert not limits.blocks_at(
+        found.event.error or "", found.event.completed_at, datetime.now(UTC)
+    )
+
+
+def test_the_headers_of_an_exception() -> None:
+    assert headers_of(rate_limit({"Retry-After": "30"}))["retry-after"] == "30"
+    assert headers_of(rate_limit()) is None  # an empty header set: none
+    assert headers_of(ValueError("no headers")) is None
+
+    class Broken(Exception):
+        @property
+        def headers(self) -> object:
+            raise RuntimeError("no")
+
+    assert headers_of(Broken()) is None
 
 
 @pytest.mark.parametrize(

@@ -15,10 +15,20 @@ Rules (docs/ingest.md states them for users):
 - The end, when the text gives one: ``|<epoch seconds>`` (older Claude Code), "resets 4:50pm
   (Zone)" or "resets Nov 24, 5pm (Zone)" in that IANA zone (no zone: UTC; a bare time is its
   next occurrence after ``now``; a date without a year is the one nearest to ``now``),
-  "retry after N seconds" / "Retry-After: N". A reset time that cannot be read gives no end.
-- ``Retry-After`` header values are seconds or an HTTP date.
-- Claude Code's ``rate_limit_event`` blocks only with ``status: "rejected"``; ``allowed`` and
-  ``allowed_warning`` never block.
+  "retry after N seconds" / "Retry-After: N" / "try again in 2.5s" / "retry in 20ms" (seconds,
+  or the unit given: ms, s, min, h). A reset time that cannot be read gives no end.
+- Response headers: ``retry-after-ms`` (milliseconds) first, then ``Retry-After`` (seconds or an
+  HTTP date), as opencode and the OpenAI SDKs read them (:func:`from_headers`).
+- A 429 whose end came from elsewhere (a header, a cooldown) is stored with that end stated at
+  the end of its text, `` (HTTP 429; retry after N seconds)``
+  (:func:`answer_429`); the rules read that statement before anything else in the text, so
+  ``record()`` blocks the model until the same end.
+- Only the provider's API errors block: a text that begins ``not an API error: `` (a tool's
+  failure, the agent's own: :func:`not_the_providers`) never names a limit, whatever it says.
+  ``API Error`` lines (:func:`is_api_error`) are how the agents print the provider's errors.
+- Claude Code's ``rate_limit_event`` blocks only with ``status: "rejected"``, and not when
+  ``overageStatus`` is ``allowed`` or ``allowed_warning`` (calls go on as paid overage);
+  ``allowed`` and ``allowed_warning`` never block.
 """
 
 from __future__ import annotations
@@ -30,6 +40,8 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from . import rules
 
 _NOUNS = (
     r"(?:usage|session|weekly|monthly|daily|hourly|5-hour|five-hour|subscription|spending"
@@ -54,9 +66,28 @@ _RESET_AT = re.compile(
     r"(?:\s*\((?P<tz>[^()]{1,64})\))?",
     re.IGNORECASE,
 )
-_RETRY_SECS = re.compile(
-    r"\bretry[ -]after:?\s*(\d{1,9})(?:\s*(?:s|secs?|seconds?))?\b", re.IGNORECASE
+_RETRY_IN = re.compile(
+    r"\b(?:retry|try again)[ -]?(?:after|in):?\s*"
+    r"(?:(?P<go>(?:\d{1,9}(?:\.\d{1,9})?(?:ms|h|m|s))+)\b"  # "6m0s", "2.5s", "20ms"
+    r"|(?P<n>\d{1,9}(?:\.\d{1,9})?)(?:[ \t]*(?P<unit>[a-z]+)\b)?)",  # "30 seconds", "90"
+    re.IGNORECASE,
 )
+_GO_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)", re.IGNORECASE)
+#: seconds per unit of "retry after N <unit>" (no unit: seconds)
+_UNITS = {
+    **dict.fromkeys(("", "s", "sec", "secs", "second", "seconds"), 1.0),
+    **dict.fromkeys(("ms", "millisecond", "milliseconds"), 0.001),
+    **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), 60.0),
+    **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), 3600.0),
+}
+#: How a 429 whose end came from elsewhere states it at the end of its text (see answer_429).
+HTTP_429 = "HTTP 429"
+_STATED = re.compile(
+    r" \(HTTP 429(?:; (?!retry after )[^();]*)*(?:; retry after (?P<secs>\d{1,9}) seconds)?\)\Z"
+)
+#: The start of an error text that is not the provider's API error (see not_the_providers).
+NOT_AN_API_ERROR = "not an API error: "
+_API_ERROR_LINE = re.compile(r"^\s*\[?API Error\b", re.IGNORECASE | re.MULTILINE)
 _MONTHS = {
     m: i
     for i, m in enumerate(
@@ -65,6 +96,8 @@ _MONTHS = {
 }
 #: Rate-limit statuses of Claude Code's ``rate_limit_event`` that block the model.
 BLOCKING_STATUSES = frozenset({"rejected"})
+#: ``overageStatus`` values under which a ``rejected`` plan limit still lets calls through.
+OVERAGE_ALLOWED = frozenset({"allowed", "allowed_warning"})
 #: An end further away than this is not believed (ten years, the store's longest TTL).
 _MAX_AHEAD = timedelta(days=3650)
 
@@ -78,7 +111,9 @@ class LimitEnd:
 
 def is_limit_text(text: str) -> bool:
     """True when an error text says the provider cut the model off (see the module rules)."""
-    if _PHRASES.search(text):
+    if text.startswith(NOT_AN_API_ERROR):
+        return False
+    if _PHRASES.search(text) or _STATED.search(text):
         return True
     return bool(_STATUS_429.search(text)) and bool(_RATE_WORDS.search(text))
 
@@ -100,18 +135,91 @@ def from_text(text: str, now: datetime) -> LimitEnd | None:
 
 
 def from_status(status: object, text: str, headers: Any, now: datetime) -> LimitEnd | None:
-    """A limit from an HTTP status (429) and its ``Retry-After`` header, else from the text."""
-    if _as_int(status) == 429:
-        after = retry_after(_header(headers, "retry-after"), now)
-        return LimitEnd(after or reset_from_text(text, now))
+    """A limit from an HTTP status (429) and its retry headers, else from the text."""
+    if is_429(status):
+        return LimitEnd(from_headers(headers, now) or reset_from_text(text, now))
     return from_text(text, now)
 
 
+def is_429(status: object) -> bool:
+    """An HTTP status (a number, or digits) that is 429 Too Many Requests."""
+    return _as_int(status) == 429
+
+
+def answer_429(
+    text: str, headers: Any, now: datetime, cooldown_secs: int | None = None
+) -> tuple[LimitEnd, str]:
+    """A provider's 429 answer, received at ``now``: when the limit ends, and the error text to
+    store so that ``record()`` reads the same end.
+
+    The end is what the provider said: the retry headers (:func:`from_headers`), else a reset
+    the text names; without either, ``cooldown_secs`` from ``now``; without a cooldown, no end
+    (the store's TTL). When the text does not already say that end, it is stated at the end of
+    the text (`` (HTTP 429; retry after N seconds)``), which the rules read
+    first; the text is cut to make room when it must be."""
+    until = from_headers(headers, now) or reset_from_text(text, now)
+    note = ""
+    if until is None and cooldown_secs is not None:
+        until = _after(now, float(cooldown_secs))
+        note = "; no retry time given"
+    if from_text(text, now) == LimitEnd(until):
+        return LimitEnd(until), text  # the text says it already
+    if until is not None:
+        note += f"; retry after {seconds_until(until, now)} seconds"
+    statement = f" ({HTTP_429}{note})"
+    return LimitEnd(until), rules.clip_error(text, rules.MAX_ERROR_LEN - len(statement)) + statement
+
+
 def from_rate_limit_info(info: Any) -> LimitEnd | None:
-    """Claude Code's ``rate_limit_event.rate_limit_info``: a limit only when ``rejected``."""
+    """Claude Code's ``rate_limit_event.rate_limit_info``: a limit only when ``rejected``, and
+    not when its ``overageStatus`` lets calls go on as paid overage."""
     if not isinstance(info, dict) or info.get("status") not in BLOCKING_STATUSES:
         return None
+    if info.get("overageStatus") in OVERAGE_ALLOWED:
+        return None
     return LimitEnd(epoch_seconds(info.get("resetsAt")))
+
+
+def is_api_error(text: str) -> bool:
+    """True when a text holds a line that is the provider's API error as the agents print it
+    ("API Error: 429 ...", Claude Code's "API error: Overloaded", Gemini's "[API Error: ...]")."""
+    return bool(_API_ERROR_LINE.search(text))
+
+
+def not_the_providers(text: str) -> str:
+    """The text of a failure that is not the provider's API error (a tool's, the agent's own),
+    as stored: when it would read as a limit, it begins ``not an API error: ``, so that neither
+    ingest nor ``record()`` blocks the model on it."""
+    if not is_limit_text(text):
+        return text
+    return rules.clip_error(NOT_AN_API_ERROR + text)
+
+
+def from_headers(headers: Any, now: datetime) -> datetime | None:
+    """The end a response's headers give: ``retry-after-ms`` (milliseconds) first, then
+    ``Retry-After`` (seconds or an HTTP date); None when neither is there or readable. Any
+    mapping of names to values (a dict, httpx's headers); names in any case."""
+    try:
+        found = {str(k).lower(): v for k, v in headers.items()} if headers else {}
+    except Exception:  # a foreign headers object: treat as absent
+        return None
+    ms = _number(found.get("retry-after-ms"))
+    if ms is not None and ms >= 0:
+        return _after(now, ms / 1000)
+    return retry_after(found.get("retry-after"), now)
+
+
+def _number(value: object) -> float | None:
+    """A finite number from a header value (a number, or its text); None when it is not one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    try:
+        number = float(value) if isinstance(value, str | int | float) else math.nan
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def epoch_seconds(value: object) -> datetime | None:
@@ -131,7 +239,8 @@ def retry_after(value: object, now: datetime) -> datetime | None:
         return None
     if isinstance(value, int | float):
         return _after(now, float(value))
-    text = str(value).strip()
+    text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+    text = text.strip()
     if re.fullmatch(r"\d{1,9}(?:\.\d+)?", text):
         return _after(now, float(text))
     try:
@@ -150,13 +259,24 @@ def reset_from_text(text: str, now: datetime) -> datetime | None:
 
 
 def _reset_from_text(text: str, now: datetime) -> datetime | None:
+    if m := _STATED.search(text):  # an end stated by answer_429: it wins
+        return None if m.group("secs") is None else _after(now, float(m.group("secs")))
     if m := _EPOCH_SUFFIX.search(text):
         return epoch_seconds(int(m.group(1)))
-    if m := _RETRY_SECS.search(text):
-        return _after(now, float(m.group(1)))
+    if m := _RETRY_IN.search(text):
+        return _retry_in(m, now)
     if _RESETS.search(text) and (m := _RESET_AT.search(text)):
         return _clock_time(m, now)
     return None
+
+
+def _retry_in(m: re.Match[str], now: datetime) -> datetime | None:
+    """The end of "retry after N <unit>" or "try again in 6m0s"; None for a unit not known."""
+    if m.group("go"):
+        parts = _GO_PART.findall(m.group("go"))
+        return _after(now, sum(float(n) * _UNITS[unit.lower()] for n, unit in parts))
+    unit = _UNITS.get((m.group("unit") or "").lower())
+    return None if unit is None else _after(now, float(m.group("n")) * unit)
 
 
 def _clock_time(m: re.Match[str], now: datetime) -> datetime | None:
@@ -215,15 +335,6 @@ def _as_int(value: object) -> int | None:
         return value
     if isinstance(value, str) and value.strip().isdigit():
         return int(value.strip())
-    return None
-
-
-def _header(headers: Any, name: str) -> Any:
-    if not isinstance(headers, dict):
-        return None
-    for key, value in headers.items():
-        if isinstance(key, str) and key.lower() == name:
-            return value
     return None
 
 

@@ -279,14 +279,25 @@ def rank(
     return Ranking(strategy=strategy, ranked=ranked, excluded=excluded)
 
 
-def choose(ranking: Ranking, exploration: float = 0.0, rng: random.Random | None = None) -> str:
+def choose(
+    ranking: Ranking,
+    exploration: float = 0.0,
+    rng: random.Random | None = None,
+    *,
+    warm_up: bool = False,
+) -> str:
     """The model to use: the best ranked one, or, with probability ``exploration``, an
-    unknown one (so models without data still get traffic). Raises :class:`NoModelAvailable`
-    when nothing is usable; never returns a subscription-limited model."""
+    unknown one (so models without data still get traffic). With ``warm_up``, while any
+    candidate is unknown, one of all the usable candidates, evenly (so that each gets data
+    before the strategy decides, rather than the first one with data taking nearly all of
+    the traffic). Raises :class:`NoModelAvailable` when nothing is usable; never returns a
+    subscription-limited model."""
     if not 0.0 <= exploration <= 1.0:
         raise InvalidInputError(f"exploration must be between 0 and 1, got {exploration}")
     rng = rng or random.Random()
     unknown = ranking.unknown
+    if warm_up and unknown:
+        return rng.choice([r.model for r in ranking.ranked] + unknown)
     if unknown and (not ranking.ranked or rng.random() < exploration):
         return rng.choice(unknown)
     if not ranking.ranked:

@@ -74,6 +74,14 @@ def check_error(value: object) -> str | None:
     return None if value is None else _utf8("error", value, MAX_ERROR_LEN)
 
 
+def clip_error(text: str, room: int = MAX_ERROR_LEN) -> str:
+    """An error text cut to ``room`` characters (the store's limit by default), ending in "…"
+    when cut: an over-long error (a proxy's HTML error page) is kept shortened, not refused."""
+    if len(text) <= room:
+        return text
+    return text[: max(0, room - 1)] + "…"
+
+
 def check_event_id(value: object) -> str | None:
     """An event id: None (one is assigned at write time) or 1..128 characters of text."""
     if value is None:

@@ -47,8 +47,6 @@ from .events import (
 SYNTHETIC = "<synthetic>"
 #: ``terminal_reason`` values of a run the user interrupted
 INTERRUPTED = frozenset({"aborted_streaming", "aborted_tools"})
-#: ``overageStatus`` values under which a ``rejected`` plan limit still lets calls through
-OVERAGE_ALLOWED = frozenset({"allowed", "allowed_warning"})
 _DISPLAY_SUFFIX = re.compile(r"\[[^\]]*\]$")
 _USAGE_KEYS = (
     "input_tokens",
@@ -100,6 +98,17 @@ class ClaudeParser(Parser):
     name = "claude"
     #: ``--output-format json --verbose`` prints the whole run as one JSON array
     reads_arrays = True
+    source = "`claude -p --output-format stream-json --verbose`"
+    records = "a run's result line"
+    #: the message types of stream-json, each with a ``session_id``
+    TYPES = frozenset(
+        {"system", "assistant", "user", "result", "rate_limit_event", "stream_event"}
+        | {"conversation_reset"}
+    )
+
+    @classmethod
+    def looks_like(cls, data: dict[str, Any]) -> bool:
+        return data.get("type") in cls.TYPES and isinstance(data.get("session_id"), str)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -148,10 +157,8 @@ class ClaudeParser(Parser):
     def _rate_limit(self, session: str, data: dict[str, Any]) -> list[Item]:
         found = limits.from_rate_limit_info(data.get("rate_limit_info"))
         if found is None:
-            return []  # allowed / allowed_warning: never a block
+            return []  # allowed, allowed_warning, or rejected with paid overage: never a block
         info = obj(data.get("rate_limit_info"), "rate_limit_info")
-        if info.get("overageStatus") in OVERAGE_ALLOWED:
-            return []  # the plan's limit is reached, but calls go on as paid overage
         reason = f"rate_limit_event: {text(info.get('rateLimitType')) or 'rejected'}"
         self._structured_limit.add(session)  # nothing below can fail
         model = self._known_model(session)
@@ -170,6 +177,9 @@ class ClaudeParser(Parser):
         subtype = text(data.get("subtype"))
         failed = data.get("is_error") is True or subtype.startswith("error")
         error = self._error_text(data, subtype) if failed else None
+        provider = self._providers(data, error) if error is not None else ""
+        if error is not None and not limits.is_limit_text(provider):
+            error = limits.not_the_providers(error)  # a tool's failure blocks nothing
         position = self._results.get(session, 0) + 1
         uuid = text(data.get("uuid"))
         event_id = f"claude:{uuid}" if uuid else stable_id("claude", session, f"result{position}")
@@ -198,8 +208,8 @@ class ClaudeParser(Parser):
             )
         # nothing below can fail: the line is read
         items += [Limit(model, p.until, p.reason) for p in self._pending_limits.pop(session, [])]
-        if failed and error is not None and not interrupted:
-            items += self._failure_limit(session, model, error, data, now)
+        if provider and not interrupted:
+            items += self._failure_limit(session, model, provider, data, now)
         self._results[session] = position
         self._cumulative[session] = (total_cost, counts)
         return items
@@ -214,6 +224,20 @@ class ClaudeParser(Parser):
         if session in self._structured_limit:
             return []  # the run's rate_limit_event already said when it ends
         return [Limit(model, found.until, error[:200])]
+
+    @staticmethod
+    def _providers(data: dict[str, Any], error: str) -> str:
+        """What of a failed run's error is the provider's API error ('' when none is): all of
+        it when the run names an ``api_error_status``; else the ``result`` text (Claude Code's
+        message for the API's answer: "API Error: 429 …", "You've hit your limit · resets
+        3pm") and the ``errors[]`` entries that are "API Error" lines. The other entries are
+        failures of the run itself (a tool's, a hook's, an abort): never a limit."""
+        if data.get("api_error_status") is not None:
+            return error
+        errors = data.get("errors")
+        entries = [str(e) for e in errors if e] if isinstance(errors, list) else []
+        parts = [text(data.get("result")), *(e for e in entries if limits.is_api_error(e))]
+        return "\n".join(p for p in parts if p)
 
     @staticmethod
     def _error_text(data: dict[str, Any], subtype: str) -> str:

@@ -155,6 +155,10 @@ class Parser:
     needs_model: ClassVar[bool] = False
     #: a line may hold a JSON array of messages, read in order
     reads_arrays: ClassVar[bool] = False
+    #: what the format is, as a user would produce it (for hints)
+    source: ClassVar[str] = ""
+    #: which lines hold what it records (for the hint when no line did)
+    records: ClassVar[str] = ""
 
     def __init__(
         self,
@@ -171,6 +175,12 @@ class Parser:
         self.line_digest = ""
         #: when the line being parsed was read
         self.arrived = clock()
+
+    @classmethod
+    def looks_like(cls, data: dict[str, Any]) -> bool:
+        """A decoded line in this format's shape, whatever it holds (to tell which format an
+        input that gave nothing is in)."""
+        return False
 
     def feed(self, line: str, arrived: datetime | None = None) -> list[Item]:
         """The items this line completes (``[]``: ignored), with any an earlier line left.
@@ -248,7 +258,10 @@ class Parser:
     def completion(
         self, *, model: str, session: str, clock_time: bool = False, **fields: Any
     ) -> Completion:
-        """An event (``--session`` wins over the stream's)."""
+        """An event (``--session`` wins over the stream's); an error text longer than the store
+        takes (a proxy's HTML error page) is cut to fit, not refused."""
+        if isinstance(fields.get("error"), str):
+            fields["error"] = rules.clip_error(fields["error"])
         try:
             event = CompletionEvent(model=model, session_id=self.session or session, **fields)
         except ValidationError as exc:

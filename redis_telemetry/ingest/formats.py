@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from ..models import CompletionEvent
 from .claude import ClaudeParser
@@ -18,6 +21,52 @@ FORMATS: tuple[type[Parser], ...] = (ClaudeParser, OpencodeParser, PiParser, Jso
 FORMAT_NAMES: tuple[str, ...] = tuple(p.name for p in FORMATS)
 
 
+def parser_class(fmt: str) -> type[Parser]:
+    """The parser class of ``fmt``."""
+    for cls in FORMATS:
+        if cls.name == fmt:
+            return cls
+    raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMAT_NAMES)}")
+
+
+def _messages(line: str) -> list[dict[str, Any]] | None:
+    """A line's JSON objects (a JSON array's too); None when it is not JSON."""
+    try:
+        data = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    items = data if isinstance(data, list) else [data]
+    return [m for m in items if isinstance(m, dict)]
+
+
+def guess_format(lines: Iterable[str]) -> str | None:
+    """The format most of these lines are in, by their shape; None when no line is any's."""
+    votes: Counter[str] = Counter()
+    for line in lines:
+        for message in _messages(line) or []:
+            votes.update(cls.name for cls in FORMATS if cls.looks_like(message))
+    if not votes:
+        return None
+    best = max(votes.values())
+    return next(name for name in FORMAT_NAMES if votes[name] == best)
+
+
+def nothing_found_hint(fmt: str, samples: list[str]) -> str:
+    """One line for an input in which ``--format fmt`` found nothing to record: which format
+    its lines look like, or that they are not JSON."""
+    cls = parser_class(fmt)
+    if all(_messages(line) is None for line in samples):
+        return f"no line is JSON; --format {fmt} reads {cls.source}"
+    guess = guess_format(samples)
+    if guess == fmt:
+        return f"these lines are {fmt} output, but none is {cls.records}"
+    if guess is None:
+        return f"these JSON lines are not {cls.source}, nor another format's"
+    other = parser_class(guess)
+    option = f"--format {guess}" + (" --model MODEL" if other.needs_model else "")
+    return f"these lines look like {guess} output ({other.source}); try {option}"
+
+
 def make_parser(
     fmt: str,
     model: str | None = None,
@@ -25,14 +74,10 @@ def make_parser(
     clock: Callable[[], datetime] = now_utc,
 ) -> Parser:
     """A parser for ``fmt``; opencode streams name no model, so it needs ``model``."""
-    for cls in FORMATS:
-        if cls.name == fmt:
-            if cls.needs_model and not model:
-                raise ValueError(
-                    f"--format {fmt} needs --model: the {fmt} stream does not name its model"
-                )
-            return cls(model, session, clock)
-    raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMAT_NAMES)}")
+    cls = parser_class(fmt)
+    if cls.needs_model and not model:
+        raise ValueError(f"--format {fmt} needs --model: the {fmt} stream does not name its model")
+    return cls(model, session, clock)
 
 
 @dataclass

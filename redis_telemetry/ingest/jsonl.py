@@ -1,7 +1,8 @@
 """``jsonl``: one ``CompletionEvent`` per line, in the reference's serde JSON.
 
 A line without ``event_id`` gets one derived from the line's text, so the same line ingested
-twice counts once. A line without ``completed_at`` is stamped with the ingest clock.
+twice counts once. A line without ``completed_at`` is stamped with the ingest clock. An
+``error`` longer than the store takes is cut to fit.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ..core import rules
 from ..core.backup import describe_validation
 from ..models import CompletionEvent
 from .events import Completion, Item, Parser, UnparseableLine
@@ -19,6 +21,12 @@ class JsonlParser(Parser):
     """One ``CompletionEvent`` per line, in serde JSON."""
 
     name = "jsonl"
+    source = "one CompletionEvent per line"
+    records = "every line that is a CompletionEvent"
+
+    @classmethod
+    def looks_like(cls, data: dict[str, Any]) -> bool:
+        return {"model", "success"} <= data.keys() and bool({"latency_ms", "tokens"} & data.keys())
 
     def parse(self, data: dict[str, Any]) -> list[Item]:
         if self.model:
@@ -28,6 +36,8 @@ class JsonlParser(Parser):
         clock_time = "completed_at" not in data
         if clock_time:
             data["completed_at"] = self.clock()
+        if isinstance(data.get("error"), str):
+            data["error"] = rules.clip_error(data["error"])  # cut to fit, not refused
         if data.get("event_id") is None:
             data["event_id"] = f"jsonl:{self.line_digest}"
         try:

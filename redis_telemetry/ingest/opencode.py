@@ -20,7 +20,7 @@ a step naming its model (``part.model``, as forks emit) wins.
 
 from __future__ import annotations
 
-import math
+import json
 from datetime import datetime
 from typing import Any
 
@@ -44,20 +44,22 @@ FAILED_REASONS = frozenset({"error", "content-filter"})
 NOT_THE_MODELS = frozenset({"MessageAbortedError"})
 
 
-def retry_headers(headers: Any) -> Any:
-    """The response headers with ``retry-after-ms`` (which opencode honours first) as the
-    ``retry-after`` seconds the limit rules read."""
-    if not isinstance(headers, dict):
-        return headers
-    for key, value in headers.items():
-        if isinstance(key, str) and key.lower() == "retry-after-ms":
-            try:
-                ms = float(value) if isinstance(value, str | int | float) else math.nan
-            except ValueError:
-                return headers
-            usable = math.isfinite(ms) and ms >= 0 and not isinstance(value, bool)
-            return {"retry-after": ms / 1000} if usable else headers
-    return headers
+def is_providers(name: str, message: str, details: dict[str, Any]) -> bool:
+    """An ``error`` that is the provider's API error: an ``APIError`` (opencode's name for what
+    the provider answered, its stream errors included; the one error with a ``statusCode``,
+    which counts without the name too), or an ``UnknownError`` holding the
+    provider's own JSON error (``{"type": "error", "error": {...}}``, which opencode's retry rule
+    reads too). Other errors (a missing API key, a context overflow, anything a tool or a plugin
+    threw) are not, and never block the model."""
+    if name == "APIError" or details.get("statusCode") is not None:
+        return True
+    if name != "UnknownError":
+        return False
+    try:
+        body = json.loads(message)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(body, dict) and body.get("type") == "error"
 
 
 def step_model(part: dict[str, Any]) -> str | None:
@@ -76,6 +78,16 @@ class OpencodeParser(Parser):
 
     name = "opencode"
     needs_model = True
+    source = "`opencode run --format json`"
+    records = "step_finish and error lines"
+    #: the line types ``run --format json`` prints, each with a ``sessionID``
+    TYPES = frozenset(
+        {"step_start", "step_finish", "text", "reasoning", "tool_use", "error", "done"}
+    )
+
+    @classmethod
+    def looks_like(cls, data: dict[str, Any]) -> bool:
+        return data.get("type") in cls.TYPES and isinstance(data.get("sessionID"), str)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -150,16 +162,14 @@ class OpencodeParser(Parser):
         message = text(details.get("message")) or name or "error"
         model = self._model(details)
         items: list[Item] = []
-        found = limits.from_status(
-            details.get("statusCode"), message, retry_headers(details.get("responseHeaders")), at
-        )
-        if found is not None:
+        if not is_providers(name, message, details):
+            message = limits.not_the_providers(message)  # a tool's or opencode's own failure
+        elif limits.is_429(details.get("statusCode")):
+            found, stated = limits.answer_429(message, details.get("responseHeaders"), at)
             items.append(Limit(model, found.until, message[:200]))
-            said = limits.from_text(message, at)
-            if found.until is not None and (said is None or said.until is None):
-                # the end the header gave, in words the store's own limit check reads
-                secs = limits.seconds_until(found.until, at)
-                message += f" (HTTP 429, retry after {secs} seconds)"
+            message = stated  # the end the headers gave, in words the store's own rule reads
+        elif (said := limits.from_text(message, at)) is not None:
+            items.append(Limit(model, said.until, message[:200]))
         # the step it ended, the newest open one; outside any step its latency is not measured
         step = max(steps, key=steps.__getitem__) if steps else None
         event = self.completion(

@@ -49,6 +49,22 @@ class PiParser(Parser):
     """pi's ``--mode json`` (see the module docstring)."""
 
     name = "pi"
+    source = "`pi --mode json`"
+    records = "assistant message_end lines"
+    #: the event types of ``--mode json`` (``AgentSessionEvent``), which carry no session id
+    TYPES = frozenset(
+        {"agent_start", "agent_end", "turn_start", "turn_end", "message_start"}
+        | {"message_update", "message_end", "tool_execution_start", "tool_execution_update"}
+        | {"tool_execution_end", "auto_retry_start", "auto_retry_end"}
+        | {"auto_compaction_start", "auto_compaction_end"}
+    )
+
+    @classmethod
+    def looks_like(cls, data: dict[str, Any]) -> bool:
+        kind = data.get("type")
+        return (kind == "session" and "version" in data) or (
+            kind in cls.TYPES and "session_id" not in data and "sessionID" not in data
+        )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -36,7 +36,7 @@ from typing import IO, TYPE_CHECKING, Any, Generic, TypeVar, cast
 from ..errors import InvalidInputError, TelemetryUnavailable
 from ..store import TelemetryStore
 from .events import Completion, Item, Limit, Parser, UnparseableLine, now_utc
-from .formats import make_parser
+from .formats import make_parser, nothing_found_hint
 
 BATCH = 500
 MAX_DELAY = 0.25
@@ -106,29 +106,73 @@ async def adrive(steps: Steps[T], store: AsyncTelemetryStore) -> T:
     return cast(T, step.result)
 
 
-class IngestReport:
-    """What an ingest did, for the closing report."""
+#: How many bad lines the report names one by one.
+SHOWN_BAD_LINES = 10
+#: How many lines that gave nothing are kept to tell what the input looks like.
+SAMPLE_LINES = 50
 
-    def __init__(self) -> None:
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``n`` with its noun in agreement: "1 event", "2 events"."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
+class IngestReport:
+    """What an ingest did, for the closing report: :meth:`lines` (one fact a line), and the
+    command's :attr:`exit_code` and :attr:`hint` when the input held nothing to record."""
+
+    def __init__(self, fmt: str = "") -> None:
+        self.format = fmt
         self.recorded = self.duplicates = self.outside = self.ignored = 0
         self.unmeasured = self.limits = 0
         self.unparseable: list[tuple[int, str]] = []
+        #: limits the input named (applied or not: one already past blocks nothing)
+        self.limits_found = 0
+        #: the first lines that gave nothing (ignored or unparseable), to tell what they are
+        self.samples: list[str] = []
+
+    def lines(self) -> list[str]:
+        """The closing report, one fact a line (none of them wrapped, so each is one line)."""
+        out = [f"{counted(self.recorded, 'event')} recorded"]
+        if self.duplicates:
+            out.append(f"{counted(self.duplicates, 'event')} already present")
+        if self.outside:
+            out.append(f"{counted(self.outside, 'event')} outside the window")
+        if self.unmeasured:
+            out.append(f"{counted(self.unmeasured, 'call')} without a measured latency")
+        if self.limits:
+            out.append(f"{counted(self.limits, 'limit')} applied")
+        if self.ignored:
+            out.append(f"{counted(self.ignored, 'line')} ignored")
+        if self.unparseable:
+            out.append(f"{counted(len(self.unparseable), 'line')} unparseable")
+            out += [f"line {n}: {why}" for n, why in self.unparseable[:SHOWN_BAD_LINES]]
+            if (more := len(self.unparseable) - SHOWN_BAD_LINES) > 0:
+                out.append(f"and {counted(more, 'more unparseable line')}")
+        return out
 
     def line(self) -> str:
-        text = (
-            f"recorded {self.recorded} events ({self.duplicates} already present, "
-            f"{self.outside} outside the window); ignored {self.ignored} lines; "
-            f"unparseable {len(self.unparseable)} lines"
-        )
-        if self.unparseable:
-            shown = ", ".join(f"{n} ({why})" for n, why in self.unparseable[:10])
-            more = len(self.unparseable) - 10
-            text += f": {shown}" + (f" and {more} more" if more > 0 else "")
-        if self.unmeasured:
-            text += f"; {self.unmeasured} calls without a measured latency"
-        if self.limits:
-            text += f"; {self.limits} limits applied"
-        return text
+        """:meth:`lines` as one text, a fact a line."""
+        return "\n".join(self.lines())
+
+    @property
+    def nothing_recorded(self) -> bool:
+        """The input held nothing this format records (no event, stored or not, and no limit)
+        while some of its lines were ignored or unparseable: most likely the wrong format, or
+        not an agent's output at all."""
+        found = self.recorded + self.duplicates + self.outside + self.limits_found
+        return found == 0 and bool(self.ignored or self.unparseable)
+
+    @property
+    def exit_code(self) -> int:
+        """The command's exit code: 1 when :attr:`nothing_recorded`, else 0."""
+        return 1 if self.nothing_recorded else 0
+
+    @property
+    def hint(self) -> str | None:
+        """When :attr:`nothing_recorded`, one line on what the lines look like (another format,
+        say, with the option to pass); else None."""
+        return nothing_found_hint(self.format, self.samples) if self.nothing_recorded else None
 
 
 class IngestAborted(TelemetryUnavailable):
@@ -247,15 +291,44 @@ def limit_steps(limit: Limit, now: datetime, kept: datetime | None, ttl_secs: in
 Line = tuple[int, str, datetime | None]
 
 
-def read_lines(stream: IO[str]) -> Iterator[Line | None]:
+class InputUnreadable(InvalidInputError):
+    """Reading the input failed (an I/O error): the lines before it were read."""
+
+
+@dataclass(frozen=True)
+class _End:
+    """The reader's last word: the input ended, or reading it failed with ``error``."""
+
+    lines: int
+    error: BaseException | None = None
+
+
+def decoded(stream: IO[str] | IO[bytes]) -> Iterator[str]:
+    """The lines of a text or a binary stream, read as bytes and decoded as UTF-8 with
+    replacement (U+FFFD), so that no byte sequence stops the reading: a line with invalid
+    UTF-8 is a line like any other (one that names no event is reported, not fatal). A text
+    stream over bytes (``sys.stdin``, a file opened in text mode) is read through its bytes."""
+    source: Any = getattr(stream, "buffer", None) or stream
+    for raw in source:
+        yield raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+
+
+def read_lines(stream: IO[str] | IO[bytes]) -> Iterator[Line | None]:
     """Lines with their numbers and arrival times; ``None`` whenever nothing came for a while.
-    A reader thread fills a bounded queue, so a stalled writer stalls the reading."""
-    lines: queue.Queue[Line | None] = queue.Queue(maxsize=QUEUE_LINES)
+    A reader thread fills a bounded queue, so a stalled writer stalls the reading. The reader
+    always says when it stops, so this always ends: at the end of the input, or with
+    :class:`InputUnreadable` when reading failed."""
+    lines: queue.Queue[Line | _End] = queue.Queue(maxsize=QUEUE_LINES)
 
     def pump() -> None:
-        for n, line in enumerate(stream, 1):
-            lines.put((n, line, now_utc()))
-        lines.put(None)
+        n = 0
+        try:
+            for n, line in enumerate(decoded(stream), 1):  # n: the lines read
+                lines.put((n, line, now_utc()))
+        except BaseException as exc:  # the end marker must go out, whatever happened
+            lines.put(_End(n, exc))
+        else:
+            lines.put(_End(n))
 
     threading.Thread(target=pump, daemon=True, name="ingest-reader").start()
     while True:
@@ -264,7 +337,11 @@ def read_lines(stream: IO[str]) -> Iterator[Line | None]:
         except queue.Empty:
             yield None
             continue
-        if item is None:
+        if isinstance(item, _End):
+            if item.error is not None:
+                raise InputUnreadable(
+                    f"cannot read the input after line {item.lines}: {item.error}"
+                ) from item.error
             return
         yield item
 
@@ -285,15 +362,13 @@ class _Run:
         self.parser, self.ttl_secs, self.retry_for = parser, ttl_secs, retry_for
         self.notify, self.clock, self.monotonic = notify, clock, monotonic
         self.since = monotonic()
-        self.report = IngestReport()
+        self.report = IngestReport(parser.name)
         self.events: list[tuple[int, Completion]] = []
         self.limits: list[tuple[int, Limit]] = []
         self.events_written = False
         self.kept: dict[str, datetime | None] = {}
         self.last_line = 0
-        #: model -> event ids stored, for events stamped with the ingest clock (their stored
-        #: form differs between runs, so only the id tells a re-run apart)
-        self.known: dict[str, set[str]] = {}
+        self.reruns = RerunFilter()
 
     def take(self, lineno: int, line: str, arrived: datetime | None) -> None:
         """Parse one line into the batch; a bad line is reported, never fatal."""
@@ -302,10 +377,16 @@ class _Run:
             got = self.parser.feed(line, arrived)
         except UnparseableLine as exc:
             self.report.unparseable.append((lineno, str(exc)))
+            self._sample(line)
             return
         if not got and line.strip():
             self.report.ignored += 1
+            self._sample(line)
         self.add(lineno, got)
+
+    def _sample(self, line: str) -> None:
+        if len(self.report.samples) < SAMPLE_LINES:
+            self.report.samples.append(line[:4096])
 
     def end(self) -> None:
         """The input ended: take what the parser still holds."""
@@ -323,6 +404,7 @@ class _Run:
                     self.report.unmeasured += 1
             else:
                 self.limits.append((lineno, item))
+                self.report.limits_found += 1
 
     def flush(self, store: TelemetryStore, sleep: Callable[[float], None] = time.sleep) -> None:
         """Write the pending batch, retrying while Redis is unreachable."""
@@ -360,11 +442,10 @@ class _Run:
             for m in {lim.model for _, lim in self.limits}:
                 perf = yield Call("model_performance", (m,))
                 self.kept[m] = perf.subscription_limit_expires_at
-            fresh = yield from self._unseen()
+            fresh, again = yield from self.reruns.unseen(self.events)
             yield from write_batch(fresh, self.report)
-            for _, c in fresh:
-                if c.clock_time and c.event.event_id and c.event.model in self.known:
-                    self.known[c.event.model].add(c.event.event_id)
+            self.report.duplicates += again  # counted once the batch is written
+            self.reruns.stored(fresh)
             self.events_written = True
         now = self.clock()
         while self.limits:
@@ -373,22 +454,44 @@ class _Run:
                 self.report.limits += 1
             self.limits.pop(0)
 
-    def _unseen(self) -> Steps[list[tuple[int, Completion]]]:
-        """The batch less the clock-stamped events a previous run already stored."""
+
+class RerunFilter:
+    """The re-run check for events stamped with the ingest clock (Claude without timestamps,
+    pi, ``jsonl`` lines without ``completed_at``): their stored form differs between runs, so
+    only the id tells a re-run apart, and the store reads the model's ids (once per run and
+    model) to tell. Kept apart on purpose: once ``record.lua`` counts an event id it already
+    holds as a duplicate, this goes, and ingest reads no window at all."""
+
+    def __init__(self) -> None:
+        #: model -> event ids stored
+        self.known: dict[str, set[str]] = {}
+
+    def unseen(
+        self, events: list[tuple[int, Completion]]
+    ) -> Steps[tuple[list[tuple[int, Completion]], int]]:
+        """``events`` less the clock-stamped ones a previous run already stored, and how many
+        those were."""
         fresh: list[tuple[int, Completion]] = []
         seen: set[tuple[str, str]] = set()
-        for lineno, c in self.events:
+        again = 0
+        for lineno, c in events:
             e = c.event
             if c.clock_time and e.event_id:
                 if e.model not in self.known:
                     stored = yield Call("events", (e.model,))
                     self.known[e.model] = {x.event_id for x in stored if x.event_id}
                 if e.event_id in self.known[e.model] or (e.model, e.event_id) in seen:
-                    self.report.duplicates += 1
+                    again += 1
                     continue
                 seen.add((e.model, e.event_id))
             fresh.append((lineno, c))
-        return fresh
+        return fresh, again
+
+    def stored(self, written: list[tuple[int, Completion]]) -> None:
+        """``written`` are in the store now."""
+        for _, c in written:
+            if c.clock_time and c.event.event_id and c.event.model in self.known:
+                self.known[c.event.model].add(c.event.event_id)
 
 
 def write_batch(pending: list[tuple[int, Completion]], report: IngestReport) -> Steps[None]:
@@ -426,12 +529,16 @@ def run_ingest(
     A bad line never stops the run; an outage longer than ``retry_for`` seconds raises
     :class:`IngestAborted`."""
     run = _Run(parser, store.subscription_limit_ttl_secs, retry_for, notify, clock, monotonic)
-    for item in items:
-        if item is not None:
-            on_line(item[1])
-            run.take(*item)
-        if run.due():
-            run.flush(store, sleep)
+    try:
+        for item in items:
+            if item is not None:
+                on_line(item[1])
+                run.take(*item)
+            if run.due():
+                run.flush(store, sleep)
+    except InputUnreadable:
+        run.flush(store, sleep)  # what was read before the failure is stored
+        raise
     run.end()
     run.flush(store, sleep)
     return run.report
@@ -509,6 +616,7 @@ def ingest_file(
     session: str | None = None,
     retry_for: float = DEFAULT_RETRY_FOR,
 ) -> IngestReport:
-    """Record a log file of ``fmt`` lines into ``store``."""
-    with Path(path).open(encoding="utf-8", errors="replace") as stream:
-        return ingest_lines(store, fmt, stream, model=model, session=session, retry_for=retry_for)
+    """Record a log file of ``fmt`` lines into ``store`` (read as bytes: see :func:`decoded`)."""
+    with Path(path).open("rb") as stream:
+        lines = decoded(stream)
+        return ingest_lines(store, fmt, lines, model=model, session=session, retry_for=retry_for)

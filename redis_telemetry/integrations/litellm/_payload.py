@@ -4,11 +4,14 @@ The input is what LiteLLM hands a ``CustomLogger`` hook: ``kwargs`` with its
 ``standard_logging_object`` (a ``StandardLoggingPayload``, litellm 1.109 to 1.110) and, for a
 failure, the ``exception``. Any field may be missing or malformed (older versions, custom
 providers): the event then carries what is known, and nothing here raises.
+
+A provider's 429 blocks the deployment through the event itself: its error text states the end
+(``core.limits.answer_429``), which ``record()`` reads, so the block and the event are one
+write, and the limit key holds the provider's text.
 """
 
 from __future__ import annotations
 
-import email.utils
 import math
 import time
 import unicodedata
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from ...core import rules
+from ...core import limits, rules
 from ...models import CompletionEvent, TokenBreakdown
 
 #: How a completion is keyed in the store: a rule name, or a function of the payload.
@@ -25,16 +28,18 @@ ModelKey = Literal["deployment", "model_group", "model"] | Callable[[Mapping[str
 
 #: The key of a call whose payload names no model at all.
 UNKNOWN_MODEL = "litellm/unknown"
+#: How long a provider's 429 that says nothing of when to retry blocks the deployment, in
+#: seconds (LiteLLM's own cooldown is 5 s too).
+DEFAULT_COOLDOWN_SECS = 5
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """One call, ready to store: the event, and the limit it reports (``limited``; ``ttl_secs``
-    None means the store's default TTL)."""
+    """One call, ready to store: the event, and whether it blocks its deployment (``limited``:
+    the event's error text says until when, for ``record()`` to read)."""
 
     event: CompletionEvent
     limited: bool = False
-    ttl_secs: int | None = None
 
 
 def _map(value: object) -> Mapping[str, Any]:
@@ -127,14 +132,17 @@ def _seconds(value: object) -> float | None:
     return float(value)
 
 
-def _latency_ms(payload: Mapping[str, Any]) -> tuple[int, float]:
-    """(latency in ms, completion time in epoch seconds) from ``startTime``/``endTime``."""
+def _latency_ms(payload: Mapping[str, Any]) -> tuple[int | None, float]:
+    """(latency in ms, completion time in epoch seconds) from ``startTime``/``endTime``. Without
+    a usable ``startTime`` the latency is unknown (None: the call counts for success, tokens and
+    cost, not latency), never a made-up 0 ms that would rank the deployment fastest."""
     start, end = _seconds(payload.get("startTime")), _seconds(payload.get("endTime"))
     now = time.time()
-    if end is None or abs(end - now) > rules.MAX_FUTURE_MS / 1000:
+    measured_end = end is not None and abs(end - now) <= rules.MAX_FUTURE_MS / 1000
+    if end is None or not measured_end:
         end = now
-    if start is None or start > end:
-        return 0, end
+    if start is None or not measured_end or start > end:
+        return None, end
     return min(round((end - start) * 1000), rules.MAX_STORED_COUNT), end
 
 
@@ -181,47 +189,18 @@ def is_limit(exception: object, info: Mapping[str, Any]) -> bool:
     )
 
 
-def _headers(exception: object) -> Mapping[str, Any] | None:
-    """The response headers an exception carries, where LiteLLM's own retry logic looks."""
-    for holder in (exception, getattr(exception, "response", None)):
-        headers = getattr(holder, "headers", None)
-        if headers:
-            return headers  # type: ignore[no-any-return]
-    found = getattr(exception, "litellm_response_headers", None)
-    return found if found else None
-
-
-def retry_after_secs(exception: object, now: float | None = None) -> int | None:
-    """Whole seconds the provider asked to wait (``retry-after-ms``, or ``retry-after`` as
-    seconds or an HTTP date), rounded up; None when absent, unreadable or not in the future."""
+def headers_of(exception: object) -> Any:
+    """The response headers an exception carries, where LiteLLM's own retry logic looks (any
+    mapping; None when there are none)."""
     try:
-        headers = _headers(exception)
-        if headers is None:
-            return None
-        lower = {str(k).lower(): str(v) for k, v in headers.items()}
-    except Exception:  # a foreign headers object: treat as absent
+        for holder in (exception, getattr(exception, "response", None)):
+            headers = getattr(holder, "headers", None)
+            if headers:
+                return headers
+        found = getattr(exception, "litellm_response_headers", None)
+    except Exception:  # a foreign exception object: no headers
         return None
-    secs: float | None = None
-    if "retry-after-ms" in lower:
-        try:
-            secs = float(lower["retry-after-ms"]) / 1000
-        except ValueError:
-            secs = None
-    if secs is None and "retry-after" in lower:
-        value = lower["retry-after"].strip()
-        try:
-            secs = float(value)
-        except ValueError:
-            try:
-                when = email.utils.parsedate_to_datetime(value)
-            except (TypeError, ValueError):
-                return None
-            if when.tzinfo is None:
-                when = when.replace(tzinfo=UTC)
-            secs = when.timestamp() - (time.time() if now is None else now)
-    if secs is None or not math.isfinite(secs) or secs <= 0:
-        return None
-    return min(math.ceil(secs), 10 * 365 * 24 * 3600)
+    return found if found else None
 
 
 def error_text(payload: Mapping[str, Any], exception: object) -> str:
@@ -230,7 +209,7 @@ def error_text(payload: Mapping[str, Any], exception: object) -> str:
     text = _text(payload.get("error_str")) or _text(info.get("error_message"))
     if text is None and exception is not None:
         text = f"{type(exception).__name__}: {exception}"
-    return (text or "unknown error")[: rules.MAX_ERROR_LEN]
+    return rules.clip_error(text or "unknown error")
 
 
 def outcome(
@@ -239,24 +218,31 @@ def outcome(
     *,
     key: ModelKey = "deployment",
     session_key: str | None = "session_id",
+    cooldown_secs: int = DEFAULT_COOLDOWN_SECS,
 ) -> Outcome:
-    """The event (and limit) for one LiteLLM call, from whatever its payload holds."""
+    """The event (and limit) for one LiteLLM call, from whatever its payload holds. A provider's
+    429 blocks the deployment for what the provider said (``retry-after-ms``, ``Retry-After``,
+    a reset time or "retry after N seconds" in its text), else for ``cooldown_secs``."""
     payload = _map(kwargs.get("standard_logging_object"))
     if not payload:  # no standard payload: the request's own fields are all there is
         payload = {"model": kwargs.get("model")}
     latency, end = _latency_ms(payload)
+    completed_at = datetime.fromtimestamp(end, UTC)
     exception = None if success else kwargs.get("exception")
     info = _map(payload.get("error_information"))
+    error = None if success else error_text(payload, exception)
+    limited = False
+    if error is not None and is_limit(exception, info):
+        found, error = limits.answer_429(error, headers_of(exception), completed_at, cooldown_secs)
+        limited = found.until is None or found.until > completed_at
     event = CompletionEvent(
         model=model_key(payload, key),
         session_id=session(payload, kwargs, session_key),
-        completed_at=datetime.fromtimestamp(end, UTC),
+        completed_at=completed_at,
         latency_ms=latency,
         success=success,
         tokens=tokens(payload),
         cost_usd=_cost(payload),
-        error=None if success else error_text(payload, exception),
+        error=error,
     )
-    if success or not is_limit(exception, info):
-        return Outcome(event)
-    return Outcome(event, limited=True, ttl_secs=retry_after_secs(exception))
+    return Outcome(event, limited=limited)

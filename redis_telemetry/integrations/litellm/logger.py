@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
-from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
 
 from ...aio import AsyncTelemetryStore
+from ...core import rules
 from ...errors import InvalidInputError
 from ...store import TelemetryStore
-from ._payload import ModelKey, outcome
-from ._recorder import LoopRecorder, Recorder, RecorderStats, ThreadRecorder
+from ._payload import DEFAULT_COOLDOWN_SECS, ModelKey, outcome
+from ._recorder import Announced, LoopRecorder, Recorder, RecorderStats, ThreadRecorder
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,11 @@ class TelemetryLogger(CustomLogger):
     - ``session_key``: the request ``metadata`` field that names the session (else LiteLLM's
       ``litellm_session_id``); None reads only LiteLLM's.
     - ``max_pending``, ``batch_size``: the queue's bound and the events per round trip.
+    - ``cooldown_secs``: how long a provider's 429 that says nothing of when to retry blocks the
+      deployment (5 s, as LiteLLM's own cooldown); a 429 that says (``retry-after-ms``,
+      ``Retry-After``, a reset time or "retry after N seconds" in its text) blocks until then.
+    - ``exit_timeout``: at interpreter exit, wait at most this long for the calls still queued
+      to be written (None: do not wait).
     """
 
     def __init__(
@@ -42,6 +48,8 @@ class TelemetryLogger(CustomLogger):
         session_key: str | None = "session_id",
         max_pending: int = 10_000,
         batch_size: int = 500,
+        cooldown_secs: int = DEFAULT_COOLDOWN_SECS,
+        exit_timeout: float | None = 5.0,
     ) -> None:
         super().__init__()
         if model_key not in ("deployment", "model_group", "model") and not callable(model_key):
@@ -51,11 +59,15 @@ class TelemetryLogger(CustomLogger):
             )
         self.model_key = model_key
         self.session_key = session_key
-        self._recorder: Recorder
+        self.cooldown_secs = rules.check_positive_secs("cooldown_secs", cooldown_secs)
+        if exit_timeout is not None and not exit_timeout >= 0:
+            raise InvalidInputError(f"exit_timeout must be at least 0 or None, got {exit_timeout}")
+        self._announced = Announced(max_pending)
+        self._recorder: Recorder[Any]
         if isinstance(store, TelemetryStore):
-            self._recorder = ThreadRecorder(store, max_pending, batch_size)
+            self._recorder = ThreadRecorder(store, max_pending, batch_size, exit_timeout)
         elif isinstance(store, AsyncTelemetryStore):
-            self._recorder = LoopRecorder(store, max_pending, batch_size)
+            self._recorder = LoopRecorder(store, max_pending, batch_size, exit_timeout)
         else:
             raise InvalidInputError(
                 f"TelemetryLogger needs a TelemetryStore or an AsyncTelemetryStore, "
@@ -65,12 +77,25 @@ class TelemetryLogger(CustomLogger):
 
     def _record(self, kwargs: Any, success: bool) -> None:
         try:
-            found = outcome(kwargs, success, key=self.model_key, session_key=self.session_key)
+            found = outcome(
+                kwargs,
+                success,
+                key=self.model_key,
+                session_key=self.session_key,
+                cooldown_secs=self.cooldown_secs,
+            )
             self._recorder.submit(found)
         except Exception:  # a payload this code did not foresee: never raise into LiteLLM
             self._bad_payloads += 1
             if self._bad_payloads == 1:
                 log.exception("redis-telemetry could not read a LiteLLM payload; skipping it")
+        finally:
+            self._announced.ended(_call_id(kwargs))
+
+    def log_pre_api_call(self, model: Any, messages: Any, kwargs: Any) -> None:
+        """LiteLLM's pre-call hook: a call starts, whose success or failure hook a flush waits
+        for (LiteLLM runs those in the background, after the call returns)."""
+        self._announced.started(_call_id(kwargs))
 
     def log_success_event(
         self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
@@ -101,15 +126,24 @@ class TelemetryLogger(CustomLogger):
         return self._recorder.stats()
 
     def flush(self, timeout: float | None = 5.0) -> bool:
-        """Wait until every call seen so far is written (or dropped); False on timeout."""
-        return self._recorder.flush(timeout)
+        """From sync code: wait until every call LiteLLM started so far (its pre-call hook) is
+        reported by LiteLLM and written (or dropped), for ``timeout`` seconds in all; False on
+        timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        reported = self._announced.wait(timeout)
+        return self._recorder.flush(_left(deadline)) and reported
 
     async def aflush(self, timeout: float | None = 5.0) -> bool:
-        """``flush`` for async code. It first lets LiteLLM's logging worker run the hooks of
-        the calls already made (LiteLLM runs them in the background, after the call returns)."""
-        try:
-            async with asyncio.timeout(timeout):
-                await GLOBAL_LOGGING_WORKER.flush()
-        except TimeoutError:
-            return False
-        return await self._recorder.aflush(timeout)
+        """``flush`` for async code: the event loop keeps running LiteLLM's hooks meanwhile."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        reported = await asyncio.to_thread(self._announced.wait, timeout)
+        return await self._recorder.aflush(_left(deadline)) and reported
+
+
+def _call_id(kwargs: Any) -> object:
+    """LiteLLM's id of a call, in the kwargs of its hooks."""
+    return kwargs.get("litellm_call_id") if isinstance(kwargs, dict) else None
+
+
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())

@@ -2,9 +2,11 @@
 
 Each decision is one ``rank_models`` round trip over the model group's deployments (keyed by
 deployment id, as ``TelemetryLogger`` records them), then the package's own ``choose``: a
-deployment any replica saw rate-limited is skipped until its reset, unknown deployments get
-``exploration`` of the traffic, stale data follows ``stale_policy``. When Redis cannot be read,
-the pick is a random deployment not known to be limited, with a warning, never an exception.
+deployment any replica saw rate-limited is skipped until its reset; while some deployment has
+no data, traffic is spread evenly over all of them (``warm_up``), and afterwards a deployment
+without data gets ``exploration`` of it; stale data follows ``stale_policy``. When Redis cannot
+be read, the pick is a random deployment not known to be limited, with a warning, never an
+exception.
 """
 
 from __future__ import annotations
@@ -49,7 +51,9 @@ class SharedStateRouting(CustomRoutingStrategyBase):
     ``router.set_custom_routing_strategy``). ``strategy`` is one of the store's strategies
     (``fastest``, ``cheapest``, ``free_then_cheapest``, ``most_reliable``, ``weighted`` with
     ``weights``); ``max_staleness_secs``, ``stale_policy`` and ``exploration`` are those of
-    ``select_model``; ``rng`` makes the random choices reproducible.
+    ``select_model``; ``warm_up`` (on by default) spreads the traffic evenly over the
+    deployments while any has no data in the window, so that each gets some before the
+    strategy ranks them; ``rng`` makes the random choices reproducible.
     """
 
     def __init__(
@@ -62,6 +66,7 @@ class SharedStateRouting(CustomRoutingStrategyBase):
         max_staleness_secs: int | None = None,
         stale_policy: StalePolicy = "exclude",
         exploration: float = 0.05,
+        warm_up: bool = True,
         rng: random.Random | None = None,
     ) -> None:
         if not isinstance(store, TelemetryStore | AsyncTelemetryStore):
@@ -84,6 +89,7 @@ class SharedStateRouting(CustomRoutingStrategyBase):
         self.max_staleness_secs = max_staleness_secs
         self.stale_policy: StalePolicy = stale_policy
         self.exploration = exploration
+        self.warm_up = warm_up
         self.rng = rng or random.Random()
         #: decisions made without Redis (random healthy deployment)
         self.fallbacks = 0
@@ -170,7 +176,7 @@ class SharedStateRouting(CustomRoutingStrategyBase):
             e.model: e.available_at for e in ranking.excluded if e.reason == "subscription_limited"
         }
         try:
-            chosen = choose(ranking, self.exploration, self.rng)
+            chosen = choose(ranking, self.exploration, self.rng, warm_up=self.warm_up)
         except NoModelAvailable as exc:
             raise RateLimitError(
                 message=f"SharedStateRouting: {exc}", llm_provider="", model=""
