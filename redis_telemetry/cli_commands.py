@@ -25,7 +25,7 @@ from . import render
 from .core.backup import Dump, DumpEvent, DumpHeader, DumpLimit, describe_validation, parse_line
 from .core.urls import redact
 from .errors import InvalidInputError, TelemetryError, TelemetryUnavailable
-from .ingest import IngestAborted, Parser, breakdown, make_parser, run_ingest
+from .ingest import IngestAborted, IngestReport, Parser, breakdown, make_parser, run_ingest
 from .ingest.run import read_lines, with_retry
 from .models import CompletionEvent, TelemetrySummary
 from .store import TelemetryStore
@@ -245,10 +245,18 @@ def cmd_ingest(ctx: Context) -> int:
         return EXIT_USAGE
 
     def notify(text: str) -> None:
-        ctx.err.print(f"redis-telemetry ingest: {text}", markup=False, highlight=False)
+        ctx.err.print(
+            f"redis-telemetry ingest: {text}", markup=False, highlight=False, soft_wrap=True
+        )
 
     with with_retry(lambda: open_store(ctx.args), ctx.args.retry_for, notify) as store:
         return _ingest(ctx, store, parser, notify)
+
+
+def _print_report(ctx: Context, report: IngestReport) -> None:
+    """The closing report, one fact a line, never wrapped (rich takes a pipe for 80 columns)."""
+    for line in report.lines():
+        ctx.out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _ingest(
@@ -265,11 +273,13 @@ def _ingest(
                 notify=notify,
             )
         except IngestAborted as exc:
-            ctx.out.print(exc.report.line(), markup=False)
+            _print_report(ctx, exc.report)
             notify(f"giving up at {redact(ctx.args.url)}: {exc}")
             return EXIT_UNAVAILABLE
-        ctx.out.print(report.line(), markup=False)
-        return 0
+        _print_report(ctx, report)
+        if report.hint:
+            notify(report.hint)
+        return report.exit_code
 
     if ctx.args.file == "-":
         return run(sys.stdin)
@@ -280,7 +290,11 @@ def _ingest(
 
 @contextmanager
 def _progress(ctx: Context, path: Path) -> Iterator[Callable[[str], None]]:
-    """A progress bar over the file's bytes (on stderr, so stdout stays clean)."""
+    """A progress bar over the file's bytes (on stderr, so stdout stays clean); none when
+    stderr is not a terminal, where it would only leave a blank line."""
+    if not ctx.err.is_terminal:
+        yield lambda line: None
+        return
     with Progress(
         TextColumn("[bold]ingest[/bold] {task.description}"),
         BarColumn(),

@@ -138,6 +138,26 @@ def test_pi_followed_live_twice_adds_nothing(store: TelemetryStore) -> None:
     assert (again.recorded, again.duplicates) == (0, 3)
 
 
+@pytest.mark.parametrize("run", sorted(RUNS))
+def test_a_rerun_reads_no_window(
+    store: TelemetryStore, run: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Re-runs are told apart by event id in the store: ingest reads no model's events, so a
+    model holding many costs a re-run nothing more."""
+    name, model, base = RUNS[run]
+    fmt = run.split("-")[0]
+    lines = recent(name, base)
+    first = ingest_lines(store, fmt, lines, model=model)
+
+    def no_window(*args: object, **kwargs: object) -> None:
+        raise AssertionError("ingest read a window")
+
+    monkeypatch.setattr(TelemetryStore, "events", no_window)
+    monkeypatch.setattr(TelemetryStore, "dump", no_window)
+    again = ingest_lines(store, fmt, lines, model=model)
+    assert (again.recorded, again.duplicates) == (0, first.recorded)
+
+
 def test_the_library_gives_what_the_command_gives(tmp_path: Path, url: str) -> None:
     path = tmp_path / "run.jsonl"
     path.write_text("\n".join(recent("claude-2.1-stream-json.jsonl")) + "\n")
@@ -252,8 +272,8 @@ def test_a_reset_already_past_blocks_nothing() -> None:
     now = datetime.now(UTC)
     assert not apply_limit(store, Limit("m", now - timedelta(seconds=1), "old"), now)
     assert not store.model_performance("m").subscription_limit_reached
-    assert apply_limit(store, Limit("m", now + timedelta(milliseconds=10), "soon"), now)
-    assert store.model_performance("m").subscription_limit_reached  # at least 1 s
+    assert apply_limit(store, Limit("m", now + timedelta(seconds=30), "soon"), now)
+    assert store.model_performance("m").subscription_limit_reached
     assert apply_limit(store, Limit("n", None, "no end"), now)
     perf = store.model_performance("n")
     assert perf.subscription_limit_expires_at is not None
@@ -751,3 +771,42 @@ def test_a_run_that_finds_events_or_limits_exits_0_even_storing_nothing_new(
     for report in (first, again, old, limited, ingest_lines(store, "jsonl", [])):
         assert not report.nothing_recorded
         assert (report.exit_code, report.hint) == (0, None)
+
+
+def _ingest_cli(
+    url: str, *args: str, data: bytes | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "redis_telemetry", "--url", url, "ingest", *args],
+        input=data.decode() if data is not None else None,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "80"},
+    )
+
+
+def test_the_command_exits_1_with_a_hint_when_it_records_nothing(
+    redis_server: RedisServer,
+) -> None:
+    wrong = _ingest_cli(
+        redis_server.url, "--format", "claude", str(FIXTURES / "opencode-1.18-run-json.jsonl")
+    )
+    assert wrong.returncode == 1
+    assert wrong.stdout == "0 events recorded\n12 lines ignored\n"
+    (hint,) = wrong.stderr.splitlines()
+    assert hint.startswith("redis-telemetry ingest: these lines look like opencode output")
+    assert hint.endswith("try --format opencode --model MODEL")
+    binary = _ingest_cli(redis_server.url, "--format", "claude", "/bin/ls")
+    assert binary.returncode == 1
+    assert binary.stderr.splitlines()[-1].startswith("redis-telemetry ingest: no line is JSON")
+
+
+def test_the_report_is_never_wrapped_when_piped(redis_server: RedisServer) -> None:
+    model = f"wrap-{time.monotonic_ns()}"
+    long_reason = "x" * 220
+    line = event(model, False, error=long_reason).model_dump_json()
+    done = _ingest_cli(redis_server.url, "--format", "jsonl", "-", data=(line + "\n").encode())
+    assert done.returncode == 0, done.stderr
+    assert all(len(row) < 80 for row in done.stdout.splitlines())
+    assert done.stdout.splitlines() == ["1 event recorded"]

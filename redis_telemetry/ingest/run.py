@@ -368,7 +368,6 @@ class _Run:
         self.events_written = False
         self.kept: dict[str, datetime | None] = {}
         self.last_line = 0
-        self.reruns = RerunFilter()
 
     def take(self, lineno: int, line: str, arrived: datetime | None) -> None:
         """Parse one line into the batch; a bad line is reported, never fatal."""
@@ -442,10 +441,9 @@ class _Run:
             for m in {lim.model for _, lim in self.limits}:
                 perf = yield Call("model_performance", (m,))
                 self.kept[m] = perf.subscription_limit_expires_at
-            fresh, again = yield from self.reruns.unseen(self.events)
-            yield from write_batch(fresh, self.report)
-            self.report.duplicates += again  # counted once the batch is written
-            self.reruns.stored(fresh)
+            # a re-run's events carry the ids of the first run: the store counts them as
+            # duplicates, whatever their clock-stamped times, without reading the window
+            yield from write_batch(self.events, self.report)
             self.events_written = True
         now = self.clock()
         while self.limits:
@@ -453,45 +451,6 @@ class _Run:
             if (yield from limit_steps(limit, now, self.kept.get(limit.model), self.ttl_secs)):
                 self.report.limits += 1
             self.limits.pop(0)
-
-
-class RerunFilter:
-    """The re-run check for events stamped with the ingest clock (Claude without timestamps,
-    pi, ``jsonl`` lines without ``completed_at``): their stored form differs between runs, so
-    only the id tells a re-run apart, and the store reads the model's ids (once per run and
-    model) to tell. Kept apart on purpose: once ``record.lua`` counts an event id it already
-    holds as a duplicate, this goes, and ingest reads no window at all."""
-
-    def __init__(self) -> None:
-        #: model -> event ids stored
-        self.known: dict[str, set[str]] = {}
-
-    def unseen(
-        self, events: list[tuple[int, Completion]]
-    ) -> Steps[tuple[list[tuple[int, Completion]], int]]:
-        """``events`` less the clock-stamped ones a previous run already stored, and how many
-        those were."""
-        fresh: list[tuple[int, Completion]] = []
-        seen: set[tuple[str, str]] = set()
-        again = 0
-        for lineno, c in events:
-            e = c.event
-            if c.clock_time and e.event_id:
-                if e.model not in self.known:
-                    stored = yield Call("events", (e.model,))
-                    self.known[e.model] = {x.event_id for x in stored if x.event_id}
-                if e.event_id in self.known[e.model] or (e.model, e.event_id) in seen:
-                    again += 1
-                    continue
-                seen.add((e.model, e.event_id))
-            fresh.append((lineno, c))
-        return fresh, again
-
-    def stored(self, written: list[tuple[int, Completion]]) -> None:
-        """``written`` are in the store now."""
-        for _, c in written:
-            if c.clock_time and c.event.event_id and c.event.model in self.known:
-                self.known[c.event.model].add(c.event.event_id)
 
 
 def write_batch(pending: list[tuple[int, Completion]], report: IngestReport) -> Steps[None]:
