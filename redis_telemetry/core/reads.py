@@ -204,30 +204,33 @@ class Reads:
         self, first: Mapping[str, Any], now_ms: int
     ) -> Op[dict[str, tuple[int, list[codec.StoredEvent], int]]]:
         """Each model's window from ``window.lua``'s first page (``first``), reading the
-        further pages, all models' at once: (server ms, decoded events, limit PTTL)."""
+        further pages, all models' at once: (server ms, decoded events, limit PTTL). A page
+        goes on after the (score, member) of the one before; one that restarted at that
+        score (its member was trimmed meanwhile) may repeat members, dropped here."""
         pages = {
             m: scripts.window_reply(usable(reply, None, self.keys.events(m)), now_ms)
             for m, reply in first.items()
         }
-        members = {m: list(page.members) for m, page in pages.items()}
-        todo = {m: page.after for m, page in pages.items() if page.after}
-        while todo:
+        members = {m: snapshot.pairs(page.members) for m, page in pages.items()}
+        after = {m: _last(page.members) for m, page in pages.items() if page.more}
+        while after:
             replies = yield [
-                scripts.window_call(self.keys, m, self._window_ms, after)
-                for m, after in todo.items()
+                scripts.window_call(self.keys, m, self._window_ms, cursor)
+                for m, cursor in after.items()
             ]
-            more: dict[str, str] = {}
-            for m, reply in zip(todo, replies, strict=True):
+            more = {}
+            for m, reply in zip(after, replies, strict=True):
                 page = scripts.window_reply(usable(reply, None, self.keys.events(m)), now_ms)
-                members[m] += page.members
-                if page.after:
-                    more[m] = page.after
-            todo = more
+                got = snapshot.pairs(page.members)
+                members[m] += _unseen(members[m], got) if page.restarted else got
+                if page.more:
+                    more[m] = _last(page.members)
+            after = more
         out = {}
         for m, page in pages.items():
             key = self.keys.events(m)
             cutoff = page.now_ms - self._window_ms
-            events = snapshot.decode_window(key, snapshot.pairs(members[m]), cutoff)
+            events = snapshot.decode_window(key, members[m], cutoff)
             out[m] = (page.now_ms, events, page.limit_pttl)
         return out
 
@@ -341,3 +344,25 @@ def _known(
         if (p := snapshots[m]).successful_completions + p.failed_completions
         or p.subscription_limit_reached
     ]
+
+
+def _last(flat: Sequence[Any]) -> tuple[Any, bytes]:
+    """A page's cursor: the (score, member) of its last member (a page of a set with members
+    left after it is never empty)."""
+    return flat[-1], flat[-2]
+
+
+def _unseen(
+    held: Sequence[tuple[bytes, float]], page: list[tuple[bytes, float]]
+) -> list[tuple[bytes, float]]:
+    """``page``'s members that ``held`` (oldest first) does not hold yet: a page that
+    restarted at its cursor's score starts with members of that score the reader may have."""
+    if not held or not page:
+        return page
+    score = held[-1][1]
+    seen = set()
+    for member, at in reversed(held):
+        if at != score:
+            break
+        seen.add(member)
+    return [(m, sc) for m, sc in page if m not in seen]

@@ -30,6 +30,8 @@ SCRIPT_NAMES = (
 )
 #: Scripts that read members: ``lua/event.lua`` is written into them at load.
 INCLUDES_EVENT = ("record", "snapshot", "session")
+#: Scripts that read members by rank in bounded steps: ``lua/steps.lua`` is written into them.
+INCLUDES_STEPS = ("window",)
 
 #: How far past the data they govern the keys' TTLs reach.
 GRACE_MS = 2000
@@ -38,13 +40,16 @@ NEWEST_PROBE = 32
 #: The most aged members a read script subtracts itself (about 5 ms of Redis time); past
 #: that, the model is read from its window's events, a page at a time.
 MAX_AGED = 1000
-#: Members per ``window.lua`` page (a few ms of Redis time each).
+#: The most members (and bytes of them) in a ``window.lua`` page (a few ms of Redis time).
 WINDOW_PAGE = 5000
+PAGE_BUDGET = 1024 * 1024
 #: The most members one ``record.lua`` call trims, removes over the cap or rebuilds, each
 #: (a few ms of Redis time in all; its ``local STEP`` line is rendered from this).
 UPKEEP_STEP = 500
 #: The line a script names ``lua/event.lua`` with.
 INCLUDE = "-- #include event.lua"
+#: The line a script names ``lua/steps.lua`` with.
+INCLUDE_STEPS = "-- #include steps.lua"
 
 
 def _lua_dir() -> Path:
@@ -74,10 +79,19 @@ def render_fields(source: str) -> str:
 
 def render(source: str, library: str) -> str:
     """A script as Redis runs it: its fields rendered and ``lua/event.lua`` in place of its
-    include line."""
+    include line (and ``lua/steps.lua`` in place of its own, where it has one)."""
     if source.count(INCLUDE) != 1:
         raise RuntimeError(f"the script must have one line {INCLUDE!r}")
-    return render_fields(source).replace(INCLUDE, library.rstrip("\n"))
+    return with_steps(render_fields(source).replace(INCLUDE, library.rstrip("\n")))
+
+
+def with_steps(source: str) -> str:
+    """``source`` with ``lua/steps.lua`` in place of its include line, where it has one."""
+    line = f"\n{INCLUDE_STEPS}\n"
+    if line not in source:
+        return source
+    steps = (_lua_dir() / "steps.lua").read_text(encoding="utf-8")
+    return source.replace(line, f"\n{steps.rstrip()}\n", 1)
 
 
 def _load() -> dict[str, str]:
@@ -86,6 +100,8 @@ def _load() -> dict[str, str]:
     library = (folder / "event.lua").read_text(encoding="utf-8")
     for name in INCLUDES_EVENT:
         sources[name] = render(sources[name], library)
+    for name in set(INCLUDES_STEPS) - set(INCLUDES_EVENT):
+        sources[name] = with_steps(sources[name])
     return sources
 
 
@@ -223,11 +239,15 @@ def record_counts(replies: Iterable[Any], repeated: int = 0) -> RecordResult:
 # -- window.lua, snapshot.lua and session.lua ---------------------------------------------
 
 
-def window_call(keys: Keys, model: str, window_ms: int, after: str = "") -> Eval:
+def window_call(
+    keys: Keys, model: str, window_ms: int, after: tuple[Any, bytes] | None = None
+) -> Eval:
     """Read a page of the events of ``model`` in the window, at its server's time: the first
-    page, or the one after ``after`` (the previous page's ``after``)."""
+    page, or the one after ``after``, the (score, member) of the previous page's last."""
     script_keys = (keys.events(model), keys.limit(model))
-    return Eval("window", script_keys, (window_ms, after, WINDOW_PAGE), tolerant=True)
+    score, member = after if after is not None else ("", b"")
+    args = (window_ms, score, member, WINDOW_PAGE, PAGE_BUDGET)
+    return Eval("window", script_keys, args, tolerant=True)
 
 
 def snapshot_call(keys: Keys, model: str, window_ms: int) -> Eval:
@@ -246,20 +266,20 @@ def session_call(keys: Keys, model: str, window_ms: int, session_id: str) -> Eva
 
 
 class WindowPage(NamedTuple):
-    """``window.lua``'s reply: server ms, flat members, limit PTTL, the next page's bound
-    ("" after the last page)."""
+    """``window.lua``'s reply: server ms, flat members, limit PTTL, whether members are left
+    after the page, and whether it restarted at its cursor's score (its cursor was gone)."""
 
     now_ms: int
     members: Sequence[Any]
     limit_pttl: int
-    after: str
+    more: bool
+    restarted: bool
 
 
 def window_reply(reply: Any, now_ms: int) -> WindowPage:
     """``window.lua``'s reply; None reads as nothing stored."""
-    at, members, pttl, after = reply or (now_ms, [], -2, b"")
-    text = after.decode() if isinstance(after, bytes) else str(after)
-    return WindowPage(int(at), members, int(pttl), text)
+    at, members, pttl, more, restarted = reply or (now_ms, [], -2, 0, 0)
+    return WindowPage(int(at), members, int(pttl), bool(int(more)), bool(int(restarted)))
 
 
 class SnapshotReply(NamedTuple):
