@@ -1,5 +1,6 @@
-"""Bounded reads (issue 20, item 5): every read script call is bounded in members, bytes and
-ties: window pages go on after the (score, member) of the one before."""
+"""Bounded reads (issue 20, items 5 and 6): every read script call is bounded in members,
+bytes and ties; a model with any number of aged, untrimmed members reads exactly, its aged
+part subtracted in bounded calls."""
 
 from __future__ import annotations
 
@@ -7,19 +8,25 @@ import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
-from redis_telemetry import TelemetryStore
-from redis_telemetry.core import codec, scripts
+from redis_telemetry import TelemetryStore, TokenBreakdown
+from redis_telemetry.core import codec, rules, scripts
 from redis_telemetry.core.commands import Eval, Op
 from redis_telemetry.core.replies import recovering
 
 from .conftest import Backend
-from .helpers import event
+from .helpers import (
+    event,
+    server_ms,
+    wait_for_server_ms,
+)
 
+ACL = Path(__file__).resolve().parents[1] / "deploy" / "users.acl"
 KEY = "telemetry:{m}:events"
 #: The largest member the rules allow, about: a 16 KB error and a 1 KB session id.
 BIG_ERROR = 16_000
@@ -65,6 +72,23 @@ def _big(model: str, n: int, ago: float, rng: random.Random, step: float = 1e-3)
     ]
 
 
+def _biggest(n: int, ago: float) -> list[Any]:
+    """``n`` events of the largest size the rules allow (errors and session ids at their
+    limits, in characters of one byte), 10 µs apart."""
+    return [
+        event(
+            "m",
+            i % 3 != 0,
+            100,
+            session_id=f"{i % 3}".ljust(rules.MAX_SESSION_LEN, "x"),
+            error="e" * rules.MAX_ERROR_LEN,
+            event_id=f"{ago}-{i}".ljust(rules.MAX_EVENT_ID_LEN, "i"),
+            ago_secs=ago - i * 1e-5,
+        )
+        for i in range(n)
+    ]
+
+
 def _run(store: TelemetryStore, call: Eval) -> Any:
     """One script call through the store (its script cache), its reply as Redis gave it."""
 
@@ -77,6 +101,41 @@ def _run(store: TelemetryStore, call: Eval) -> Any:
 
 def _keys(store: TelemetryStore) -> Any:
     return store._core.keys
+
+
+def _aging(model: str, n: int, window: int, ms_left: int, session: str = "s") -> list[Any]:
+    """Events that leave a ``window``-second window about ``ms_left`` ms from now."""
+    ago = window - ms_left / 1000
+    return [
+        event(
+            model,
+            i % 4 != 0,
+            100 + i,
+            ago_secs=ago - i / 1e6,
+            session_id=f"{session}{i % 3}",
+            error=None if i % 4 else "boom",
+            tokens=TokenBreakdown(total=10 + i, input=7, output=3 + i),
+            cost_usd=0.001 * (i % 5),
+        )
+        for i in range(n)
+    ]
+
+
+def _backlog(
+    r: Any, store: TelemetryStore, aged: int, live: int, later: int = 0, ms_left: int = 1200
+) -> None:
+    """Model "m" with ``aged`` members aged out of a 60 s window but not trimmed (no write
+    since they aged; they are written ``ms_left`` ms before they age), ``later`` more that age
+    1.2 s after them, and ``live`` members in the window."""
+    for start in range(0, aged, 2000):
+        store.record_batch(_aging("m", min(2000, aged - start), 60, ms_left=ms_left))
+    if later:
+        store.record_batch(_aging("m", later, 60, ms_left=ms_left + 1200, session="t"))
+    for start in range(0, live, 2000):
+        store.record_batch(_aging("m", min(2000, live - start), 60, ms_left=55_000))
+    wait_for_server_ms(r, server_ms(r) + ms_left + 100)
+    assert r.zcount(KEY, "-inf", server_ms(r) - 60_000) == aged
+    assert r.zcard(KEY) == aged + later + live
 
 
 def _drive(
@@ -98,6 +157,32 @@ def _drive(
             batch = driven.send(store._execute(batch))
     except StopIteration as stop:
         return stop.value, sent
+
+
+def _exact(store: TelemetryStore, model: str = "m") -> None:
+    """The snapshot from the running totals equals the one read from the window's events,
+    and every session's usage equals the one counted from those events."""
+    fast = store.model_performance(model)
+    slow = store.model_performance(model, percentiles=True)
+    skip = {"latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "subscription_limit_expires_at"}
+    assert fast.model_dump(exclude=skip) == slow.model_dump(exclude=skip)
+    assert fast.successful_completions + fast.failed_completions > 0
+    events = store.events(model)
+    for session in {e.session_id for e in events}:
+        usage = store.session_usage(session).by_model[model]
+        mine = [e for e in events if e.session_id == session]
+        assert usage.message_count == len(mine)
+        assert usage.output_tokens == sum(e.tokens.output for e in mine)
+        assert usage.total_tokens == sum(e.tokens.total for e in mine)
+
+
+@pytest.fixture
+def small(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small bounds, so that small data crosses them: read calls of 5 aged members, upkeep
+    calls of 3."""
+    monkeypatch.setattr(scripts, "MAX_AGED", 5)
+    monkeypatch.setattr(scripts, "UPKEEP_STEP", 3)
+    monkeypatch.setitem(scripts.SCRIPTS, "record", scripts.render_fields(scripts.SCRIPTS["record"]))
 
 
 # -- pages bounded by members and bytes, whatever the ties --------------------------------
@@ -177,3 +262,145 @@ def test_a_page_whose_cursor_is_gone_restarts_at_its_score_without_repeats(
     events, _ = _drive(store, store._core.events("m"), between)
     got = sorted(e.event_id for e in events)
     assert got == sorted(codec.decode(m).event_id for m in before)  # each once
+
+
+# -- the newest members: a bounded sample of the newest millisecond ------------------------
+
+
+def test_the_newest_probe_returns_a_bounded_sample_of_the_newest_millisecond(
+    r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(scripts, "NEWEST_TIES", 100)
+    store = TelemetryStore(r, window_secs=3600)
+    at = datetime.fromtimestamp(server_ms(r) // 1000 - 5, UTC)
+    store.record_batch(
+        [event("m", completed_at=at + timedelta(microseconds=i % 999)) for i in range(3000)]
+    )
+    call = scripts.snapshot_call(_keys(store), "m", 3_600_000)
+    newest = scripts.snapshot_reply(_run(store, call), 0).newest
+    assert 2 * scripts.NEWEST_PROBE < len(newest) <= 2 * 100  # all of one ms, capped
+    assert len(set(newest[1::2])) == 1
+    monkeypatch.setattr(scripts, "NEWEST_BUDGET", 2000)
+    call = scripts.snapshot_call(_keys(store), "m", 3_600_000)
+    newest = scripts.snapshot_reply(_run(store, call), 0).newest
+    assert sum(map(len, newest[::2])) <= 2000
+    # last_event_at is then the newest of the sample: in the newest millisecond
+    last = store.model_performance("m").last_event_at
+    assert last is not None
+    assert at <= last < at + timedelta(milliseconds=1)
+
+
+# -- aged members subtracted in bounded calls ----------------------------------------------
+
+
+def test_an_aged_part_is_read_a_bounded_number_of_bytes_a_call(
+    r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """snapshot.lua and session.lua subtract at most AGED_BUDGET bytes of aged members a
+    call (one at least), going on from the cursor the previous call gave."""
+    monkeypatch.setattr(scripts, "AGED_BUDGET", 30_000)
+    store = TelemetryStore(r, window_secs=60)
+    rng = random.Random(3)
+    store.record_batch(_big("m", 60, 58.5, rng, step=1e-5))
+    store.record_batch(_big("m", 80, 5, rng))
+    wait_for_server_ms(r, server_ms(r) + 1600)
+    members = r.zrange(KEY, 0, -1)
+    assert r.zcount(KEY, "-inf", server_ms(r) - 60_000) == 60
+    session = codec.decode(members[0]).session_id  # one with an index entry
+    for kind in ("snapshot", "session"):
+        taken, cursor, calls = 0, None, 0
+        while True:
+            later = cursor is not None
+            oldest = b"" if cursor is None else cursor.oldest
+            if kind == "snapshot":
+                call = scripts.snapshot_call(_keys(store), "m", 60_000, cursor, later)
+                got: Any = scripts.snapshot_reply(_run(store, call), 0, oldest)
+            else:
+                call = scripts.session_call(_keys(store), "m", 60_000, session, cursor, later)
+                got = scripts.session_reply(_run(store, call), 0, oldest)
+            assert got.state in ("aged", "ok")
+            assert got.cursor is not None
+            read = members[taken : got.cursor.next]
+            assert len(read) == 1 or sum(map(len, read)) <= 30_000
+            taken, cursor, calls = got.cursor.next, got.cursor, calls + 1
+            if got.state == "ok":
+                break
+        assert taken == 60
+        assert calls > 3
+
+
+@pytest.mark.usefixtures("small")
+def test_a_backlog_is_subtracted_in_bounded_calls_and_remembered(r: redis.Redis) -> None:
+    """A read goes on from each call's cursor (5 aged members a call), remembers how far it
+    read, and next time reads only what aged since: exact each time."""
+    writer = TelemetryStore(r, window_secs=60)
+    _backlog(r, writer, aged=40, later=12, live=50)
+    store = TelemetryStore(r, window_secs=60)
+    _exact(store)
+    assert r.zcard(KEY) == 102  # nothing trimmed
+    part = store._core._remembered("totals", "")["m"]
+    assert part.cursor.next == 40
+    wait_for_server_ms(r, server_ms(r) + 1300)  # the 12 later ones age too
+    assert r.zcount(KEY, "-inf", server_ms(r) - 60_000) == 52
+    snap, calls = _drive(store, store._core.model_performance("m"))
+    assert snap.successful_completions + snap.failed_completions == 50
+    assert len(calls) == 1 + 12 // 5  # resumed at rank 40: only the 12 new ones read
+    assert calls[0].args[-3:] == ("", 40, part.cursor.oldest)
+    _, calls = _drive(store, store._core.session_usage("s0"))  # the same for a session
+    assert [c.script for c in calls] == ["session"] * (1 + 12 // 5)
+    assert calls[0].args[-2] == 40
+    _exact(store)
+    assert r.zcard(KEY) == 102
+
+
+@pytest.mark.usefixtures("small")
+def test_a_read_that_meets_a_trim_starts_again(r: redis.Redis) -> None:
+    """A writer trims between two calls of a read that subtracts the backlog itself: the next
+    call sees the oldest member gone ('moved'), and the read starts again instead of mixing
+    the two."""
+    writer = TelemetryStore(r, window_secs=60)
+    _backlog(r, writer, aged=40, live=50)
+    store = TelemetryStore(r, window_secs=60)
+
+    def between(calls: list[Eval]) -> None:
+        if any(c.args[-3] != "" for c in calls) and r.zcard(KEY) == 90:
+            _upkeep(writer)  # a later call is next: a write trims 3 aged members first
+
+    snap, calls = _drive(store, store._core.model_performance("m"), between)
+    assert [c.args[-3:-1] for c in calls[:3]] == [("", 0), (calls[1].args[-3], 5), ("", 0)]
+    assert r.zcard(KEY) == 87
+    assert snap.successful_completions + snap.failed_completions == 50
+    _exact(store)
+
+
+def _upkeep(store: TelemetryStore) -> None:
+    """One record.lua call of model "m" that stores nothing: a bounded step of its upkeep."""
+    core = store._core
+    store._run(core._write([core._record_eval("m", ())], core._window_ms))
+
+
+def test_a_later_call_after_a_trim_answers_moved(r: redis.Redis) -> None:
+    writer = TelemetryStore(r, window_secs=60)
+    _backlog(r, writer, aged=1200, live=1300)
+    keys = _keys(writer)
+    first = scripts.snapshot_reply(_run(writer, scripts.snapshot_call(keys, "m", 60_000)), 0)
+    assert first.state == "aged"
+    assert first.cursor is not None
+    assert first.cursor.next == scripts.MAX_AGED
+    _upkeep(writer)
+    later = scripts.snapshot_call(keys, "m", 60_000, first.cursor, later=True)
+    assert scripts.snapshot_reply(_run(writer, later), 0).state == "moved"
+    session = scripts.session_call(keys, "m", 60_000, "s0", first.cursor, later=True)
+    assert scripts.session_reply(_run(writer, session), 0).state == "moved"
+
+
+@pytest.mark.usefixtures("small")
+def test_a_backlog_larger_than_the_window_is_read_from_the_window(r: redis.Redis) -> None:
+    """More members left aged than in the window: reading the window's events is less."""
+    writer = TelemetryStore(r, window_secs=60)
+    _backlog(r, writer, aged=40, live=6)
+    store = TelemetryStore(r, window_secs=60)
+    snap, calls = _drive(store, store._core.model_performance("m"))
+    assert snap.successful_completions + snap.failed_completions == 6
+    assert [c.script for c in calls] == ["snapshot", "window"]
+    _exact(store)

@@ -19,7 +19,7 @@ import math
 import sys
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import accumulate
 
 #: Buckets per doubling above ``EXACT_BELOW``; the relative error is at most 1 / (2 * SUB).
@@ -72,13 +72,17 @@ def decode(blob: bytes) -> array[int]:
     return counts
 
 
-def percentiles(blob: bytes, minus: Iterable[int], pcts: Sequence[int]) -> list[float | None]:
+def percentiles(
+    blob: bytes, minus: Iterable[int] | Mapping[int, int], pcts: Sequence[int]
+) -> list[float | None]:
     """Percentiles ``pcts`` of the latencies counted in ``blob`` (a latency key's value),
-    less one count for each bucket in ``minus`` (members that aged out, not yet trimmed)."""
+    less one count for each bucket in ``minus`` (members that aged out, not yet trimmed), or
+    less ``minus[bucket]`` counts when it maps buckets to counts."""
     counts = decode(blob)
-    for b in minus:
+    less = minus.items() if isinstance(minus, Mapping) else ((b, 1) for b in minus)
+    for b, n in less:
         if 0 <= b < len(counts):
-            counts[b] -= 1
+            counts[b] -= n
     if counts and min(counts) < 0:  # only counters written by hand
         counts = array("i", (max(0, c) for c in counts))
     cumulative = list(accumulate(counts))

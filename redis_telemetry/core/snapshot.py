@@ -132,9 +132,8 @@ def from_totals(
     running totals less the members that aged out since the last trim, the percentiles from
     the latency sketch, and ``last_event_at`` from the newest members."""
     cutoff = reply.now_ms - window_secs * 1000
-    left = _parse_sums(key, reply.totals)
-    for name, value in zip(reply.minus[::2], reply.minus[1::2], strict=True):
-        left[_INDEX[scripts.text(name)]] -= int(value)
+    held = _parse_sums(key, reply.totals)
+    left = [have - gone for have, gone in zip(held, reply.minus, strict=True)]
     if reply.skipped:
         log.warning("skipped %d unreadable aged member(s) of %s", reply.skipped, key)
     if any(v < 0 for v in left):
@@ -145,8 +144,8 @@ def from_totals(
     last = newest_us(key, pairs(reply.newest), cutoff)
     snap = _snapshot(model, Totals._make(left), last, window_secs, reply.now_ms, reply.limit_pttl)
     if left[_INDEX["ok"]]:
-        aged = map(int, reply.aged_buckets)
-        _set_percentiles(snap, sketch.percentiles(reply.sketch, aged, sketch.PERCENTILES))
+        pcts = sketch.percentiles(reply.sketch, reply.aged_buckets, sketch.PERCENTILES)
+        _set_percentiles(snap, pcts)
     return snap
 
 
