@@ -1,6 +1,6 @@
 """Bounded reads (issue 20, items 5 and 6): every read script call is bounded in members,
-bytes and ties; a model with any number of aged, untrimmed members reads exactly, its aged
-part subtracted in bounded calls."""
+bytes and ties; a model with any number of aged, untrimmed members reads exactly, a writer's
+read trimming them and a read-only store's read subtracting them in bounded calls."""
 
 from __future__ import annotations
 
@@ -13,18 +13,22 @@ from typing import Any
 
 import pytest
 import redis
+import redis.asyncio
 
-from redis_telemetry import TelemetryStore, TokenBreakdown
-from redis_telemetry.core import codec, rules, scripts
+from redis_telemetry import AsyncTelemetryStore, TelemetryStore, TokenBreakdown
+from redis_telemetry.core import codec, reads, rules, scripts, totals
 from redis_telemetry.core.commands import Eval, Op
 from redis_telemetry.core.replies import recovering
 
 from .conftest import Backend
 from .helpers import (
     event,
+    recount,
     server_ms,
+    stored_derived,
     wait_for_server_ms,
 )
+from .servers import RedisServer
 
 ACL = Path(__file__).resolve().parents[1] / "deploy" / "users.acl"
 KEY = "telemetry:{m}:events"
@@ -179,10 +183,12 @@ def _exact(store: TelemetryStore, model: str = "m") -> None:
 @pytest.fixture
 def small(monkeypatch: pytest.MonkeyPatch) -> None:
     """Small bounds, so that small data crosses them: read calls of 5 aged members, upkeep
-    calls of 3."""
+    from 10 aged members, calls of 3 (2 calls a model a round trip)."""
     monkeypatch.setattr(scripts, "MAX_AGED", 5)
+    monkeypatch.setattr(reads, "UPKEEP_AT", 10)
     monkeypatch.setattr(scripts, "UPKEEP_STEP", 3)
     monkeypatch.setitem(scripts.SCRIPTS, "record", scripts.render_fields(scripts.SCRIPTS["record"]))
+    monkeypatch.setattr(reads, "UPKEEP_BURST", 2)
 
 
 # -- pages bounded by members and bytes, whatever the ties --------------------------------
@@ -330,12 +336,23 @@ def test_an_aged_part_is_read_a_bounded_number_of_bytes_a_call(
 
 
 @pytest.mark.usefixtures("small")
-def test_a_backlog_is_subtracted_in_bounded_calls_and_remembered(r: redis.Redis) -> None:
-    """A read goes on from each call's cursor (5 aged members a call), remembers how far it
-    read, and next time reads only what aged since: exact each time."""
+def test_a_writers_read_trims_the_backlog_and_stays_exact(r: redis.Redis) -> None:
+    store = TelemetryStore(r, window_secs=60)
+    _backlog(r, store, aged=40, live=50)
+    _exact(store)
+    assert r.zcard(KEY) == 50  # the read's upkeep trimmed every aged member
+    assert stored_derived(r, "m") == recount(r, "m")
+    assert not store._core._read_only
+
+
+@pytest.mark.usefixtures("small")
+def test_a_read_only_store_subtracts_the_backlog_in_bounded_calls(r: redis.Redis) -> None:
+    """A store that may not write reads on from each call's cursor (5 aged members a call),
+    remembers how far it read, and next time reads only what aged since: exact each time."""
     writer = TelemetryStore(r, window_secs=60)
     _backlog(r, writer, aged=40, later=12, live=50)
     store = TelemetryStore(r, window_secs=60)
+    store._core._read_only = True
     _exact(store)
     assert r.zcard(KEY) == 102  # nothing trimmed
     part = store._core._remembered("totals", "")["m"]
@@ -354,6 +371,27 @@ def test_a_backlog_is_subtracted_in_bounded_calls_and_remembered(r: redis.Redis)
 
 
 @pytest.mark.usefixtures("small")
+async def test_the_async_store_reads_a_backlog_the_same_way(
+    r: redis.Redis, ar: redis.asyncio.Redis
+) -> None:
+    writer = TelemetryStore(r, window_secs=60)
+    _backlog(r, writer, aged=40, live=50)
+    read_only = AsyncTelemetryStore(ar, window_secs=60)
+    read_only._core._read_only = True
+    store = AsyncTelemetryStore(ar, window_secs=60)
+    try:
+        first = await read_only.model_performance("m")
+        assert r.zcard(KEY) == 90
+        second = await store.model_performance("m")  # trims the backlog
+        assert r.zcard(KEY) == 50
+    finally:
+        await read_only.aclose()
+        await store.aclose()
+    assert first == second
+    assert first.successful_completions + first.failed_completions == 50
+
+
+@pytest.mark.usefixtures("small")
 def test_a_read_that_meets_a_trim_starts_again(r: redis.Redis) -> None:
     """A writer trims between two calls of a read that subtracts the backlog itself: the next
     call sees the oldest member gone ('moved'), and the read starts again instead of mixing
@@ -361,6 +399,7 @@ def test_a_read_that_meets_a_trim_starts_again(r: redis.Redis) -> None:
     writer = TelemetryStore(r, window_secs=60)
     _backlog(r, writer, aged=40, live=50)
     store = TelemetryStore(r, window_secs=60)
+    store._core._read_only = True
 
     def between(calls: list[Eval]) -> None:
         if any(c.args[-3] != "" for c in calls) and r.zcard(KEY) == 90:
@@ -400,7 +439,102 @@ def test_a_backlog_larger_than_the_window_is_read_from_the_window(r: redis.Redis
     writer = TelemetryStore(r, window_secs=60)
     _backlog(r, writer, aged=40, live=6)
     store = TelemetryStore(r, window_secs=60)
+    store._core._read_only = True
     snap, calls = _drive(store, store._core.model_performance("m"))
     assert snap.successful_completions + snap.failed_completions == 6
     assert [c.script for c in calls] == ["snapshot", "window"]
     _exact(store)
+
+
+# -- a read-only ACL user, on a real server --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def acl_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    workdir = tmp_path_factory.mktemp("acl")
+    (workdir / "users.acl").write_text(ACL.read_text())
+    server = RedisServer(
+        "--aclfile",
+        str(workdir / "users.acl"),
+        workdir=workdir,
+        auth=("telemetry-admin", "change-me-admin"),
+    ).start()
+    yield server
+    server.cleanup()
+
+
+def _as(server: RedisServer, user: str) -> redis.Redis:
+    return redis.Redis(port=server.port, username=user, password=f"change-me-{user[10:]}")
+
+
+@pytest.mark.usefixtures("small")
+def test_the_shipped_reader_reads_a_backlog_exactly_without_writing(
+    acl_server: RedisServer,
+) -> None:
+    with acl_server.client() as admin:
+        admin.flushall()
+    with _as(acl_server, "telemetry-writer") as w, _as(acl_server, "telemetry-reader") as rr:
+        writer = TelemetryStore(w, window_secs=60)
+        _backlog(w, writer, aged=40, live=50)
+        reader = TelemetryStore(rr, window_secs=60)
+        _exact(reader)
+        assert reader._core._read_only  # Redis refused it the upkeep: remembered
+        assert w.zcard(KEY) == 90  # nothing trimmed
+        _exact(writer)  # the shipped writer may do the upkeep
+        assert w.zcard(KEY) == 50
+
+
+# -- no read script call holds a real server for 50 ms --------------------------------------
+
+
+def test_no_read_script_call_holds_a_real_server_for_50_ms(redis_server: RedisServer) -> None:
+    """SLOWLOG over the cases that made read scripts slow: 60,000 events in one millisecond;
+    members of the maximum size, paged and (aged) subtracted; a backlog of aged members read
+    by a store that may write (its upkeep) and by one that may not. Only the reads are
+    logged (the data is written between them)."""
+    slow: list[Any] = []
+    with redis_server.client() as r:
+        r.flushall()
+        r.config_set("slowlog-log-slower-than", 50_000)  # microseconds
+        store = TelemetryStore(r, window_secs=60)
+        read_only = TelemetryStore(r, window_secs=60)
+        read_only._core._read_only = True
+
+        _put(r, _tied(60_000))
+        r.hset("telemetry:{m}:totals", "layout", totals.LAYOUT)  # sums by hand: not checked
+        r.slowlog_reset()
+        assert store.model_performance("m").last_event_at is not None
+        assert sum(len(p.members) // 2 for p in _pages(store, 60_000)) == 60_000
+        slow += r.slowlog_get(128)
+
+        r.delete(KEY, "telemetry:{m}:totals")
+        for start in range(0, 3000, 100):  # 3000 members of the maximum size that stay
+            store.record_batch(_biggest(100, 5 - start * 1e-5))
+        aging = [_biggest(100, 56 - start * 1e-5) for start in range(0, 2000, 100)]
+        for batch in aging:  # and 2000 that age soon
+            store.record_batch(batch)
+        newest = max(e.completed_at for batch in aging for e in batch)
+        wait_for_server_ms(r, int(newest.timestamp() * 1000) + 60_001)
+        assert r.zcount(KEY, "-inf", server_ms(r) - 60_000) == 2000
+        r.slowlog_reset()
+        events = read_only.events("m")
+        assert len(events) == 3000
+        usage = read_only.session_usage(events[0].session_id).by_model["m"]
+        assert usage.message_count == sum(e.session_id == events[0].session_id for e in events)
+        assert read_only.model_performance("m").failed_completions == sum(
+            not e.success for e in events
+        )
+        slow += r.slowlog_get(128)
+
+        r.delete(KEY, "telemetry:{m}:totals", "telemetry:{m}:sessions", "telemetry:{m}:latency")
+        _backlog(r, store, aged=5000, live=6000, ms_left=3000)
+        r.slowlog_reset()
+        reader_snap, reader_usage = read_only.model_performance("m"), read_only.session_usage("s1")
+        snap, usage = store.model_performance("m"), store.session_usage("s1")  # trims them
+        slow += r.slowlog_get(128)
+        assert r.zcard(KEY) == 6000
+        assert reader_usage.by_model == usage.by_model
+        assert reader_snap == snap
+        assert snap.successful_completions + snap.failed_completions == 6000
+        r.config_set("slowlog-log-slower-than", 10_000)
+        assert [(e["duration"], e["command"][:200]) for e in slow] == []

@@ -12,7 +12,9 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
 
-from ..errors import InvalidInputError
+from redis.exceptions import ReadOnlyError
+
+from ..errors import InvalidInputError, PermissionDenied, TelemetryError
 from ..models import (
     CompletionEvent,
     ModelPerformanceSnapshot,
@@ -29,10 +31,17 @@ from .window import SharedWindow
 
 log = logging.getLogger(__name__)
 
-#: A model's aged members left after a read's first call are read on from its cursor, up to
-#: this many calls a model a read, or the model is read from its window's events when that is
-#: less to read; a read that keeps meeting trims (a writer at work) starts again at most this
-#: often.
+#: A store that may write trims a model's aged members itself when a read finds at least
+#: ``UPKEEP_AT`` (fewer are read on in a few calls, and writes trim them soon anyway), with
+#: ``record.lua``'s upkeep calls, ``UPKEEP_BURST`` a model a round trip, up to
+#: ``UPKEEP_CALLS`` a model a read (``UPKEEP_CALLS`` x ``scripts.UPKEEP_STEP`` members).
+UPKEEP_AT = 5000
+UPKEEP_BURST = 10
+UPKEEP_CALLS = 200
+#: What is left aged after that (or for a store that may not write) is read on from the
+#: first call's cursor, up to this many calls a model a read, or the model is read from its
+#: window's events when that is less to read; a read that keeps meeting trims (a writer at
+#: work) starts again at most this often.
 READ_STEPS = 100
 RESTARTS = 2
 #: Models (and sessions) whose aged part a read remembers, to go on from it next time.
@@ -65,6 +74,12 @@ class Reads:
     window: SharedWindow
     #: Models seen in the registry: their ranges ride in the first round trip of a read.
     _models: dict[str, None]
+    #: StoreCore's: one ``record.lua`` call (no events: its upkeep), and sending a write.
+    _record_eval: Callable[..., Eval]
+    _write: Callable[[Batch, int], Op[list[Any]]]
+    #: Set once Redis refused this store a write (an ACL's read-only user, a replica): its
+    #: reads then never try the upkeep again.
+    _read_only: bool = False
 
     @property
     def namespace(self) -> str:
@@ -229,15 +244,22 @@ class Reads:
         subtract (state ``aged``: one call subtracts a bounded part); one still ``aged`` is
         read from its events instead.
 
-        What is left is read on from each reply's cursor, one bounded call at a time, when
-        that is less to read than the window's events and takes at most ``READ_STEPS`` calls;
-        a read that meets a trim (the oldest member changed) starts again. What a read
-        subtracted is remembered, so the next one only reads the members aged since.
+        A store that may write trims them first when they are many (``UPKEEP_AT``), with
+        ``record.lua``'s bounded upkeep (so every later read, anyone's, is one call again),
+        and reads those models again. What is still left is read on from each reply's
+        cursor, one bounded call at a time, when that is less to read than the window's
+        events and takes at most ``READ_STEPS`` calls; a read that meets a trim (the oldest
+        member changed) starts again. What a read subtracted is remembered, so the next one
+        only reads the members aged since.
         """
         remembered = self._remembered(kind, session_id)
         replies = {m: _resumed(parse(m, raw, _at(part)), part) for m, (raw, part) in first.items()}
         kept = [m for m, (_, part) in first.items() if part is not None]
         aged = [m for m, reply in replies.items() if reply.state == "aged"]
+        many = [m for m in aged if _aged_count(replies[m]) >= UPKEEP_AT]
+        if many and not self._read_only and (yield from self._upkeep(many)):
+            again = yield [self._fetch(kind, m, session_id) for m in many]
+            replies.update((m, parse(m, raw, None)) for m, raw in zip(many, again, strict=True))
         events: list[str] = []
         steps = dict.fromkeys(aged, 0)
         restarts = dict.fromkeys(aged, 0)
@@ -276,6 +298,31 @@ class Reads:
             else:
                 remembered.pop(m, None)
         return replies
+
+    def _upkeep(self, models: Sequence[str]) -> Op[bool]:
+        """Trim the aged members of ``models`` with ``record.lua``'s upkeep (a bounded step a
+        call, ``UPKEEP_BURST`` calls a model a round trip) until none is left or
+        ``UPKEEP_CALLS`` calls each were sent. False when Redis refuses this store the write
+        (an ACL user that may only read, a replica): remembered, its reads then subtract
+        those members themselves."""
+        pending = list(models)
+        try:
+            for _ in range(0, UPKEEP_CALLS, UPKEEP_BURST):
+                if not pending:
+                    break
+                batch: Batch = [
+                    self._record_eval(m, ()) for m in pending for _ in range(UPKEEP_BURST)
+                ]
+                done = yield from self._write(batch, self._window_ms)
+                last = done[UPKEEP_BURST - 1 :: UPKEEP_BURST]  # each model's last reply
+                pending = [m for m, reply in zip(pending, last, strict=True) if int(reply[6])]
+        except TelemetryError as exc:
+            if not _refused_write(exc):
+                raise
+            log.info("this store may not write (%s): its reads subtract aged members", exc)
+            self._read_only = True
+            return False
+        return True
 
     def _from_totals(self, model: str, rep: SnapshotReply, reading: Reading) -> bool:
         """Put ``snapshot.lua``'s snapshot of ``model`` into ``reading``; False when the model
@@ -455,9 +502,20 @@ def _known(
     ]
 
 
+def _refused_write(exc: TelemetryError) -> bool:
+    """Whether Redis refused a write to this store for good: an ACL without the command, or a
+    read-only replica."""
+    return isinstance(exc, PermissionDenied) or isinstance(exc.__cause__, ReadOnlyError)
+
+
 def _at(part: SnapshotReply | SessionReply | None) -> Cursor | None:
     """The cursor of an earlier read's part (None: no part, a first call from rank 0)."""
     return None if part is None else part.cursor
+
+
+def _aged_count(reply: SnapshotReply | SessionReply) -> int:
+    """How many members a reply found aged."""
+    return 0 if reply.cursor is None else reply.cursor.aged
 
 
 def _resumed(reply: R, part: R | None) -> R:
