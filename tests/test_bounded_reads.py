@@ -4,6 +4,7 @@ read trimming them and a read-only store's read subtracting them in bounded call
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -24,6 +25,7 @@ from .conftest import Backend
 from .helpers import (
     event,
     recount,
+    run_benchmark,
     server_ms,
     stored_derived,
     wait_for_server_ms,
@@ -538,3 +540,17 @@ def test_no_read_script_call_holds_a_real_server_for_50_ms(redis_server: RedisSe
         assert snap.successful_completions + snap.failed_completions == 6000
         r.config_set("slowlog-log-slower-than", 10_000)
         assert [(e["duration"], e["command"][:200]) for e in slow] == []
+
+
+@pytest.mark.slow
+def test_the_benchmark_of_bounded_reads_runs(tmp_path: Path) -> None:
+    result = run_benchmark("bounded_reads.py", "--quick", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    data = json.loads((tmp_path / "bounded_reads.json").read_text())
+    assert data["backlog"]["exact"] is True
+    assert [sorted(row["ours_s"]) for row in data["worst"]] == [
+        ["snapshot", "window"],
+        ["window"],
+        ["session", "snapshot"],
+    ]
+    assert "| store that may write, steady p50 |" in result.stdout
