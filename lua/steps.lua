@@ -9,17 +9,20 @@
 -- compared with Lua's '<' (Redis sets the locale's collation, so strcoll order is not the
 -- sorted set's byte order).
 
-local SUB = 64  -- members fetched a command: past a budget, at most this many are read in vain
+local SUB = 64  -- the most members fetched a command
 
 -- Call fn(member, score) on the members ranked first..last (ZRANGE's ranks, or ZREVRANGE's
 -- when `rev`), in that order, until fn returns true (that member is then not taken): at most
 -- `count` members and, after the first, no more than `budget` bytes of members in all.
--- Returns how many it took.
+-- Returns how many it took. It fetches 8 members first, then as many as the mean size so far
+-- says fit in the budget left (one more, at most SUB): few are fetched in vain.
 local function walk(rev, first, last, count, budget, fn)
   local taken, bytes = 0, 0
   while taken < count and first + taken <= last do
     local from = first + taken
-    local upto = math.min(last, from + math.min(SUB, count - taken) - 1)
+    local want = 8
+    if taken > 0 then want = math.floor((budget - bytes) * taken / bytes) + 1 end
+    local upto = math.min(last, from + math.min(want, SUB, count - taken) - 1)
     local got
     if rev then
       got = redis.call('ZREVRANGE', KEYS[1], from, upto, 'WITHSCORES')
