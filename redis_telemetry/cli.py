@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import IO, Any
@@ -11,6 +12,7 @@ from typing import IO, Any
 from pydantic import ValidationError
 from rich.console import Console
 
+from ._shell import ConnectionSettings
 from ._version import __version__
 from .cli_commands import (
     DEFAULT_PORT,
@@ -76,6 +78,22 @@ _SECS = _number(int, 1, 10 * 365 * 86400, "a whole number of seconds, at least 1
 _COUNT = _number(int, 1, 10**9, "a count, at least 1")
 _INTERVAL = _number(float, 0.05, 86400, "seconds between 0.05 and 86400")
 _DURATION = _number(float, 0, 86400 * 7, "seconds between 0 and 604800")
+_TIMEOUT = _number(float, 0.1, 3600, "seconds between 0.1 and 3600")
+#: the environment variable behind --timeout
+TIMEOUT_ENV = "REDIS_TELEMETRY_TIMEOUT"
+DEFAULT_TIMEOUT = ConnectionSettings().timeout
+
+
+def _timeout_from_env(parser: argparse.ArgumentParser) -> float:
+    """``$REDIS_TELEMETRY_TIMEOUT``, else the library's default; a bad value is a usage error."""
+    text = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_TIMEOUT
+    try:
+        secs: float = _TIMEOUT(text)
+    except argparse.ArgumentTypeError as exc:
+        parser.error(f"${TIMEOUT_ENV}: {exc}")
+    return secs
 
 
 def _retry_secs(text: str) -> float:
@@ -106,6 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECS",
         help="window for a namespace that has none yet (default 3600); "
         "a namespace's stored window always wins",
+    )
+    p.add_argument(
+        "--timeout",
+        type=_TIMEOUT,
+        default=None,
+        metavar="SECS",
+        help="give up on a Redis that has not answered for SECS, per call: exit 3 "
+        f"(default: ${TIMEOUT_ENV}, then {DEFAULT_TIMEOUT:g})",
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument(
@@ -255,6 +281,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InvalidInputError as exc:
         where = "--url" if args.url_given else "$REDIS_TELEMETRY_URL/$REDIS_URL"
         parser.error(f"{where}: {exc}")
+    if args.timeout is None:
+        args.timeout = _timeout_from_env(parser)
     configure_logging(args.verbose, args.log_level)
     log.debug("%s on %s", args.command, redact(args.url))
     ctx = Context(args, Console(), Console(stderr=True, soft_wrap=True))

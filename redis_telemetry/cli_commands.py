@@ -51,9 +51,12 @@ class Context(NamedTuple):
 
 
 def connect(args: argparse.Namespace) -> TelemetryStore:
-    """A store on ``--url`` and ``--namespace``, with ``--window`` (no I/O yet)."""
+    """A store on ``--url`` and ``--namespace``, with ``--window`` and ``--timeout`` (no I/O
+    yet)."""
     ns = args.namespace or DEFAULT_NAMESPACE
-    return TelemetryStore.from_url(args.url, window_secs=args.window, namespace=ns)
+    return TelemetryStore.from_url(
+        args.url, window_secs=args.window, namespace=ns, timeout=args.timeout
+    )
 
 
 def adopt_window(store: TelemetryStore) -> TelemetryStore:

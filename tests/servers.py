@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -295,3 +298,56 @@ class RedisClusterServers:
     def cleanup(self) -> None:
         for node in self.nodes:
             node.cleanup()
+
+
+class HungListener:
+    """A TCP listener that accepts every connection and never reads or answers: a server that
+    hangs (SIGSTOP, a frozen VM, a proxy whose backend is gone). Counts the connections."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0), backlog=128)
+        self.port: int = self.sock.getsockname()[1]
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def accepted(self) -> int:
+        """Connections accepted so far."""
+        with self._lock:
+            return len(self._conns)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:  # closed
+                return
+            with self._lock:
+                self._conns.append(conn)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() (Linux)
+        self.sock.close()
+        self._thread.join(timeout=5)
+        assert not self._thread.is_alive()
+        with self._lock:
+            for conn in self._conns:
+                conn.close()
+
+
+@contextlib.contextmanager
+def sigstopped(server: RedisServer) -> Iterator[RedisServer]:
+    """``server`` frozen with SIGSTOP (its kernel still accepts connections); SIGCONT after."""
+    assert server.proc is not None
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    try:
+        yield server
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
