@@ -6,6 +6,7 @@ hang"; the assertions on connections and attempts prove the mechanism."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -14,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import fakeredis
@@ -563,3 +565,30 @@ def test_serve_answers_in_time_against_a_hung_server(hung: HungListener) -> None
     # the first read and the probe (and, on a slow machine, a scrape that came after the
     # breaker's interval); the breaker spared every other request
     assert 2 <= hung.accepted <= 3
+
+
+def test_the_hung_server_benchmark_runs(tmp_path: Path) -> None:
+    """benchmarks/hung_server.py, whose figures docs/reliability.md gives, with a short deadline."""
+    out = tmp_path / "hung.json"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "hung_server.py"
+    run = subprocess.run(
+        [sys.executable, str(script), "--timeout", "0.4", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "| record() again at once | 0.00 s, TelemetryUnavailable, 0 connections" in run.stdout
+    results = json.loads(out.read_text())
+    for server in ("listener", "SIGSTOP"):
+        outcomes = {row["call"]: row["outcome"] for row in results[server]}
+        assert outcomes == {
+            "record()": "TelemetryUnavailable",
+            "record() again at once": "TelemetryUnavailable",
+            "rank_models()": "TelemetryUnavailable",
+            "redis-telemetry status": "exit 3",
+            "exporter /metrics": "HTTP 200",
+            "exporter /healthz": "HTTP 503",
+        }
+        assert all(row["secs"] < 2 * 0.4 + 5 for row in results[server])  # status: + a start
+    assert [row["conns"] for row in results["listener"]] == [1, 0, 1, 1, 1, 1]
