@@ -1,7 +1,8 @@
 """Prometheus exporter: one snapshot of every model per scrape, plus ``/healthz``.
 
-``redis-telemetry serve`` runs it. A scrape while Redis is down still answers, with
-``redis_telemetry_up 0`` and the exporter's own metrics, instead of failing.
+``redis-telemetry serve`` runs it. A scrape while Redis is down or hung still answers within the
+store's deadline (``--timeout``), with ``redis_telemetry_up 0`` and the exporter's own metrics,
+instead of failing; ``/healthz`` answers 503 as soon.
 """
 
 from __future__ import annotations
@@ -234,9 +235,9 @@ def make_app(collector: SnapshotCollector) -> Callable[..., Iterable[bytes]]:
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
         if path == "/healthz":
-            try:
-                collector.store.client.ping()
-            except Exception as exc:  # any failure to reach Redis is "unhealthy"
+            try:  # one read through the store: its deadline and breaker bound the answer
+                collector.store.stored_window()
+            except TelemetryError as exc:
                 start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
                 return [f"redis unreachable: {exc}\n".encode()]
             start_response("200 OK", [("Content-Type", "text/plain")])
