@@ -281,6 +281,19 @@ def test_a_reset_already_past_blocks_nothing() -> None:
     assert 3590 <= left <= 3601  # the store's default TTL
 
 
+def test_a_limit_without_an_end_blocks_from_when_it_was_written() -> None:
+    """The default TTL runs from the error's own time: an old log's limit blocks nothing now."""
+    store = TelemetryStore(fakeredis.FakeRedis())
+    now = datetime.now(UTC)
+    assert not apply_limit(store, Limit("old", None, "usage limit", now - timedelta(hours=2)), now)
+    assert not store.model_performance("old").subscription_limit_reached
+    said = now - timedelta(minutes=20)
+    assert apply_limit(store, Limit("recent", None, "usage limit", said), now)
+    expires = store.model_performance("recent").subscription_limit_expires_at
+    assert expires is not None
+    assert abs((expires - (said + timedelta(hours=1))).total_seconds()) <= 1
+
+
 @pytest.mark.parametrize(
     ("fmt", "name", "model", "base"),
     [

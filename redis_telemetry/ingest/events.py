@@ -45,11 +45,14 @@ class Completion:
 
 @dataclass(frozen=True)
 class Limit:
-    """A subscription limit on ``model``: blocked until ``until`` (None: the default TTL)."""
+    """A subscription limit on ``model``: blocked until ``until``; without one, for the
+    store's default TTL counted from ``since`` (when the error was written; None: from when
+    ingest applies it), so an old log's limit blocks nothing from now."""
 
     model: str
     until: datetime | None
     reason: str
+    since: datetime | None = None
 
 
 Item = Completion | Limit
@@ -269,6 +272,12 @@ class Parser:
         return Completion(event, clock_time)
 
     def failure_limit(self, model: str, error: str, now: datetime) -> list[Item]:
-        """The limit a failure's error text names, if any."""
+        """The limit a failure's error text, written at ``now``, names, if any."""
         found = limits.from_text(error, now)
-        return [] if found is None else [Limit(model, found.until, error[:200])]
+        return [] if found is None else [limit_of(model, found, error, now)]
+
+
+def limit_of(model: str, found: limits.LimitEnd, reason: str, said_at: datetime) -> Limit:
+    """The limit ``found`` in an error written at ``said_at``: without an end, the default TTL
+    runs from then (so an old log's limit blocks nothing from now)."""
+    return Limit(model, found.until, reason[:200], said_at if found.until is None else None)

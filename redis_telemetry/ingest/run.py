@@ -272,15 +272,16 @@ async def awith_retry(
 def apply_limit(
     store: TelemetryStore, limit: Limit, now: datetime, kept: datetime | None = None
 ) -> bool:
-    """Block ``limit.model`` until ``limit.until`` (None: the store's default TTL from now).
-    A reset time already past blocks nothing, and a block that ends at ``kept`` or later (one
-    in place before) is not shortened; the store never shortens one either."""
+    """Block ``limit.model`` until ``limit.until`` (None: the store's default TTL from
+    ``limit.since``, else from now). A reset time already past blocks nothing, and a block that
+    ends at ``kept`` or later (one in place before) is not shortened; the store never shortens
+    one either."""
     return drive(limit_steps(limit, now, kept, store.subscription_limit_ttl_secs), store)
 
 
 def limit_steps(limit: Limit, now: datetime, kept: datetime | None, ttl_secs: int) -> Steps[bool]:
     """The one place ingest blocks a model (see :func:`apply_limit`)."""
-    until = limit.until or now + timedelta(seconds=ttl_secs)
+    until = limit.until or (limit.since or now) + timedelta(seconds=ttl_secs)
     if until <= now or (kept is not None and kept >= until):
         return False
     yield Call("mark_subscription_limited", (limit.model,), {"until": until})
