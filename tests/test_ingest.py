@@ -584,12 +584,12 @@ def test_the_same_log_gives_the_same_ids(fmt: str) -> None:
         "claude": "claude-2.1-stream-json.jsonl",
         "opencode": "opencode-run-json-errors.jsonl",
         "pi": "pi.jsonl",
+        "codex": "codex-0.171-exec-json.jsonl",
         "jsonl": "rust-completion-events.jsonl",
     }[fmt]
-    first = parse(fmt, name, model="m" if fmt == "opencode" else "")
-    again = parse(
-        fmt, name, clock=FIXED + timedelta(hours=1), model="m" if fmt == "opencode" else ""
-    )
+    model = "m" if fmt in ("opencode", "codex") else ""
+    first = parse(fmt, name, model=model)
+    again = parse(fmt, name, clock=FIXED + timedelta(hours=1), model=model)
     ids = [e.event_id for e in first.events]
     assert ids
     assert None not in ids

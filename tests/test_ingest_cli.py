@@ -96,6 +96,7 @@ RUNS = {
     "opencode-older": ("opencode-run.jsonl", "oc/m", 1795900010000),
     "opencode-1.18": ("opencode-1.18-run-json.jsonl", "oc/m", 1795176610000),
     "pi": ("pi.jsonl", None, FIXTURE_TIME_MS),
+    "codex": ("codex-0.171-exec-json.jsonl", "gpt-5.1-codex", FIXTURE_TIME_MS),
     "jsonl": ("rust-completion-events.jsonl", None, FIXTURE_TIME_MS),
 }
 
@@ -281,19 +282,6 @@ def test_a_reset_already_past_blocks_nothing() -> None:
     assert 3590 <= left <= 3601  # the store's default TTL
 
 
-def test_a_limit_without_an_end_blocks_from_when_it_was_written() -> None:
-    """The default TTL runs from the error's own time: an old log's limit blocks nothing now."""
-    store = TelemetryStore(fakeredis.FakeRedis())
-    now = datetime.now(UTC)
-    assert not apply_limit(store, Limit("old", None, "usage limit", now - timedelta(hours=2)), now)
-    assert not store.model_performance("old").subscription_limit_reached
-    said = now - timedelta(minutes=20)
-    assert apply_limit(store, Limit("recent", None, "usage limit", said), now)
-    expires = store.model_performance("recent").subscription_limit_expires_at
-    assert expires is not None
-    assert abs((expires - (said + timedelta(hours=1))).total_seconds()) <= 1
-
-
 @pytest.mark.parametrize(
     ("fmt", "name", "model", "base"),
     [
@@ -326,6 +314,93 @@ def test_a_retried_pi_429_blocks_nothing(store: TelemetryStore) -> None:
     assert (perf.successful_completions, perf.failed_completions) == (2, 1)
     assert not perf.subscription_limit_reached
     assert report.limits == 0
+
+
+# -- codex and gemini -----------------------------------------------------------------------------
+
+
+def test_codex_followed_live_records_the_runs_latency(store: TelemetryStore) -> None:
+    lines = (FIXTURES / "codex-0.171-exec-json.jsonl").read_text().splitlines()[:14]
+    start = datetime.now(UTC) - timedelta(minutes=1)
+    live = ((n, line, start + timedelta(seconds=n * 0.5)) for n, line in enumerate(lines, 1))
+    report = run_ingest(store, make_parser("codex", model="gpt-5.1-codex"), live)
+    assert (report.recorded, report.unmeasured) == (2, 0)
+    # from turn.started (lines 2 and 10) to turn.completed (lines 8 and 14), 0.5 s a line
+    assert sorted(e.latency_ms for e in store.events("gpt-5.1-codex")) == [2000, 3000]
+
+
+def test_codex_reset_clock_in_a_zone_east_of_utc_blocks_until_that_time(
+    store: TelemetryStore,
+) -> None:
+    """2:05 AM in Tokyo is 17:05 UTC the day before. record() reads the stored text in UTC:
+    without the end stated in it, it would block until 2:05 UTC, nine hours too long (the store
+    keeps the longer of two blocks)."""
+    limit = "You've hit your usage limit. Try again at Jan 2nd, 2035 2:05 AM."
+    lines = [
+        json.dumps({"type": "thread.started", "thread_id": "t"}),
+        json.dumps({"type": "turn.failed", "error": {"message": limit}}),
+    ]
+    parser = make_parser("codex", model="gpt-5.1-codex", zone="Asia/Tokyo")
+    report = run_ingest(store, parser, ((n, line, None) for n, line in enumerate(lines, 1)))
+    assert (report.recorded, report.limits) == (1, 1)
+    expires = store.model_performance("gpt-5.1-codex").subscription_limit_expires_at
+    assert expires is not None
+    assert abs(expires - datetime(2035, 1, 1, 17, 5, tzinfo=UTC)) < timedelta(seconds=1)
+
+
+def test_a_tools_rate_limit_in_codex_blocks_nothing(store: TelemetryStore) -> None:
+    codex = (FIXTURES / "codex-0.171-exec-json.jsonl").read_text().splitlines()[:14]
+    assert ingest_lines(store, "codex", codex, model="gpt-5.1-codex").recorded == 2
+    for perf in store.all_model_performances():
+        assert perf.failed_completions == 0
+        assert not perf.subscription_limit_reached, perf.model
+
+
+@pytest.mark.parametrize(("given", "live"), [("file", False), ("-", True)])
+def test_the_command_stamps_lines_only_when_it_follows_stdin(
+    tmp_path: Path, url: str, monkeypatch: pytest.MonkeyPatch, given: str, live: bool
+) -> None:
+    """A file is read at once: the time between its lines is no call's, so they carry no
+    arrival time (and no latency is made of them); stdin is followed as it arrives."""
+    import redis_telemetry.cli_commands as commands
+
+    seen: list[bool] = []
+
+    def spy(stream: IO[str], stamped: bool = True) -> Iterator[Any]:
+        seen.append(stamped)
+        return read_lines(stream, stamped)
+
+    monkeypatch.setattr(commands, "read_lines", spy)
+    path = tmp_path / "codex.jsonl"
+    path.write_text((FIXTURES / "codex-0.171-exec-json.jsonl").read_text())
+    args = ["--url", url, "ingest", "--format", "codex", "--model", "m", "--timezone", "UTC"]
+    with path.open() as stdin:
+        monkeypatch.setattr(sys, "stdin", stdin)
+        assert main([*args, str(path) if given == "file" else "-"]) == 0
+    assert seen == [live]
+    with path.open("rb") as stream:
+        assert {item[2] for item in read_lines(stream, stamped=False) if item} == {None}
+
+
+def test_a_bad_timezone_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["ingest", "--format", "codex", "--model", "m", "--timezone", "Mars/Olympus_Mons", "-"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown time zone 'Mars/Olympus_Mons'" in err
+    assert "Traceback" not in err
+
+
+def test_help_lists_every_format(capsys: pytest.CaptureFixture[str]) -> None:
+    from redis_telemetry.ingest import FORMATS
+
+    with pytest.raises(SystemExit):
+        main(["ingest", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    for cls in FORMATS:
+        assert f"{cls.name}: {cls.source.replace('`', '')}" in shown
+    assert "--timezone ZONE" in shown
 
 
 # -- outages --------------------------------------------------------------------------------------
@@ -731,6 +806,12 @@ def test_the_report_is_a_fact_a_line_with_counts_that_agree_with_their_nouns() -
             "pi",
             "rust-completion-events.jsonl",
             "these lines look like jsonl output (one CompletionEvent per line); try --format jsonl",
+        ),
+        (
+            "claude",
+            "codex-0.171-exec-json.jsonl",
+            "these lines look like codex output (`codex exec --json`); "
+            "try --format codex --model MODEL",
         ),
     ],
 )

@@ -5,6 +5,7 @@ Formats (one parser module each; docs/ingest.md has their field mappings):
 - ``claude``: ``claude -p --output-format stream-json --verbose`` (:mod:`.claude`)
 - ``opencode``: ``opencode run --format json`` (:mod:`.opencode`)
 - ``pi``: ``pi --mode json`` (:mod:`.pi`)
+- ``codex``: ``codex exec --json`` (:mod:`.codex`)
 - ``jsonl``: one ``CompletionEvent`` per line, in serde JSON (:mod:`.jsonl`)
 
 For Python orchestrators: :func:`parse_lines` (pure) and :func:`ingest_lines` /
@@ -15,6 +16,7 @@ For Python orchestrators: :func:`parse_lines` (pure) and :func:`ingest_lines` /
 from __future__ import annotations
 
 from .claude import ClaudeParser
+from .codex import CodexParser
 from .events import Completion, Item, Limit, Parser, UnparseableLine, breakdown
 from .formats import FORMAT_NAMES, FORMATS, Parsed, make_parser, parse_lines
 from .jsonl import JsonlParser
@@ -35,6 +37,7 @@ __all__ = [
     "FORMATS",
     "FORMAT_NAMES",
     "ClaudeParser",
+    "CodexParser",
     "Completion",
     "IngestAborted",
     "IngestReport",

@@ -20,7 +20,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any, ClassVar
 
 from pydantic import ValidationError
@@ -60,6 +60,16 @@ Item = Completion | Limit
 
 def now_utc() -> datetime:
     return datetime.now(UTC)
+
+
+def live_latency(start: datetime | None, end: datetime) -> int | None:
+    """A call's latency from the arrival of the line that began it (``start``) to that of the
+    line that ended it, when the stream is followed live; None without a start, or when the
+    lines arrived together (under 1 ms apart: a file, or a log piped through ``cat``)."""
+    if start is None:
+        return None
+    ms = round((end - start).total_seconds() * 1000)
+    return ms if ms >= 1 else None
 
 
 def count(value: Any) -> int:
@@ -168,10 +178,15 @@ class Parser:
         model: str | None = None,
         session: str | None = None,
         clock: Callable[[], datetime] = now_utc,
+        zone: tzinfo | None = None,
     ) -> None:
         self.model = model
         self.session = session
         self.clock = clock
+        #: the zone of clock times the stream prints without one (None: this machine's)
+        self.zone = zone
+        #: the lines are stamped as they arrive (followed live), not read at parse time
+        self.followed = False
         #: items completed by an earlier line but handed out later (see ``feed``)
         self._ready: list[Item] = []
         #: the digest of the line being parsed (the last resort for an event id)
@@ -189,6 +204,7 @@ class Parser:
         """The items this line completes (``[]``: ignored), with any an earlier line left.
         ``arrived``: when the line was read (default: now), for streams followed live."""
         self.arrived = arrived or self.clock()
+        self.followed = arrived is not None
         body = line.strip()
         if not body:
             return self._take([])

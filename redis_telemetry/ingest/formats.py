@@ -9,15 +9,23 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ..core import limits
 from ..models import CompletionEvent
 from .claude import ClaudeParser
+from .codex import CodexParser
 from .events import Completion, Item, Limit, Parser, UnparseableLine, now_utc
 from .jsonl import JsonlParser
 from .opencode import OpencodeParser
 from .pi import PiParser
 
 #: The dispatch table: one parser class per format.
-FORMATS: tuple[type[Parser], ...] = (ClaudeParser, OpencodeParser, PiParser, JsonlParser)
+FORMATS: tuple[type[Parser], ...] = (
+    ClaudeParser,
+    OpencodeParser,
+    PiParser,
+    CodexParser,
+    JsonlParser,
+)
 FORMAT_NAMES: tuple[str, ...] = tuple(p.name for p in FORMATS)
 
 
@@ -72,12 +80,15 @@ def make_parser(
     model: str | None = None,
     session: str | None = None,
     clock: Callable[[], datetime] = now_utc,
+    zone: str | None = None,
 ) -> Parser:
-    """A parser for ``fmt``; opencode streams name no model, so it needs ``model``."""
+    """A parser for ``fmt``; opencode and codex streams name no model, so they need ``model``.
+    ``zone``: the IANA zone of clock times the stream prints without one (Codex's reset time;
+    default: this machine's local zone)."""
     cls = parser_class(fmt)
     if cls.needs_model and not model:
         raise ValueError(f"--format {fmt} needs --model: the {fmt} stream does not name its model")
-    return cls(model, session, clock)
+    return cls(model, session, clock, None if zone is None else limits.named_zone(zone))
 
 
 @dataclass
@@ -108,9 +119,10 @@ def parse_lines(
     model: str | None = None,
     session: str | None = None,
     clock: Callable[[], datetime] = now_utc,
+    zone: str | None = None,
 ) -> Parsed:
     """Parse a whole stream without touching Redis (line numbers count from 1)."""
-    parser = make_parser(fmt, model, session, clock)
+    parser = make_parser(fmt, model, session, clock, zone)
     parsed = Parsed()
     for lineno, line in enumerate(lines, 1):
         try:

@@ -314,18 +314,19 @@ def decoded(stream: IO[str] | IO[bytes]) -> Iterator[str]:
         yield raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
 
 
-def read_lines(stream: IO[str] | IO[bytes]) -> Iterator[Line | None]:
-    """Lines with their numbers and arrival times; ``None`` whenever nothing came for a while.
-    A reader thread fills a bounded queue, so a stalled writer stalls the reading. The reader
-    always says when it stops, so this always ends: at the end of the input, or with
-    :class:`InputUnreadable` when reading failed."""
+def read_lines(stream: IO[str] | IO[bytes], stamped: bool = True) -> Iterator[Line | None]:
+    """Lines with their numbers and arrival times (``stamped``: a stream followed live; a file
+    read at once gets none, as no time between its lines is a call's); ``None`` whenever
+    nothing came for a while. A reader thread fills a bounded queue, so a stalled writer stalls
+    the reading. The reader always says when it stops, so this always ends: at the end of the
+    input, or with :class:`InputUnreadable` when reading failed."""
     lines: queue.Queue[Line | _End] = queue.Queue(maxsize=QUEUE_LINES)
 
     def pump() -> None:
         n = 0
         try:
             for n, line in enumerate(decoded(stream), 1):  # n: the lines read
-                lines.put((n, line, now_utc()))
+                lines.put((n, line, now_utc() if stamped else None))
         except BaseException as exc:  # the end marker must go out, whatever happened
             lines.put(_End(n, exc))
         else:
