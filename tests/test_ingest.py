@@ -585,9 +585,10 @@ def test_the_same_log_gives_the_same_ids(fmt: str) -> None:
         "opencode": "opencode-run-json-errors.jsonl",
         "pi": "pi.jsonl",
         "codex": "codex-0.171-exec-json.jsonl",
+        "gemini": "gemini-0.56-json.json",
         "jsonl": "rust-completion-events.jsonl",
     }[fmt]
-    model = "m" if fmt in ("opencode", "codex") else ""
+    model = "m" if fmt in ("opencode", "codex", "gemini") else ""
     first = parse(fmt, name, model=model)
     again = parse(fmt, name, clock=FIXED + timedelta(hours=1), model=model)
     ids = [e.event_id for e in first.events]

@@ -97,6 +97,8 @@ RUNS = {
     "opencode-1.18": ("opencode-1.18-run-json.jsonl", "oc/m", 1795176610000),
     "pi": ("pi.jsonl", None, FIXTURE_TIME_MS),
     "codex": ("codex-0.171-exec-json.jsonl", "gpt-5.1-codex", FIXTURE_TIME_MS),
+    "gemini": ("gemini-0.56-stream-json.jsonl", None, FIXTURE_TIME_MS),
+    "gemini-json": ("gemini-0.56-json.json", "gemini-2.5-pro", FIXTURE_TIME_MS),
     "jsonl": ("rust-completion-events.jsonl", None, FIXTURE_TIME_MS),
 }
 
@@ -348,9 +350,46 @@ def test_codex_reset_clock_in_a_zone_east_of_utc_blocks_until_that_time(
     assert abs(expires - datetime(2035, 1, 1, 17, 5, tzinfo=UTC)) < timedelta(seconds=1)
 
 
-def test_a_tools_rate_limit_in_codex_blocks_nothing(store: TelemetryStore) -> None:
+def test_gemini_json_quota_blocks_until_the_reset_it_states(store: TelemetryStore) -> None:
+    report = ingest_file(store, "gemini", FIXTURES / "gemini-0.56-json.json", model="m")
+    assert (report.recorded, report.limits, [n for n, _ in report.unparseable]) == (6, 1, [138])
+    expires = store.model_performance("m").subscription_limit_expires_at
+    assert expires is not None
+    reset = datetime.now(UTC) + timedelta(hours=19, minutes=14, seconds=47)
+    assert abs((expires - reset).total_seconds()) <= 5
+    assert not store.model_performance("gemini-3.1-pro-preview").subscription_limit_reached
+
+
+def test_gemini_stream_quota_blocks_from_the_results_own_time(store: TelemetryStore) -> None:
+    lines = recent("gemini-0.56-stream-json.jsonl", lag_ms=-3_600_000)  # an hour from now
+    report = ingest_lines(store, "gemini", lines)
+    assert report.limits == 2
+    minute = json.loads(lines[14])  # "Please retry in 45.2s"
+    expires = store.model_performance("gemini-2.5-flash").subscription_limit_expires_at
+    assert expires is not None
+    reset = datetime.fromisoformat(minute["timestamp"]) + timedelta(seconds=45.2)
+    assert abs((expires - reset).total_seconds()) <= 0.01
+    # the daily quota names no end: the default TTL from the result's own time
+    daily = datetime.fromisoformat(json.loads(lines[11])["timestamp"])
+    expires = store.model_performance("gemini-2.5-pro").subscription_limit_expires_at
+    assert expires is not None
+    assert abs((expires - (daily + timedelta(hours=1))).total_seconds()) <= 1
+
+
+def test_an_old_logs_limit_without_an_end_blocks_nothing_from_now(store: TelemetryStore) -> None:
+    """The daily quota of a log two weeks old: the default TTL runs from the error's own time,
+    long past (it ran from now before)."""
+    report = ingest_file(store, "gemini", FIXTURES / "gemini-0.56-stream-json.jsonl")
+    assert (report.outside, report.limits_found, report.limits) == (5, 2, 0)
+    for perf in store.all_model_performances():
+        assert not perf.subscription_limit_reached, perf.model
+
+
+def test_a_tools_rate_limit_in_codex_and_gemini_blocks_nothing(store: TelemetryStore) -> None:
     codex = (FIXTURES / "codex-0.171-exec-json.jsonl").read_text().splitlines()[:14]
+    gemini = recent("gemini-0.56-stream-json.jsonl", lag_ms=0)[:8]
     assert ingest_lines(store, "codex", codex, model="gpt-5.1-codex").recorded == 2
+    assert ingest_lines(store, "gemini", gemini).recorded == 1
     for perf in store.all_model_performances():
         assert perf.failed_completions == 0
         assert not perf.subscription_limit_reached, perf.model
@@ -812,6 +851,19 @@ def test_the_report_is_a_fact_a_line_with_counts_that_agree_with_their_nouns() -
             "codex-0.171-exec-json.jsonl",
             "these lines look like codex output (`codex exec --json`); "
             "try --format codex --model MODEL",
+        ),
+        (
+            "claude",
+            "gemini-0.56-stream-json.jsonl",
+            "these lines look like gemini output (`gemini --output-format stream-json` or "
+            "`--output-format json`); try --format gemini",
+        ),
+        (
+            "jsonl",
+            "gemini-0.56-json.json",
+            "these lines look like JSON objects printed over many lines, as "
+            "`gemini --output-format stream-json` or `--output-format json` prints; "
+            "try --format gemini",
         ),
     ],
 )

@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from redis_telemetry import TokenBreakdown, is_subscription_limit_error
 from redis_telemetry.core import limits
-from redis_telemetry.ingest import Completion, Limit, Parsed, make_parser, parse_lines
+from redis_telemetry.ingest import Completion, Limit, make_parser, parse_lines
 
-FIXTURES = Path(__file__).parent / "fixtures"
-#: the fixtures' runs happen just before 2026-11-20 12:00 UTC
-FIXED = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
-
-
-def parse(fmt: str, name: str, **kw: Any) -> Parsed:
-    lines = (FIXTURES / name).read_text().splitlines(keepends=True)
-    return parse_lines(fmt, lines, clock=lambda: FIXED, **kw)
-
-
-def lines_of(*messages: dict[str, Any]) -> list[str]:
-    return [json.dumps(m) for m in messages]
-
+from .helpers import FIXTURES, INGEST_NOW, json_lines, parse_fixture
 
 # -- codex ----------------------------------------------------------------------------------------
 
@@ -35,7 +21,7 @@ T1 = "0199c0de-5a1e-7c31-9d42-6e8f0a1b2c3d"
 
 
 def test_codex_runs() -> None:
-    p = parse("codex", CODEX, model="gpt-5.1-codex", zone="UTC")
+    p = parse_fixture("codex", CODEX, model="gpt-5.1-codex", zone="UTC")
     assert p.unparseable == []
     # everything but the turns' ends: items (an error item is a warning), thread and turn
     # starts, and the top-level errors, codex's own retries among them
@@ -43,7 +29,7 @@ def test_codex_runs() -> None:
     first, resumed, limited, retried, later, older = p.events
     assert {e.model for e in p.events} == {"gpt-5.1-codex"}
     assert {e.latency_ms for e in p.events} == {None}  # from a file: not measured
-    assert {e.completed_at for e in p.events} == {FIXED}  # no line carries a time
+    assert {e.completed_at for e in p.events} == {INGEST_NOW}  # no line carries a time
     assert {e.cost_usd for e in p.events} == {0.0}
     # a new thread counts whole; cache and reasoning are parts of input and output
     assert (first.session_id, first.success, first.error) == (T1, True, None)
@@ -71,7 +57,7 @@ def test_codex_runs() -> None:
         # 3:45 PM on the day it was read, in the zone named
         Limit("gpt-5.1-codex", datetime(2026, 11, 20, 15, 45, tzinfo=UTC), limited.error[:200]),
         # no reset time: the default TTL, from when it was read
-        Limit("gpt-5.1-codex", None, later.error, FIXED),
+        Limit("gpt-5.1-codex", None, later.error, INGEST_NOW),
     ]
     # the server errors codex gave up on are no limit
     assert not is_subscription_limit_error(retried.error)
@@ -89,8 +75,8 @@ def test_codex_a_resumed_run_counts_the_same_turn_in_a_file_of_its_own() -> None
     a log of its own, is the event it is in the log of both runs, so ingesting either log
     again, or both, counts it once."""
     lines = (FIXTURES / CODEX).read_text().splitlines()
-    both = parse_lines("codex", lines[:14], model="m", clock=lambda: FIXED)
-    alone = parse_lines("codex", lines[8:14], model="m", clock=lambda: FIXED)
+    both = parse_lines("codex", lines[:14], model="m", clock=lambda: INGEST_NOW)
+    alone = parse_lines("codex", lines[8:14], model="m", clock=lambda: INGEST_NOW)
     assert [e.event_id for e in alone.events] == [both.events[1].event_id]
     assert alone.events[0].tokens.total == 54000  # alone it cannot tell the increase
 
@@ -103,7 +89,7 @@ def test_codex_totals_that_went_down_count_whole_and_empty_usage_counts_nothing(
     started = {"type": "thread.started", "thread_id": "t"}
     p = parse_lines(
         "codex",
-        lines_of(
+        json_lines(
             started,
             completed(100, 40, 10, 5),
             completed(0),  # codex had no usage to report: nothing, and the total stands
@@ -119,14 +105,14 @@ def test_codex_totals_that_went_down_count_whole_and_empty_usage_counts_nothing(
 
 def test_codex_a_usage_whose_part_exceeds_its_whole_is_unparseable() -> None:
     usage = {"input_tokens": 10, "cached_input_tokens": 20, "output_tokens": 5}
-    p = parse_lines("codex", lines_of({"type": "turn.completed", "usage": usage}), model="m")
+    p = parse_lines("codex", json_lines({"type": "turn.completed", "usage": usage}), model="m")
     assert p.unparseable == [(1, "usage: a part is larger than its whole")]
     assert p.events == []
 
 
 def test_codex_followed_live_measures_the_whole_run() -> None:
     parser = make_parser("codex", model="m")
-    start = FIXED
+    start = INGEST_NOW
     items = []
     lines = (FIXTURES / CODEX).read_text().splitlines()[:8]
     for n, line in enumerate(lines):
@@ -144,13 +130,13 @@ def test_codex_followed_live_measures_the_whole_run() -> None:
 
 def test_codex_clock_is_read_in_the_zone_named_and_stated_for_record() -> None:
     limit = "You've hit your usage limit. Try again at 2:05 AM."
-    lines = lines_of(
+    lines = json_lines(
         {"type": "thread.started", "thread_id": "t"},
         {"type": "turn.started"},
         {"type": "turn.failed", "error": {"message": limit}},
     )
     # 12:00 UTC is 21:00 in Tokyo: 2:05 AM that day, long past, blocks nothing
-    tokyo = parse_lines("codex", lines, model="m", clock=lambda: FIXED, zone="Asia/Tokyo")
+    tokyo = parse_lines("codex", lines, model="m", clock=lambda: INGEST_NOW, zone="Asia/Tokyo")
     until = datetime(2026, 11, 19, 17, 5, tzinfo=UTC)
     assert tokyo.limits == [Limit("m", until, limit)]
     # record() knows no zone but UTC: the stored text states the end
@@ -158,7 +144,7 @@ def test_codex_clock_is_read_in_the_zone_named_and_stated_for_record() -> None:
     assert event.error == limit + " (resets at 2026-11-19T17:05:00Z)"
     assert limits.from_text(event.error, event.completed_at) == limits.LimitEnd(until)
     # in UTC the text says it already
-    utc = parse_lines("codex", lines, model="m", clock=lambda: FIXED, zone="UTC")
+    utc = parse_lines("codex", lines, model="m", clock=lambda: INGEST_NOW, zone="UTC")
     assert utc.events[0].error == limit
     assert utc.limits == [Limit("m", datetime(2026, 11, 20, 2, 5, tzinfo=UTC), limit)]
 
@@ -166,13 +152,13 @@ def test_codex_clock_is_read_in_the_zone_named_and_stated_for_record() -> None:
 def test_codex_clock_is_read_in_this_machines_zone_by_default(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    lines = lines_of(
+    lines = json_lines(
         {"type": "turn.failed", "error": {"message": "usage limit. Try again at 11:30 PM."}}
     )
-    monkeypatch.setenv("TZ", "America/Los_Angeles")  # UTC-8 in November: 04:00 at FIXED
+    monkeypatch.setenv("TZ", "America/Los_Angeles")  # UTC-8 in November: 04:00 at INGEST_NOW
     time.tzset()
     try:
-        p = parse_lines("codex", lines, model="m", clock=lambda: FIXED)
+        p = parse_lines("codex", lines, model="m", clock=lambda: INGEST_NOW)
     finally:
         monkeypatch.undo()
         time.tzset()
@@ -184,7 +170,7 @@ def test_codex_own_failures_never_block() -> None:
     whatever the command printed into it."""
     own = "sandbox error: command was killed by a signal; stderr: API rate limit exceeded"
     p = parse_lines(
-        "codex", lines_of({"type": "turn.failed", "error": {"message": own}}), model="m"
+        "codex", json_lines({"type": "turn.failed", "error": {"message": own}}), model="m"
     )
     assert p.limits == []
     assert p.events[0].error == limits.NOT_AN_API_ERROR + own

@@ -6,6 +6,7 @@ Formats (one parser module each; docs/ingest.md has their field mappings):
 - ``opencode``: ``opencode run --format json`` (:mod:`.opencode`)
 - ``pi``: ``pi --mode json`` (:mod:`.pi`)
 - ``codex``: ``codex exec --json`` (:mod:`.codex`)
+- ``gemini``: ``gemini --output-format stream-json`` or ``--output-format json`` (:mod:`.gemini`)
 - ``jsonl``: one ``CompletionEvent`` per line, in serde JSON (:mod:`.jsonl`)
 
 For Python orchestrators: :func:`parse_lines` (pure) and :func:`ingest_lines` /
@@ -19,6 +20,7 @@ from .claude import ClaudeParser
 from .codex import CodexParser
 from .events import Completion, Item, Limit, Parser, UnparseableLine, breakdown
 from .formats import FORMAT_NAMES, FORMATS, Parsed, make_parser, parse_lines
+from .gemini import GeminiParser
 from .jsonl import JsonlParser
 from .opencode import OpencodeParser
 from .pi import PiParser
@@ -39,6 +41,7 @@ __all__ = [
     "ClaudeParser",
     "CodexParser",
     "Completion",
+    "GeminiParser",
     "IngestAborted",
     "IngestReport",
     "Item",

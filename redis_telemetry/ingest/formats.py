@@ -13,7 +13,8 @@ from ..core import limits
 from ..models import CompletionEvent
 from .claude import ClaudeParser
 from .codex import CodexParser
-from .events import Completion, Item, Limit, Parser, UnparseableLine, now_utc
+from .events import Completion, Item, Limit, Parser, Read, now_utc
+from .gemini import GeminiParser
 from .jsonl import JsonlParser
 from .opencode import OpencodeParser
 from .pi import PiParser
@@ -24,6 +25,7 @@ FORMATS: tuple[type[Parser], ...] = (
     OpencodeParser,
     PiParser,
     CodexParser,
+    GeminiParser,
     JsonlParser,
 )
 FORMAT_NAMES: tuple[str, ...] = tuple(p.name for p in FORMATS)
@@ -64,6 +66,12 @@ def nothing_found_hint(fmt: str, samples: list[str]) -> str:
     its lines look like, or that they are not JSON."""
     cls = parser_class(fmt)
     if all(_messages(line) is None for line in samples):
+        if not cls.reads_objects and any(line.strip() == "{" for line in samples):
+            other = next(c for c in FORMATS if c.reads_objects)
+            return (
+                f"these lines look like JSON objects printed over many lines, as {other.source}"
+                f" prints; try --format {other.name}"
+            )
         return f"no line is JSON; --format {fmt} reads {cls.source}"
     guess = guess_format(samples)
     if guess == fmt:
@@ -100,6 +108,15 @@ class Parsed:
     ignored: list[int] = field(default_factory=list)
     unparseable: list[tuple[int, str]] = field(default_factory=list)
 
+    def tally(self, reads: Iterable[Read]) -> None:
+        """Count what some texts of the input gave."""
+        for r in reads:
+            if r.error is not None:
+                self.unparseable.append((r.lineno, r.error))
+            elif not r.items and r.text.strip():
+                self.ignored.append(r.lineno)
+            self.add(r.items)
+
     def add(self, items: Iterable[Item]) -> None:
         for item in items:
             if isinstance(item, Completion):
@@ -121,17 +138,12 @@ def parse_lines(
     clock: Callable[[], datetime] = now_utc,
     zone: str | None = None,
 ) -> Parsed:
-    """Parse a whole stream without touching Redis (line numbers count from 1)."""
+    """Parse a whole stream without touching Redis (line numbers count from 1; an object that
+    spans lines counts under its first)."""
     parser = make_parser(fmt, model, session, clock, zone)
     parsed = Parsed()
     for lineno, line in enumerate(lines, 1):
-        try:
-            items = parser.feed(line)
-        except UnparseableLine as exc:
-            parsed.unparseable.append((lineno, str(exc)))
-            continue
-        if not items and line.strip():
-            parsed.ignored.append(lineno)
-        parsed.add(items)
+        parsed.tally(parser.read(lineno, line))
+    parsed.tally(parser.read_end())
     parsed.add(parser.finish())
     return parsed

@@ -35,7 +35,7 @@ from typing import IO, TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from ..errors import InvalidInputError, TelemetryUnavailable
 from ..store import TelemetryStore
-from .events import Completion, Item, Limit, Parser, UnparseableLine, now_utc
+from .events import Completion, Item, Limit, Parser, Read, now_utc
 from .formats import make_parser, nothing_found_hint
 
 BATCH = 500
@@ -374,16 +374,17 @@ class _Run:
     def take(self, lineno: int, line: str, arrived: datetime | None) -> None:
         """Parse one line into the batch; a bad line is reported, never fatal."""
         self.last_line = lineno
-        try:
-            got = self.parser.feed(line, arrived)
-        except UnparseableLine as exc:
-            self.report.unparseable.append((lineno, str(exc)))
-            self._sample(line)
-            return
-        if not got and line.strip():
-            self.report.ignored += 1
-            self._sample(line)
-        self.add(lineno, got)
+        self._tally(self.parser.read(lineno, line, arrived))
+
+    def _tally(self, reads: list[Read]) -> None:
+        for r in reads:
+            if r.error is not None:
+                self.report.unparseable.append((r.lineno, r.error))
+                self._sample(r.text)
+            elif not r.items and r.text.strip():
+                self.report.ignored += 1
+                self._sample(r.text)
+            self.add(r.lineno, r.items)
 
     def _sample(self, line: str) -> None:
         if len(self.report.samples) < SAMPLE_LINES:
@@ -391,6 +392,7 @@ class _Run:
 
     def end(self) -> None:
         """The input ended: take what the parser still holds."""
+        self._tally(self.parser.read_end())
         self.add(self.last_line, self.parser.finish())
 
     def due(self) -> bool:
