@@ -332,7 +332,7 @@ def test_codex_followed_live_records_the_runs_latency(store: TelemetryStore) -> 
 
 
 def test_codex_reset_clock_in_a_zone_east_of_utc_blocks_until_that_time(
-    store: TelemetryStore,
+    store: TelemetryStore, tmp_path: Path
 ) -> None:
     """2:05 AM in Tokyo is 17:05 UTC the day before. record() reads the stored text in UTC:
     without the end stated in it, it would block until 2:05 UTC, nine hours too long (the store
@@ -342,12 +342,16 @@ def test_codex_reset_clock_in_a_zone_east_of_utc_blocks_until_that_time(
         json.dumps({"type": "thread.started", "thread_id": "t"}),
         json.dumps({"type": "turn.failed", "error": {"message": limit}}),
     ]
-    parser = make_parser("codex", model="gpt-5.1-codex", zone="Asia/Tokyo")
-    report = run_ingest(store, parser, ((n, line, None) for n, line in enumerate(lines, 1)))
+    report = ingest_lines(store, "codex", lines, model="gpt-5.1-codex", zone="Asia/Tokyo")
     assert (report.recorded, report.limits) == (1, 1)
-    expires = store.model_performance("gpt-5.1-codex").subscription_limit_expires_at
-    assert expires is not None
-    assert abs(expires - datetime(2035, 1, 1, 17, 5, tzinfo=UTC)) < timedelta(seconds=1)
+    path = tmp_path / "codex.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    other = TelemetryStore(fakeredis.FakeRedis())
+    assert ingest_file(other, "codex", path, model="gpt-5.1-codex", zone="Asia/Tokyo").limits == 1
+    for where in (store, other):
+        expires = where.model_performance("gpt-5.1-codex").subscription_limit_expires_at
+        assert expires is not None
+        assert abs(expires - datetime(2035, 1, 1, 17, 5, tzinfo=UTC)) < timedelta(seconds=1)
 
 
 def test_gemini_json_quota_blocks_until_the_reset_it_states(store: TelemetryStore) -> None:
@@ -663,6 +667,17 @@ async def test_the_async_entry_records_what_the_sync_one_records(
     assert (await astore.dump()).events == sync.dump().events
     again = await aingest_lines(astore, fmt, lines, model=model)  # a plain iterable too
     assert (again.recorded, again.duplicates) == (0, expected.recorded)
+
+
+async def test_the_async_entry_reads_a_codex_clock_in_the_zone_named(
+    astore: AsyncTelemetryStore,
+) -> None:
+    limit = "You've hit your usage limit. Try again at Jan 2nd, 2035 2:05 AM."
+    lines = [json.dumps({"type": "turn.failed", "error": {"message": limit}})]
+    report = await aingest_lines(astore, "codex", lines, model="m", zone="Asia/Tokyo")
+    assert report.limits == 1
+    (stored,) = (await astore.dump()).events
+    assert stored.error == limit + " (resets at 2035-01-01T17:05:00Z)"
 
 
 async def test_the_async_retry_waits_out_an_outage() -> None:

@@ -9,6 +9,9 @@ Formats (one parser module each; docs/ingest.md has their field mappings):
 - ``gemini``: ``gemini --output-format stream-json`` or ``--output-format json`` (:mod:`.gemini`)
 - ``jsonl``: one ``CompletionEvent`` per line, in serde JSON (:mod:`.jsonl`)
 
+A format whose output is concatenated JSON objects over many lines (gemini's json) is read as
+a stream of objects (``Parser.read``), each numbered by its first line.
+
 For Python orchestrators: :func:`parse_lines` (pure) and :func:`ingest_lines` /
 :func:`ingest_file` (record into a store), the same code the ``ingest`` command runs;
 :func:`aingest_lines` / :func:`arun_ingest` do the same on an ``AsyncTelemetryStore``.
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 from .claude import ClaudeParser
 from .codex import CodexParser
-from .events import Completion, Item, Limit, Parser, UnparseableLine, breakdown
+from .events import Completion, Item, Limit, Parser, Read, UnparseableLine, breakdown
 from .formats import FORMAT_NAMES, FORMATS, Parsed, make_parser, parse_lines
 from .gemini import GeminiParser
 from .jsonl import JsonlParser
@@ -51,6 +54,7 @@ __all__ = [
     "Parsed",
     "Parser",
     "PiParser",
+    "Read",
     "UnparseableLine",
     "aingest_lines",
     "apply_limit",

@@ -548,9 +548,11 @@ def ingest_lines(
     model: str | None = None,
     session: str | None = None,
     retry_for: float = DEFAULT_RETRY_FOR,
+    zone: str | None = None,
 ) -> IngestReport:
-    """Record a stream of ``fmt`` lines (a list, a file, a generator) into ``store``."""
-    parser = make_parser(fmt, model, session)
+    """Record a stream of ``fmt`` lines (a list, a file, a generator) into ``store``; ``zone``
+    as in :func:`~redis_telemetry.ingest.make_parser`."""
+    parser = make_parser(fmt, model, session, zone=zone)
     numbered = ((n, line, None) for n, line in enumerate(lines, 1))
     return run_ingest(store, parser, numbered, retry_for=retry_for)
 
@@ -563,10 +565,11 @@ async def aingest_lines(
     model: str | None = None,
     session: str | None = None,
     retry_for: float = DEFAULT_RETRY_FOR,
+    zone: str | None = None,
 ) -> IngestReport:
     """:func:`ingest_lines` on an asyncio store; ``lines`` may be an async iterable (an
     agent's stdout read with asyncio, say)."""
-    parser = make_parser(fmt, model, session)
+    parser = make_parser(fmt, model, session, zone=zone)
     return await arun_ingest(store, parser, lines, retry_for=retry_for)
 
 
@@ -578,8 +581,16 @@ def ingest_file(
     model: str | None = None,
     session: str | None = None,
     retry_for: float = DEFAULT_RETRY_FOR,
+    zone: str | None = None,
 ) -> IngestReport:
     """Record a log file of ``fmt`` lines into ``store`` (read as bytes: see :func:`decoded`)."""
     with Path(path).open("rb") as stream:
-        lines = decoded(stream)
-        return ingest_lines(store, fmt, lines, model=model, session=session, retry_for=retry_for)
+        return ingest_lines(
+            store,
+            fmt,
+            decoded(stream),
+            model=model,
+            session=session,
+            retry_for=retry_for,
+            zone=zone,
+        )
