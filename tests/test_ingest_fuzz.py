@@ -248,6 +248,18 @@ limit_texts = st.one_of(
         st.integers(-5, 10**12),
         st.integers(0, 10**14),
     ),
+    st.builds(  # Codex's reset clock
+        "You've hit your usage limit. Try again at {}{}{}:{:02d} {}.".format,
+        st.sampled_from(["", "Nov ", "Feb ", "Smarch "]),
+        st.sampled_from(["", "21st, 2026 ", "30th, 2027 ", "1st, 0001 ", "31st, 9999 "]),
+        st.integers(0, 13),
+        st.integers(0, 61),
+        st.sampled_from(["AM", "PM", "pm"]),
+    ),
+    st.builds(  # Gemini's reset duration
+        "You have exhausted your capacity. Your quota will reset after {}.".format,
+        st.sampled_from(["3h12m40s", "0s", "10m", "999999999h", "1.5s"]),
+    ),
 )
 
 
@@ -261,9 +273,19 @@ limit_texts = st.one_of(
 @example("rate limit; try again in 999999999h", datetime(9999, 12, 31, tzinfo=UTC))
 @example("999999999", datetime(9999, 12, 31, tzinfo=UTC))
 @example("Fri, 20 Nov 2026 11:00:00 GMT", datetime(2026, 11, 20, 12, tzinfo=UTC))
+@example("usage limit. Try again at Dec 31st, 9999 11:59 PM.", datetime(9999, 12, 31, tzinfo=UTC))
+@example("usage limit. Try again at Jan 1st, 0001 12:05 AM.", datetime(1, 1, 1, tzinfo=UTC))
+@example("usage limit. Try again at 11:59 PM.", datetime(9999, 12, 31, 23, tzinfo=UTC))
+@example("usage limit (resets at 9999-12-31T23:59:59Z)", datetime(1, 1, 1, tzinfo=UTC))
 def test_limit_rules_never_crash(text: str, now: datetime) -> None:
     found = limits.from_text(text, now)
     assert found is None or found.until is None or found.until.tzinfo is not None
+    for zone in (None, limits.named_zone("Pacific/Kiritimati")):  # this machine's, UTC+14
+        local = limits.from_text(text, now, zone)
+        assert local is None or local.until is None or local.until.tzinfo is not None
+    if found is not None:
+        said = limits.state_end(text, found.until, now)
+        assert limits.from_text(said, now) is not None
     assert limits.blocks_at(text, now, now) in (True, False)
     limits.retry_after(text, now)
     limits.from_status(429, text, {"retry-after": text}, now)
