@@ -876,8 +876,8 @@ def test_the_report_is_a_fact_a_line_with_counts_that_agree_with_their_nouns() -
         (
             "jsonl",
             "gemini-0.56-json.json",
-            "these lines look like JSON objects printed over many lines, as "
-            "`gemini --output-format stream-json` or `--output-format json` prints; "
+            "these lines look like JSON objects printed over many lines; --format gemini reads "
+            "them (`gemini --output-format stream-json` or `--output-format json`); "
             "try --format gemini",
         ),
     ],

@@ -69,8 +69,8 @@ def nothing_found_hint(fmt: str, samples: list[str]) -> str:
         if not cls.reads_objects and any(line.strip() == "{" for line in samples):
             other = next(c for c in FORMATS if c.reads_objects)
             return (
-                f"these lines look like JSON objects printed over many lines, as {other.source}"
-                f" prints; try --format {other.name}"
+                "these lines look like JSON objects printed over many lines; "
+                f"--format {other.name} reads them ({other.source}); try --format {other.name}"
             )
         return f"no line is JSON; --format {fmt} reads {cls.source}"
     guess = guess_format(samples)
