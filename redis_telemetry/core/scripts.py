@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -398,6 +398,16 @@ class SnapshotReply(NamedTuple):
 _FIELD = {name: i for i, name in enumerate(totals.FIELDS)}
 
 
+def aged_sums(flat: Sequence[Any], size: int, index: Callable[[Any], int]) -> list[int]:
+    """The aged members' sums that ``snapshot.lua`` and ``session.lua`` return as a flat key,
+    value list (a key may repeat, each value below 2^53), summed into ``size`` totals;
+    ``index`` places a key (a field name, or a 1-based position)."""
+    summed = [0] * size
+    for key, value in zip(flat[::2], flat[1::2], strict=True):
+        summed[index(key)] += int(value)
+    return summed
+
+
 def snapshot_reply(reply: Any, now_ms: int, oldest: bytes = b"") -> SnapshotReply:
     """``snapshot.lua``'s reply (``oldest``: the member the call named); None reads as
     nothing stored."""
@@ -415,14 +425,11 @@ def snapshot_reply(reply: Any, now_ms: int, oldest: bytes = b"") -> SnapshotRepl
         0,
     )
     raw = blob if isinstance(blob, bytes) else str(blob).encode("latin-1")
-    summed = totals.zero()
-    for name, value in zip(minus[::2], minus[1::2], strict=True):
-        summed[_FIELD[text(name)]] += int(value)
     return SnapshotReply(
         int(at),
         text(state),
         sums,
-        summed,
+        aged_sums(minus, len(totals.FIELDS), lambda name: _FIELD[text(name)]),
         Counter(int(b) for b in aged),
         raw,
         newest,
@@ -468,9 +475,7 @@ def session_reply(reply: Any, now_ms: int, oldest: bytes = b"") -> SessionReply:
     """``session.lua``'s reply (``oldest`` as for ``snapshot_reply``); None reads as nothing
     stored."""
     at, state, usage, minus, cursor, start = reply or (now_ms, b"ok", [], [], [], 0)
-    summed = [0] * 5
-    for position, value in zip(minus[::2], minus[1::2], strict=True):
-        summed[int(position) - 1] += int(value)
+    summed = aged_sums(minus, 5, lambda position: int(position) - 1)
     return SessionReply(
         int(at), text(state), [int(v) for v in usage], summed, _cursor(cursor, oldest), int(start)
     )
