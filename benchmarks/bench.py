@@ -664,13 +664,7 @@ def main() -> None:
         client = redis.Redis.from_url(url)
         client.flushall()
         store = TelemetryStore(client, window_secs=WINDOW)
-        res: dict[str, Any] = {
-            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-            f"Python {platform.python_version()}, redis-server "
-            f"{client.info('server')['redis_version']}",
-            "when": datetime.now(UTC).isoformat(timespec="seconds"),
-            "quick": args.quick,
-        }
+        res: dict[str, Any] = {**about(client), "quick": args.quick}
         res["record"] = bench_record(client, store, 200 if args.quick else 3000)
         res["record_batch"] = bench_batch(client, store, 5 if args.quick else 40)
         client.close()
@@ -682,6 +676,16 @@ def main() -> None:
     plotted = plot(res["snapshots"], args.out / "snapshot.png")
     print(report(res))
     print(f"\nresults: {args.out / 'bench.json'}" + (", plot: snapshot.png" if plotted else ""))
+
+
+def about(client: redis.Redis) -> dict[str, str]:
+    """The machine and the time of a run."""
+    return {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, redis-server "
+        f"{client.info('server')['redis_version']}",
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
 
 
 @contextmanager
