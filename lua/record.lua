@@ -126,8 +126,8 @@ end
 -- Count (sign 1) or uncount (sign -1) one member scored `score`: its scalar sums when
 -- `scalars` (an insert's usually come from ARGV[2] instead), its sketch bucket, session and
 -- id when `index`.
-local function count(member, score, sign, scalars, index)
-  local e = effect(member)
+local function count(member, score, sign, scalars, index, e)
+  e = e or effect(member)
   if not e then return end
   if scalars then
     for i = 1, N do
@@ -257,9 +257,10 @@ if layout ~= LAYOUT then
   end
   local page, ended = take(from, STEP)
   local seen, dups, kept = {}, {}, nil
-  local page_ids = {}
+  local page_ids, effects = {}, {}
   for j = 1, #page, 2 do
     local e = effect(page[j])
+    effects[#effects + 1] = e or false
     page_ids[#page_ids + 1] = e and e.id or ''
   end
   local known = #page_ids > 0 and redis.call('HMGET', KEYS[6], unpack(page_ids)) or {}
@@ -269,7 +270,7 @@ if layout ~= LAYOUT then
       dups[#dups + 1] = page[j]  -- a later namesake of a member already counted
     else
       if id ~= '' then seen[id] = true end
-      count(page[j], page[j + 1], 1, true, true)
+      count(page[j], page[j + 1], 1, true, true, effects[(j + 1) / 2] or nil)
       kept = page[j]
     end
   end

@@ -146,6 +146,13 @@ class ModelPerformanceSnapshot(BaseModel):
             latency_samples=0,
         )
 
+    def __eq__(self, other: object) -> bool:
+        """Equal when every field is: the private histogram comes with the store's reading
+        (and not with the JSON), so it does not make two snapshots of the same numbers differ."""
+        if not isinstance(other, ModelPerformanceSnapshot):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
     def latency_histogram(self) -> list[tuple[float, int]] | None:
         """The latency of the window's timed successful completions as a histogram: (bound in
         ms, how many took at most that long) for each bound of ``core.sketch.LE_MS``, the last

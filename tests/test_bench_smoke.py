@@ -20,3 +20,13 @@ def test_benchmark_quick_run(tmp_path: Path) -> None:
     assert [row["events"] for row in data["snapshots"]] == [1000, 5000]
     assert data["concurrency"]["exact"] is True
     assert "| `record()` p50 / p99 |" in result.stdout
+
+
+@pytest.mark.slow
+def test_upkeep_benchmark_quick_run(tmp_path: Path) -> None:
+    result = run_benchmark("upkeep.py", "--quick", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((tmp_path / "upkeep.json").read_text())
+    assert [row["events"] for row in rows] == [6000, 500]
+    assert all(row["rebuild_calls"] >= 2 and row["trim_calls"] >= 2 for row in rows)
+    assert "| case | longest rebuild call |" in result.stdout

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 import redis
@@ -14,7 +15,7 @@ import redis
 from redis_telemetry import CompletionEvent, TelemetryStore
 from redis_telemetry.core import codec, scripts
 
-from .helpers import event, recount, server_ms, stored_derived, wait_for_server_ms
+from .helpers import event, now, recount, server_ms, stored_derived, wait_for_server_ms
 from .servers import RedisServer
 
 #: Aged events for the SLOWLOG test: enough that one unbounded trim or read of them takes
@@ -115,6 +116,18 @@ def test_a_model_whose_whole_window_aged_reads_without_its_members(r: redis.Redi
     assert store.known_models() == []
 
 
+def _filled(
+    r: redis.Redis, batches: list[list[CompletionEvent]], cap: int = 1_000_000
+) -> TelemetryStore:
+    """A 60-second store over ``batches``, written first with a longer window (so that no
+    write trims any of them, however long writing takes), then ``set_window(60)``."""
+    filler = TelemetryStore(r, window_secs=3600, max_events_per_model=cap)
+    for batch in batches:
+        filler.record_batch(batch)
+    filler.set_window(60)
+    return TelemetryStore(r, window_secs=60, max_events_per_model=cap)
+
+
 def _one(call: object) -> Iterator[list[object]]:
     (reply,) = yield [call]  # type: ignore[list-item]
     return reply
@@ -126,11 +139,9 @@ def test_no_command_holds_a_real_server_for_50_ms(redis_server: RedisServer) -> 
     with redis_server.client() as r:
         r.flushall()
         r.config_set("slowlog-log-slower-than", 50_000)  # microseconds
-        store = TelemetryStore(r, window_secs=60, max_events_per_model=AGED + 100)
-        for _ in range(0, AGED, 5000):
-            store.record_batch(_aging("m", 5000, 60, ms_left=4000))
+        store = _filled(r, [_aging("m", 5000, 60) for _ in range(0, AGED, 5000)], AGED + 100)
         store.record_batch([event("m", True, 700), event("other", True, 700)])
-        wait_for_server_ms(r, server_ms(r) + 4200)  # every member but one aged
+        wait_for_server_ms(r, server_ms(r) + 3200)  # every member but one aged
         r.slowlog_reset()
         assert r.zcard("telemetry:{m}:events") == AGED + 1
         _exact(store, "m")
@@ -224,19 +235,19 @@ def test_no_upkeep_call_holds_a_real_server_for_50_ms_on_ties_or_large_members(
     (16 KB errors, 1 KB session ids) trimmed and rebuilt."""
     with redis_server.client() as r:
         r.flushall()
-        store = TelemetryStore(r, window_secs=60)
-        tied = _aging("t", 5000, 60)
-        for _ in range(12):
-            batch = [e.model_copy() for e in tied]
-            for e in batch:
-                e.event_id = None
-            store.record_batch(batch)
+        at = now() - timedelta(seconds=57)  # one millisecond for all 60,000
+        batches = [
+            [event("t", i % 4 != 0, 100 + i, completed_at=at) for i in range(5000)]
+            for _ in range(12)
+        ]
         big = [
             event("b", i % 2 == 0, 100 + i, ago_secs=57, error="x" * 16_384, session_id="s" * 1024)
             for i in range(5000)
         ]
-        for start in range(0, len(big), 500):
-            store.record_batch(big[start : start + 500])
+        batches += [big[start : start + 500] for start in range(0, len(big), 500)]
+        store = _filled(r, batches)
+        assert r.zcard("telemetry:{t}:events") == 60_000
+        assert r.zcard("telemetry:{b}:events") == 5000
         r.config_set("slowlog-log-slower-than", 50_000)  # microseconds
         r.slowlog_reset()
         for model in ("t", "b"):
