@@ -1,5 +1,5 @@
 """The HTTP API from a second language: Node's built-in fetch records, reads and selects
-(tests/node/client.mjs, the client docs/http.md shows)."""
+(docs/examples/client.mjs, the client docs/http.md shows)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from redis_telemetry.core.tokens import WRITE_TOKEN_ENV
 from .api import Serve
 from .servers import RedisServer, require
 
-CLIENT = Path(__file__).parent / "node" / "client.mjs"
+CLIENT = Path(__file__).resolve().parents[1] / "docs" / "examples" / "client.mjs"
 
 
 def require_node() -> str:
