@@ -528,6 +528,8 @@ def test_an_open_server_warns_once_and_lets_anyone_read_and_write(
             f"(set {READ_TOKEN_ENV} and {WRITE_TOKEN_ENV})"
         )
         assert f"on http://127.0.0.1:{server.port} " in server.stdout  # loopback by default
+        with pytest.raises(ConnectionRefusedError):  # 127.0.0.1 only, not every address
+            socket.create_connection(("127.0.0.2", server.port), timeout=5).close()
 
 
 def test_a_write_token_alone_leaves_reads_open_and_says_so(redis_server: RedisServer) -> None:
@@ -680,6 +682,17 @@ def test_importing_the_package_or_the_cli_does_not_import_the_server() -> None:
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_serve_help_names_the_token_variables() -> None:
+    text = subprocess.run(
+        [sys.executable, "-m", "redis_telemetry", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert f"${READ_TOKEN_ENV}" in text
+    assert f"${WRITE_TOKEN_ENV}" in text
 
 
 def test_serve_without_the_server_extra_says_what_to_install() -> None:
