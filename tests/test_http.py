@@ -3,6 +3,7 @@ real server process (uvicorn) on a free port, on a real redis-server started by 
 
 from __future__ import annotations
 
+import gzip
 import json
 import socket
 import ssl
@@ -463,6 +464,9 @@ def test_metrics_are_served_as_before(api: Serve) -> None:
         in answer.body.decode()
     )
     assert "redis_telemetry_up" in api.get("/", token=READ).body.decode()
+    packed = api.get("/metrics", token=READ, headers={"Accept-Encoding": "gzip"})
+    assert packed.headers["content-encoding"] == "gzip"  # as Prometheus asks for it
+    assert "redis_telemetry_up" in gzip.decompress(packed.body).decode()
 
 
 # -- tokens ----------------------------------------------------------------------------------------

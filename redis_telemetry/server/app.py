@@ -133,12 +133,15 @@ _BEARER = HTTPBearer(
 
 class _App(FastAPI):
     def openapi(self) -> dict[str, Any]:
+        """FastAPI's document, with the schemas of the bodies the routes parse themselves."""
         schema = super().openapi()
-        _, defs = models_json_schema(
-            [(m, "validation") for m in _REQUEST_MODELS],
-            ref_template="#/components/schemas/{model}",
-        )
-        schema.setdefault("components", {}).setdefault("schemas", {}).update(defs["$defs"])
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        if _REQUEST_MODELS[0].__name__ not in components:  # once: FastAPI keeps the document
+            _, defs = models_json_schema(
+                [(m, "validation") for m in _REQUEST_MODELS],
+                ref_template="#/components/schemas/{model}",
+            )
+            components.update(defs["$defs"])
         return schema
 
 
