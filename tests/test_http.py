@@ -290,8 +290,18 @@ def test_select_answers_the_model_and_every_candidates_reasons(api: Serve) -> No
     back = datetime.fromisoformat(capped["available_at"])
     assert timedelta(seconds=590) < back - datetime.now(UTC) <= timedelta(seconds=600)
     assert by_model["sel/new"]["reason"] == "unknown"
-    cheapest = api.post("/v1/select", {**ask, "strategy": "most_reliable"}).json()
-    assert cheapest["ranking"][0]["explanation"].startswith("#1 by most_reliable")
+    reliable = api.post("/v1/select", {**ask, "strategy": "most_reliable"}).json()
+    assert reliable["ranking"][0]["explanation"].startswith("#1 by most_reliable")
+    weighted = {**ask, "strategy": "weighted", "weights": {"latency": 0, "cost": 0}}
+    assert api.post("/v1/select", weighted).json()["ranking"][0]["score"] == 1.0
+    ten_minutes_ago = (datetime.now(UTC) - timedelta(minutes=10)).isoformat()
+    api.post("/v1/events", ev("sel/quiet", 1, completed_at=ten_minutes_ago))
+    fresh = {"candidates": ["sel/quiet", "sel/slow"], "max_staleness_secs": 60}
+    answer = api.post("/v1/select", fresh).json()
+    assert answer["model"] == "sel/slow"  # the faster one's data is stale: left out
+    assert answer["ranking"][1]["reason"] == "stale"
+    kept = api.post("/v1/select", {**fresh, "stale_policy": "keep"}).json()
+    assert kept["model"] == "sel/quiet"
 
 
 def test_select_is_409_naming_why_when_no_candidate_is_usable(api: Serve) -> None:
