@@ -651,10 +651,16 @@ def report(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def arguments(doc: str) -> argparse.ArgumentParser:
+    """A benchmark's command line: ``--url`` (a server it flushes) and ``--quick``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
     parser.add_argument("--url", help="a server to use (it is FLUSHED); default: start one")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    return parser
+
+
+def main() -> None:
+    parser = arguments(__doc__)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     sizes = [1000, 5000] if args.quick else [10_000, 100_000, 1_000_000]

@@ -22,7 +22,6 @@ table; the published figures are in benchmarks/http-results.json and docs/http.m
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import json
 import multiprocessing
@@ -41,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from bench import _given, about, own_server  # the same server and report as bench.py
+from bench import _given, about, arguments, own_server  # the same server, options, report
 
 from redis_telemetry import CompletionEvent, TelemetryStore, TokenBreakdown
 
@@ -375,9 +374,7 @@ def report(res: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--url", help="a server to use (it is FLUSHED); default: start one")
-    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    parser = arguments(__doc__)
     parser.add_argument("--clients", type=int, default=4, help="client processes (default 4)")
     parser.add_argument("--out", type=Path, default=RESULTS / "http.json")
     args = parser.parse_args()

@@ -5,13 +5,16 @@ Only sending a batch differs between them (``pipe.execute()`` or ``await pipe.ex
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Self, cast
 
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException, RedisError
 
+from .core import rules
+from .core.deadline import Guard, guard_for
 from .core.keys import DEFAULT_NAMESPACE
 from .core.memory import PATTERN, MemoryCheck
 from .core.ops import DEFAULT_MAX_EVENTS_PER_MODEL, StoreCore
@@ -32,7 +35,18 @@ def check_client(client: Any) -> None:
 
 @dataclass(frozen=True, slots=True)
 class ConnectionSettings:
-    """Defaults ``from_url`` applies: bounded waits and a few retries with jittered backoff."""
+    """What ``from_url`` applies: a deadline per call, bounded waits, a few retries with
+    jittered backoff, and a circuit breaker.
+
+    A call raises ``TelemetryUnavailable`` once Redis has not answered for ``timeout`` seconds
+    (each reply renews them, so a long ``reindex`` or ``dump`` that makes progress is never
+    cut). One attempt waits at most ``socket_timeout`` for a reply and ``socket_connect_timeout``
+    to connect, both capped at half of ``timeout``; the store retries a refused, reset or
+    timed-out attempt up to ``retries`` times, only when the retry can end before the deadline
+    (redis-py itself retries nothing: its handshake retries would multiply the command's).
+    After a call found Redis unreachable, every call of the store fails at once for
+    ``breaker_secs`` (0: never); then one call tries again.
+    """
 
     socket_timeout: float = 5.0
     socket_connect_timeout: float = 2.0
@@ -40,6 +54,24 @@ class ConnectionSettings:
     backoff_base: float = 0.05
     backoff_cap: float = 0.5
     health_check_interval: float = 30.0
+    timeout: float = 5.0
+    breaker_secs: float = 1.0
+
+    def attempt_secs(self) -> float:
+        """The socket timeout one attempt gets: at most half the deadline, so a retry fits."""
+        return min(self.socket_timeout, self.timeout / 2)
+
+    def check(self) -> ConnectionSettings:
+        """These settings, or InvalidInputError naming the first one out of range."""
+        for name in ("timeout", "socket_timeout", "socket_connect_timeout"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and 0 < value < math.inf):
+                raise InvalidInputError(f"{name} must be seconds above 0, got {value!r}")
+        for name in ("retries", "breaker_secs", "backoff_base", "backoff_cap"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and 0 <= value < math.inf):
+                raise InvalidInputError(f"{name} must be a number, at least 0, got {value!r}")
+        return self
 
 
 DEFAULT_CONNECTION = ConnectionSettings()
@@ -84,6 +116,8 @@ class StoreShell:
         self.is_cluster = isinstance(client, self._cluster_cls)
         #: From ``from_url``: the eviction policy is checked before the first operation.
         self._memory: MemoryCheck | None = None
+        #: Each call's deadline, retries and breaker; a client given as it is keeps its own.
+        self._guard = Guard()
 
     @classmethod
     def from_url(
@@ -96,26 +130,34 @@ class StoreShell:
         max_events_per_model: int | None = DEFAULT_MAX_EVENTS_PER_MODEL,
         wait_for_replicas: int = 0,
         wait_timeout_ms: int = 1000,
+        timeout: float | None = None,
         **redis_kwargs: Any,
     ) -> Self:
-        """Connect with bounded timeouts and retries (``ConnectionSettings``); keyword
-        arguments for redis-py override them. A ``redis+cluster://host:port`` (or
-        ``rediss+cluster://``) URL connects to a Redis Cluster through that seed node.
+        """Connect with a deadline per call, bounded timeouts and retries and a circuit
+        breaker (see ``ConnectionSettings``); ``timeout`` (seconds, default 5) replaces
+        ``connection.timeout``: every call answers or raises ``TelemetryUnavailable`` within
+        it (with ``wait_for_replicas``, within it plus ``wait_timeout_ms``: a write waits that
+        long for its replicas). Keyword arguments for redis-py override the settings. A
+        ``redis+cluster://host:port`` (or ``rediss+cluster://``) URL connects to a Redis
+        Cluster through that seed node (the cluster client reads the slot map at once, within
+        the same bounds).
 
-        No I/O happens here. Before its first operation, the store reads the server's
+        No other I/O happens here. Before its first operation, the store reads the server's
         ``maxmemory-policy`` (every primary's, on a cluster) and logs a warning when it can
         evict a model's events without its totals; a server that refuses CONFIG (an ACL user,
         a managed Redis) is not checked, logged at debug level only."""
+        if timeout is not None:
+            connection = replace(connection, timeout=timeout)
+        connection.check()
+        # a write that WAITs for replicas may wait wait_timeout_ms more for its reply
+        waits = rules.check_u64("wait_for_replicas", wait_for_replicas) > 0
+        wait = rules.check_positive_ms("wait_timeout_ms", wait_timeout_ms) / 1000 if waits else 0
+        attempt = connection.attempt_secs() + wait
         kwargs: dict[str, Any] = {
-            "socket_timeout": connection.socket_timeout,
-            "socket_connect_timeout": connection.socket_connect_timeout,
+            "socket_timeout": attempt,
+            "socket_connect_timeout": min(connection.socket_connect_timeout, attempt),
             "health_check_interval": connection.health_check_interval,
-            "retry": cls._retry_cls(
-                ExponentialWithJitterBackoff(
-                    base=connection.backoff_base, cap=connection.backoff_cap
-                ),
-                connection.retries,
-            ),
+            "retry": cls._retry_cls(NoBackoff(), 0),  # the store retries, within the deadline
             **redis_kwargs,
         }
         if kwargs.get("decode_responses"):
@@ -142,6 +184,14 @@ class StoreShell:
             wait_timeout_ms,
         )
         store._memory = MemoryCheck()
+        store._guard = guard_for(
+            connection.timeout + wait,
+            attempt,
+            connection.retries,
+            connection.backoff_base,
+            connection.backoff_cap,
+            connection.breaker_secs,
+        )
         return store
 
     @property
@@ -175,6 +225,7 @@ class StoreShell:
             core.wait_timeout_ms,
         )
         twin._memory = self._memory  # one connection, checked once
+        twin._guard = self._guard  # one server: one breaker
         return twin
 
     def _memory_probe(self) -> tuple[tuple[str], dict[str, Any]]:

@@ -17,11 +17,13 @@ from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from ._shell import StoreShell
 from .core import cluster
+from .core import deadline as deadlines
 from .core.backup import Dump
-from .core.commands import Batch, Finished, Op, SingleCommand, call, queue, single
+from .core.commands import Batch, Cmd, Finished, Op, SingleCommand, call, queue, single
+from .core.deadline import Deadline, Pause
 from .core.replies import recovering, translate
 from .core.routing import Ranking, StalePolicy, Strategy, Weights
-from .errors import WindowMismatchError
+from .errors import TelemetryUnavailable, WindowMismatchError
 from .models import (
     CompletionEvent,
     ModelPerformanceSnapshot,
@@ -66,22 +68,38 @@ class AsyncTelemetryStore(StoreShell):
         twin.__dict__["_nodes"] = self.__dict__.setdefault("_nodes", {})
         return twin
 
-    async def _send_node(self, name: Hashable, batch: Batch) -> list[Any]:
-        pipe = self._node_client(name).pipeline(transaction=False)
-        queue(pipe, batch, self._shas())
+    async def _send_node(self, node: Hashable, batch: Batch) -> list[Any]:
+        """One attempt: ``batch`` to the server (``node`` None) or to one cluster node."""
+        shas = self._shas()
+        if node is None:
+            if (command := single(batch)) is not None:
+                try:
+                    return [await call(self.client, command, shas)]
+                except ResponseError as exc:  # a reply, as a pipeline would return it
+                    return [exc]
+            pipe = self.client.pipeline(transaction=False)
+        else:
+            pipe = self._node_client(node).pipeline(transaction=False)
+        queue(pipe, batch, shas)
         return list(await pipe.execute(raise_on_error=False))
 
-    async def _execute_cluster(self, batch: Batch) -> list[Any]:
-        await self.client.initialize()  # an asyncio cluster client loads its slot map lazily
-        driver = cluster.send(batch, self._locate, self._every_node)
+    async def _execute(self, batch: Batch, deadline: Deadline) -> list[Any]:
         try:
+            if self.is_cluster:
+                await self._load_slots()
+                driver: deadlines.Sender = cluster.send(
+                    batch, self._locate, self._every_node, deadline
+                )
+            else:
+                driver = deadlines.send(batch, deadline)
             step = next(driver)
             while True:
-                if isinstance(step, cluster.Refresh):
+                answer: Any = None
+                if isinstance(step, Pause):
                     await asyncio.sleep(step.delay)
-                    answer: Any = None
-                    with contextlib.suppress(RedisError):  # the next attempt reports the cause
-                        await self.client.nodes_manager.initialize()
+                    if isinstance(step, cluster.Refresh):
+                        with contextlib.suppress(RedisError):  # the next attempt says why
+                            await self.client.nodes_manager.initialize()
                 else:
                     try:
                         answer = await self._send_node(*step)
@@ -89,43 +107,46 @@ class AsyncTelemetryStore(StoreShell):
                         answer = exc
                 step = driver.send(answer)
         except StopIteration as stop:
+            deadline.answered()
             return stop.value  # type: ignore[no-any-return]
-
-    async def _execute(self, batch: Batch) -> list[Any]:
-        shas = self._shas()
-        try:
-            if self.is_cluster:
-                return await self._execute_cluster(batch)
-            if (command := single(batch)) is not None:
-                try:
-                    return [await call(self.client, command, shas)]
-                except ResponseError as exc:  # a reply, as a pipeline would return it
-                    return [exc]
-            pipe = self.client.pipeline(transaction=False)
-            queue(pipe, batch, shas)
-            return list(await pipe.execute(raise_on_error=False))
         except RedisError as exc:
             raise translate(exc) from exc
 
-    async def _run(self, op: Op[T] | SingleCommand[T]) -> T:
-        if self._memory is not None and self._memory.pending:
-            probe = self._memory_probe()
-            try:
-                if self.is_cluster:
-                    await self.client.initialize()
-                self._memory.read(await self.client.config_get(*probe[0], **probe[1]))
-            except (RedisError, RedisClusterException) as exc:
-                if self._memory.failed(exc) and not self.is_cluster:  # the operation would too
-                    raise translate(exc) from exc
+    async def _load_slots(self) -> None:
+        """An asyncio cluster client reads its slot map lazily: on the first call."""
         try:
-            return await self._drive(op)
-        except WindowMismatchError:
-            self._core.window.refused()  # the next write confirms the window first
-            raise
+            await self.client.initialize()
+        except RedisClusterException as exc:  # no node answered
+            raise TelemetryUnavailable(f"Redis is unreachable: {exc}") from exc
 
-    async def _drive(self, op: Op[T] | SingleCommand[T]) -> T:
+    async def _run(self, op: Op[T] | SingleCommand[T]) -> T:
+        with self._guard.start() as deadline:
+            if self._memory is not None and self._memory.pending:
+                await self._check_memory(deadline)
+            try:
+                return await self._drive(op, deadline)
+            except WindowMismatchError:
+                self._core.window.refused()  # the next write confirms the window first
+                raise
+
+    async def _check_memory(self, deadline: Deadline) -> None:
+        """Read the eviction policy (see ``TelemetryStore._check_memory``)."""
+        assert self._memory is not None
+        args, kwargs = self._memory_probe()
+        try:
+            if self.is_cluster:
+                await self._load_slots()
+                reply = await self.client.config_get(*args, **kwargs)
+            else:
+                reply = (await self._execute([Cmd("config_get", args)], deadline))[0]
+        except (RedisError, RedisClusterException) as exc:
+            reply = exc
+        self._memory.check(reply)
+
+    async def _drive(self, op: Op[T] | SingleCommand[T], deadline: Deadline) -> T:
         if isinstance(op, SingleCommand):
-            settled = op.settle(None if self.is_cluster else (await self._execute([op.command]))[0])
+            reply = None if self.is_cluster else (await self._execute([op.command], deadline))[0]
+            settled = op.settle(reply)
             if isinstance(settled, Finished):
                 done: T = settled.value
                 return done
@@ -134,7 +155,7 @@ class AsyncTelemetryStore(StoreShell):
         try:
             batch = next(driven)
             while True:
-                batch = driven.send(await self._execute(batch))
+                batch = driven.send(await self._execute(batch, deadline))
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
 

@@ -12,7 +12,8 @@ again is never counted twice.
 
 Only errors that can heal are retried: Redis unreachable, busy or loading. A batch that Redis
 refuses for good (the namespace's window differs from the store's, or the user lacks a
-permission) is not retried: its events are counted in ``stats().rejected``, logged, and handed
+permission), or that meets an error no one foresaw (any other exception: logged with its
+traceback), is not retried: its events are counted in ``stats().rejected``, logged, and handed
 to the ``on_error`` callback, and the writer goes on with the next batch.
 """
 
@@ -88,6 +89,8 @@ class BufferedWriter:
         self._cond = threading.Condition()
         self._in_flight = 0
         self._closed = False
+        #: True once the writer's thread has ended (close(), or an error it could not survive)
+        self._stopped = False
         self._stop = threading.Event()
         self._submitted = self._written = self._duplicates = self._outside = 0
         self._dropped = self._failed = self._rejected = 0
@@ -133,10 +136,14 @@ class BufferedWriter:
             )
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything submitted so far is written; False on timeout."""
+        """Wait until everything submitted so far is written; False on timeout, or at once if
+        the writer's thread has stopped with events left."""
         with self._cond:
             self._cond.notify_all()
-            return self._cond.wait_for(lambda: not (self._queue or self._in_flight), timeout)
+            self._cond.wait_for(
+                lambda: not (self._queue or self._in_flight) or self._stopped, timeout
+            )
+            return not (self._queue or self._in_flight)
 
     def close(self, timeout: float = 5.0) -> bool:
         """Flush for up to ``timeout`` seconds, then stop the thread; True if nothing is left."""
@@ -166,50 +173,63 @@ class BufferedWriter:
             return batch
 
     def _loop(self) -> None:
-        delay = self.backoff
-        while True:
-            batch = self._take()
-            if not batch:
-                return
-            try:
-                result = self.store._run(self.store._core.record_prepared(batch))
-            except PERMANENT as exc:
-                self._reject(batch, exc)
-                continue
-            except TelemetryError as exc:
-                with self._cond:
-                    self._failed += 1
-                    self._queue.extendleft(reversed(batch))  # back in front, order kept
-                    while len(self._queue) > self.max_events:
-                        self._queue.popleft()
-                        self._dropped += 1
-                    self._in_flight = 0
-                if self._failed == 1 or self._failed % 100 == 0:
-                    log.warning("telemetry flush failed (%s); retrying in %.1fs", exc, delay)
-                self._stop.wait(delay)  # close() cuts the wait short
-                delay = min(self.max_backoff, delay * 2)
-                continue
+        try:
             delay = self.backoff
+            while batch := self._take():
+                delay = self._flush(batch, delay)
+        finally:  # whatever ends the thread, flush() stops waiting for it
             with self._cond:
-                self._written += result.stored
-                self._duplicates += result.duplicates
-                self._outside += result.outside_window
-                self._in_flight = 0
+                self._stopped = True
                 self._cond.notify_all()
 
-    def _reject(self, batch: list[PreparedEvent], exc: TelemetryError) -> None:
-        """Report, log and count a batch Redis refused for good; never retried. The callback
-        and the log line come before ``flush()`` can return for this batch."""
+    def _flush(self, batch: list[PreparedEvent], delay: float) -> float:
+        """Write one batch; returns the backoff before the next attempt."""
+        try:
+            result = self.store._run(self.store._core.record_prepared(batch))
+        except PERMANENT as exc:
+            self._reject(batch, exc)
+            return delay
+        except TelemetryError as exc:
+            with self._cond:
+                self._failed += 1
+                self._queue.extendleft(reversed(batch))  # back in front, order kept
+                while len(self._queue) > self.max_events:
+                    self._queue.popleft()
+                    self._dropped += 1
+                self._in_flight = 0
+            if self._failed == 1 or self._failed % 100 == 0:
+                log.warning("telemetry flush failed (%s); retrying in %.1fs", exc, delay)
+            self._stop.wait(delay)  # close() cuts the wait short
+            return min(self.max_backoff, delay * 2)
+        except Exception as exc:  # a bug, or what no one foresaw: not known to heal
+            self._reject(batch, exc)
+            return delay
+        with self._cond:
+            self._written += result.stored
+            self._duplicates += result.duplicates
+            self._outside += result.outside_window
+            self._in_flight = 0
+            self._cond.notify_all()
+        return self.backoff
+
+    def _reject(self, batch: list[PreparedEvent], exc: Exception) -> None:
+        """Report, log and count a batch Redis refused for good, or that met an unexpected
+        error (logged with its traceback); never retried. The callback and the log line come
+        before ``flush()`` can return for this batch."""
+        error = exc if isinstance(exc, TelemetryError) else TelemetryError(f"unexpected {exc!r}")
+        if error is not exc:
+            error.__cause__ = exc
         if self.on_error is not None:
             try:
-                self.on_error(exc, len(batch))
+                self.on_error(error, len(batch))
             except Exception:
                 log.exception("the BufferedWriter's on_error callback failed")
         # only this thread changes _rejected: reading it unlocked is safe
         log.log(
             logging.ERROR if self._rejected == 0 else logging.DEBUG,
             "telemetry flush refused, not retried: %s",
-            exc,
+            error,
+            exc_info=exc if error is not exc else None,
         )
         with self._cond:
             self._rejected += len(batch)

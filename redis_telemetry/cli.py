@@ -12,6 +12,7 @@ from typing import IO, Any, NamedTuple
 from pydantic import ValidationError
 from rich.console import Console
 
+from ._shell import ConnectionSettings
 from ._version import __version__
 from .cli_commands import (
     DEFAULT_PORT,
@@ -79,6 +80,10 @@ _SECS = _number(int, 1, 10 * 365 * 86400, "a whole number of seconds, at least 1
 _COUNT = _number(int, 1, 10**9, "a count, at least 1")
 _INTERVAL = _number(float, 0.05, 86400, "seconds between 0.05 and 86400")
 _DURATION = _number(float, 0, 86400 * 7, "seconds between 0 and 604800")
+_TIMEOUT = _number(float, 0.1, 3600, "seconds between 0.1 and 3600")
+#: the environment variable behind --timeout
+TIMEOUT_ENV = "REDIS_TELEMETRY_TIMEOUT"
+DEFAULT_TIMEOUT = ConnectionSettings().timeout
 
 
 def _retry_secs(text: str) -> float:
@@ -136,6 +141,7 @@ ENVIRONMENT = {
     "window": Env(("REDIS_TELEMETRY_WINDOW",), _SECS, 3600),
     "host": Env(("REDIS_TELEMETRY_HOST",), _HOST, "127.0.0.1", "serve"),
     "port": Env(("REDIS_TELEMETRY_PORT",), _PORT, DEFAULT_PORT, "serve"),
+    "timeout": Env((TIMEOUT_ENV,), _TIMEOUT, DEFAULT_TIMEOUT),
 }
 
 
@@ -181,6 +187,14 @@ def _global_options(p: argparse.ArgumentParser, default: Callable[[Any], Any]) -
         metavar="SECS",
         help=f"window for a namespace that has none yet (default: {_env_help('window')}); "
         "a namespace's stored window always wins",
+    )
+    p.add_argument(
+        "--timeout",
+        type=_TIMEOUT,
+        default=default(None),
+        metavar="SECS",
+        help="give up on a Redis that has not answered for SECS, per call: exit 3 "
+        f"(default: {_env_help('timeout')})",
     )
     p.add_argument(
         "-v",

@@ -49,8 +49,11 @@ class Context(NamedTuple):
 
 
 def connect(args: argparse.Namespace) -> TelemetryStore:
-    """A store on ``--url`` and ``--namespace``, with ``--window`` (no I/O yet)."""
-    return TelemetryStore.from_url(args.url, window_secs=args.window, namespace=args.namespace)
+    """A store on ``--url`` and ``--namespace``, with ``--window`` and ``--timeout`` (no I/O
+    yet)."""
+    return TelemetryStore.from_url(
+        args.url, window_secs=args.window, namespace=args.namespace, timeout=args.timeout
+    )
 
 
 def adopt_window(store: TelemetryStore) -> TelemetryStore:

@@ -1,8 +1,8 @@
 """Prometheus exporter: one snapshot of every model per scrape.
 
 ``redis-telemetry serve`` serves it at ``/metrics`` (``server.app``). A scrape while Redis is
-down still answers, with ``redis_telemetry_up 0`` and the exporter's own metrics, instead of
-failing.
+down or hung still answers within the store's deadline (``--timeout``), with
+``redis_telemetry_up 0`` and the exporter's own metrics, instead of failing.
 """
 
 from __future__ import annotations

@@ -17,8 +17,10 @@ from redis.retry import Retry
 
 from ._shell import StoreShell
 from .core import cluster
+from .core import deadline as deadlines
 from .core.backup import Dump
-from .core.commands import Batch, Finished, Op, SingleCommand, call, queue, single
+from .core.commands import Batch, Cmd, Finished, Op, SingleCommand, call, queue, single
+from .core.deadline import Deadline, Pause
 from .core.replies import recovering, translate
 from .core.routing import Ranking, StalePolicy, Strategy, Weights
 from .errors import WindowMismatchError
@@ -47,22 +49,36 @@ class TelemetryStore(StoreShell):
     _retry_cls = Retry
     _wrong_client = "TelemetryStore needs a blocking redis-py client; use AsyncTelemetryStore"
 
-    def _send_node(self, name: Hashable, batch: Batch) -> list[Any]:
-        node = self.client.get_node(node_name=name)
-        pipe = self.client.get_redis_connection(node).pipeline(transaction=False)
-        queue(pipe, batch, self._shas())
+    def _send_node(self, node: Hashable, batch: Batch) -> list[Any]:
+        """One attempt: ``batch`` to the server (``node`` None) or to one cluster node."""
+        shas = self._shas()
+        if node is None:
+            if (command := single(batch)) is not None:
+                try:
+                    return [call(self.client, command, shas)]
+                except ResponseError as exc:  # a reply, as a pipeline would return it
+                    return [exc]
+            pipe = self.client.pipeline(transaction=False)
+        else:
+            cluster_node = self.client.get_node(node_name=node)
+            pipe = self.client.get_redis_connection(cluster_node).pipeline(transaction=False)
+        queue(pipe, batch, shas)
         return list(pipe.execute(raise_on_error=False))
 
-    def _execute_cluster(self, batch: Batch) -> list[Any]:
-        driver = cluster.send(batch, self._locate, self._every_node)
+    def _execute(self, batch: Batch, deadline: Deadline) -> list[Any]:
+        if self.is_cluster:
+            driver: deadlines.Sender = cluster.send(batch, self._locate, self._every_node, deadline)
+        else:
+            driver = deadlines.send(batch, deadline)
         try:
             step = next(driver)
             while True:
-                if isinstance(step, cluster.Refresh):
+                answer: Any = None
+                if isinstance(step, Pause):
                     time.sleep(step.delay)
-                    answer: Any = None
-                    with contextlib.suppress(RedisError):  # the next attempt reports the cause
-                        self.client.nodes_manager.initialize()
+                    if isinstance(step, cluster.Refresh):
+                        with contextlib.suppress(RedisError):  # the next attempt says why
+                            self.client.nodes_manager.initialize()
                 else:
                     try:
                         answer = self._send_node(*step)
@@ -70,41 +86,39 @@ class TelemetryStore(StoreShell):
                         answer = exc
                 step = driver.send(answer)
         except StopIteration as stop:
+            deadline.answered()
             return stop.value  # type: ignore[no-any-return]
-
-    def _execute(self, batch: Batch) -> list[Any]:
-        shas = self._shas()
-        try:
-            if self.is_cluster:
-                return self._execute_cluster(batch)
-            if (command := single(batch)) is not None:
-                try:
-                    return [call(self.client, command, shas)]
-                except ResponseError as exc:  # a reply, as a pipeline would return it
-                    return [exc]
-            pipe = self.client.pipeline(transaction=False)
-            queue(pipe, batch, shas)
-            return list(pipe.execute(raise_on_error=False))
         except RedisError as exc:
             raise translate(exc) from exc
 
     def _run(self, op: Op[T] | SingleCommand[T]) -> T:
-        if self._memory is not None and self._memory.pending:
-            probe = self._memory_probe()
+        with self._guard.start() as deadline:
+            if self._memory is not None and self._memory.pending:
+                self._check_memory(deadline)
             try:
-                self._memory.read(self.client.config_get(*probe[0], **probe[1]))
-            except (RedisError, RedisClusterException) as exc:
-                if self._memory.failed(exc) and not self.is_cluster:  # the operation would too
-                    raise translate(exc) from exc
-        try:
-            return self._drive(op)
-        except WindowMismatchError:
-            self._core.window.refused()  # the next write confirms the window first
-            raise
+                return self._drive(op, deadline)
+            except WindowMismatchError:
+                self._core.window.refused()  # the next write confirms the window first
+                raise
 
-    def _drive(self, op: Op[T] | SingleCommand[T]) -> T:
+    def _check_memory(self, deadline: Deadline) -> None:
+        """Read the eviction policy; on a single server an unreachable one fails the call (the
+        operation would too), within its deadline."""
+        assert self._memory is not None
+        args, kwargs = self._memory_probe()
+        try:
+            if self.is_cluster:
+                reply = self.client.config_get(*args, **kwargs)
+            else:
+                reply = self._execute([Cmd("config_get", args)], deadline)[0]
+        except (RedisError, RedisClusterException) as exc:
+            reply = exc
+        self._memory.check(reply)
+
+    def _drive(self, op: Op[T] | SingleCommand[T], deadline: Deadline) -> T:
         if isinstance(op, SingleCommand):
-            settled = op.settle(None if self.is_cluster else self._execute([op.command])[0])
+            reply = None if self.is_cluster else self._execute([op.command], deadline)[0]
+            settled = op.settle(reply)
             if isinstance(settled, Finished):
                 done: T = settled.value
                 return done
@@ -113,7 +127,7 @@ class TelemetryStore(StoreShell):
         try:
             batch = next(driven)
             while True:
-                batch = driven.send(self._execute(batch))
+                batch = driven.send(self._execute(batch, deadline))
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
 

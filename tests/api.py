@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .servers import free_port
+from .servers import free_port, poll
 
 
 class Answer(NamedTuple):
@@ -88,19 +88,22 @@ class Serve:
     def start(self, timeout: float = 30.0) -> Serve:
         with (self.dir / "stdout").open("wb") as out, (self.dir / "stderr").open("wb") as err:
             self.proc = subprocess.Popen(self.args, stdout=out, stderr=err, env=self.env)
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def ready() -> bool:
+            assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(f"serve exited {self.proc.returncode}: {self.stderr}")
             try:
-                if self.get("/healthz").status == 200:
-                    return self
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"serve not ready in {timeout}s: {self.stderr}")
-            time.sleep(0.05)  # poll interval of a readiness check, not a stand-in for one
+                return self.get("/healthz").status == 200
+            except OSError:  # not listening yet
+                return False
+
+        try:
+            poll(ready, time.monotonic() + timeout, f"serve not ready in {timeout}s")
+        except RuntimeError:
+            self.stop()
+            raise RuntimeError(f"serve did not start: {self.stderr}") from None
+        return self
 
     def stop(self) -> None:
         if self.proc is not None:

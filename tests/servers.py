@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -59,6 +63,53 @@ def free_port(cluster: bool = False) -> int:
         port = 20000 + port % 35000
         if _is_free(port) and _is_free(port + 10000):
             return port
+
+
+def online_replicas(primary: redis.Redis) -> int:
+    """Replicas the primary reports in sync (``slaveN: state=online``), not merely attached."""
+    info = primary.info("replication")
+    return sum(
+        1
+        for name, value in info.items()
+        if name.startswith("slave") and isinstance(value, dict) and value["state"] == "online"
+    )
+
+
+def poll(ready: Callable[[], bool], deadline: float, failure: str) -> None:
+    """Call ``ready`` until it says True (a Redis error: not yet); past the monotonic
+    ``deadline``, RuntimeError(failure)."""
+    while True:
+        try:
+            if ready():
+                return
+        except redis.RedisError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(failure)
+        time.sleep(0.05)  # poll interval of a readiness check
+
+
+def acknowledged(primary: redis.Redis, replicas: int, deadline: float) -> None:
+    """WAIT until ``replicas`` replicas acknowledged every write so far, or RuntimeError."""
+    left_ms = max(1, int((deadline - time.monotonic()) * 1000))
+    acked = primary.wait(replicas, left_ms)
+    if acked < replicas:
+        raise RuntimeError(f"WAIT: {acked} of {replicas} replicas acknowledged")
+
+
+def wait_replicas_online(
+    primary: redis.Redis, replicas: list[redis.Redis], timeout: float = 30.0
+) -> None:
+    """Poll until every replica's link is up and the primary sees them all online, then WAIT
+    until they acknowledged everything written so far (fails the test on timeout)."""
+    deadline = time.monotonic() + timeout
+
+    def ready() -> bool:
+        links = [r.info("replication").get("master_link_status") for r in replicas]
+        return links == ["up"] * len(replicas) and online_replicas(primary) == len(replicas)
+
+    poll(ready, deadline, f"replicas not online after {timeout}s")
+    acknowledged(primary, len(replicas), deadline)
 
 
 class RedisServer:
@@ -208,38 +259,36 @@ class RedisClusterServers:
         deadline = time.monotonic() + timeout
         for node in nodes or [n for n in self.nodes if n.proc is not None]:
             with node.client() as c:
-                while True:
-                    try:
-                        if c.cluster("INFO").get("cluster_state") == "ok":
-                            break
-                    except redis.RedisError:
-                        pass
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"cluster not ok after {timeout}s")
-                    time.sleep(0.05)  # poll interval of a readiness check
+                poll(
+                    lambda c=c: c.cluster("INFO").get("cluster_state") == "ok",  # type: ignore[misc]
+                    deadline,
+                    f"cluster not ok after {timeout}s",
+                )
 
     def wait_replicas(self, timeout: float) -> None:
-        """Poll until every node sees all replicas attached and each replica is in sync."""
+        """Poll until every node sees all replicas attached and each replica is in sync: its
+        link up and its primary reporting it online (then WAIT: it acknowledged everything)."""
         want = len(self.nodes) - len(self.nodes) // (1 + self.replicas)
         deadline = time.monotonic() + timeout
         for node in self.nodes:
             with node.client() as c:
-                while True:
-                    try:
-                        view = c.execute_command("CLUSTER", "NODES").decode()
-                        info = c.info("replication")
-                        ready = view.count("slave") == want and (
-                            info["role"] == "master" or info.get("master_link_status") == "up"
-                        )
-                    except redis.RedisError:
-                        ready = False
-                    if ready:
-                        break
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"replicas not attached after {timeout}s")
-                    time.sleep(0.05)  # poll interval of a readiness check
+
+                def ready(c: redis.Redis = c) -> bool:
+                    view = c.execute_command("CLUSTER", "NODES").decode()
+                    info = c.info("replication")
+                    return view.count("slave") == want and (
+                        online_replicas(c) == self.replicas
+                        if info["role"] == "master"
+                        else info.get("master_link_status") == "up"
+                    )
+
+                poll(ready, deadline, f"replicas not attached after {timeout}s")
         if not self.replicas:
             return
+        for node in self.nodes:
+            with node.client() as c:
+                if c.info("replication")["role"] == "master":
+                    acknowledged(c, self.replicas, deadline)
         # CLUSTER SLOTS lists a replica only once gossip reports data replicated to it
         seed = self.nodes[0]
         with redis.cluster.RedisCluster(host="127.0.0.1", port=seed.port, **seed.auth) as rc:
@@ -256,3 +305,56 @@ class RedisClusterServers:
     def cleanup(self) -> None:
         for node in self.nodes:
             node.cleanup()
+
+
+class HungListener:
+    """A TCP listener that accepts every connection and never reads or answers: a server that
+    hangs (SIGSTOP, a frozen VM, a proxy whose backend is gone). Counts the connections."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0), backlog=128)
+        self.port: int = self.sock.getsockname()[1]
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def accepted(self) -> int:
+        """Connections accepted so far."""
+        with self._lock:
+            return len(self._conns)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:  # closed
+                return
+            with self._lock:
+                self._conns.append(conn)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() (Linux)
+        self.sock.close()
+        self._thread.join(timeout=5)
+        assert not self._thread.is_alive()
+        with self._lock:
+            for conn in self._conns:
+                conn.close()
+
+
+@contextlib.contextmanager
+def sigstopped(server: RedisServer) -> Iterator[RedisServer]:
+    """``server`` frozen with SIGSTOP (its kernel still accepts connections); SIGCONT after."""
+    assert server.proc is not None
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    try:
+        yield server
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)

@@ -218,3 +218,22 @@ def test_a_limit_error_blocks_until_its_completion_plus_the_ttl(r: redis.Redis) 
     assert snap.subscription_limit_expires_at is not None
     ends = late.completed_at + timedelta(seconds=3600)
     assert abs((snap.subscription_limit_expires_at - ends).total_seconds()) < 2
+
+
+def test_a_layout_2_hash_is_read_from_its_totals_and_rebuilt_by_the_next_write(
+    r: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An upgrade: the previous release's hashes (layout 2, no id index) serve reads at once;
+    the next write rebuilds them with the id index."""
+    store = TelemetryStore(r, window_secs=WINDOW)
+    store.record_batch([event("m", True, 100 + i, event_id=f"e{i}") for i in range(5)])
+    r.hset("telemetry:{m}:totals", "layout", 2)
+    r.delete("telemetry:{m}:ids")
+    snap = store.model_performance("m")
+    assert snap.successful_completions == 5
+    assert snap.latency_p50_ms is not None
+    assert "older release's layout" not in caplog.text  # not read from its events
+    again = store.record(event("m", True, 100, event_id="e0"))
+    assert again.stored == 0
+    assert r.hget("telemetry:{m}:totals", "layout") == b"3"
+    assert stored_derived(r, "m") == recount(r, "m")

@@ -9,6 +9,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,7 +23,7 @@ from redis_telemetry.core.tokens import READ_TOKEN_ENV, WRITE_TOKEN_ENV
 
 from .api import Serve, gzipped
 from .helpers import dump_all
-from .servers import RedisServer, free_port
+from .servers import HungListener, RedisServer, free_port
 from .test_models import SERDE_EVENT_FIELDS, SERDE_SNAPSHOT_FIELDS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -600,6 +601,26 @@ def test_redis_down_is_503_with_retry_after_and_the_process_stays_healthy() -> N
             assert answer.headers["retry-after"] == "1"
             assert answer.error.startswith("Redis is unreachable")
         assert "Traceback" not in server.stderr
+
+
+def test_a_hung_redis_is_503_within_the_stores_deadline_then_at_once() -> None:
+    hung = HungListener()  # accepts every connection, never answers
+    try:
+        with Serve(hung.url, "--timeout", "1") as server:
+            start = time.monotonic()
+            first = server.post("/v1/events", ev("hung/a"))
+            assert time.monotonic() - start < 10  # generous: proves "does not hang"
+            assert (first.status, first.headers["retry-after"]) == (503, "1")
+            assert first.error.startswith("Redis is unreachable")
+            assert "deadline 1s" in first.error  # given up by the store's deadline
+            seen = hung.accepted
+            again = server.get("/v1/models")  # the breaker: at once, no new connection
+            assert again.status == 503
+            assert "failing at once" in again.error
+            assert hung.accepted == seen
+            assert server.get("/healthz").status == 200  # the process still answers
+    finally:
+        hung.close()
 
 
 def test_a_redis_user_that_may_not_write_is_a_500_naming_the_permission(

@@ -219,8 +219,9 @@ def test_script_touches_only_keys_passed_in(name: str) -> None:
 
 
 def test_scripts_in_the_package_are_the_files_in_lua() -> None:
-    """Each script as sent is its file, with lua/event.lua in place of its include line; the
-    lines rendered from the Python schema are already the same in the files."""
+    """Each script as sent is its file, with lua/event.lua and lua/steps.lua in place of their
+    include lines; the lines rendered from the Python schema are already the same in the
+    files."""
     library = (ROOT / "lua" / "event.lua").read_text()
     for name in SCRIPT_NAMES:
         source = (ROOT / "lua" / f"{name}.lua").read_text()
@@ -228,7 +229,8 @@ def test_scripts_in_the_package_are_the_files_in_lua() -> None:
             assert scripts.render_fields(source) == source
             assert scripts.render(source, library) == SCRIPTS[name]
         else:
-            assert source == SCRIPTS[name]
+            assert scripts.with_steps(source) == SCRIPTS[name]
+        assert (scripts.INCLUDE_STEPS in source) == (name in scripts.INCLUDES_STEPS)
 
 
 def test_record_lua_keeps_the_totals_the_client_reads() -> None:

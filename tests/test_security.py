@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +14,7 @@ import redis
 from redis_telemetry import TelemetryError, TelemetryStore
 
 from .helpers import dump_all, event
-from .servers import RedisServer, free_port
+from .servers import RedisServer, free_port, wait_replicas_online
 
 ACL = Path(__file__).resolve().parents[1] / "deploy" / "users.acl"
 
@@ -65,10 +64,8 @@ def test_every_documented_option_works_as_the_shipped_users(
     (tmp_path / "users.acl").write_text(ACL.read_text())
     replica.start()
     try:
-        deadline = time.monotonic() + 30
-        while admin.info("replication")["connected_slaves"] < 1:  # readiness: replica attached
-            assert time.monotonic() < deadline, replica.log_tail()
-            time.sleep(0.05)
+        with replica.client() as replica_client:  # readiness: in sync, not merely attached
+            wait_replicas_online(admin, [replica_client])
         writer = TelemetryStore.from_url(
             url(acl_server, "telemetry-writer"), wait_for_replicas=1, wait_timeout_ms=5000
         )

@@ -26,9 +26,9 @@ def test_a_longer_window_extends_every_models_keys_idle_ones_included(r: redis.R
     sizes: list[int] = []
     execute = old._execute
 
-    def spy(batch: Any) -> list[Any]:
+    def spy(batch: Any, *rest: Any) -> list[Any]:
         sizes.append(len(batch))
-        return execute(batch)
+        return execute(batch, *rest)
 
     old._execute = spy  # type: ignore[method-assign]
     old.set_window(3600)

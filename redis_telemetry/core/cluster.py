@@ -14,7 +14,8 @@ client dies in between.
 
 After a connection error, a MOVED/ASK redirect or CLUSTERDOWN (a failover in progress), the
 generator asks the shell to refresh the slot map and resends the failed node's commands; every
-command the package sends may be sent twice without effect (event ids, GT scores, HSETNX).
+command the package sends may be sent twice without effect (event ids, GT scores, HSETNX). With a
+call's :class:`~.deadline.Deadline`, no step starts that could end after it.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import TelemetryUnavailable
 from .commands import Batch, Cmd, Command, Eval, key_of
+from .deadline import Deadline, Pause
 
 #: Reads that may go to a replica when the client reads from replicas.
 READ_SCRIPTS = frozenset({"snapshot", "window"})
@@ -45,10 +47,8 @@ BACKOFF_SECS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.5, 2.0, 2.0, 2.0, 2.0)
 
 
 @dataclass(frozen=True, slots=True)
-class Refresh:
+class Refresh(Pause):
     """Ask the shell to reload the slot map, after pausing ``delay`` seconds."""
-
-    delay: float
 
 
 #: What the generator yields: a node and its commands, or a Refresh.
@@ -87,6 +87,7 @@ def send(
     batch: Batch,
     locate: Callable[[str, bool], Hashable],
     every_node: Callable[[], Sequence[Hashable]],
+    deadline: Deadline | None = None,
 ) -> Generator[Step, list[Any] | BaseException | None, list[Any]]:
     """Drive one batch over the cluster; returns the replies in batch order.
 
@@ -100,11 +101,25 @@ def send(
     map still names) is passed over, as long as one node loaded the scripts.
     """
     replies: list[Any] = [None] * len(batch)
+    steps = 0
+
+    def may_start(error: BaseException | None) -> None:
+        """Count a step, or raise when it could end after the deadline (a batch's first step
+        always starts)."""
+        nonlocal steps
+        if deadline is None:
+            return
+        if steps and not deadline.allows(0):
+            raise deadline.unavailable(error, "the cluster did not answer in time") from error
+        steps += 1
+        deadline.attempts += 1
+
     loads = [i for i, c in enumerate(batch) if isinstance(c, Cmd) and c.method == "script_load"]
     if loads:
         loaded: list[Any] | None = None
         failure: BaseException | None = None
         for node in every_node():
+            may_start(failure)
             answer = yield (node, [batch[i] for i in loads])
             if isinstance(answer, BaseException):
                 failure = answer
@@ -128,6 +143,7 @@ def send(
             except (SlotNotCoveredError, ClusterDownError) as exc:  # a failover in progress
                 groups, again, last_error = {}, list(todo), exc
             for node, idxs in groups.items():
+                may_start(last_error)
                 answer = yield (node, [batch[i] for i in idxs])
                 if isinstance(answer, BaseException):
                     if not retryable(answer):
@@ -143,11 +159,15 @@ def send(
                     else:
                         replies[i] = reply
             if again:
+                delay = BACKOFF_SECS[min(attempt, len(BACKOFF_SECS) - 1)]
                 if attempt >= MAX_ATTEMPTS:
                     raise TelemetryUnavailable(
                         f"the cluster did not settle after {attempt} attempts: {last_error}"
                     )
-                yield Refresh(BACKOFF_SECS[min(attempt, len(BACKOFF_SECS) - 1)])
+                if deadline is not None and not deadline.allows(delay):
+                    what = "the cluster did not answer in time"
+                    raise deadline.unavailable(last_error, what) from last_error
+                yield Refresh(delay)
                 attempt += 1
             todo = sorted(again)
     return replies

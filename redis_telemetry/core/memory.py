@@ -78,11 +78,16 @@ class MemoryCheck:
         else:
             log.debug("maxmemory-policy checked: %s", reply)
 
-    def failed(self, error: BaseException) -> bool:
+    def check(self, reply: Any) -> None:
+        """CONFIG GET's reply, or the exception it raised: read it, or note the failure."""
+        if isinstance(reply, BaseException):
+            self.failed(reply)
+        else:
+            self.read(reply)
+
+    def failed(self, error: BaseException) -> None:
         """CONFIG GET did not answer: stay silent (debug). An ACL user or a managed Redis
-        may not run CONFIG. True when Redis was unreachable: then the next operation checks
-        again, and on a single server the shell reports the error at once."""
-        unreachable = isinstance(error, _UNREACHABLE)
-        self.pending = unreachable
+        may not run CONFIG. When Redis was unreachable, the next operation checks again (a
+        single server's shell fails the call at once: the operation would fail too)."""
+        self.pending = isinstance(error, _UNREACHABLE)
         log.debug("cannot read maxmemory-policy (%s); eviction not checked", error)
-        return unreachable

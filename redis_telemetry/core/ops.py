@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 SCRIPT_CHUNK = 1000
 #: Default cap on one model's stored events (see the README's "memory safety valve").
 DEFAULT_MAX_EVENTS_PER_MODEL = 1_000_000
+#: The cap's warning is logged for the first write it trims, then for every this-many-th.
+CAP_WARNING_EVERY = 1000
 _SCORE = operator.itemgetter(1)  # of a codec.PreparedEvent
 _LIMIT_REASON = operator.itemgetter(3)
 
@@ -73,6 +75,9 @@ class StoreCore(Reads):
             "subscription_limit_ttl_secs", subscription_limit_ttl_secs
         )
         self._clock = clock
+        #: writes the per-model cap trimmed (its warning is logged for the 1st and every
+        #: CAP_WARNING_EVERY-th, not for each write)
+        self._capped_writes = 0
         #: model -> epoch ms until which this store already made the registry keep it
         self._registered: dict[str, int] = {}
         #: Models seen in the registry: their ranges ride in the first round trip of a read.
@@ -236,11 +241,16 @@ class StoreCore(Reads):
         """Add up ``record.lua`` replies; say so in the log when the per-model cap trimmed."""
         result = scripts.record_counts(replies, repeated)
         if result.capped:
-            log.warning(
-                "the per-model cap of %d events removed %d of the oldest events",
-                self.max_events_per_model,
-                result.capped,
-            )
+            self._capped_writes += 1
+            if self._capped_writes == 1 or self._capped_writes % CAP_WARNING_EVERY == 0:
+                log.warning(
+                    "the per-model cap of %d events removed %d of the oldest events "
+                    "(%d writes trimmed by the cap so far; this warning repeats every %dth)",
+                    self.max_events_per_model,
+                    result.capped,
+                    self._capped_writes,
+                    CAP_WARNING_EVERY,
+                )
         return result
 
     def _tally_one(self, reply: Any) -> RecordResult:

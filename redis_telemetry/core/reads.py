@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple, TypeVar
 
-from ..errors import InvalidInputError
+from redis.exceptions import ReadOnlyError
+
+from ..errors import InvalidInputError, PermissionDenied, TelemetryError
 from ..models import (
     CompletionEvent,
     ModelPerformanceSnapshot,
@@ -24,9 +26,29 @@ from . import codec, routing, rules, scripts, snapshot
 from .commands import Batch, Cmd, Eval, Op
 from .keys import Keys
 from .replies import time_ms, usable
+from .scripts import Cursor, SessionReply, SnapshotReply
 from .window import SharedWindow
 
 log = logging.getLogger(__name__)
+
+#: A store that may write trims a model's aged members itself when a read finds at least
+#: ``UPKEEP_AT`` (fewer are read on in a few calls, and writes trim them soon anyway), with
+#: ``record.lua``'s upkeep calls, ``UPKEEP_BURST`` a model a round trip, up to
+#: ``UPKEEP_CALLS`` a model a read (``UPKEEP_CALLS`` x ``scripts.UPKEEP_STEP`` members).
+UPKEEP_AT = 5000
+UPKEEP_BURST = 10
+UPKEEP_CALLS = 200
+#: What is left aged after that (or for a store that may not write) is read on from the
+#: first call's cursor, up to this many calls a model a read, or the model is read from its
+#: window's events when that is less to read; a read that keeps meeting trims (a writer at
+#: work) starts again at most this often.
+READ_STEPS = 100
+RESTARTS = 2
+#: Models (and sessions) whose aged part a read remembers, to go on from it next time.
+REMEMBERED = 1000
+
+#: A snapshot.lua or a session.lua reply.
+R = TypeVar("R", SnapshotReply, SessionReply)
 
 
 class Reading(NamedTuple):
@@ -52,6 +74,12 @@ class Reads:
     window: SharedWindow
     #: Models seen in the registry: their ranges ride in the first round trip of a read.
     _models: dict[str, None]
+    #: StoreCore's: one ``record.lua`` call (no events: its upkeep), and sending a write.
+    _record_eval: Callable[..., Eval]
+    _write: Callable[[Batch, int], Op[list[Any]]]
+    #: Set once Redis refused this store a write (an ACL's read-only user, a replica): its
+    #: reads then never try the upkeep again.
+    _read_only: bool = False
 
     @property
     def namespace(self) -> str:
@@ -97,13 +125,24 @@ class Reads:
                 log.warning("skipped unreadable model %r in %s: %s", raw, self.keys.models, exc)
         return sorted(live)
 
-    def _fetch(self, kind: str, model: str, session_id: str = "") -> Eval:
-        """One model's read script (each takes the time from the model's own server)."""
+    def _fetch(
+        self,
+        kind: str,
+        model: str,
+        session_id: str = "",
+        cursor: Cursor | None = None,
+        later: bool = False,
+    ) -> Eval:
+        """One model's read script (each takes the time from the model's own server): a first
+        call, resuming from ``cursor`` (what an earlier read subtracted), or (``later``) a
+        later call of this read that goes on from ``cursor``."""
         if kind == "window":
             return scripts.window_call(self.keys, model, self._window_ms)
         if kind == "session":
-            return scripts.session_call(self.keys, model, self._window_ms, session_id)
-        return scripts.snapshot_call(self.keys, model, self._window_ms)
+            return scripts.session_call(
+                self.keys, model, self._window_ms, session_id, cursor, later
+            )
+        return scripts.snapshot_call(self.keys, model, self._window_ms, cursor, later)
 
     def read(
         self, models: Sequence[str] | None, kind: str = "window", session_id: str = ""
@@ -115,8 +154,9 @@ class Reads:
         out since the last trim, so its cost does not depend on how many events the window
         holds), ``"session"`` (``session_id``'s usage, by ``session.lua``) or ``"models"``
         (the registry only). One round trip when the models are already known to this store;
-        a model new to it costs one more, and so does a model read from its events instead of
-        its totals (an older layout, or many members aged since its last write).
+        a model new to it costs one more, and so do a model read from its events instead of
+        its totals (an older layout) and one with many members aged since its last write (see
+        ``_aged``).
         """
         from_registry = models is None
         ask = [] if kind == "models" else list(self._models if models is None else models)
@@ -128,7 +168,9 @@ class Reads:
             head.append(
                 Cmd("zrange", (self.keys.models, 0, -1), {"withscores": True}, tolerant=True)
             )
-        results = yield head + [self._fetch(kind, m, session_id) for m in ask]
+        remembered = self._remembered(kind, session_id)
+        parts = {m: remembered.get(m) for m in ask}  # what each first call resumes from
+        results = yield head + [self._fetch(kind, m, session_id, _at(parts[m])) for m in ask]
         self.window.check(usable(results[0], None, self.keys.config), writing=False)
         now_ms = time_ms(results[1])
         registry = usable(results[2], [], self.keys.models) if from_registry else []
@@ -136,7 +178,8 @@ class Reads:
         fetched = dict(zip(ask, results[len(head) :], strict=True))
         redo = [m for m in targets if m not in fetched] if kind != "models" else []
         if redo:  # models new to this store
-            replies = yield [self._fetch(kind, m, session_id) for m in redo]
+            parts.update((m, remembered.get(m)) for m in redo)
+            replies = yield [self._fetch(kind, m, session_id, _at(parts[m])) for m in redo]
             fetched.update(zip(redo, replies, strict=True))
         if from_registry:
             self._models = dict.fromkeys(targets)
@@ -145,14 +188,18 @@ class Reads:
         if kind == "window":
             fallback = targets
         elif kind == "totals":
-            fallback = [m for m in targets if not self._from_totals(m, fetched[m], reading)]
+            first = {m: (fetched[m], parts[m]) for m in targets}
+            snaps = yield from self._aged(kind, first, session_id, self._snapshot_reply)
+            fallback = [m for m in targets if not self._from_totals(m, snaps[m], reading)]
         elif kind == "session":
-            fallback = [m for m in targets if not self._from_index(m, fetched[m], reading)]
+            first = {m: (fetched[m], parts[m]) for m in targets}
+            uses = yield from self._aged(kind, first, session_id, self._session_reply)
+            fallback = [m for m in targets if not self._from_index(m, uses[m], reading)]
         if not fallback:
             return reading
         if kind != "window":  # read these from their events
-            first = yield [self._fetch("window", m) for m in fallback]
-            fetched.update(zip(fallback, first, strict=True))
+            pages = yield [self._fetch("window", m) for m in fallback]
+            fetched.update(zip(fallback, pages, strict=True))
         windows = yield from self._windows({m: fetched[m] for m in fallback}, now_ms)
         for m, (at, events, pttl) in windows.items():
             if kind == "window":
@@ -163,30 +210,139 @@ class Reads:
                 reading.usage[m] = usage
         return reading
 
-    def _from_totals(self, model: str, reply: Any, reading: Reading) -> bool:
+    # -- models with aged members left to subtract -------------------------------------------
+
+    def _remembered(self, kind: str, session_id: str) -> dict[str, Any]:
+        """model -> what an earlier read of ``kind`` (and ``session_id``) subtracted of the
+        model's aged members, as a reply whose cursor says up to which rank: a later read goes
+        on from there while no trim ran (see ``steps.lua``'s walk_aged)."""
+        every: dict[tuple[str, str], dict[str, Any]] = self.__dict__.setdefault("_aged_parts", {})
+        if len(every) > REMEMBERED:
+            every.clear()
+        found = every.setdefault((kind, session_id), {})
+        return found
+
+    def _snapshot_reply(self, model: str, reply: Any, cursor: Cursor | None) -> SnapshotReply:
+        """``snapshot.lua``'s reply for ``model``, from a call that named ``cursor``."""
+        raw = usable(reply, None, self.keys.events(model))
+        return scripts.snapshot_reply(raw, 0, b"" if cursor is None else cursor.oldest)
+
+    def _session_reply(self, model: str, reply: Any, cursor: Cursor | None) -> SessionReply:
+        """``session.lua``'s reply for ``model``, as above."""
+        raw = usable(reply, None, self.keys.events(model))
+        return scripts.session_reply(raw, 0, b"" if cursor is None else cursor.oldest)
+
+    def _aged(
+        self,
+        kind: str,
+        first: dict[str, tuple[Any, R | None]],
+        session_id: str,
+        parse: Callable[[str, Any, Cursor | None], R],
+    ) -> Op[dict[str, R]]:
+        """Each model's reply from its first call's (``first``: the reply, and the earlier
+        read's part the call resumed from), finished when the model has aged members left to
+        subtract (state ``aged``: one call subtracts a bounded part); one still ``aged`` is
+        read from its events instead.
+
+        A store that may write trims them first when they are many (``UPKEEP_AT``), with
+        ``record.lua``'s bounded upkeep (so every later read, anyone's, is one call again),
+        and reads those models again. What is still left is read on from each reply's
+        cursor, one bounded call at a time, when that is less to read than the window's
+        events and takes at most ``READ_STEPS`` calls; a read that meets a trim (the oldest
+        member changed) starts again. What a read subtracted is remembered, so the next one
+        only reads the members aged since.
+        """
+        remembered = self._remembered(kind, session_id)
+        replies = {m: _resumed(parse(m, raw, _at(part)), part) for m, (raw, part) in first.items()}
+        kept = [m for m, (_, part) in first.items() if part is not None]
+        aged = [m for m, reply in replies.items() if reply.state == "aged"]
+        many = [m for m in aged if _aged_count(replies[m]) >= UPKEEP_AT]
+        if many and not self._read_only and (yield from self._upkeep(many)):
+            again = yield [self._fetch(kind, m, session_id) for m in many]
+            replies.update((m, parse(m, raw, None)) for m, raw in zip(many, again, strict=True))
+        events: list[str] = []
+        steps = dict.fromkeys(aged, 0)
+        restarts = dict.fromkeys(aged, 0)
+        while todo := [m for m in aged if replies[m].state == "aged" and m not in events]:
+            go = []
+            for m in todo:
+                cursor = replies[m].cursor
+                assert cursor is not None  # an 'aged' reply has one
+                if steps[m] >= READ_STEPS or cursor.left > cursor.live:
+                    events.append(m)
+                else:
+                    go.append(m)
+            if not go:
+                break
+            more = yield [self._fetch(kind, m, session_id, replies[m].cursor, True) for m in go]
+            moved = []
+            for m, raw in zip(go, more, strict=True):
+                steps[m] += 1
+                cursor = replies[m].cursor
+                got = parse(m, raw, cursor)
+                if got.state in ("aged", "ok") and cursor is not None and got.start == cursor.next:
+                    replies[m] = replies[m].then(got)
+                else:  # a trim ran since the first call: start again
+                    moved.append(m)
+                    restarts[m] += 1
+            if moved:
+                again = yield [self._fetch(kind, m, session_id) for m in moved]
+                for m, raw in zip(moved, again, strict=True):
+                    replies[m] = parse(m, raw, None)
+                    if restarts[m] > RESTARTS and replies[m].state == "aged":
+                        events.append(m)
+        for m in dict.fromkeys(kept + aged):
+            reply = replies[m]
+            if reply.cursor is not None and reply.state in ("aged", "ok"):
+                remembered[m] = reply.aged_part()
+            else:
+                remembered.pop(m, None)
+        return replies
+
+    def _upkeep(self, models: Sequence[str]) -> Op[bool]:
+        """Trim the aged members of ``models`` with ``record.lua``'s upkeep (a bounded step a
+        call, ``UPKEEP_BURST`` calls a model a round trip) until none is left or
+        ``UPKEEP_CALLS`` calls each were sent. False when Redis refuses this store the write
+        (an ACL user that may only read, a replica): remembered, its reads then subtract
+        those members themselves."""
+        pending = list(models)
+        try:
+            for _ in range(0, UPKEEP_CALLS, UPKEEP_BURST):
+                if not pending:
+                    break
+                batch: Batch = [
+                    self._record_eval(m, ()) for m in pending for _ in range(UPKEEP_BURST)
+                ]
+                done = yield from self._write(batch, self._window_ms)
+                last = done[UPKEEP_BURST - 1 :: UPKEEP_BURST]  # each model's last reply
+                pending = [m for m, reply in zip(pending, last, strict=True) if int(reply[6])]
+        except TelemetryError as exc:
+            if not _refused_write(exc):
+                raise
+            log.info("this store may not write (%s): its reads subtract aged members", exc)
+            self._read_only = True
+            return False
+        return True
+
+    def _from_totals(self, model: str, rep: SnapshotReply, reading: Reading) -> bool:
         """Put ``snapshot.lua``'s snapshot of ``model`` into ``reading``; False when the model
         must be read from its events instead."""
-        key = self.keys.events(model)
-        rep = scripts.snapshot_reply(usable(reply, None, key), reading.now_ms)
         if rep.state == "rebuild":
             self._older_layout(model)
         if rep.state not in ("ok", "empty"):
             return False
         reading.performance[model] = snapshot.from_totals(
-            model=model, key=key, reply=rep, window_secs=self.window_secs
+            model=model, key=self.keys.events(model), reply=rep, window_secs=self.window_secs
         )
         return True
 
-    def _from_index(self, model: str, reply: Any, reading: Reading) -> bool:
+    def _from_index(self, model: str, rep: SessionReply, reading: Reading) -> bool:
         """Put ``session.lua``'s usage of ``model`` into ``reading``; False as above."""
-        _, state, usage = scripts.session_reply(
-            usable(reply, None, self.keys.events(model)), reading.now_ms
-        )
-        if state == "rebuild":
+        if rep.state == "rebuild":
             self._older_layout(model)
-        if state != "ok":
+        if rep.state != "ok":
             return False
-        if usage:
+        if usage := rep.window_usage:
             reading.usage[model] = snapshot.usage_from_index(usage)
         return True
 
@@ -204,30 +360,33 @@ class Reads:
         self, first: Mapping[str, Any], now_ms: int
     ) -> Op[dict[str, tuple[int, list[codec.StoredEvent], int]]]:
         """Each model's window from ``window.lua``'s first page (``first``), reading the
-        further pages, all models' at once: (server ms, decoded events, limit PTTL)."""
+        further pages, all models' at once: (server ms, decoded events, limit PTTL). A page
+        goes on after the (score, member) of the one before; one that restarted at that
+        score (its member was trimmed meanwhile) may repeat members, dropped here."""
         pages = {
             m: scripts.window_reply(usable(reply, None, self.keys.events(m)), now_ms)
             for m, reply in first.items()
         }
-        members = {m: list(page.members) for m, page in pages.items()}
-        todo = {m: page.after for m, page in pages.items() if page.after}
-        while todo:
+        members = {m: snapshot.pairs(page.members) for m, page in pages.items()}
+        after = {m: _last(page.members) for m, page in pages.items() if page.more}
+        while after:
             replies = yield [
-                scripts.window_call(self.keys, m, self._window_ms, after)
-                for m, after in todo.items()
+                scripts.window_call(self.keys, m, self._window_ms, cursor)
+                for m, cursor in after.items()
             ]
-            more: dict[str, str] = {}
-            for m, reply in zip(todo, replies, strict=True):
+            more = {}
+            for m, reply in zip(after, replies, strict=True):
                 page = scripts.window_reply(usable(reply, None, self.keys.events(m)), now_ms)
-                members[m] += page.members
-                if page.after:
-                    more[m] = page.after
-            todo = more
+                got = snapshot.pairs(page.members)
+                members[m] += _unseen(members[m], got) if page.restarted else got
+                if page.more:
+                    more[m] = _last(page.members)
+            after = more
         out = {}
         for m, page in pages.items():
             key = self.keys.events(m)
             cutoff = page.now_ms - self._window_ms
-            events = snapshot.decode_window(key, snapshot.pairs(members[m]), cutoff)
+            events = snapshot.decode_window(key, members[m], cutoff)
             out[m] = (page.now_ms, events, page.limit_pttl)
         return out
 
@@ -341,3 +500,49 @@ def _known(
         if (p := snapshots[m]).successful_completions + p.failed_completions
         or p.subscription_limit_reached
     ]
+
+
+def _refused_write(exc: TelemetryError) -> bool:
+    """Whether Redis refused a write to this store for good: an ACL without the command, or a
+    read-only replica."""
+    return isinstance(exc, PermissionDenied) or isinstance(exc.__cause__, ReadOnlyError)
+
+
+def _at(part: SnapshotReply | SessionReply | None) -> Cursor | None:
+    """The cursor of an earlier read's part (None: no part, a first call from rank 0)."""
+    return None if part is None else part.cursor
+
+
+def _aged_count(reply: SnapshotReply | SessionReply) -> int:
+    """How many members a reply found aged."""
+    return 0 if reply.cursor is None else reply.cursor.aged
+
+
+def _resumed(reply: R, part: R | None) -> R:
+    """A first call's reply, with the earlier read's ``part`` it resumed from added (a call
+    that could not resume, a trim having run since, started from rank 0)."""
+    if part is not None and part.cursor is not None and reply.start == part.cursor.next:
+        return reply.absorb(part)
+    return reply
+
+
+def _last(flat: Sequence[Any]) -> tuple[Any, bytes]:
+    """A page's cursor: the (score, member) of its last member (a page of a set with members
+    left after it is never empty)."""
+    return flat[-1], flat[-2]
+
+
+def _unseen(
+    held: Sequence[tuple[bytes, float]], page: list[tuple[bytes, float]]
+) -> list[tuple[bytes, float]]:
+    """``page``'s members that ``held`` (oldest first) does not hold yet: a page that
+    restarted at its cursor's score starts with members of that score the reader may have."""
+    if not held or not page:
+        return page
+    score = held[-1][1]
+    seen = set()
+    for member, at in reversed(held):
+        if at != score:
+            break
+        seen.add(member)
+    return [(m, sc) for m, sc in page if m not in seen]

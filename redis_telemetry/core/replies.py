@@ -100,7 +100,8 @@ def recovering(op: Op[T]) -> Op[T]:
     """Wrap ``op`` so that a flushed script cache (NOSCRIPT) is reloaded and retried.
 
     Only the failed EVALSHAs are re-sent. That is safe: a script that got NOSCRIPT did not
-    run, and a re-sent event keeps its id, so it can never be counted twice.
+    run, and a re-sent event keeps its id, so it can never be counted twice. Any other error
+    reply is raised inside ``op`` (as a :class:`TelemetryError`), which may handle it.
     """
     try:
         batch = next(op)
@@ -120,8 +121,12 @@ def recovering(op: Op[T]) -> Op[T]:
             retried = yield [batch[i] for i in missing]
             for i, r in zip(missing, retried, strict=True):
                 results[i] = r
-        raise_errors(results, batch)
         try:
-            batch = op.send(results)
+            try:
+                raise_errors(results, batch)
+            except TelemetryError as exc:
+                batch = op.throw(exc)
+            else:
+                batch = op.send(results)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]

@@ -8,6 +8,7 @@ the layout of every call is written down once on each side.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from importlib.resources import files
 from pathlib import Path
@@ -30,16 +31,24 @@ SCRIPT_NAMES = (
 )
 #: Scripts that read members: ``lua/event.lua`` is written into them at load.
 INCLUDES_EVENT = ("record", "snapshot", "session")
+#: Scripts that read members by rank in bounded steps: ``lua/steps.lua`` is written into them.
+INCLUDES_STEPS = ("snapshot", "session", "window")
 
 #: How far past the data they govern the keys' TTLs reach.
 GRACE_MS = 2000
-#: Newest members ``snapshot.lua`` returns, to find ``last_event_at`` to the microsecond.
+#: Newest members ``snapshot.lua`` returns, to find ``last_event_at`` to the microsecond;
+#: when they all share one millisecond, more of it, up to ``NEWEST_TIES`` members and
+#: ``NEWEST_BUDGET`` bytes (past that, ``last_event_at`` is the newest of that sample).
 NEWEST_PROBE = 32
-#: The most aged members a read script subtracts itself (about 5 ms of Redis time); past
-#: that, the model is read from its window's events, a page at a time.
-MAX_AGED = 1000
-#: Members per ``window.lua`` page (a few ms of Redis time each).
+NEWEST_TIES = 1000
+NEWEST_BUDGET = 64 * 1024
+#: The most aged members (and bytes of them) one ``snapshot.lua`` or ``session.lua`` call
+#: subtracts (a few ms of Redis time); more take more calls (see ``reads``).
+MAX_AGED = 500
+AGED_BUDGET = 1024 * 1024
+#: The most members (and bytes of them) in a ``window.lua`` page (a few ms of Redis time).
 WINDOW_PAGE = 5000
+PAGE_BUDGET = 1024 * 1024
 #: The most members one ``record.lua`` call trims, removes over the cap or rebuilds, each
 #: (a few ms of Redis time in all; its ``local STEP`` line is rendered from this).
 UPKEEP_STEP = 500
@@ -50,6 +59,8 @@ UPKEEP_BYTES = 1 << 20
 UPKEEP_CHUNK = 32
 #: The line a script names ``lua/event.lua`` with.
 INCLUDE = "-- #include event.lua"
+#: The line a script names ``lua/steps.lua`` with.
+INCLUDE_STEPS = "-- #include steps.lua"
 
 
 def _lua_dir() -> Path:
@@ -81,10 +92,19 @@ def render_fields(source: str) -> str:
 
 def render(source: str, library: str) -> str:
     """A script as Redis runs it: its fields rendered and ``lua/event.lua`` in place of its
-    include line."""
+    include line (and ``lua/steps.lua`` in place of its own, where it has one)."""
     if source.count(INCLUDE) != 1:
         raise RuntimeError(f"the script must have one line {INCLUDE!r}")
-    return render_fields(source).replace(INCLUDE, library.rstrip("\n"))
+    return with_steps(render_fields(source).replace(INCLUDE, library.rstrip("\n")))
+
+
+def with_steps(source: str) -> str:
+    """``source`` with ``lua/steps.lua`` in place of its include line, where it has one."""
+    line = f"\n{INCLUDE_STEPS}\n"
+    if line not in source:
+        return source
+    steps = (_lua_dir() / "steps.lua").read_text(encoding="utf-8")
+    return source.replace(line, f"\n{steps.rstrip()}\n", 1)
 
 
 def _load() -> dict[str, str]:
@@ -93,6 +113,8 @@ def _load() -> dict[str, str]:
     library = (folder / "event.lua").read_text(encoding="utf-8")
     for name in INCLUDES_EVENT:
         sources[name] = render(sources[name], library)
+    for name in set(INCLUDES_STEPS) - set(INCLUDES_EVENT):
+        sources[name] = with_steps(sources[name])
     return sources
 
 
@@ -232,62 +254,154 @@ def record_counts(replies: Iterable[Any], repeated: int = 0) -> RecordResult:
 # -- window.lua, snapshot.lua and session.lua ---------------------------------------------
 
 
-def window_call(keys: Keys, model: str, window_ms: int, after: str = "") -> Eval:
+def window_call(
+    keys: Keys, model: str, window_ms: int, after: tuple[Any, bytes] | None = None
+) -> Eval:
     """Read a page of the events of ``model`` in the window, at its server's time: the first
-    page, or the one after ``after`` (the previous page's ``after``)."""
+    page, or the one after ``after``, the (score, member) of the previous page's last."""
     script_keys = (keys.events(model), keys.limit(model))
-    return Eval("window", script_keys, (window_ms, after, WINDOW_PAGE), tolerant=True)
+    score, member = after if after is not None else ("", b"")
+    args = (window_ms, score, member, WINDOW_PAGE, PAGE_BUDGET)
+    return Eval("window", script_keys, args, tolerant=True)
 
 
-def snapshot_call(keys: Keys, model: str, window_ms: int) -> Eval:
+class Cursor(NamedTuple):
+    """Where a read of a model's aged members stopped (``snapshot.lua``, ``session.lua``)."""
+
+    #: the first call's cutoff: the aged members are those scored at or before it
+    cutoff: int
+    #: the rank to go on from (``aged`` when every aged member was read)
+    next: int
+    #: how many members were aged, and how many the set held, at the call that gave it
+    aged: int
+    card: int
+    #: the member that was the oldest at the first call: while it is still at rank 0, no
+    #: trim ran since, and the ranks below ``next`` hold the members already read
+    oldest: bytes
+
+    @property
+    def left(self) -> int:
+        """Aged members left to read."""
+        return self.aged - self.next
+
+    @property
+    def live(self) -> int:
+        """Members in the window."""
+        return self.card - self.aged
+
+    def args(self, later: bool) -> tuple[Any, ...]:
+        """The arguments that make a read script go on from here: a later call of the same
+        read (``later``), or a first call of a new read that reuses what this one read."""
+        return (self.cutoff if later else "", self.next, self.oldest)
+
+
+#: A first call's arguments that name no earlier read.
+_FRESH = ("", 0, "")
+
+
+def _cursor(raw: Sequence[Any], oldest: bytes = b"") -> Cursor | None:
+    """A reply's cursor (None: no member aged); one that names no oldest member (the caller
+    named it) gets ``oldest``."""
+    if not raw:
+        return None
+    cutoff, nxt, aged, card, bottom = raw
+    member = bottom if isinstance(bottom, bytes) else str(bottom).encode("latin-1")
+    return Cursor(int(cutoff), int(nxt), int(aged), int(card), member or oldest)
+
+
+def snapshot_call(
+    keys: Keys, model: str, window_ms: int, cursor: Cursor | None = None, later: bool = False
+) -> Eval:
     """Read the running totals and latency sketch of ``model``, and what the members that
-    aged out since the last trim add to them."""
+    aged out since the last trim add to them, from ``cursor`` on (see ``Cursor.args``);
+    ``later``: only go on reading those."""
     script_keys = (keys.events(model), keys.totals(model), keys.limit(model), keys.latency(model))
-    args = (window_ms, NEWEST_PROBE, MAX_AGED, totals.LAYOUT)
+    args = (
+        window_ms,
+        NEWEST_PROBE,
+        MAX_AGED,
+        totals.READ_LAYOUT,
+        AGED_BUDGET,
+        NEWEST_TIES,
+        NEWEST_BUDGET,
+        *(_FRESH if cursor is None else cursor.args(later)),
+    )
     return Eval("snapshot", script_keys, args, tolerant=True)
 
 
-def session_call(keys: Keys, model: str, window_ms: int, session_id: str) -> Eval:
-    """Read one session's usage of ``model`` from its session index."""
+def session_call(
+    keys: Keys,
+    model: str,
+    window_ms: int,
+    session_id: str,
+    cursor: Cursor | None = None,
+    later: bool = False,
+) -> Eval:
+    """Read one session's usage of ``model`` from its session index, and what its members
+    that aged out since the last trim add to it (``cursor`` and ``later`` as above)."""
     script_keys = (keys.events(model), keys.totals(model), keys.sessions(model))
-    args = (window_ms, MAX_AGED, totals.LAYOUT, session_id)
+    resume = _FRESH if cursor is None else cursor.args(later)
+    args = (window_ms, MAX_AGED, totals.READ_LAYOUT, session_id, AGED_BUDGET, *resume)
     return Eval("session", script_keys, args, tolerant=True)
 
 
 class WindowPage(NamedTuple):
-    """``window.lua``'s reply: server ms, flat members, limit PTTL, the next page's bound
-    ("" after the last page)."""
+    """``window.lua``'s reply: server ms, flat members, limit PTTL, whether members are left
+    after the page, and whether it restarted at its cursor's score (its cursor was gone)."""
 
     now_ms: int
     members: Sequence[Any]
     limit_pttl: int
-    after: str
+    more: bool
+    restarted: bool
 
 
 def window_reply(reply: Any, now_ms: int) -> WindowPage:
     """``window.lua``'s reply; None reads as nothing stored."""
-    at, members, pttl, after = reply or (now_ms, [], -2, b"")
-    text = after.decode() if isinstance(after, bytes) else str(after)
-    return WindowPage(int(at), members, int(pttl), text)
+    at, members, pttl, more, restarted = reply or (now_ms, [], -2, 0, 0)
+    return WindowPage(int(at), members, int(pttl), bool(int(more)), bool(int(restarted)))
 
 
 class SnapshotReply(NamedTuple):
-    """``snapshot.lua``'s reply (see its header)."""
+    """``snapshot.lua``'s reply (see its header), ``minus`` summed per field in
+    ``totals.FIELDS`` order and ``aged_buckets`` counted per bucket."""
 
     now_ms: int
     state: str
     totals: Sequence[Any]
-    minus: Sequence[Any]
-    aged_buckets: Sequence[Any]
+    minus: list[int]
+    aged_buckets: Counter[int]
     sketch: bytes
     newest: Sequence[Any]
     limit_pttl: int
     skipped: int
+    cursor: Cursor | None
+    start: int
+
+    def absorb(self, other: SnapshotReply) -> SnapshotReply:
+        """This reply with what ``other`` subtracted (other aged members) added."""
+        return self._replace(
+            minus=[a + b for a, b in zip(self.minus, other.minus, strict=True)],
+            aged_buckets=self.aged_buckets + other.aged_buckets,  # bucket -> count
+            skipped=self.skipped + other.skipped,
+        )
+
+    def then(self, more: SnapshotReply) -> SnapshotReply:
+        """This reply with a later call's ``more`` read: its state and cursor too."""
+        return self.absorb(more)._replace(state=more.state, cursor=more.cursor)
+
+    def aged_part(self) -> SnapshotReply:
+        """Only what this reply subtracted, and its cursor: what a later read resumes from."""
+        return self._replace(totals=(), sketch=b"", newest=())
 
 
-def snapshot_reply(reply: Any, now_ms: int) -> SnapshotReply:
-    """``snapshot.lua``'s reply; None reads as nothing stored."""
-    at, state, sums, minus, aged, blob, newest, pttl, skipped = reply or (
+_FIELD = {name: i for i, name in enumerate(totals.FIELDS)}
+
+
+def snapshot_reply(reply: Any, now_ms: int, oldest: bytes = b"") -> SnapshotReply:
+    """``snapshot.lua``'s reply (``oldest``: the member the call named); None reads as
+    nothing stored."""
+    at, state, sums, minus, aged, blob, newest, pttl, skipped, cursor, start = reply or (
         now_ms,
         b"empty",
         [],
@@ -297,21 +411,69 @@ def snapshot_reply(reply: Any, now_ms: int) -> SnapshotReply:
         [],
         -2,
         0,
+        [],
+        0,
     )
     raw = blob if isinstance(blob, bytes) else str(blob).encode("latin-1")
+    summed = totals.zero()
+    for name, value in zip(minus[::2], minus[1::2], strict=True):
+        summed[_FIELD[text(name)]] += int(value)
     return SnapshotReply(
-        int(at), text(state), sums, minus, aged, raw, newest, int(pttl), int(skipped)
+        int(at),
+        text(state),
+        sums,
+        summed,
+        Counter(int(b) for b in aged),
+        raw,
+        newest,
+        int(pttl),
+        int(skipped),
+        _cursor(cursor, oldest),
+        int(start),
     )
 
 
-def session_reply(reply: Any, now_ms: int) -> tuple[int, str, list[int]]:
-    """``session.lua``'s (now_ms, state, [events, input, output, total, cost_nusd] in the
-    window: the index's less its aged members'; empty when the session has none)."""
-    at, state, usage, minus = reply or (now_ms, b"ok", [], [])
-    values = [int(v) for v in usage]
+class SessionReply(NamedTuple):
+    """``session.lua``'s reply: the index's [events, input, output, total, cost_nusd] (empty
+    when the session has none) and, summed, what the aged members read add to them."""
+
+    now_ms: int
+    state: str
+    usage: list[int]
+    minus: list[int]
+    cursor: Cursor | None
+    start: int
+
+    @property
+    def window_usage(self) -> list[int]:
+        """The session's usage in the window: the index's less the aged members' (empty when
+        it has none)."""
+        values = [have - gone for have, gone in zip(self.usage, self.minus, strict=False)]
+        return values if values and values[0] > 0 else []
+
+    def absorb(self, other: SessionReply) -> SessionReply:
+        """This reply with what ``other`` read (other aged members) added."""
+        return self._replace(minus=[a + b for a, b in zip(self.minus, other.minus, strict=True)])
+
+    def then(self, more: SessionReply) -> SessionReply:
+        """This reply with a later call's ``more`` read: its state and cursor too."""
+        return self.absorb(more)._replace(state=more.state, cursor=more.cursor)
+
+    def aged_part(self) -> SessionReply:
+        """Only what this reply subtracted, and its cursor: what a later read resumes from."""
+        return self._replace(usage=[])
+
+
+def session_reply(reply: Any, now_ms: int, oldest: bytes = b"") -> SessionReply:
+    """``session.lua``'s reply (``oldest`` as for ``snapshot_reply``); None reads as nothing
+    stored."""
+    at, state, usage, minus, cursor, start = reply or (now_ms, b"ok", [], [], [], 0)
+    summed = [0] * 5
     for position, value in zip(minus[::2], minus[1::2], strict=True):
-        values[int(position) - 1] -= int(value)
-    return int(at), text(state), values if values and values[0] > 0 else []
+        summed[int(position) - 1] += int(value)
+    return SessionReply(
+        int(at), text(state), [int(v) for v in usage], summed, _cursor(cursor, oldest), int(start)
+    )
 
 
 def text(value: Any) -> str:

@@ -19,7 +19,7 @@ import math
 import sys
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import accumulate
 
 #: Buckets per doubling above ``EXACT_BELOW``; the relative error is at most 1 / (2 * SUB).
@@ -93,21 +93,25 @@ def decode(blob: bytes) -> array[int]:
     return counts
 
 
-def counts(blob: bytes, minus: Iterable[int]) -> array[int]:
+def counts(blob: bytes, minus: Iterable[int] | Mapping[int, int]) -> array[int]:
     """The counts by bucket in ``blob`` (a latency key's value), less one for each bucket in
-    ``minus`` (members that aged out, not yet trimmed); never negative."""
+    ``minus`` (members that aged out, not yet trimmed), or less ``minus[bucket]`` when it maps
+    buckets to counts; never negative."""
     out = decode(blob)
-    for b in minus:
+    less = minus.items() if isinstance(minus, Mapping) else ((b, 1) for b in minus)
+    for b, n in less:
         if 0 <= b < len(out):
-            out[b] -= 1
+            out[b] -= n
     if out and min(out) < 0:  # only counters written by hand
         out = array("i", (max(0, c) for c in out))
     return out
 
 
-def percentiles(blob: bytes, minus: Iterable[int], pcts: Sequence[int]) -> list[float | None]:
+def percentiles(
+    blob: bytes, minus: Iterable[int] | Mapping[int, int], pcts: Sequence[int]
+) -> list[float | None]:
     """Percentiles ``pcts`` of the latencies counted in ``blob`` (a latency key's value),
-    less one count for each bucket in ``minus`` (members that aged out, not yet trimmed)."""
+    less the aged members' counts ``minus`` (as :func:`counts` takes them)."""
     return percentiles_of(counts(blob, minus), pcts)
 
 

@@ -133,9 +133,8 @@ def from_totals(
     running totals less the members that aged out since the last trim, the percentiles from
     the latency sketch, and ``last_event_at`` from the newest members."""
     cutoff = reply.now_ms - window_secs * 1000
-    left = _parse_sums(key, reply.totals)
-    for name, value in zip(reply.minus[::2], reply.minus[1::2], strict=True):
-        left[_INDEX[scripts.text(name)]] -= int(value)
+    held = _parse_sums(key, reply.totals)
+    left = [have - gone for have, gone in zip(held, reply.minus, strict=True)]
     if reply.skipped:
         log.warning("skipped %d unreadable aged member(s) of %s", reply.skipped, key)
     if any(v < 0 for v in left):
@@ -145,7 +144,7 @@ def from_totals(
         left = [max(0, v) for v in left]
     last = newest_us(key, pairs(reply.newest), cutoff)
     snap = _snapshot(model, Totals._make(left), last, window_secs, reply.now_ms, reply.limit_pttl)
-    counts = sketch.counts(reply.sketch, map(int, reply.aged_buckets))
+    counts = sketch.counts(reply.sketch, reply.aged_buckets)
     if left[_INDEX["ok"]]:
         _set_percentiles(snap, sketch.percentiles_of(counts, sketch.PERCENTILES))
     snap._latency_histogram = sketch.sketch_histogram(counts)

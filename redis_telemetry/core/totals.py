@@ -44,6 +44,9 @@ FIELDS: tuple[str, ...] = Totals._fields
 #: rebuilt from its members by the writes that follow, a bounded step each, or at once by
 #: ``redis-telemetry reindex``; until then readers read that model from its events.
 LAYOUT = 3
+#: The oldest layout readers take a hash's sums, sketch and session index from: layout 3 adds
+#: only the id index, which writes use, so readers need not wait for an upgrade's rebuild.
+READ_LAYOUT = 2
 #: The token fields: each sums the ``TokenBreakdown`` field of the same name.
 TOKEN_FIELDS: tuple[str, ...] = FIELDS[FIELDS.index("total") :]
 

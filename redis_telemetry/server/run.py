@@ -89,7 +89,7 @@ def serve(
     if (args.tls_cert is None) != (args.tls_key is None):
         raise InvalidInputError("--tls-cert and --tls-key go together")
     store = AsyncTelemetryStore.from_url(
-        args.url, window_secs=args.window, namespace=args.namespace
+        args.url, window_secs=args.window, namespace=args.namespace, timeout=args.timeout
     )
     settings = ServerSettings(tokens, args.max_body_bytes, args.open_metrics)
     app = create_app(store, settings, SnapshotCollector(metrics_store, args.percentiles))
