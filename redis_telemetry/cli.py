@@ -41,10 +41,11 @@ from .cli_commands import (
 from .core.backup import describe_validation
 from .core.bodies import DEFAULT_BODY_LIMIT
 from .core.keys import DEFAULT_NAMESPACE, check_namespace
+from .core.limits import named_zone
 from .core.rules import check_model_name
 from .core.urls import check_url, redact
 from .errors import InvalidInputError, TelemetryError, TelemetryUnavailable
-from .ingest import FORMAT_NAMES
+from .ingest import FORMAT_NAMES, FORMATS
 from .ingest.run import DEFAULT_RETRY_FOR
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,7 @@ _NAMESPACE = _checked(check_namespace)
 _MODEL = _checked(check_model_name)
 _HOST = _not_empty("an address to listen on, such as 127.0.0.1 or 0.0.0.0")
 _FILE = _not_empty("a file name")
+_ZONE = _checked(named_zone)
 
 
 class Env(NamedTuple):
@@ -269,9 +271,23 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--completed-at", help="RFC 3339 time (default: now)")
 
     sp = command("ingest", cmd_ingest, "turn agent CLI output into events and record them")
-    sp.add_argument("--format", choices=FORMAT_NAMES, required=True)
     sp.add_argument(
-        "--model", type=_MODEL, help="model name (required for opencode; overrides the stream)"
+        "--format",
+        choices=FORMAT_NAMES,
+        required=True,
+        help="; ".join(f"{p.name}: {p.source.replace('`', '')}" for p in FORMATS),
+    )
+    sp.add_argument(
+        "--model",
+        type=_MODEL,
+        help="model name (required for opencode and codex; overrides the stream, except a "
+        "model a gemini run or an opencode step names)",
+    )
+    sp.add_argument(
+        "--timezone",
+        type=_ZONE,
+        metavar="ZONE",
+        help="IANA zone of reset times codex prints without one (default: this machine's)",
     )
     sp.add_argument("--session", help="session id (overrides the stream)")
     sp.add_argument(

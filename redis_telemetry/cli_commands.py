@@ -242,7 +242,9 @@ def _record_result(result: Any) -> str:
 
 def cmd_ingest(ctx: Context) -> int:
     try:
-        parser = make_parser(ctx.args.format, ctx.args.model, ctx.args.session)
+        parser = make_parser(
+            ctx.args.format, ctx.args.model, ctx.args.session, zone=ctx.args.timezone
+        )
     except ValueError as exc:
         ctx.err.print(f"redis-telemetry ingest: {exc}", markup=False)
         return EXIT_USAGE
@@ -265,12 +267,14 @@ def _print_report(ctx: Context, report: IngestReport) -> None:
 def _ingest(
     ctx: Context, store: TelemetryStore, parser: Parser, notify: Callable[[str], None]
 ) -> int:
-    def run(stream: IO[str], on_line: Callable[[str], None] = lambda line: None) -> int:
+    def run(
+        stream: IO[str], on_line: Callable[[str], None] = lambda line: None, live: bool = False
+    ) -> int:
         try:
             report = run_ingest(
                 store,
                 parser,
-                read_lines(stream),
+                read_lines(stream, stamped=live),
                 retry_for=ctx.args.retry_for,
                 on_line=on_line,
                 notify=notify,
@@ -285,7 +289,7 @@ def _ingest(
         return report.exit_code
 
     if ctx.args.file == "-":
-        return run(sys.stdin)
+        return run(sys.stdin, live=True)
     path = Path(ctx.args.file)
     with open_input(path) as stream, _progress(ctx, path) as advance:
         return run(stream, advance)

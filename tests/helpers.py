@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ import redis.cluster
 
 from redis_telemetry import CompletionEvent, TokenBreakdown
 from redis_telemetry.core import codec, sketch, totals
+from redis_telemetry.ingest import Parsed, parse_lines
 
 from .servers import RedisServer
 
@@ -141,3 +143,19 @@ def run_benchmark(script: str, *args: str) -> subprocess.CompletedProcess[str]:
         )
     finally:
         server.cleanup()
+
+
+#: the ingest fixtures (tests/fixtures/README.md says which tool version each models)
+FIXTURES = Path(__file__).parent / "fixtures"
+#: the codex and gemini fixtures' runs happen just before this time
+INGEST_NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+
+
+def parse_fixture(fmt: str, name: str, **kw: Any) -> Parsed:
+    """A fixture parsed on a clock stopped at ``INGEST_NOW``."""
+    lines = (FIXTURES / name).read_text().splitlines(keepends=True)
+    return parse_lines(fmt, lines, clock=lambda: INGEST_NOW, **kw)
+
+
+def json_lines(*messages: dict[str, Any]) -> list[str]:
+    return [json.dumps(m) for m in messages]

@@ -155,14 +155,15 @@ def _drive(
     sent: list[Eval] = []
     driven = recovering(op)
     batch = next(driven)
-    try:
-        while True:
-            calls = [c for c in batch if isinstance(c, Eval)]
-            between(calls)
-            sent += calls
-            batch = driven.send(store._execute(batch))
-    except StopIteration as stop:
-        return stop.value, sent
+    with store._guard.start() as deadline:
+        try:
+            while True:
+                calls = [c for c in batch if isinstance(c, Eval)]
+                between(calls)
+                sent += calls
+                batch = driven.send(store._execute(batch, deadline))
+        except StopIteration as stop:
+            return stop.value, sent
 
 
 def _exact(store: TelemetryStore, model: str = "m") -> None:

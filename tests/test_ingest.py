@@ -80,7 +80,8 @@ def test_claude_21_runs() -> None:
             datetime(2026, 11, 21, 3, 0, tzinfo=UTC),
             "rate_limit_event: seven_day",
         ),
-        Limit("claude-haiku-4-5-20251001", None, "API Error: Rate limit reached"),
+        # no end: the default TTL from when the error was written (the ingest clock here)
+        Limit("claude-haiku-4-5-20251001", None, "API Error: Rate limit reached", FIXED),
     ]
 
 
@@ -339,7 +340,13 @@ def test_pi_final_errors_are_limits() -> None:
     began = datetime(2026, 11, 20, 12, 0, 2, 300000, tzinfo=UTC)
     assert [i for i in live.items if isinstance(i, Limit)] == [
         Limit("openai/gpt-5.1-codex", began + timedelta(seconds=30), events[1].error),
-        Limit("openai/gpt-5.1-codex", None, events[2].error or ""),
+        # no end: the default TTL from the call's own time
+        Limit(
+            "openai/gpt-5.1-codex",
+            None,
+            events[2].error or "",
+            datetime(2026, 11, 20, 12, 1, tzinfo=UTC),
+        ),
     ]
 
 
@@ -369,7 +376,7 @@ def test_pi_seed_shape_is_still_read() -> None:
     assert ok.latency_ms == 2100  # latencyBreakdown.totalMs
     assert ok.tokens == TokenBreakdown(total=625, input=500, output=25, cache_read=100)
     assert (failed.success, failed.error) == (False, "429 Too Many Requests")
-    assert p.limits == [Limit("fixture-provider/pi-model-1", None, "429 Too Many Requests")]
+    assert p.limits == [Limit("fixture-provider/pi-model-1", None, "429 Too Many Requests", FIXED)]
 
 
 def test_pi_unknown_stop_reason_is_unparseable() -> None:
@@ -433,7 +440,8 @@ def test_opencode_run_json() -> None:
         total=3300, input=1200, output=40, reasoning=10, cache_read=2000, cache_write=50
     )
     assert (error.success, error.latency_ms) == (False, 800)
-    assert p.limits == [Limit("oc/model", None, error.error or "")]  # a monthly limit
+    # a monthly limit: no end, so the default TTL from the error's own time
+    assert p.limits == [Limit("oc/model", None, error.error or "", error.completed_at)]
 
 
 def test_opencode_errors() -> None:
@@ -548,7 +556,11 @@ def test_jsonl_and_overrides() -> None:
     ]
     assert {e.session_id for e in p.events} == {"forced"}
     assert all(e.event_id and e.event_id.startswith("jsonl:") for e in p.events)
-    assert p.limits == [Limit("vendor/big-model-2", None, "weekly session limit reached")]
+    big = p.events[1]
+    # no end: the default TTL from the event's completion, long past: it blocks nothing now
+    assert p.limits == [
+        Limit("vendor/big-model-2", None, "weekly session limit reached", big.completed_at)
+    ]
 
 
 @pytest.mark.parametrize(
@@ -572,12 +584,13 @@ def test_the_same_log_gives_the_same_ids(fmt: str) -> None:
         "claude": "claude-2.1-stream-json.jsonl",
         "opencode": "opencode-run-json-errors.jsonl",
         "pi": "pi.jsonl",
+        "codex": "codex-0.171-exec-json.jsonl",
+        "gemini": "gemini-0.56-json.json",
         "jsonl": "rust-completion-events.jsonl",
     }[fmt]
-    first = parse(fmt, name, model="m" if fmt == "opencode" else "")
-    again = parse(
-        fmt, name, clock=FIXED + timedelta(hours=1), model="m" if fmt == "opencode" else ""
-    )
+    model = "m" if fmt in ("opencode", "codex", "gemini") else ""
+    first = parse(fmt, name, model=model)
+    again = parse(fmt, name, clock=FIXED + timedelta(hours=1), model=model)
     ids = [e.event_id for e in first.events]
     assert ids
     assert None not in ids

@@ -96,6 +96,9 @@ RUNS = {
     "opencode-older": ("opencode-run.jsonl", "oc/m", 1795900010000),
     "opencode-1.18": ("opencode-1.18-run-json.jsonl", "oc/m", 1795176610000),
     "pi": ("pi.jsonl", None, FIXTURE_TIME_MS),
+    "codex": ("codex-0.171-exec-json.jsonl", "gpt-5.1-codex", FIXTURE_TIME_MS),
+    "gemini": ("gemini-0.56-stream-json.jsonl", None, FIXTURE_TIME_MS),
+    "gemini-json": ("gemini-0.56-json.json", "gemini-2.5-pro", FIXTURE_TIME_MS),
     "jsonl": ("rust-completion-events.jsonl", None, FIXTURE_TIME_MS),
 }
 
@@ -313,6 +316,134 @@ def test_a_retried_pi_429_blocks_nothing(store: TelemetryStore) -> None:
     assert (perf.successful_completions, perf.failed_completions) == (2, 1)
     assert not perf.subscription_limit_reached
     assert report.limits == 0
+
+
+# -- codex and gemini -----------------------------------------------------------------------------
+
+
+def test_codex_followed_live_records_the_runs_latency(store: TelemetryStore) -> None:
+    lines = (FIXTURES / "codex-0.171-exec-json.jsonl").read_text().splitlines()[:14]
+    start = datetime.now(UTC) - timedelta(minutes=1)
+    live = ((n, line, start + timedelta(seconds=n * 0.5)) for n, line in enumerate(lines, 1))
+    report = run_ingest(store, make_parser("codex", model="gpt-5.1-codex"), live)
+    assert (report.recorded, report.unmeasured) == (2, 0)
+    # from turn.started (lines 2 and 10) to turn.completed (lines 8 and 14), 0.5 s a line
+    assert sorted(e.latency_ms for e in store.events("gpt-5.1-codex")) == [2000, 3000]
+
+
+def test_codex_reset_clock_in_a_zone_east_of_utc_blocks_until_that_time(
+    store: TelemetryStore, tmp_path: Path
+) -> None:
+    """2:05 AM in Tokyo is 17:05 UTC the day before. record() reads the stored text in UTC:
+    without the end stated in it, it would block until 2:05 UTC, nine hours too long (the store
+    keeps the longer of two blocks)."""
+    limit = "You've hit your usage limit. Try again at Jan 2nd, 2035 2:05 AM."
+    lines = [
+        json.dumps({"type": "thread.started", "thread_id": "t"}),
+        json.dumps({"type": "turn.failed", "error": {"message": limit}}),
+    ]
+    report = ingest_lines(store, "codex", lines, model="gpt-5.1-codex", zone="Asia/Tokyo")
+    assert (report.recorded, report.limits) == (1, 1)
+    path = tmp_path / "codex.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    other = TelemetryStore(fakeredis.FakeRedis())
+    assert ingest_file(other, "codex", path, model="gpt-5.1-codex", zone="Asia/Tokyo").limits == 1
+    for where in (store, other):
+        expires = where.model_performance("gpt-5.1-codex").subscription_limit_expires_at
+        assert expires is not None
+        assert abs(expires - datetime(2035, 1, 1, 17, 5, tzinfo=UTC)) < timedelta(seconds=1)
+
+
+def test_gemini_json_quota_blocks_until_the_reset_it_states(store: TelemetryStore) -> None:
+    report = ingest_file(store, "gemini", FIXTURES / "gemini-0.56-json.json", model="m")
+    assert (report.recorded, report.limits, [n for n, _ in report.unparseable]) == (6, 1, [138])
+    expires = store.model_performance("m").subscription_limit_expires_at
+    assert expires is not None
+    reset = datetime.now(UTC) + timedelta(hours=19, minutes=14, seconds=47)
+    assert abs((expires - reset).total_seconds()) <= 5
+    assert not store.model_performance("gemini-3.1-pro-preview").subscription_limit_reached
+
+
+def test_gemini_stream_quota_blocks_from_the_results_own_time(store: TelemetryStore) -> None:
+    lines = recent("gemini-0.56-stream-json.jsonl", lag_ms=-3_600_000)  # an hour from now
+    report = ingest_lines(store, "gemini", lines)
+    assert report.limits == 2
+    minute = json.loads(lines[14])  # "Please retry in 45.2s"
+    expires = store.model_performance("gemini-2.5-flash").subscription_limit_expires_at
+    assert expires is not None
+    reset = datetime.fromisoformat(minute["timestamp"]) + timedelta(seconds=45.2)
+    assert abs((expires - reset).total_seconds()) <= 0.01
+    # the daily quota names no end: the default TTL from the result's own time
+    daily = datetime.fromisoformat(json.loads(lines[11])["timestamp"])
+    expires = store.model_performance("gemini-2.5-pro").subscription_limit_expires_at
+    assert expires is not None
+    assert abs((expires - (daily + timedelta(hours=1))).total_seconds()) <= 1
+
+
+def test_an_old_logs_limit_without_an_end_blocks_nothing_from_now(store: TelemetryStore) -> None:
+    """The daily quota of a log two weeks old: the default TTL runs from the error's own time,
+    long past (it ran from now before)."""
+    report = ingest_file(store, "gemini", FIXTURES / "gemini-0.56-stream-json.jsonl")
+    assert (report.outside, report.limits_found, report.limits) == (5, 2, 0)
+    for perf in store.all_model_performances():
+        assert not perf.subscription_limit_reached, perf.model
+
+
+def test_a_tools_rate_limit_in_codex_and_gemini_blocks_nothing(store: TelemetryStore) -> None:
+    codex = (FIXTURES / "codex-0.171-exec-json.jsonl").read_text().splitlines()[:14]
+    gemini = recent("gemini-0.56-stream-json.jsonl", lag_ms=0)[:8]
+    assert ingest_lines(store, "codex", codex, model="gpt-5.1-codex").recorded == 2
+    assert ingest_lines(store, "gemini", gemini).recorded == 1
+    for perf in store.all_model_performances():
+        assert perf.failed_completions == 0
+        assert not perf.subscription_limit_reached, perf.model
+
+
+@pytest.mark.parametrize(("given", "live"), [("file", False), ("-", True)])
+def test_the_command_stamps_lines_only_when_it_follows_stdin(
+    tmp_path: Path, url: str, monkeypatch: pytest.MonkeyPatch, given: str, live: bool
+) -> None:
+    """A file is read at once: the time between its lines is no call's, so they carry no
+    arrival time (and no latency is made of them); stdin is followed as it arrives."""
+    import redis_telemetry.cli_commands as commands
+
+    seen: list[bool] = []
+
+    def spy(stream: IO[str], stamped: bool = True) -> Iterator[Any]:
+        seen.append(stamped)
+        return read_lines(stream, stamped)
+
+    monkeypatch.setattr(commands, "read_lines", spy)
+    path = tmp_path / "codex.jsonl"
+    path.write_text((FIXTURES / "codex-0.171-exec-json.jsonl").read_text())
+    args = ["--url", url, "ingest", "--format", "codex", "--model", "m", "--timezone", "UTC"]
+    with path.open() as stdin:
+        monkeypatch.setattr(sys, "stdin", stdin)
+        assert main([*args, str(path) if given == "file" else "-"]) == 0
+    assert seen == [live]
+    with path.open("rb") as stream:
+        assert {item[2] for item in read_lines(stream, stamped=False) if item} == {None}
+
+
+def test_a_bad_timezone_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["ingest", "--format", "codex", "--model", "m", "--timezone", "Mars/Olympus_Mons", "-"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown time zone 'Mars/Olympus_Mons'" in err
+    assert "Traceback" not in err
+
+
+def test_help_lists_every_format(capsys: pytest.CaptureFixture[str]) -> None:
+    from redis_telemetry.ingest import FORMATS
+
+    with pytest.raises(SystemExit):
+        main(["ingest", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    for cls in FORMATS:
+        assert f"{cls.name}: {cls.source.replace('`', '')}" in shown
+    assert "--timezone ZONE" in shown
 
 
 # -- outages --------------------------------------------------------------------------------------
@@ -538,6 +669,17 @@ async def test_the_async_entry_records_what_the_sync_one_records(
     assert (again.recorded, again.duplicates) == (0, expected.recorded)
 
 
+async def test_the_async_entry_reads_a_codex_clock_in_the_zone_named(
+    astore: AsyncTelemetryStore,
+) -> None:
+    limit = "You've hit your usage limit. Try again at Jan 2nd, 2035 2:05 AM."
+    lines = [json.dumps({"type": "turn.failed", "error": {"message": limit}})]
+    report = await aingest_lines(astore, "codex", lines, model="m", zone="Asia/Tokyo")
+    assert report.limits == 1
+    (stored,) = (await astore.dump()).events
+    assert stored.error == limit + " (resets at 2035-01-01T17:05:00Z)"
+
+
 async def test_the_async_retry_waits_out_an_outage() -> None:
     attempts: list[int] = []
     notices: list[str] = []
@@ -718,6 +860,25 @@ def test_the_report_is_a_fact_a_line_with_counts_that_agree_with_their_nouns() -
             "pi",
             "rust-completion-events.jsonl",
             "these lines look like jsonl output (one CompletionEvent per line); try --format jsonl",
+        ),
+        (
+            "claude",
+            "codex-0.171-exec-json.jsonl",
+            "these lines look like codex output (`codex exec --json`); "
+            "try --format codex --model MODEL",
+        ),
+        (
+            "claude",
+            "gemini-0.56-stream-json.jsonl",
+            "these lines look like gemini output (`gemini --output-format stream-json` or "
+            "`--output-format json`); try --format gemini",
+        ),
+        (
+            "jsonl",
+            "gemini-0.56-json.json",
+            "these lines look like JSON objects printed over many lines; --format gemini reads "
+            "them (`gemini --output-format stream-json` or `--output-format json`); "
+            "try --format gemini",
         ),
     ],
 )

@@ -49,6 +49,12 @@ scalars = st.one_of(
             "error_max_turns",
             "s",
             "m",
+            "unknown",
+            "success",
+            "auto",
+            "FatalCancellationError",
+            "2026-11-20T11:40:29.663Z",
+            "You've hit your usage limit. Try again at 2:05 AM.",
         ]
     ),
 )
@@ -91,6 +97,10 @@ KEYS = [
     "tokens",
     "event_id",
     "session_id",
+    "thread_id",
+    "status",
+    "severity",
+    "response",
 ]
 TYPES = [
     "system",
@@ -113,6 +123,13 @@ TYPES = [
     "text",
     "tool_use",
     "other",
+    "thread.started",
+    "turn.started",
+    "turn.completed",
+    "turn.failed",
+    "item.completed",
+    "init",
+    "tool_result",
 ]
 message = st.fixed_dictionaries(
     {"role": st.sampled_from(["assistant", "user", "toolResult"])},
@@ -130,20 +147,54 @@ part = st.fixed_dictionaries(
         "model": values,
     },
 )
+counts = st.one_of(scalars, st.integers(0, 10**6))
+#: codex's usage, gemini's per-model stats (stream-json and json)
+CODEX_USAGE = ["input_tokens", "cached_input_tokens", "output_tokens", "reasoning_output_tokens"]
+GEMINI_TOKENS = ["total_tokens", "input", "cached", "prompt", "candidates", "thoughts", "total"]
+usage = st.dictionaries(st.sampled_from(CODEX_USAGE + GEMINI_TOKENS), counts, max_size=5)
+model_stats = st.fixed_dictionaries(
+    {},
+    optional={
+        "tokens": usage,
+        "api": st.fixed_dictionaries({"totalLatencyMs": counts}),
+        "roles": st.dictionaries(
+            st.sampled_from(["main", "utility_router"]),
+            st.fixed_dictionaries({"tokens": usage}),
+            max_size=2,
+        ),
+    },
+)
+stats = st.fixed_dictionaries(
+    {},
+    optional={
+        "models": st.dictionaries(st.sampled_from(["m1", "m2"]), st.one_of(usage, model_stats)),
+        "duration_ms": counts,
+    },
+)
 shaped = st.fixed_dictionaries(
     {"type": st.sampled_from(TYPES)},
-    optional=dict.fromkeys(KEYS, values) | {"message": message, "part": part},
+    optional=dict.fromkeys(KEYS, values)
+    | {"message": message, "part": part, "usage": usage, "stats": stats},
+)
+#: gemini --output-format json: one object a run, no type
+run_object = st.fixed_dictionaries(
+    {"session_id": st.sampled_from(["s1", "s2"])},
+    optional={"stats": stats, "error": values, "response": values},
 )
 lines = st.lists(
-    st.one_of(shaped.map(json.dumps), st.text(max_size=40), values.map(json.dumps)),
+    st.one_of(
+        shaped.map(json.dumps),
+        run_object.map(json.dumps),
+        st.text(max_size=40),
+        values.map(json.dumps),
+    ),
     max_size=12,
 )
 
 
 def run(fmt: str, stream: list[str]) -> Any:
-    return parse_lines(
-        fmt, stream, model="fuzz/model" if fmt == "opencode" else None, clock=lambda: NOW
-    )
+    needs_model = fmt in ("opencode", "codex")  # and gemini's failure objects name none
+    return parse_lines(fmt, stream, model="fuzz/model" if needs_model else None, clock=lambda: NOW)
 
 
 @FUZZ
@@ -197,6 +248,18 @@ limit_texts = st.one_of(
         st.integers(-5, 10**12),
         st.integers(0, 10**14),
     ),
+    st.builds(  # Codex's reset clock
+        "You've hit your usage limit. Try again at {}{}{}:{:02d} {}.".format,
+        st.sampled_from(["", "Nov ", "Feb ", "Smarch "]),
+        st.sampled_from(["", "21st, 2026 ", "30th, 2027 ", "1st, 0001 ", "31st, 9999 "]),
+        st.integers(0, 13),
+        st.integers(0, 61),
+        st.sampled_from(["AM", "PM", "pm"]),
+    ),
+    st.builds(  # Gemini's reset duration
+        "You have exhausted your capacity. Your quota will reset after {}.".format,
+        st.sampled_from(["3h12m40s", "0s", "10m", "999999999h", "1.5s"]),
+    ),
 )
 
 
@@ -210,9 +273,19 @@ limit_texts = st.one_of(
 @example("rate limit; try again in 999999999h", datetime(9999, 12, 31, tzinfo=UTC))
 @example("999999999", datetime(9999, 12, 31, tzinfo=UTC))
 @example("Fri, 20 Nov 2026 11:00:00 GMT", datetime(2026, 11, 20, 12, tzinfo=UTC))
+@example("usage limit. Try again at Dec 31st, 9999 11:59 PM.", datetime(9999, 12, 31, tzinfo=UTC))
+@example("usage limit. Try again at Jan 1st, 0001 12:05 AM.", datetime(1, 1, 1, tzinfo=UTC))
+@example("usage limit. Try again at 11:59 PM.", datetime(9999, 12, 31, 23, tzinfo=UTC))
+@example("usage limit (resets at 9999-12-31T23:59:59Z)", datetime(1, 1, 1, tzinfo=UTC))
 def test_limit_rules_never_crash(text: str, now: datetime) -> None:
     found = limits.from_text(text, now)
     assert found is None or found.until is None or found.until.tzinfo is not None
+    for zone in (None, limits.named_zone("Pacific/Kiritimati")):  # this machine's, UTC+14
+        local = limits.from_text(text, now, zone)
+        assert local is None or local.until is None or local.until.tzinfo is not None
+    if found is not None:
+        said = limits.state_end(text, found.until, now)
+        assert limits.from_text(said, now) is not None
     assert limits.blocks_at(text, now, now) in (True, False)
     limits.retry_after(text, now)
     limits.from_status(429, text, {"retry-after": text}, now)

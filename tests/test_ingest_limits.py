@@ -351,3 +351,179 @@ def test_a_text_that_is_not_the_providers_never_blocks() -> None:
     perf = store.model_performance("m")
     assert perf.failed_completions == 1
     assert not perf.subscription_limit_reached
+
+
+# -- Codex CLI and Gemini CLI texts ----------------------------------------------------------------
+
+#: codex-rs/protocol/src/error.rs (UsageLimitReachedError, CodexErr), Codex CLI 0.171.0
+CODEX_PLUS = (
+    "You've hit your usage limit. Upgrade to Pro (https://chatgpt.com/explore/pro), visit "
+    "https://chatgpt.com/codex/settings/usage to purchase more credits or try again at {}."
+)
+#: packages/core/src/utils/googleQuotaErrors.ts (TerminalQuotaError), Gemini CLI 0.56
+GEMINI_API_KEY = (
+    "You exceeded your current quota, please check your plan and billing details. \n* Quota "
+    "exceeded for metric: generativelanguage.googleapis.com/generate_content_paid_tier_requests,"
+    " limit: 1000, model: gemini-2.5-flash\nPlease retry in 2483.518804071s.\n"
+    "Suggested retry after 2483s."
+)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        CODEX_PLUS.format("2:05 AM"),
+        "You've hit your usage limit. To get more access now, send a request to your admin or "
+        "try again later.",
+        "You've hit your usage limit for GPT-5.3-Codex-Spark. Switch to another model now, or try "
+        "again at 4:10 PM.",
+        "Quota exceeded. Check your plan and billing details.",
+        "To use Codex with your ChatGPT plan, upgrade to Plus: https://chatgpt.com/explore/plus.",
+        "Your workspace is out of credits. Ask your workspace owner to refill in order to "
+        "continue.",
+        "You hit your spend cap set in your workspace. Increase your spend cap to continue.",
+        "You have exhausted your capacity on this model. Your quota will reset after 3h12m40s.",
+        "You have exhausted your daily quota on this model.",
+        GEMINI_API_KEY,
+    ],
+)
+def test_codex_and_gemini_limit_texts(text: str) -> None:
+    assert limits.is_limit_text(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # codex's own retries, and the error it ends with after them, name no limit
+        "Reconnecting... 2/5 (stream disconnected before completion: error sending request for "
+        "url (https://chatgpt.com/backend-api/codex/responses))",
+        "exceeded retry limit, last status: 500 Internal Server Error, request id: req_1",
+        "Codex ran out of room in the model's context window. Start a new thread or clear "
+        "earlier history before retrying.",
+        "Selected model is at capacity. Please try a different model.",
+    ],
+)
+def test_codex_texts_that_are_no_limits(text: str) -> None:
+    assert not limits.is_limit_text(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "until"),
+    [
+        # Gemini: a duration from the error ("10m", "0s" and "19h14m47s" in its own tests)
+        (
+            "You have exhausted your capacity on this model. Your quota will reset after 3h12m40s.",
+            NOW + timedelta(hours=3, minutes=12, seconds=40),
+        ),
+        (
+            "You have exhausted your capacity on this model. Your quota will reset after 10m.",
+            NOW + timedelta(minutes=10),
+        ),
+        (GEMINI_API_KEY, NOW + timedelta(seconds=2483.518804071)),  # the first one it gives
+        ("You have exhausted your daily quota on this model.", None),
+        # Codex: a date and a clock, or a clock on the same date, read in UTC by default
+        (CODEX_PLUS.format("Nov 21st, 2026 2:05 AM"), datetime(2026, 11, 21, 2, 5, tzinfo=UTC)),
+        (CODEX_PLUS.format("Dec 1st, 2026 12:30 PM"), datetime(2026, 12, 1, 12, 30, tzinfo=UTC)),
+        (CODEX_PLUS.format("2:05 PM"), datetime(2026, 11, 20, 14, 5, tzinfo=UTC)),
+        # a clock already past on that date is past (codex would have printed a date), not
+        # tomorrow's: an old log blocks nothing
+        (CODEX_PLUS.format("9:15 AM"), datetime(2026, 11, 20, 9, 15, tzinfo=UTC)),
+        (CODEX_PLUS.format("12:00 AM"), datetime(2026, 11, 20, 0, 0, tzinfo=UTC)),
+        ("You've hit your usage limit. Try again later.", None),
+        (CODEX_PLUS.format("13:05 PM"), None),  # unreadable: the default TTL
+        (CODEX_PLUS.format("Feb 30th, 2027 1:00 AM"), None),
+    ],
+)
+def test_codex_and_gemini_reset_times(text: str, until: datetime | None) -> None:
+    assert limits.from_text(text, NOW) == limits.LimitEnd(until)
+
+
+def test_a_codex_clock_is_read_in_the_zone_named() -> None:
+    berlin = limits.named_zone("Europe/Berlin")  # UTC+1 in November
+    text = CODEX_PLUS.format("2:05 AM")
+    # at NOW (13:00 in Berlin) the date there is Nov 20: 2:05 AM Berlin is 01:05 UTC
+    assert limits.from_text(text, NOW, berlin) == limits.LimitEnd(
+        datetime(2026, 11, 20, 1, 5, tzinfo=UTC)
+    )
+    late = datetime(2026, 11, 20, 23, 30, tzinfo=UTC)  # already Nov 21 in Berlin
+    assert limits.from_text(text, late, berlin) == limits.LimitEnd(
+        datetime(2026, 11, 21, 1, 5, tzinfo=UTC)
+    )
+    dated = CODEX_PLUS.format("Mar 29th, 2027 2:05 AM")  # after Berlin's switch to UTC+2
+    assert limits.from_text(dated, NOW, berlin) == limits.LimitEnd(
+        datetime(2027, 3, 29, 0, 5, tzinfo=UTC)
+    )
+
+
+def test_a_codex_clock_is_read_in_this_machines_zone_when_none_is_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import time
+
+    monkeypatch.setenv("TZ", "America/New_York")  # UTC-5 in November
+    time.tzset()
+    try:
+        found = limits.from_text(CODEX_PLUS.format("Nov 21st, 2026 2:05 AM"), NOW, None)
+        same_day = limits.from_text(CODEX_PLUS.format("11:40 PM"), NOW, None)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert found == limits.LimitEnd(datetime(2026, 11, 21, 7, 5, tzinfo=UTC))
+    # NOW is 07:00 on Nov 20 in New York: 11:40 PM that day is 04:40 UTC on Nov 21
+    assert same_day == limits.LimitEnd(datetime(2026, 11, 21, 4, 40, tzinfo=UTC))
+
+
+def test_an_unknown_zone_is_a_clear_error() -> None:
+    from redis_telemetry.errors import InvalidInputError
+
+    for name in ("Mars/Olympus_Mons", "", "../etc/passwd"):
+        with pytest.raises(InvalidInputError, match="unknown time zone"):
+            limits.named_zone(name)
+    assert limits.named_zone(" UTC ").key == "UTC"
+
+
+@pytest.mark.parametrize(
+    ("text", "until", "stored"),
+    [
+        # read in another zone than record()'s UTC: the end is stated, to the second
+        (
+            CODEX_PLUS.format("2:05 AM"),
+            datetime(2026, 11, 20, 1, 5, tzinfo=UTC),
+            CODEX_PLUS.format("2:05 AM") + " (resets at 2026-11-20T01:05:00Z)",
+        ),
+        (
+            "usage limit",
+            datetime(2026, 11, 20, 12, 41, 23, 518804, tzinfo=UTC),
+            "usage limit (resets at 2026-11-20T12:41:24Z)",  # rounded up
+        ),
+        # what record() reads already: kept as it is
+        (
+            CODEX_PLUS.format("Nov 21st, 2026 2:05 AM"),
+            datetime(2026, 11, 21, 2, 5, tzinfo=UTC),
+            CODEX_PLUS.format("Nov 21st, 2026 2:05 AM"),
+        ),
+        ("You've hit your usage limit. Try again later.", None, None),
+    ],
+)
+def test_an_end_record_cannot_read_is_stated_for_it(
+    text: str, until: datetime | None, stored: str | None
+) -> None:
+    said = limits.state_end(text, until, NOW)
+    assert said == (stored or text)
+    found = limits.from_text(said, NOW)  # what record() reads
+    assert found is not None
+    assert found.until is None if until is None else abs(found.until - until) < timedelta(seconds=1)
+
+
+def test_a_stated_end_survives_a_text_over_the_store_limit() -> None:
+    from redis_telemetry.core import rules
+
+    until = datetime(2026, 11, 21, 2, 5, tzinfo=UTC)
+    said = limits.state_end("usage limit " + "x" * 20_000, until, NOW)
+    assert len(said) == rules.MAX_ERROR_LEN
+    assert said.endswith("… (resets at 2026-11-21T02:05:00Z)")
+    assert limits.from_text(said, NOW) == limits.LimitEnd(until)
+    # a statement naming no real time is unreadable: no end
+    assert limits.from_text("usage limit (resets at 2026-13-40T99:00:00Z)", NOW) == (
+        limits.LimitEnd(None)
+    )

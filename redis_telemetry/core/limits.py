@@ -15,14 +15,20 @@ Rules (docs/ingest.md states them for users):
 - The end, when the text gives one: ``|<epoch seconds>`` (older Claude Code), "resets 4:50pm
   (Zone)" or "resets Nov 24, 5pm (Zone)" in that IANA zone (no zone: UTC; a bare time is its
   next occurrence after ``now``; a date without a year is the one nearest to ``now``),
-  "retry after N seconds" / "Retry-After: N" / "try again in 2.5s" / "retry in 20ms" (seconds,
-  or the unit given: ms, s, min, h). A reset time that cannot be read gives no end.
+  "retry after N seconds" / "Retry-After: N" / "try again in 2.5s" / "retry in 20ms" / Gemini's
+  "Your quota will reset after 3h12m40s" (seconds, or the unit given: ms, s, min, h); Codex's
+  "try again at 2:05 AM" (that time on the text's own date) or "try again at Nov 21st, 2026
+  2:05 AM", a local clock without a zone, read in the zone the caller names (UTC by default;
+  ingest names the zone of the machine that runs it). A reset time that cannot be read gives
+  no end.
 - Response headers: ``retry-after-ms`` (milliseconds) first, then ``Retry-After`` (seconds or an
   HTTP date), as opencode and the OpenAI SDKs read them (:func:`from_headers`).
 - A 429 whose end came from elsewhere (a header, a cooldown) is stored with that end stated at
   the end of its text, `` (HTTP 429; retry after N seconds)``
-  (:func:`answer_429`); the rules read that statement before anything else in the text, so
-  ``record()`` blocks the model until the same end.
+  (:func:`answer_429`); an end read with what ``record()`` cannot know (the zone of Codex's
+  local clock) is stated as `` (resets at 2026-11-21T02:05:00Z)`` (:func:`state_end`). The rules
+  read such a statement before anything else in the text, so ``record()`` blocks the model
+  until the same end.
 - Only the provider's API errors block: a text that begins ``not an API error: `` (a tool's
   failure, the agent's own: :func:`not_the_providers`) never names a limit, whatever it says.
   ``API Error`` lines (:func:`is_api_error`) are how the agents print the provider's errors.
@@ -36,11 +42,12 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from email.utils import parsedate_to_datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from ..errors import InvalidInputError
 from . import rules
 
 _NOUNS = (
@@ -49,8 +56,10 @@ _NOUNS = (
 )
 _PHRASES = re.compile(
     r"\b" + _NOUNS + r"[ _-]limits?\b"  # "weekly limit"; "rate limiter" has no boundary
-    r"|\bhit your (?:\w+ )?limit\b"
+    r"|\bhit your (?:\w+ )?(?:limit|spend cap)\b"  # Codex: "You hit your spend cap set in ..."
     r"|\bquota (?:exceeded|exhausted)\b|\bexceeded your (?:current )?quota\b|\binsufficient_quota\b"
+    r"|\bexhausted your (?:\w+ )?(?:quota|capacity)\b"  # Gemini's TerminalQuotaError texts
+    r"|\bout of credits\b|\bChatGPT plan, upgrade to\b"  # Codex: no credits, plan without Codex
     r"|\btoo many requests\b|\brate_limit(?:_error|ed)?\b",
     re.IGNORECASE,
 )
@@ -67,9 +76,16 @@ _RESET_AT = re.compile(
     re.IGNORECASE,
 )
 _RETRY_IN = re.compile(
-    r"\b(?:retry|try again)[ -]?(?:after|in):?\s*"
+    r"\b(?:retry|try again|reset)[ -]?(?:after|in):?\s*"
     r"(?:(?P<go>(?:\d{1,9}(?:\.\d{1,9})?(?:ms|h|m|s))+)\b"  # "6m0s", "2.5s", "20ms"
     r"|(?P<n>\d{1,9}(?:\.\d{1,9})?)(?:[ \t]*(?P<unit>[a-z]+)\b)?)",  # "30 seconds", "90"
+    re.IGNORECASE,
+)
+#: Codex's "try again at 2:05 AM" (the same local date) or "… at Nov 21st, 2026 2:05 AM"
+_TRY_AGAIN_AT = re.compile(
+    r"\btry again at\s+"
+    r"(?:(?P<mon>[A-Za-z]{3,9})\.?\s+(?P<day>\d{1,2})(?:st|nd|rd|th)?,?\s+(?P<year>\d{4}),?\s+)?"
+    r"(?P<h>\d{1,2}):(?P<m>\d{2})\s*(?P<ap>am|pm)\b",
     re.IGNORECASE,
 )
 _GO_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)", re.IGNORECASE)
@@ -85,6 +101,9 @@ HTTP_429 = "HTTP 429"
 _STATED = re.compile(
     r" \(HTTP 429(?:; (?!retry after )[^();]*)*(?:; retry after (?P<secs>\d{1,9}) seconds)?\)\Z"
 )
+#: How an end read with what ``record()`` cannot know is stated at the end of its text
+#: (see state_end): an absolute UTC time, to the second.
+_STATED_AT = re.compile(r" \(resets at (?P<at>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})Z\)\Z")
 #: The start of an error text that is not the provider's API error (see not_the_providers).
 NOT_AN_API_ERROR = "not an API error: "
 _API_ERROR_LINE = re.compile(r"^\s*\[?API Error\b", re.IGNORECASE | re.MULTILINE)
@@ -113,7 +132,7 @@ def is_limit_text(text: str) -> bool:
     """True when an error text says the provider cut the model off (see the module rules)."""
     if text.startswith(NOT_AN_API_ERROR):
         return False
-    if _PHRASES.search(text) or _STATED.search(text):
+    if _PHRASES.search(text) or _STATED.search(text) or _STATED_AT.search(text):
         return True
     return bool(_STATUS_429.search(text)) and bool(_RATE_WORDS.search(text))
 
@@ -126,12 +145,38 @@ def blocks_at(text: str, said_at: datetime, now: datetime) -> bool:
     return found is not None and (found.until is None or found.until > now)
 
 
-def from_text(text: str, now: datetime) -> LimitEnd | None:
+def from_text(text: str, now: datetime, zone: tzinfo | None = UTC) -> LimitEnd | None:
     """The limit an error text names, with its end when the text gives a readable one;
-    None when the text names no limit."""
+    None when the text names no limit. ``zone``: the zone of a local clock the text gives
+    without one (Codex's "try again at 2:05 AM"); None is this machine's local zone."""
     if not is_limit_text(text):
         return None
-    return LimitEnd(reset_from_text(text, now))
+    return LimitEnd(reset_from_text(text, now, zone))
+
+
+def named_zone(name: str) -> ZoneInfo:
+    """An IANA time zone by name ("Europe/Berlin", "UTC"): the zone of the clock times a stream
+    prints without one (see :func:`from_text`)."""
+    try:
+        return ZoneInfo(name.strip())
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidInputError(
+            f"unknown time zone {name!r}; expected an IANA name such as Europe/Berlin or UTC"
+        ) from None
+
+
+def state_end(text: str, until: datetime | None, now: datetime) -> str:
+    """The error text to store for a limit found to end at ``until``, written at ``now`` (the
+    event's completion): the text itself when ``record()``, which reads it from ``now`` with no
+    zone but UTC, finds the same end; else the text with its end stated at the end,
+    `` (resets at 2026-11-21T02:05:00Z)`` (rounded up to the second), cut to make room."""
+    if until is None or from_text(text, now) == LimitEnd(until):
+        return text
+    when = until.astimezone(UTC)
+    if when.microsecond:
+        when = when.replace(microsecond=0) + timedelta(seconds=1)
+    statement = f" (resets at {when:%Y-%m-%dT%H:%M:%S}Z)"
+    return rules.clip_error(text, rules.MAX_ERROR_LEN - len(statement)) + statement
 
 
 def from_status(status: object, text: str, headers: Any, now: datetime) -> LimitEnd | None:
@@ -250,21 +295,29 @@ def retry_after(value: object, now: datetime) -> datetime | None:
     return _sane(when if when.tzinfo else when.replace(tzinfo=UTC), now)
 
 
-def reset_from_text(text: str, now: datetime) -> datetime | None:
-    """The reset time a limit text names, or None (none given, or unreadable)."""
+def reset_from_text(text: str, now: datetime, zone: tzinfo | None = UTC) -> datetime | None:
+    """The reset time a limit text names, or None (none given, or unreadable); ``zone`` as in
+    :func:`from_text`."""
     try:
-        return _reset_from_text(text, now)
+        return _reset_from_text(text, now, zone)
     except OverflowError:  # a time beyond what datetime can hold: unreadable
         return None
 
 
-def _reset_from_text(text: str, now: datetime) -> datetime | None:
+def _reset_from_text(text: str, now: datetime, zone: tzinfo | None) -> datetime | None:
     if m := _STATED.search(text):  # an end stated by answer_429: it wins
         return None if m.group("secs") is None else _after(now, float(m.group("secs")))
+    if m := _STATED_AT.search(text):  # an end stated by state_end: it wins
+        try:
+            return _sane(datetime.fromisoformat(m.group("at")).replace(tzinfo=UTC), now)
+        except ValueError:  # no such time: unreadable
+            return None
     if m := _EPOCH_SUFFIX.search(text):
         return epoch_seconds(int(m.group(1)))
     if m := _RETRY_IN.search(text):
         return _retry_in(m, now)
+    if m := _TRY_AGAIN_AT.search(text):
+        return _local_clock(m, now, zone)
     if _RESETS.search(text) and (m := _RESET_AT.search(text)):
         return _clock_time(m, now)
     return None
@@ -277,6 +330,30 @@ def _retry_in(m: re.Match[str], now: datetime) -> datetime | None:
         return _after(now, sum(float(n) * _UNITS[unit.lower()] for n, unit in parts))
     unit = _UNITS.get((m.group("unit") or "").lower())
     return None if unit is None else _after(now, float(m.group("n")) * unit)
+
+
+def _local_clock(m: re.Match[str], now: datetime, zone: tzinfo | None) -> datetime | None:
+    """Codex's "try again at 2:05 AM" (on the date ``now`` has in ``zone``: Codex prints the
+    date whenever the reset falls on another) or "try again at Nov 21st, 2026 2:05 AM"; ``zone``
+    None is this machine's local zone, the one Codex printed in when it ran here."""
+    hour, minute = int(m.group("h")), int(m.group("m"))
+    if not 1 <= hour <= 12 or minute > 59:
+        return None
+    hour = hour % 12 + (12 if m.group("ap").lower() == "pm" else 0)
+    try:
+        if m.group("mon"):
+            month = _MONTHS.get(m.group("mon")[:3].lower())
+            if month is None:
+                return None
+            day = date(int(m.group("year")), month, int(m.group("day")))
+        else:
+            day = now.astimezone(zone).date()
+        wall = datetime.combine(day, time(hour, minute))
+        # naive: Python reads it in this machine's zone, with its DST rules
+        at = wall.astimezone(UTC) if zone is None else wall.replace(tzinfo=zone).astimezone(UTC)
+    except (ValueError, OverflowError, OSError):  # no such date, or beyond what the OS reads
+        return None
+    return _sane(at, now)
 
 
 def _clock_time(m: re.Match[str], now: datetime) -> datetime | None:

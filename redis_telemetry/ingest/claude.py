@@ -38,6 +38,7 @@ from .events import (
     breakdown,
     cost,
     count,
+    limit_of,
     line_time,
     obj,
     stable_id,
@@ -223,7 +224,7 @@ class ClaudeParser(Parser):
             return []
         if session in self._structured_limit:
             return []  # the run's rate_limit_event already said when it ends
-        return [Limit(model, found.until, error[:200])]
+        return [limit_of(model, found, error, now)]
 
     @staticmethod
     def _providers(data: dict[str, Any], error: str) -> str:

@@ -9,15 +9,25 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ..core import limits
 from ..models import CompletionEvent
 from .claude import ClaudeParser
-from .events import Completion, Item, Limit, Parser, UnparseableLine, now_utc
+from .codex import CodexParser
+from .events import Completion, Item, Limit, Parser, Read, now_utc
+from .gemini import GeminiParser
 from .jsonl import JsonlParser
 from .opencode import OpencodeParser
 from .pi import PiParser
 
 #: The dispatch table: one parser class per format.
-FORMATS: tuple[type[Parser], ...] = (ClaudeParser, OpencodeParser, PiParser, JsonlParser)
+FORMATS: tuple[type[Parser], ...] = (
+    ClaudeParser,
+    OpencodeParser,
+    PiParser,
+    CodexParser,
+    GeminiParser,
+    JsonlParser,
+)
 FORMAT_NAMES: tuple[str, ...] = tuple(p.name for p in FORMATS)
 
 
@@ -56,6 +66,12 @@ def nothing_found_hint(fmt: str, samples: list[str]) -> str:
     its lines look like, or that they are not JSON."""
     cls = parser_class(fmt)
     if all(_messages(line) is None for line in samples):
+        if not cls.reads_objects and any(line.strip() == "{" for line in samples):
+            other = next(c for c in FORMATS if c.reads_objects)
+            return (
+                "these lines look like JSON objects printed over many lines; "
+                f"--format {other.name} reads them ({other.source}); try --format {other.name}"
+            )
         return f"no line is JSON; --format {fmt} reads {cls.source}"
     guess = guess_format(samples)
     if guess == fmt:
@@ -72,12 +88,15 @@ def make_parser(
     model: str | None = None,
     session: str | None = None,
     clock: Callable[[], datetime] = now_utc,
+    zone: str | None = None,
 ) -> Parser:
-    """A parser for ``fmt``; opencode streams name no model, so it needs ``model``."""
+    """A parser for ``fmt``; opencode and codex streams name no model, so they need ``model``.
+    ``zone``: the IANA zone of clock times the stream prints without one (Codex's reset time;
+    default: this machine's local zone)."""
     cls = parser_class(fmt)
     if cls.needs_model and not model:
         raise ValueError(f"--format {fmt} needs --model: the {fmt} stream does not name its model")
-    return cls(model, session, clock)
+    return cls(model, session, clock, None if zone is None else limits.named_zone(zone))
 
 
 @dataclass
@@ -88,6 +107,15 @@ class Parsed:
     limits: list[Limit] = field(default_factory=list)
     ignored: list[int] = field(default_factory=list)
     unparseable: list[tuple[int, str]] = field(default_factory=list)
+
+    def tally(self, reads: Iterable[Read]) -> None:
+        """Count what some texts of the input gave."""
+        for r in reads:
+            if r.error is not None:
+                self.unparseable.append((r.lineno, r.error))
+            elif not r.items and r.text.strip():
+                self.ignored.append(r.lineno)
+            self.add(r.items)
 
     def add(self, items: Iterable[Item]) -> None:
         for item in items:
@@ -108,18 +136,14 @@ def parse_lines(
     model: str | None = None,
     session: str | None = None,
     clock: Callable[[], datetime] = now_utc,
+    zone: str | None = None,
 ) -> Parsed:
-    """Parse a whole stream without touching Redis (line numbers count from 1)."""
-    parser = make_parser(fmt, model, session, clock)
+    """Parse a whole stream without touching Redis (line numbers count from 1; an object that
+    spans lines counts under its first)."""
+    parser = make_parser(fmt, model, session, clock, zone)
     parsed = Parsed()
     for lineno, line in enumerate(lines, 1):
-        try:
-            items = parser.feed(line)
-        except UnparseableLine as exc:
-            parsed.unparseable.append((lineno, str(exc)))
-            continue
-        if not items and line.strip():
-            parsed.ignored.append(lineno)
-        parsed.add(items)
+        parsed.tally(parser.read(lineno, line))
+    parsed.tally(parser.read_end())
     parsed.add(parser.finish())
     return parsed

@@ -27,11 +27,11 @@ from typing import Any
 from ..core import limits
 from .events import (
     Item,
-    Limit,
     Parser,
     breakdown,
     cost,
     count,
+    limit_of,
     ms_timestamp,
     obj,
     stable_id,
@@ -166,10 +166,10 @@ class OpencodeParser(Parser):
             message = limits.not_the_providers(message)  # a tool's or opencode's own failure
         elif limits.is_429(details.get("statusCode")):
             found, stated = limits.answer_429(message, details.get("responseHeaders"), at)
-            items.append(Limit(model, found.until, message[:200]))
+            items.append(limit_of(model, found, message, at))
             message = stated  # the end the headers gave, in words the store's own rule reads
         elif (said := limits.from_text(message, at)) is not None:
-            items.append(Limit(model, said.until, message[:200]))
+            items.append(limit_of(model, said, message, at))
         # the step it ended, the newest open one; outside any step its latency is not measured
         step = max(steps, key=steps.__getitem__) if steps else None
         event = self.completion(

@@ -34,6 +34,7 @@ from .events import (
     breakdown,
     cost,
     count,
+    live_latency,
     ms_timestamp,
     obj,
     stable_id,
@@ -192,7 +193,6 @@ class PiParser(Parser):
     def _latency(self, key: str, data: dict[str, Any]) -> int | None:
         start = self._live_start.get(key)
         if start is not None:
-            ms = round((self.arrived - start).total_seconds() * 1000)
-            return ms if ms >= 1 else None  # lines read at once: a file, not a live call
+            return live_latency(start, self.arrived)  # None: lines read at once, a file
         seed = obj(data.get("latencyBreakdown"), "latencyBreakdown")
         return count(seed["totalMs"]) if "totalMs" in seed else None

@@ -35,7 +35,7 @@ from typing import IO, TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from ..errors import InvalidInputError, TelemetryUnavailable
 from ..store import TelemetryStore
-from .events import Completion, Item, Limit, Parser, UnparseableLine, now_utc
+from .events import Completion, Item, Limit, Parser, Read, now_utc
 from .formats import make_parser, nothing_found_hint
 
 BATCH = 500
@@ -272,15 +272,16 @@ async def awith_retry(
 def apply_limit(
     store: TelemetryStore, limit: Limit, now: datetime, kept: datetime | None = None
 ) -> bool:
-    """Block ``limit.model`` until ``limit.until`` (None: the store's default TTL from now).
-    A reset time already past blocks nothing, and a block that ends at ``kept`` or later (one
-    in place before) is not shortened; the store never shortens one either."""
+    """Block ``limit.model`` until ``limit.until`` (None: the store's default TTL from
+    ``limit.since``, else from now). A reset time already past blocks nothing, and a block that
+    ends at ``kept`` or later (one in place before) is not shortened; the store never shortens
+    one either."""
     return drive(limit_steps(limit, now, kept, store.subscription_limit_ttl_secs), store)
 
 
 def limit_steps(limit: Limit, now: datetime, kept: datetime | None, ttl_secs: int) -> Steps[bool]:
     """The one place ingest blocks a model (see :func:`apply_limit`)."""
-    until = limit.until or now + timedelta(seconds=ttl_secs)
+    until = limit.until or (limit.since or now) + timedelta(seconds=ttl_secs)
     if until <= now or (kept is not None and kept >= until):
         return False
     yield Call("mark_subscription_limited", (limit.model,), {"until": until})
@@ -313,18 +314,19 @@ def decoded(stream: IO[str] | IO[bytes]) -> Iterator[str]:
         yield raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
 
 
-def read_lines(stream: IO[str] | IO[bytes]) -> Iterator[Line | None]:
-    """Lines with their numbers and arrival times; ``None`` whenever nothing came for a while.
-    A reader thread fills a bounded queue, so a stalled writer stalls the reading. The reader
-    always says when it stops, so this always ends: at the end of the input, or with
-    :class:`InputUnreadable` when reading failed."""
+def read_lines(stream: IO[str] | IO[bytes], stamped: bool = True) -> Iterator[Line | None]:
+    """Lines with their numbers and arrival times (``stamped``: a stream followed live; a file
+    read at once gets none, as no time between its lines is a call's); ``None`` whenever
+    nothing came for a while. A reader thread fills a bounded queue, so a stalled writer stalls
+    the reading. The reader always says when it stops, so this always ends: at the end of the
+    input, or with :class:`InputUnreadable` when reading failed."""
     lines: queue.Queue[Line | _End] = queue.Queue(maxsize=QUEUE_LINES)
 
     def pump() -> None:
         n = 0
         try:
             for n, line in enumerate(decoded(stream), 1):  # n: the lines read
-                lines.put((n, line, now_utc()))
+                lines.put((n, line, now_utc() if stamped else None))
         except BaseException as exc:  # the end marker must go out, whatever happened
             lines.put(_End(n, exc))
         else:
@@ -372,16 +374,17 @@ class _Run:
     def take(self, lineno: int, line: str, arrived: datetime | None) -> None:
         """Parse one line into the batch; a bad line is reported, never fatal."""
         self.last_line = lineno
-        try:
-            got = self.parser.feed(line, arrived)
-        except UnparseableLine as exc:
-            self.report.unparseable.append((lineno, str(exc)))
-            self._sample(line)
-            return
-        if not got and line.strip():
-            self.report.ignored += 1
-            self._sample(line)
-        self.add(lineno, got)
+        self._tally(self.parser.read(lineno, line, arrived))
+
+    def _tally(self, reads: list[Read]) -> None:
+        for r in reads:
+            if r.error is not None:
+                self.report.unparseable.append((r.lineno, r.error))
+                self._sample(r.text)
+            elif not r.items and r.text.strip():
+                self.report.ignored += 1
+                self._sample(r.text)
+            self.add(r.lineno, r.items)
 
     def _sample(self, line: str) -> None:
         if len(self.report.samples) < SAMPLE_LINES:
@@ -389,6 +392,7 @@ class _Run:
 
     def end(self) -> None:
         """The input ended: take what the parser still holds."""
+        self._tally(self.parser.read_end())
         self.add(self.last_line, self.parser.finish())
 
     def due(self) -> bool:
@@ -544,9 +548,11 @@ def ingest_lines(
     model: str | None = None,
     session: str | None = None,
     retry_for: float = DEFAULT_RETRY_FOR,
+    zone: str | None = None,
 ) -> IngestReport:
-    """Record a stream of ``fmt`` lines (a list, a file, a generator) into ``store``."""
-    parser = make_parser(fmt, model, session)
+    """Record a stream of ``fmt`` lines (a list, a file, a generator) into ``store``; ``zone``
+    as in :func:`~redis_telemetry.ingest.make_parser`."""
+    parser = make_parser(fmt, model, session, zone=zone)
     numbered = ((n, line, None) for n, line in enumerate(lines, 1))
     return run_ingest(store, parser, numbered, retry_for=retry_for)
 
@@ -559,10 +565,11 @@ async def aingest_lines(
     model: str | None = None,
     session: str | None = None,
     retry_for: float = DEFAULT_RETRY_FOR,
+    zone: str | None = None,
 ) -> IngestReport:
     """:func:`ingest_lines` on an asyncio store; ``lines`` may be an async iterable (an
     agent's stdout read with asyncio, say)."""
-    parser = make_parser(fmt, model, session)
+    parser = make_parser(fmt, model, session, zone=zone)
     return await arun_ingest(store, parser, lines, retry_for=retry_for)
 
 
@@ -574,8 +581,16 @@ def ingest_file(
     model: str | None = None,
     session: str | None = None,
     retry_for: float = DEFAULT_RETRY_FOR,
+    zone: str | None = None,
 ) -> IngestReport:
     """Record a log file of ``fmt`` lines into ``store`` (read as bytes: see :func:`decoded`)."""
     with Path(path).open("rb") as stream:
-        lines = decoded(stream)
-        return ingest_lines(store, fmt, lines, model=model, session=session, retry_for=retry_for)
+        return ingest_lines(
+            store,
+            fmt,
+            decoded(stream),
+            model=model,
+            session=session,
+            retry_for=retry_for,
+            zone=zone,
+        )
