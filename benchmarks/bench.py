@@ -651,10 +651,16 @@ def report(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def arguments(doc: str) -> argparse.ArgumentParser:
+    """A benchmark's command line: ``--url`` (a server it flushes) and ``--quick``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
     parser.add_argument("--url", help="a server to use (it is FLUSHED); default: start one")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    return parser
+
+
+def main() -> None:
+    parser = arguments(__doc__)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     sizes = [1000, 5000] if args.quick else [10_000, 100_000, 1_000_000]
@@ -664,13 +670,7 @@ def main() -> None:
         client = redis.Redis.from_url(url)
         client.flushall()
         store = TelemetryStore(client, window_secs=WINDOW)
-        res: dict[str, Any] = {
-            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-            f"Python {platform.python_version()}, redis-server "
-            f"{client.info('server')['redis_version']}",
-            "when": datetime.now(UTC).isoformat(timespec="seconds"),
-            "quick": args.quick,
-        }
+        res: dict[str, Any] = {**about(client), "quick": args.quick}
         res["record"] = bench_record(client, store, 200 if args.quick else 3000)
         res["record_batch"] = bench_batch(client, store, 5 if args.quick else 40)
         client.close()
@@ -682,6 +682,16 @@ def main() -> None:
     plotted = plot(res["snapshots"], args.out / "snapshot.png")
     print(report(res))
     print(f"\nresults: {args.out / 'bench.json'}" + (", plot: snapshot.png" if plotted else ""))
+
+
+def about(client: redis.Redis) -> dict[str, str]:
+    """The machine and the time of a run."""
+    return {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, redis-server "
+        f"{client.info('server')['redis_version']}",
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
 
 
 @contextmanager

@@ -3,11 +3,12 @@
 Two hung servers: a TCP listener that accepts every connection and never reads (a proxy whose
 backend is gone), and a real redis-server frozen with SIGSTOP (its kernel still accepts). For
 each, with the defaults (no option set): ``record()`` and ``rank_models()`` on a new store,
-``record()`` again right after (the breaker's case), ``redis-telemetry status``, and the
-exporter's scrape and ``/healthz``, each requested more than a second after the exporter's last
-failure (so each meets the server itself). Prints a Markdown table: seconds, and the connections
-the listener accepted. It uses only the public API and the command, so it measures an older
-release too (``PYTHONPATH=<its checkout>``).
+``record()`` again right after (the breaker's case), ``redis-telemetry status``, and
+``serve``'s scrape and Redis probe (``/readyz``; an older release's ``/healthz``), each
+requested more than a second after the last failure (so each meets the server itself). Prints a
+Markdown table: seconds, and the connections the listener accepted. It uses only the public API
+and the command, so it measures an older release too (``PYTHONPATH=<its checkout>``, with
+``/healthz`` for ``/readyz``).
 
     .venv/bin/python benchmarks/hung_server.py [--json FILE] [--timeout SECS]
 
@@ -158,7 +159,7 @@ def measure(url: str, accepted: Callable[[], int], timeout: float | None) -> lis
     try:
         assert serve.stdout is not None
         serve.stdout.readline()  # listening (after its first read of Redis failed)
-        for path in ("/metrics", "/healthz"):
+        for path in ("/metrics", "/readyz"):
             time.sleep(AFTER_A_FAILURE)  # each request meets the server, not the breaker
             before = accepted()
             row(f"exporter {path}", *http(f"http://127.0.0.1:{port}{path}"), before)

@@ -39,6 +39,7 @@ from .cli_commands import (
     cmd_watch,
 )
 from .core.backup import describe_validation
+from .core.bodies import DEFAULT_BODY_LIMIT
 from .core.keys import DEFAULT_NAMESPACE, check_namespace
 from .core.limits import named_zone
 from .core.rules import check_model_name
@@ -315,7 +316,12 @@ def build_parser() -> argparse.ArgumentParser:
         "rebuild totals an older release wrote and trim what aged, now, in bounded steps",
     )
 
-    sp = command("serve", cmd_serve, "a Prometheus exporter: one snapshot per scrape")
+    sp = command(
+        "serve",
+        cmd_serve,
+        "the HTTP API (record, read, route), Prometheus metrics and health probes "
+        "(needs the server extra)",
+    )
     sp.add_argument(
         "--host",
         type=_HOST,
@@ -329,6 +335,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="export exact p50/p95/p99 latency instead of the sketch's (reads every event "
         "in the window per scrape)",
     )
+    sp.add_argument(
+        "--read-token-file",
+        type=_FILE,
+        metavar="FILE",
+        help="the bearer token that reads, from FILE (default: $REDIS_TELEMETRY_READ_TOKEN)",
+    )
+    sp.add_argument(
+        "--write-token-file",
+        type=_FILE,
+        metavar="FILE",
+        help="the bearer token that writes and reads, from FILE "
+        "(default: $REDIS_TELEMETRY_WRITE_TOKEN); with no token at all, the API is open",
+    )
+    sp.add_argument(
+        "--open-metrics",
+        action="store_true",
+        help="/metrics, /healthz and /readyz answer without a token",
+    )
+    sp.add_argument(
+        "--max-body-bytes",
+        type=_number(int, 1, 2**40, "a number of bytes, at least 1"),
+        default=DEFAULT_BODY_LIMIT,
+        metavar="N",
+        help="the largest request body, counted after decompression "
+        f"(default {DEFAULT_BODY_LIMIT}: 16 MiB)",
+    )
+    sp.add_argument("--tls-cert", type=_FILE, metavar="FILE", help="serve HTTPS: the certificate")
+    sp.add_argument("--tls-key", type=_FILE, metavar="FILE", help="the certificate's private key")
 
     sp = command(
         "demo",

@@ -424,9 +424,19 @@ def cmd_serve(ctx: Context) -> int:
         return _serve(ctx, store)
 
 
-def _serve(ctx: Context, store: TelemetryStore) -> int:
-    from .exporter import serve
+#: what ``serve`` says when the server extra is not installed
+SERVER_EXTRA = "pip install 'redis-telemetry[server]'"
 
+
+def _serve(ctx: Context, store: TelemetryStore) -> int:
+    try:
+        from .server.run import serve
+    except ImportError as exc:
+        if exc.name not in ("fastapi", "starlette", "uvicorn"):
+            raise
+        raise TelemetryError(
+            f"serve needs the server extra, and {exc.name} is not installed: {SERVER_EXTRA}"
+        ) from None
     try:
         store = adopt_window(store)
     except TelemetryUnavailable as exc:  # serve anyway: scrapes report up=0 until Redis is back
@@ -438,7 +448,8 @@ def _serve(ctx: Context, store: TelemetryStore) -> int:
 
     def ready(url: str) -> None:
         ctx.out.print(
-            f"serving Prometheus metrics on {url} (and /healthz)",
+            f"serving the HTTP API on {url} (Prometheus metrics on {url}/metrics, "
+            f"the OpenAPI document on {url}/openapi.json)",
             markup=False,
             highlight=False,
             soft_wrap=True,
@@ -446,7 +457,7 @@ def _serve(ctx: Context, store: TelemetryStore) -> int:
         sys.stdout.flush()
 
     try:
-        serve(store, ctx.args.host, ctx.args.port, ready, ctx.args.percentiles)
+        serve(ctx.args, store, ready)
     except KeyboardInterrupt:
         pass
     except OSError as exc:

@@ -1,8 +1,8 @@
-"""Prometheus exporter: one snapshot of every model per scrape, plus ``/healthz``.
+"""Prometheus exporter: one snapshot of every model per scrape.
 
-``redis-telemetry serve`` runs it. A scrape while Redis is down or hung still answers within the
-store's deadline (``--timeout``), with ``redis_telemetry_up 0`` and the exporter's own metrics,
-instead of failing; ``/healthz`` answers 503 as soon.
+``redis-telemetry serve`` serves it at ``/metrics`` (``server.app``). A scrape while Redis is
+down or hung still answers within the store's deadline (``--timeout``), with
+``redis_telemetry_up 0`` and the exporter's own metrics, instead of failing.
 """
 
 from __future__ import annotations
@@ -11,11 +11,8 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, make_server
+from collections.abc import Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeHistogramMetricFamily,
@@ -23,7 +20,6 @@ from prometheus_client.core import (
     InfoMetricFamily,
     Metric,
 )
-from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 from ._version import __version__
@@ -219,50 +215,3 @@ def model_metrics(snaps: Iterable[ModelPerformanceSnapshot], namespace: str) -> 
 def _le_seconds(le_ms: float) -> str:
     """A bucket bound in ms as the ``le`` label, in seconds as Prometheus' clients write it."""
     return "+Inf" if math.isinf(le_ms) else repr(le_ms / 1000)
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s " + format, self.address_string(), *args)
-
-
-def make_app(collector: SnapshotCollector) -> Callable[..., Iterable[bytes]]:
-    """The WSGI app: ``/metrics`` (and ``/``) for Prometheus, ``/healthz`` for probes."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector)
-    metrics = make_wsgi_app(registry)
-
-    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "/")
-        if path == "/healthz":
-            try:  # one read through the store: its deadline and breaker bound the answer
-                collector.store.stored_window()
-            except TelemetryError as exc:
-                start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
-                return [f"redis unreachable: {exc}\n".encode()]
-            start_response("200 OK", [("Content-Type", "text/plain")])
-            return [b"ok\n"]
-        if path in ("/", "/metrics"):
-            result: Iterable[bytes] = metrics(environ, start_response)
-            return result
-        start_response("404 Not Found", [("Content-Type", "text/plain")])
-        return [b"not found: try /metrics or /healthz\n"]
-
-    return app
-
-
-def serve(
-    store: TelemetryStore,
-    host: str,
-    port: int,
-    ready: Callable[[str], None],
-    percentiles: bool = False,
-) -> None:
-    """Serve until interrupted; ``ready`` is told the URL once the socket listens."""
-    app = make_app(SnapshotCollector(store, percentiles))
-    server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
-    ready(f"http://{host}:{server.server_port}/metrics")
-    try:
-        server.serve_forever()
-    finally:
-        server.server_close()

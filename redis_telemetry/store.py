@@ -175,12 +175,17 @@ class TelemetryStore(StoreShell):
         return self._run(self._core.import_summary(summary))
 
     def mark_subscription_limited(
-        self, model: str, ttl_secs: int | None = None, *, until: datetime | None = None
+        self,
+        model: str,
+        ttl_secs: int | None = None,
+        *,
+        until: datetime | None = None,
+        reason: str = "manual",
     ) -> None:
         """Block a model for ``ttl_secs`` (default: ``subscription_limit_ttl_secs``), or
         ``until`` a timezone-aware time, by the server's clock: a past time blocks nothing,
-        and a longer block already in place is kept."""
-        self._run(self._core.mark_subscription_limited(model, ttl_secs, until=until))
+        and a longer block already in place is kept. ``reason`` is kept with the block."""
+        self._run(self._core.mark_subscription_limited(model, ttl_secs, until=until, reason=reason))
 
     def clear_subscription_limit(self, model: str) -> bool:
         """Lift a model's block; True when there was one."""

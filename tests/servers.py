@@ -18,21 +18,28 @@ import pytest
 import redis
 import redis.cluster
 
-REDIS_SERVER = shutil.which("redis-server")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
-def require_redis_server() -> str:
-    """The binary's path; skip loudly when it is missing, except in CI where that fails."""
-    if REDIS_SERVER is None:
-        reason = (
-            "redis-server is NOT installed: every real-server test is skipped. "
-            "Install it (apt-get install redis-server) or run `bash .ci/run`."
-        )
+def require(binary: str, skipped: str, install: str) -> str:
+    """The path of ``binary``; skip loudly (saying what is ``skipped`` and how to
+    ``install`` it) when it is missing, except in CI where that fails."""
+    path = shutil.which(binary)
+    if path is None:
+        reason = f"{binary} is NOT installed: {skipped}. {install}"
         if IN_CI:
             pytest.fail(reason + " CI=true requires it.", pytrace=False)
         pytest.skip(reason)
-    return REDIS_SERVER
+    return path
+
+
+def require_redis_server() -> str:
+    """redis-server's path, or a loud skip (a failure in CI)."""
+    return require(
+        "redis-server",
+        "every real-server test is skipped",
+        "Install it (apt-get install redis-server) or run `bash .ci/run`.",
+    )
 
 
 def _is_free(port: int) -> bool:

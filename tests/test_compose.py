@@ -97,6 +97,12 @@ def test_the_exporter_reads_as_the_acl_reader_on_its_port() -> None:
     dockerfile = (ROOT / exporter["build"]["dockerfile"]).read_text()
     assert 'ENTRYPOINT ["redis-telemetry"]' in dockerfile
     assert 'CMD ["serve"]' in dockerfile
+    assert 'pip install --no-cache-dir ".[server]"' in dockerfile  # serve needs the extra
+    # a read-only HTTP API, as its Redis user is: a read token and no write token (writes are
+    # 403); Prometheus and the healthcheck reach /metrics and /healthz without one
+    assert exporter["command"] == ["serve", "--open-metrics"]
+    assert "REDIS_TELEMETRY_READ_TOKEN" in env["REDIS_TELEMETRY_READ_TOKEN"]
+    assert "REDIS_TELEMETRY_WRITE_TOKEN" not in env
 
 
 def test_prometheus_scrapes_the_exporter_by_service_name_with_the_alert_rules() -> None:

@@ -36,7 +36,7 @@ from redis_telemetry import (
 )
 from redis_telemetry.core import deadline as deadlines
 from redis_telemetry.core.deadline import Breaker, Guard, Pause, Policy
-from redis_telemetry.exporter import SnapshotCollector, make_app
+from redis_telemetry.exporter import SnapshotCollector
 
 from .helpers import event
 from .servers import HungListener, RedisClusterServers, RedisServer, free_port, sigstopped
@@ -502,29 +502,58 @@ def test_a_bad_timeout_is_one_usage_line(args: list[str], env: dict[str, str], s
 # -- the exporter -------------------------------------------------------------------------------
 
 
-def _app_get(app: Callable[..., Any], path: str) -> tuple[str, str]:
-    """One request through the exporter's WSGI app, in this process."""
-    status: list[str] = []
-    environ = {"PATH_INFO": path, "REQUEST_METHOD": "GET", "QUERY_STRING": ""}
-    body = b"".join(app(environ, lambda s, headers: status.append(s)))
-    return status[0], body.decode()
+async def _app_get(app: Callable[..., Any], path: str) -> tuple[int, str]:
+    """One GET through serve's ASGI application, in this process."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    await app(scope, receive, send)
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:]).decode()
 
 
-def test_a_scrape_and_healthz_answer_in_time_against_a_hung_server(hung: HungListener) -> None:
-    for path, code in (("/healthz", "503"), ("/metrics", "200")):  # each meets the server
-        app = make_app(SnapshotCollector(TelemetryStore.from_url(hung.url, timeout=T)))
+async def test_a_scrape_and_readyz_answer_in_time_against_a_hung_server(
+    hung: HungListener,
+) -> None:
+    from redis_telemetry.server import create_app
+
+    apps = []
+    for path, code in (("/readyz", 503), ("/metrics", 200)):  # each meets the server
+        store = AsyncTelemetryStore.from_url(hung.url, timeout=T)
+        collector = SnapshotCollector(TelemetryStore.from_url(hung.url, timeout=T))
+        apps.append((create_app(store, metrics=collector), store))
         start = time.monotonic()
-        status, body = _app_get(app, path)
+        status, body = await _app_get(apps[-1][0], path)
         assert time.monotonic() - start < BOUND
-        assert status.startswith(code)
+        assert status == code
     assert 'redis_telemetry_up{store_namespace="telemetry"} 0.0' in body
     assert 'redis_telemetry_redis_errors_total{store_namespace="telemetry"} 1.0' in body
     assert hung.accepted == 2  # one attempt each
-    status, body = _app_get(app, "/healthz")  # after a failed scrape: the store's breaker
-    assert status.startswith("503")
-    assert "redis unreachable" in body
+    status, body = await _app_get(apps[0][0], "/readyz")  # after a failed read: the breaker
+    assert status == 503
+    assert json.loads(body)["error"].startswith("Redis is unreachable")
     assert "failing at once" in body
     assert hung.accepted == 2
+    for _, store in apps:
+        await store.aclose()
 
 
 def _http_get(url: str) -> tuple[int, str, float]:
@@ -553,8 +582,9 @@ def test_serve_answers_in_time_against_a_hung_server(hung: HungListener) -> None
         code, text, took = _http_get(base + "/metrics")
         assert (code, took < BOUND) == (200, True)
         assert 'redis_telemetry_up{store_namespace="telemetry"} 0.0' in text
+        assert _http_get(base + "/healthz")[:2] == (200, "ok\n")  # the process answers
         while True:  # until the breaker lets a probe meet the hung server
-            code, text, took = _http_get(base + "/healthz")
+            code, text, took = _http_get(base + "/readyz")
             assert (code, took < BOUND) == (503, True), text
             if "failing at once" not in text:
                 break
@@ -588,7 +618,7 @@ def test_the_hung_server_benchmark_runs(tmp_path: Path) -> None:
             "rank_models()": "TelemetryUnavailable",
             "redis-telemetry status": "exit 3",
             "exporter /metrics": "HTTP 200",
-            "exporter /healthz": "HTTP 503",
+            "exporter /readyz": "HTTP 503",
         }
         assert all(row["secs"] < 2 * 0.4 + 5 for row in results[server])  # status: + a start
     assert [row["conns"] for row in results["listener"]] == [1, 0, 1, 1, 1, 1]

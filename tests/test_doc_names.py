@@ -269,7 +269,12 @@ def test_the_data_page_lists_every_running_total() -> None:
     assert [f for f in totals.FIELDS if f"`{f}`" not in row] == []
 
 
-API_MODULES = ("redis_telemetry", "redis_telemetry.ingest", "redis_telemetry.integrations.litellm")
+API_MODULES = (
+    "redis_telemetry",
+    "redis_telemetry.ingest",
+    "redis_telemetry.server",
+    "redis_telemetry.integrations.litellm",
+)
 
 
 def public_names(module: str) -> set[str]:

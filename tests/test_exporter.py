@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -26,37 +24,17 @@ from redis_telemetry import CompletionEvent, TelemetryStore, TokenBreakdown
 from redis_telemetry.cli import DEFAULT_PORT
 from redis_telemetry.exporter import SnapshotCollector
 
+from .api import Serve
 from .helpers import event
 from .servers import RedisServer, free_port
 
 
 @contextmanager
 def serving(url: str, *extra: str) -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "redis_telemetry",
-            "--url",
-            url,
-            "serve",
-            "--port",
-            str(port),
-            *extra,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    try:
-        line = proc.stdout.readline()  # printed once the socket listens
-        assert f"http://127.0.0.1:{port}/metrics" in line, proc.stderr.read() if proc.stderr else ""
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.communicate(timeout=30)
+    """``serve`` on ``url``, ready; its base URL."""
+    with Serve(url, *extra) as server:
+        assert f"{server.base}/metrics" in server.stdout  # the line it prints once it serves
+        yield server.base
 
 
 def write(url: str, events: list[CompletionEvent], window_secs: int = 3600) -> None:
@@ -170,9 +148,10 @@ def test_scrape_while_redis_is_down_still_answers() -> None:
                 expected_errors
             )
             assert not any(name.startswith("redis_telemetry_window_") for name, _ in data)
-        status, body = get(base + "/healthz")
+        assert get(base + "/healthz") == (200, "ok\n")  # the process answers
+        status, body = get(base + "/readyz")  # Redis does not
         assert status == 503
-        assert "redis unreachable" in body
+        assert json.loads(body)["error"].startswith("Redis is unreachable")
 
 
 def test_serve_follows_a_window_changed_in_redis(url: str) -> None:

@@ -87,6 +87,13 @@ def test_wheel_metadata_is_complete(dists: tuple[Path, Path]) -> None:
     }
     assert float(metadata.split("\n", 1)[0].removeprefix("Metadata-Version: ")) >= 2.4
     assert "redis-telemetry = redis_telemetry.cli:run" in entry_points
+    # the HTTP server is an extra: a library install does not pull in a web stack
+    assert "Provides-Extra: server" in headers
+    requires = [h for h in headers if h.startswith("Requires-Dist: ")]
+    for package in ("fastapi", "uvicorn"):
+        extras = {r.split("; ")[-1] for r in requires if r.startswith(f"Requires-Dist: {package}")}
+        assert "extra == 'server'" in extras, extras
+        assert all(e.startswith("extra == ") for e in extras), extras  # never required alone
 
 
 @pytest.mark.slow

@@ -319,12 +319,19 @@ class StoreCore(Reads):
         return (yield from self.record_prepared(self.prepare(events, indexed=True)))
 
     def mark_subscription_limited(
-        self, model: str, ttl_secs: int | None = None, *, until: datetime | None = None
+        self,
+        model: str,
+        ttl_secs: int | None = None,
+        *,
+        until: datetime | None = None,
+        reason: str = "manual",
     ) -> Op[None]:
         """Block ``model`` for ``ttl_secs`` (default: the store's subscription-limit TTL), or
         ``until`` a timezone-aware time, by the server's clock. A block until a past time is
-        no block; one until a time sooner than a block in place leaves that block as it is."""
+        no block; one until a time sooner than a block in place leaves that block as it is.
+        ``reason`` is kept with the block (a dump shows it)."""
         model = rules.check_model_name(model)
+        reason = rules.check_reason(reason)
         if until is not None:
             if ttl_secs is not None:
                 raise InvalidInputError("give ttl_secs or until, not both")
@@ -334,13 +341,13 @@ class StoreCore(Reads):
                 raise InvalidInputError(f"until must be at most ten years away, got {until}")
             block: Batch = [
                 scripts.register_call(self.keys, [(model, until_ms, 0)]),
-                scripts.limit_call(self.keys, model, until_ms, "manual"),
+                scripts.limit_call(self.keys, model, until_ms, reason),
             ]
             yield from self._write(block, max(0, about_ms))
             return
         ttl = self.limit_ttl_secs if ttl_secs is None else ttl_secs
         ttl_ms = rules.check_positive_secs("ttl_secs", ttl) * 1000
-        yield from self._write(self._limit_cmds(model, ttl_ms, "manual"), ttl_ms)
+        yield from self._write(self._limit_cmds(model, ttl_ms, reason), ttl_ms)
 
     def _limit_cmds(self, model: str, ttl_ms: int, reason: str) -> Batch:
         return [

@@ -74,6 +74,11 @@ def check_error(value: object) -> str | None:
     return None if value is None else _utf8("error", value, MAX_ERROR_LEN)
 
 
+def check_reason(value: object) -> str:
+    """Why a model is blocked, kept with the block: UTF-8 text up to 16384 characters."""
+    return _utf8("reason", value, MAX_ERROR_LEN)
+
+
 def clip_error(text: str, room: int = MAX_ERROR_LEN) -> str:
     """An error text cut to ``room`` characters (the store's limit by default), ending in "…"
     when cut: an over-long error (a proxy's HTML error page) is kept shortened, not refused."""
