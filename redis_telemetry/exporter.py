@@ -65,6 +65,12 @@ class SnapshotCollector(Collector):
         yield from model_metrics([], "")
         yield from _scrape_metrics("", up=0, models=0, errors=0, window=0, duration=0.0)
 
+    def unanswered(self, duration: float) -> Iterator[Metric]:
+        """What a scrape answers when Redis did not answer within Prometheus's scrape timeout:
+        no model, ``up`` 0 (the read goes on in its thread until the store's deadline)."""
+        yield from model_metrics([], self.store.namespace)
+        yield from _scrape_metrics(self.store.namespace, 0, 0, self.errors, None, duration)
+
     def collect(self) -> Iterator[Metric]:
         with self._lock:
             start = time.perf_counter()
@@ -80,6 +86,23 @@ class SnapshotCollector(Collector):
             yield from _scrape_metrics(
                 ns, up, len(snaps), self.errors, window, time.perf_counter() - start
             )
+
+
+#: Seconds a scrape keeps of Prometheus's scrape timeout for encoding and the network.
+SCRAPE_MARGIN = 0.25
+
+
+def scrape_budget(header: str | None) -> float | None:
+    """How long a scrape may wait for Redis, from Prometheus's
+    ``X-Prometheus-Scrape-Timeout-Seconds`` header (None: no header, or not a positive
+    number): the timeout less :data:`SCRAPE_MARGIN`, at least 0.05 s."""
+    try:
+        secs = float(header) if header is not None else math.nan
+    except ValueError:
+        return None
+    if not math.isfinite(secs) or secs <= 0:
+        return None
+    return max(0.05, secs - SCRAPE_MARGIN)
 
 
 def _gauge(name: str, doc: str, labels: list[str], unit: str = "") -> GaugeMetricFamily:

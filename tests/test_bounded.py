@@ -231,8 +231,10 @@ def _score(e: CompletionEvent) -> int:
 def test_no_upkeep_call_holds_a_real_server_for_50_ms_on_ties_or_large_members(
     redis_server: RedisServer,
 ) -> None:
-    """SLOWLOG: 60,000 events in one millisecond rebuilt and trimmed; 5,000 members of 17 KB
-    (16 KB errors, 1 KB session ids) trimmed and rebuilt."""
+    """60,000 events in one millisecond, and 5,000 members of 17 KB (16 KB errors, 1 KB
+    session ids), rebuilt and then trimmed, one upkeep call at a time: no call takes 50 ms of
+    the server's CPU. Its CPU time (INFO cpu), not SLOWLOG's wall clock, which a loaded
+    machine stretches; benchmarks/upkeep.py reports the wall-clock figures."""
     with redis_server.client() as r:
         r.flushall()
         at = now() - timedelta(seconds=57)  # one millisecond for all 60,000
@@ -248,16 +250,33 @@ def test_no_upkeep_call_holds_a_real_server_for_50_ms_on_ties_or_large_members(
         store = _filled(r, batches)
         assert r.zcard("telemetry:{t}:events") == 60_000
         assert r.zcard("telemetry:{b}:events") == 5000
-        r.config_set("slowlog-log-slower-than", 50_000)  # microseconds
-        r.slowlog_reset()
+        costs: list[tuple[float, str]] = []
         for model in ("t", "b"):
             r.hdel(f"telemetry:{{{model}}}:totals", "layout")
-        store.reindex()  # the rebuilds, a bounded step a call
+            costs += [(c, f"rebuild {model}") for c in _upkeep_cpu(r, store, model)]
         assert stored_derived(r, "t") == recount(r, "t")
         assert stored_derived(r, "b") == recount(r, "b")
         wait_for_server_ms(r, server_ms(r) + 3100)  # both age out
-        store.reindex()  # the trims
+        for model in ("t", "b"):
+            costs += [(c, f"trim {model}") for c in _upkeep_cpu(r, store, model)]
         assert r.zcard("telemetry:{t}:events") == r.zcard("telemetry:{b}:events") == 0
-        entries = r.slowlog_get(128)
-        assert [(e["duration"], e["command"][:40]) for e in entries] == []
-        r.config_set("slowlog-log-slower-than", 10_000)
+        assert len(costs) > 200  # the work was spread over many calls
+        assert [(round(c, 3), what) for c, what in costs if c >= 0.05] == []
+
+
+def _cpu(r: redis.Redis) -> float:
+    info = r.info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
+def _upkeep_cpu(r: redis.Redis, store: TelemetryStore, model: str) -> list[float]:
+    """``model``'s record.lua upkeep calls until none is pending, each with the CPU seconds
+    the server spent on it (the INFO around it included: a few microseconds)."""
+    core = store._core
+    spent = []
+    while True:
+        before = _cpu(r)
+        (reply,) = store._run(core._write([core._record_eval(model, ())], core._window_ms))
+        spent.append(_cpu(r) - before)
+        if not int(reply[6]):
+            return spent

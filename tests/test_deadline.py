@@ -502,7 +502,9 @@ def test_a_bad_timeout_is_one_usage_line(args: list[str], env: dict[str, str], s
 # -- the exporter -------------------------------------------------------------------------------
 
 
-async def _app_get(app: Callable[..., Any], path: str) -> tuple[int, str]:
+async def _app_get(
+    app: Callable[..., Any], path: str, headers: dict[str, str] | None = None
+) -> tuple[int, str]:
     """One GET through serve's ASGI application, in this process."""
     sent: list[dict[str, Any]] = []
 
@@ -522,7 +524,7 @@ async def _app_get(app: Callable[..., Any], path: str) -> tuple[int, str]:
         "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
-        "headers": [],
+        "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
         "client": ("127.0.0.1", 1),
         "server": ("127.0.0.1", 80),
     }
@@ -554,6 +556,34 @@ async def test_a_scrape_and_readyz_answer_in_time_against_a_hung_server(
     assert hung.accepted == 2
     for _, store in apps:
         await store.aclose()
+
+
+async def test_a_scrape_answers_within_prometheus_scrape_timeout(hung: HungListener) -> None:
+    """Prometheus says how long it waits (X-Prometheus-Scrape-Timeout-Seconds): a scrape
+    answers within it, with ``up`` 0, even when the store's own deadline is longer."""
+    from redis_telemetry.server import create_app
+
+    store = AsyncTelemetryStore.from_url(hung.url, timeout=30)
+    collector = SnapshotCollector(TelemetryStore.from_url(hung.url, timeout=30))
+    app = create_app(store, metrics=collector)
+    start = time.monotonic()
+    status, body = await _app_get(app, "/metrics", {"X-Prometheus-Scrape-Timeout-Seconds": "1"})
+    assert time.monotonic() - start < 2.0
+    assert status == 200
+    assert 'redis_telemetry_up{store_namespace="telemetry"} 0.0' in body
+    assert "# TYPE redis_telemetry_window_completions" in body  # the families, no model
+    await store.aclose()
+
+
+@pytest.mark.parametrize(
+    ("header", "budget"), [(None, None), ("10", 9.75), ("0.1", 0.05), ("x", None), ("-1", None)]
+)
+def test_the_scrape_budget_is_prometheus_timeout_less_a_margin(
+    header: str | None, budget: float | None
+) -> None:
+    from redis_telemetry.exporter import scrape_budget
+
+    assert scrape_budget(header) == budget
 
 
 def _http_get(url: str) -> tuple[int, str, float]:

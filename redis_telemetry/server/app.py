@@ -9,8 +9,10 @@ the store, so any number of servers can run side by side on one Redis.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
@@ -19,10 +21,12 @@ from fastapi import Depends, FastAPI, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Metric
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
 from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import models_json_schema
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware.gzip import GZipMiddleware
 
@@ -32,7 +36,7 @@ from ..core import bodies, routing
 from ..core.statuses import failure, one_line
 from ..core.tokens import Scope, Tokens
 from ..errors import TelemetryError, WindowMismatchError
-from ..exporter import SnapshotCollector
+from ..exporter import SnapshotCollector, scrape_budget
 from ..models import CompletionEvent, ModelPerformanceSnapshot, TelemetrySummary, UsageSnapshot
 from .bodies import DecodedBodies
 from .schemas import (
@@ -338,14 +342,35 @@ def _add_metrics(app: FastAPI, collector: SnapshotCollector, probe: Any) -> None
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
 
-    def metrics(request: Request) -> Response:
-        """Prometheus metrics: one snapshot of every model (see the Metrics page)."""
+    async def metrics(request: Request) -> Response:
+        """Prometheus metrics: one snapshot of every model (see the Metrics page), within
+        Prometheus's scrape timeout when it sends one (else ``up`` 0 in time)."""
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-        return Response(encoder(registry), media_type=content_type)
+        budget = scrape_budget(request.headers.get("x-prometheus-scrape-timeout-seconds"))
+        started = time.perf_counter()
+        reading = run_in_threadpool(encoder, registry)
+        try:
+            body = await (reading if budget is None else asyncio.wait_for(reading, budget))
+        except TimeoutError:
+            log.warning("scrape: Redis did not answer within the scrape timeout (%.2f s)", budget)
+            late = CollectorRegistry(auto_describe=False)
+            late.register(_Unanswered(collector, time.perf_counter() - started))
+            body = encoder(late)
+        return Response(body, media_type=content_type)
 
     # not in the OpenAPI document: the exposition format is Prometheus' own contract
     for path in ("/metrics", "/"):
         app.add_api_route(path, metrics, dependencies=[probe], include_in_schema=False)
+
+
+class _Unanswered(Collector):
+    """The exposition of a scrape that ran out of Prometheus's time."""
+
+    def __init__(self, collector: SnapshotCollector, duration: float) -> None:
+        self.collector, self.duration = collector, duration
+
+    def collect(self) -> Iterator[Metric]:
+        return self.collector.unanswered(self.duration)
 
 
 def _handle_errors(app: FastAPI) -> None:
