@@ -192,7 +192,6 @@ class ClaudeParser(Parser):
                 self.completion(
                     model=model,
                     session=session,
-                    clock_time=said is None,
                     completed_at=now,
                     latency_ms=count(duration),
                     success=not failed,
