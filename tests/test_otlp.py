@@ -256,7 +256,7 @@ def test_redelivery_stores_nothing_twice(api: Serve, store: TelemetryStore) -> N
     assert (sonnet.successful_completions, sonnet.failed_completions) == (1, 2)
 
 
-# -- partial success --------------------------------------------------------------------------------
+# -- partial success ------------------------------------------------------------------------------
 
 
 def span_json(model: str | None, span_id: str, **extra: Any) -> dict[str, Any]:
@@ -321,7 +321,7 @@ def test_a_full_success_in_protobuf_is_an_empty_response(api: Serve) -> None:
     assert (answer.status, answer.body) == (200, b"")
 
 
-# -- statuses -----------------------------------------------------------------------------------------
+# -- statuses -------------------------------------------------------------------------------------
 
 
 def varint(data: bytes, at: int) -> tuple[int, int]:
