@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -32,6 +34,7 @@ from opentelemetry.trace import SpanKind
 
 from redis_telemetry import TelemetryStore
 from redis_telemetry.core.tokens import WRITE_TOKEN_ENV
+from redis_telemetry.ingest import parse_lines
 
 from .api import Answer, Serve, gzipped
 from .servers import HungListener, RedisServer, free_port
@@ -198,7 +201,7 @@ def test_the_sdks_log_exporter_records_claude_codes_events(
     assert not snap.subscription_limit_reached  # a 529 blocks nothing
 
 
-# -- Claude Code's JSON bodies ---------------------------------------------------------------------
+# -- Claude Code's JSON bodies --------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("version", ["2.1.100", "2.1.130"])
@@ -440,3 +443,59 @@ def test_the_copy_of_a_body_is_not_changed(api: Serve) -> None:
     kept = copy.deepcopy(body)
     api.post("/v1/logs", body, headers=JSON)
     assert body == kept
+
+
+# -- one session through OTLP and stdout ----------------------------------------------------------
+
+
+def test_a_session_through_otlp_and_stdout_counts_each_call_once(
+    api: Serve, store: TelemetryStore, redis_server: RedisServer
+) -> None:
+    """OTLP counts the calls; stdout, read with --format claude-limits, adds its limits only."""
+    stdout_log = Path(__file__).parent / "fixtures" / "claude-2.1.240-stream-json.jsonl"
+    session, model = "7d0c9a4e-2b61-4f3a-8e15-0000000000a1", "claude-opus-4-7"
+    both = parse_lines("claude", stdout_log.read_text().splitlines())
+    assert any(e.session_id == session for e in both.events)  # --format claude would count it
+    calls = [
+        {
+            "timeUnixNano": str(now_ns()),
+            "body": {"stringValue": "claude_code.api_request"},
+            "attributes": [
+                {"key": k, "value": {"stringValue": v}}
+                for k, v in {
+                    "event.name": "api_request",
+                    "session.id": session,
+                    "model": model,
+                    "request_id": f"req_both_{i}",
+                    "duration_ms": "900",
+                    "output_tokens": "40",
+                }.items()
+            ],
+        }
+        for i in range(3)
+    ]
+    body = {"resourceLogs": [{"scopeLogs": [{"logRecords": calls}]}]}
+    assert api.post("/v1/logs", body, headers=JSON).status == 200
+    cli = [sys.executable, "-m", "redis_telemetry", "--url", redis_server.url, "--namespace", NS]
+    ingest = subprocess.run(
+        [*cli, "ingest", "--format", "claude-limits", str(stdout_log)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert ingest.returncode == 0, ingest.stderr
+    report = ingest.stdout + ingest.stderr
+    assert "0 events recorded" in report
+    assert "2 runs left to OTLP (--format claude-limits)" in report
+    assert store.session_usage(session).by_model[model].message_count == 3
+    assert store.model_performance(model).successful_completions == 3
+
+
+def test_claude_limits_keeps_the_limits_and_leaves_the_runs() -> None:
+    lines = (Path(__file__).parent / "fixtures" / "claude-2.1.240-stream-json.jsonl").read_text()
+    full = parse_lines("claude", lines.splitlines())
+    limits_only = parse_lines("claude-limits", lines.splitlines())
+    assert full.events
+    assert limits_only.events == []
+    assert limits_only.limits == full.limits
+    assert limits_only.limits  # the "resets 3pm" the OTLP events do not carry
