@@ -369,7 +369,9 @@ def span(attrs: dict[str, Any], kind: int = 3, status: int = 0, message: str = "
         ({"gen_ai.operation.name": "chat", "gen_ai.request.model": "m"}, 1, True),
         ({"gen_ai.operation.name": "text_completion", "gen_ai.request.model": "m"}, 1, True),
         ({"gen_ai.operation.name": "generate_content", "gen_ai.request.model": "m"}, 1, True),
+        ({"gen_ai.operation.name": "acompletion", "gen_ai.request.model": "m"}, 1, True),
         ({"gen_ai.operation.name": "embeddings", "gen_ai.request.model": "m"}, 3, False),
+        ({"gen_ai.operation.name": "aembedding", "gen_ai.request.model": "m"}, 3, False),
         ({"gen_ai.operation.name": "execute_tool", "gen_ai.request.model": "m"}, 3, False),
         ({"gen_ai.operation.name": "invoke_agent", "gen_ai.request.model": "m"}, 3, False),
         ({"gen_ai.request.model": "m"}, 3, True),  # a CLIENT span with a model
@@ -440,6 +442,13 @@ def test_tokens_are_split_so_that_nothing_counts_twice(
     assert event is not None
     t = event.tokens
     assert (t.total, t.input, t.output, t.reasoning, t.cache_read, t.cache_write) == tokens
+
+
+def test_litellms_cost_is_its_total_cost() -> None:
+    attrs = {"gen_ai.request.model": "m", "gen_ai.cost.total_cost": 0.003}
+    event = genai.to_event(span({**attrs, "gen_ai.cost.input_cost": 0.001}), NOW)
+    assert event is not None
+    assert event.cost_usd == 0.003
 
 
 def test_an_error_span_is_a_failure_with_its_error_type() -> None:

@@ -5,9 +5,10 @@ to 1.38, Development status), as OpenLLMetry, OpenLIT, LiteLLM's OTel callbacks 
 opentelemetry-python-contrib emit them, with the older names those still write.
 
 Only inference spans count: ``gen_ai.operation.name`` ``chat``, ``text_completion`` or
-``generate_content``; without an operation, a CLIENT span with a model attribute. Any other
-operation (``embeddings``, ``execute_tool``, ``invoke_agent``, …) and any other span is
-dropped. No prompt, message, or tool argument is read.
+``generate_content`` (or a LiteLLM call type such as ``acompletion``); without an operation, a
+CLIENT span with a model attribute. Any other operation (``embeddings``, ``execute_tool``,
+``invoke_agent``, …) and any other span is dropped. No prompt, message, or tool argument is
+read. Checked against LiteLLM 1.110's ``integrations/opentelemetry.py``.
 """
 
 from __future__ import annotations
@@ -27,8 +28,12 @@ from .records import (
     text,
 )
 
-#: the operations that are one model call each
-INFERENCE = frozenset({"chat", "text_completion", "generate_content"})
+#: the operations that are one model call each: the conventions' names, then the call types
+#: LiteLLM's OTel callback writes as the operation outside its latest-conventions mode
+INFERENCE = frozenset({"chat", "text_completion", "generate_content"}) | frozenset(
+    {"completion", "acompletion", "atext_completion", "responses", "aresponses"}
+    | {"anthropic_messages", "aanthropic_messages"}
+)
 #: each field, from the first of its attribute names present (current name first)
 MODEL = ("gen_ai.response.model", "gen_ai.request.model")
 INPUT = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens")
@@ -45,7 +50,7 @@ CACHE_CREATION = (
     "gen_ai.usage.input_tokens.cache_write",
 )
 REASONING = ("gen_ai.usage.reasoning.output_tokens", "gen_ai.usage.reasoning_tokens")
-COST = ("gen_ai.usage.cost",)
+COST = ("gen_ai.usage.cost", "gen_ai.cost.total_cost")
 SESSION = ("gen_ai.conversation.id",)
 OPERATION = ("gen_ai.operation.name",)
 ERROR_TYPE = ("error.type",)
@@ -105,7 +110,7 @@ def to_event(span: Span, now: datetime) -> CompletionEvent | None:
         said = ": ".join(p for p in (kind, message) if p) or "error"
         is_429 = text(attrs, *HTTP_STATUS) == "429" or kind == "429"
         error = blocking_error(said, at, is_429)
-    cost = number(attrs.get(COST[0]))
+    cost = next((c for name in COST if (c := number(attrs.get(name))) is not None), None)
     return event(
         model=model,
         session_id=text(attrs, *SESSION),
