@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from ..models import CompletionEvent, TokenBreakdown
+from ..models import CompletionEvent
 from .events import blocking_error, event, from_nanos
 from .records import (
     BAD_ID,
@@ -67,7 +67,7 @@ def is_inference(span: Span) -> bool:
     return span.kind == SPAN_KIND_CLIENT and bool(text(span.attributes, *MODEL))
 
 
-def tokens_of(span: Span) -> TokenBreakdown:
+def tokens_of(span: Span) -> dict[str, int]:
     """The span's tokens by kind, each counted once: the conventions count cached tokens in
     the input and reasoning in the output, so uncached input = input - cache read - cache
     creation and output = output - reasoning (never below 0)."""
@@ -77,14 +77,14 @@ def tokens_of(span: Span) -> TokenBreakdown:
     reasoning = count(attrs, *REASONING)
     uncached = max(0, given_in - read - creation)
     out = max(0, given_out - reasoning)
-    return TokenBreakdown(
-        total=uncached + read + creation + out + reasoning,
-        input=uncached,
-        output=out,
-        reasoning=reasoning,
-        cache_read=read,
-        cache_write=creation,
-    )
+    return {  # a TokenBreakdown's fields, checked with the event
+        "total": uncached + read + creation + out + reasoning,
+        "input": uncached,
+        "output": out,
+        "reasoning": reasoning,
+        "cache_read": read,
+        "cache_write": creation,
+    }
 
 
 def to_event(span: Span, now: datetime) -> CompletionEvent | None:

@@ -15,7 +15,7 @@ import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from .records import BAD_ID, ENUM_NAMES, Batch, LogRecord, Signal, Span, not_otlp
+from .records import BAD_ID, ENUM_NAMES, Batch, LogRecord, Signal, Span, not_otlp, span_key
 
 T = TypeVar("T")
 _HEX = frozenset("0123456789abcdef")
@@ -74,11 +74,13 @@ class _Reader:
             raise not_otlp(self.signal, f"{where}{camel} is not a string")
         return value
 
-    def attributes(self, obj: dict[str, Any], where: str) -> dict[str, Any]:
+    def attributes(
+        self, obj: dict[str, Any], where: str, keep: Callable[[str], bool] | None = None
+    ) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for kv in self.objects(obj, "attributes", where):
             key = kv.get("key")
-            if isinstance(key, str):
+            if isinstance(key, str) and (keep is None or keep(key)):
                 out[key] = any_value(kv.get("value"))
         return out
 
@@ -203,7 +205,7 @@ def _span(r: _Reader) -> Callable[[dict[str, Any], str, dict[str, Any]], Span]:
             kind=r.enum(item, "kind", where),
             start_time_unix_nano=r.integer(item, "startTimeUnixNano", where),
             end_time_unix_nano=r.integer(item, "endTimeUnixNano", where),
-            attributes=r.attributes(item, where),
+            attributes=r.attributes(item, where, span_key),
             resource=resource,
             status_code=r.enum(status, "code", where + "status."),
             status_message=r.string(status, "message", where + "status."),

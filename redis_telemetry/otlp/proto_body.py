@@ -6,11 +6,11 @@ install; JSON requests need nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..core.bodies import BodyError
-from .records import Batch, LogRecord, Signal, Span, not_otlp
+from .records import Batch, LogRecord, Signal, Span, not_otlp, span_key
 
 #: what to install for protobuf bodies
 INSTALL = "pip install 'redis-telemetry[otlp]'"
@@ -56,8 +56,8 @@ def _scalar(value: Any) -> Any:
     return None
 
 
-def _attributes(kvs: Iterable[Any]) -> dict[str, Any]:
-    return {kv.key: any_value(kv.value) for kv in kvs}
+def _attributes(kvs: Iterable[Any], keep: Callable[[str], bool] | None = None) -> dict[str, Any]:
+    return {kv.key: any_value(kv.value) for kv in kvs if keep is None or keep(kv.key)}
 
 
 def decode(signal: Signal, body: bytes) -> Batch:
@@ -109,7 +109,7 @@ def _spans(request: Any) -> Iterable[Span]:
                     kind=s.kind,
                     start_time_unix_nano=s.start_time_unix_nano,
                     end_time_unix_nano=s.end_time_unix_nano,
-                    attributes=_attributes(s.attributes),
+                    attributes=_attributes(s.attributes, span_key),
                     resource=resource,
                     status_code=s.status.code,
                     status_message=s.status.message,

@@ -108,6 +108,17 @@ def number(value: object) -> float | int | None:
     return None
 
 
+#: the span attributes the GenAI mapping reads: only these are decoded (a span's prompts and
+#: messages, often the bulk of it, are skipped unread)
+SPAN_KEYS_PREFIX = "gen_ai."
+SPAN_KEYS = frozenset({"error.type", "http.response.status_code", "http.status_code"})
+
+
+def span_key(key: str) -> bool:
+    """True for a span attribute the mapping reads."""
+    return key.startswith(SPAN_KEYS_PREFIX) or key in SPAN_KEYS
+
+
 class Unmappable(ValueError):
     """A record that should have become an event and cannot: counted as rejected."""
 
