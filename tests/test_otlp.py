@@ -33,22 +33,22 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from redis_telemetry import TelemetryStore
-from redis_telemetry.core.tokens import WRITE_TOKEN_ENV
-from redis_telemetry.ingest import parse_lines
+from redis_telemetry.core.tokens import READ_TOKEN_ENV, WRITE_TOKEN_ENV
+from redis_telemetry.ingest import IngestReport, parse_lines
 
 from .api import Answer, Serve, gzipped
 from .servers import HungListener, RedisServer, free_port
 
 FIXTURES = Path(__file__).parent / "fixtures" / "otlp"
 NS = "otlp-api"
-WRITE = "otlp-write-secret"
+WRITE, READ = "otlp-write-secret", "otlp-read-secret"
 JSON = {"Content-Type": "application/json"}
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
 
 
 @pytest.fixture(scope="module")
 def api(redis_server: RedisServer) -> Iterator[Serve]:
-    env = {WRITE_TOKEN_ENV: WRITE}
+    env = {WRITE_TOKEN_ENV: WRITE, READ_TOKEN_ENV: READ}
     with Serve(redis_server.url, "--namespace", NS, env=env, token=WRITE) as server:
         yield server
 
@@ -199,6 +199,20 @@ def test_the_sdks_log_exporter_records_claude_codes_events(
         "cache_write": 100,
     }
     assert not snap.subscription_limit_reached  # a 529 blocks nothing
+
+
+def test_the_exporters_environment_is_all_it_takes(
+    api: Serve, store: TelemetryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OTEL_EXPORTER_OTLP_ENDPOINT=http://host:port and the token in OTEL_EXPORTER_OTLP_HEADERS,
+    as docs/otlp.md sets them for Claude Code: the exporter finds /v1/traces by itself."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", api.base)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", f"Authorization=Bearer {WRITE}")
+    spans = finished_spans(lambda t: chat_spans(t, "sdk/by-env", n=2))
+    exporter = OTLPSpanExporter()
+    assert exporter.export(spans) is SpanExportResult.SUCCESS
+    exporter.shutdown()
+    assert store.model_performance("sdk/by-env-2025").successful_completions == 2
 
 
 # -- Claude Code's JSON bodies --------------------------------------------------------------------
@@ -398,6 +412,9 @@ def test_a_token_is_needed_to_export(api: Serve) -> None:
     assert none.headers["www-authenticate"] == "Bearer"
     assert rpc_status(none)[0] == 16
     assert api.post("/v1/logs", b"{}", headers=JSON, token="wrong").status == 401
+    reader = api.post("/v1/traces", b"", headers=PROTOBUF, token=READ)
+    assert reader.status == 403
+    assert rpc_status(reader) == (7, "the read token may not write; send the write token")
 
 
 @pytest.mark.parametrize("kind", [JSON, PROTOBUF])
@@ -499,3 +516,12 @@ def test_claude_limits_keeps_the_limits_and_leaves_the_runs() -> None:
     assert limits_only.events == []
     assert limits_only.limits == full.limits
     assert limits_only.limits  # the "resets 3pm" the OTLP events do not carry
+
+
+def test_claude_limits_reading_runs_and_no_limit_exits_0() -> None:
+    report = IngestReport("claude-limits")
+    report.ignored = 3  # the lines around the runs
+    assert report.exit_code == 1  # nothing read at all: the wrong format, most likely
+    report.elsewhere = 2
+    assert (report.exit_code, report.hint) == (0, None)
+    assert "2 runs left to OTLP (--format claude-limits)" in report.lines()
