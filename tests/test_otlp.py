@@ -424,6 +424,22 @@ def test_metrics_are_accepted_and_dropped(api: Serve, kind: dict[str, str]) -> N
     assert answer.body == (b"{}" if kind is JSON else b"")
 
 
+def test_protobuf_without_the_otlp_extra_is_415_and_json_still_works(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    hidden = tmp_path / "opentelemetry" / "proto"  # an empty package hides opentelemetry-proto
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text("")
+    env = {"PYTHONPATH": str(tmp_path)}
+    with Serve(redis_server.url, "--namespace", NS, env=env) as server:
+        answer = server.post("/v1/traces", b"", headers=PROTOBUF)
+        assert answer.status == 415
+        code, message = rpc_status(answer)
+        assert code == 3
+        assert "pip install 'redis-telemetry[otlp]'" in message
+        assert server.post("/v1/traces", b"{}", headers=JSON).status == 200
+
+
 def test_redis_down_is_503_with_retry_after() -> None:
     with Serve(f"redis://127.0.0.1:{free_port()}/0") as server:
         answer = server.post(

@@ -520,3 +520,22 @@ def test_a_long_status_message_is_a_well_formed_protobuf() -> None:
     assert body[:2] == b"\x08\x0e"  # code 14, UNAVAILABLE
     assert body[2:5] == b"\x12\xac\x02"  # field 2, length 300
     assert body[5:] == message.encode()
+
+
+@pytest.mark.parametrize(
+    ("names", "field", "value"),
+    [
+        (genai.INPUT, "total", 40),
+        (genai.OUTPUT, "output", 40),
+        (genai.CACHE_READ, "cache_read", 40),
+        (genai.CACHE_CREATION, "cache_write", 40),
+        (genai.REASONING, "reasoning", 40),
+    ],
+)
+def test_every_name_of_a_token_count_is_read(
+    names: tuple[str, ...], field: str, value: int
+) -> None:
+    for name in names:
+        event = genai.to_event(span({"gen_ai.request.model": "m", name: value}), NOW)
+        assert event is not None
+        assert getattr(event.tokens, field) == value, name
