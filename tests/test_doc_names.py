@@ -65,6 +65,8 @@ FOREIGN_OPTIONS = {
 FOREIGN_CONSTANTS = {
     "ROUND_ROBIN_REPLICAS": "redis-py (LoadBalancingStrategy)",
     "OTEL_LOGS_EXPORT_INTERVAL": "Claude Code",
+    "CLAUDE_CODE_ENHANCED_TELEMETRY_BETA": "Claude Code",
+    "OTEL_TRACES_EXPORTER": "Claude Code",
     "TRACELOOP_BASE_URL": "OpenLLMetry",
     "TRACELOOP_HEADERS": "OpenLLMetry",
     "TRACELOOP_TRACE_CONTENT": "OpenLLMetry",

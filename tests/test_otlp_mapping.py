@@ -384,6 +384,18 @@ def test_only_inference_spans_count(attrs: dict[str, Any], kind: int, counted: b
     assert (genai.to_event(span(attrs, kind), NOW) is not None) is counted
 
 
+def test_claude_codes_own_spans_are_left_to_its_log_events() -> None:
+    """Claude Code's traces beta: claude_code.llm_request, a model attribute; its calls are
+    counted from its log events, so the span would count each call twice."""
+    attrs = {"gen_ai.system": "anthropic", "gen_ai.request.model": "claude-opus-4-5"}
+    ids = {"trace_id": "ab" * 16, "span_id": "cd" * 8}
+    llm_request = Span(**ids, name="claude_code.llm_request", kind=3, attributes=attrs)
+    assert genai.to_event(llm_request, NOW) is None
+    by_service = Span(**ids, kind=3, attributes=attrs, resource={"service.name": "claude-code"})
+    assert genai.to_event(by_service, NOW) is None
+    assert genai.to_event(span(attrs), NOW) is not None  # the same attributes from elsewhere
+
+
 def test_a_span_is_a_success_timed_end_minus_start_with_the_response_model() -> None:
     event = genai.to_event(
         span(

@@ -98,7 +98,7 @@ def to_event(record: LogRecord, now: datetime) -> CompletionEvent | None:
         said = f"API Error: {status} {message}" if status else f"API Error: {message}"
         return event(
             **common,
-            latency_ms=count(attrs, "duration_ms") if "duration_ms" in attrs else None,
+            latency_ms=_latency(record),
             success=False,
             error=blocking_error(said, at, status == "429"),
         )
@@ -111,11 +111,18 @@ def to_event(record: LogRecord, now: datetime) -> CompletionEvent | None:
     tokens.total = tokens.input + tokens.output + tokens.cache_read + tokens.cache_write
     return event(
         **common,
-        latency_ms=count(attrs, "duration_ms") if "duration_ms" in attrs else None,
+        latency_ms=_latency(record),
         success=True,
         tokens=tokens,
         cost_usd=_cost(record),
     )
+
+
+def _latency(record: LogRecord) -> int | None:
+    """``duration_ms``; None (untimed) without it."""
+    if record.attributes.get("duration_ms") is None:
+        return None
+    return count(record.attributes, "duration_ms")
 
 
 def _cost(record: LogRecord) -> float:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from ..models import CompletionEvent
+from . import claude
 from .events import blocking_error, event, from_nanos
 from .records import (
     BAD_ID,
@@ -60,7 +61,11 @@ ID_PREFIX = "otel"
 
 
 def is_inference(span: Span) -> bool:
-    """True for a span that is one model call (see the module docstring)."""
+    """True for a span that is one model call (see the module docstring). Claude Code's own
+    spans (its traces beta: ``claude_code.llm_request``, with ``gen_ai.request.model``) are
+    not: its calls are counted from its log events (``otlp.claude``), once."""
+    if span.name.startswith(claude.PREFIX) or span.resource.get("service.name") == claude.SERVICE:
+        return False
     operation = text(span.attributes, *OPERATION)
     if operation:
         return operation in INFERENCE
