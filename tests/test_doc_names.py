@@ -282,6 +282,7 @@ API_MODULES = (
     "redis_telemetry.ingest",
     "redis_telemetry.server",
     "redis_telemetry.integrations.litellm",
+    "redis_telemetry.otlp",
 )
 
 

@@ -13,28 +13,7 @@ docs/otlp.md has the mapping tables.
 
 from __future__ import annotations
 
-from .receiver import (
-    Mapped,
-    answer,
-    answer_encoding,
-    decode,
-    encoding,
-    map_batch,
-    media_type,
-    status,
-)
+from .receiver import Mapped, answer, decode, map_batch
 from .records import Batch, LogRecord, Span
 
-__all__ = [
-    "Batch",
-    "LogRecord",
-    "Mapped",
-    "Span",
-    "answer",
-    "answer_encoding",
-    "decode",
-    "encoding",
-    "map_batch",
-    "media_type",
-    "status",
-]
+__all__ = ["Batch", "LogRecord", "Mapped", "Span", "answer", "decode", "map_batch"]

@@ -19,10 +19,10 @@ from typing import Any, Protocol, TypeVar
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from .. import otlp
 from ..aio import AsyncTelemetryStore
 from ..core.statuses import failure
 from ..core.tokens import Scope, Tokens
+from ..otlp import receiver
 from ..otlp.records import Signal
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def _body_doc() -> dict[str, Any]:
     binary = {"schema": {"type": "string", "format": "binary"}}
     return {
         "required": True,
-        "content": {otlp.receiver.PROTOBUF: binary, otlp.receiver.JSON: {"schema": {}}},
+        "content": {receiver.PROTOBUF: binary, receiver.JSON: {"schema": {}}},
     }
 
 
@@ -61,26 +61,28 @@ def add_otlp_routes(app: FastAPI, stores: Stores, tokens: Tokens, doc_guard: Any
     def route(signal: Signal) -> None:
         async def export(request: Request) -> Response:
             header = request.headers.get("content-type")
-            kind = otlp.answer_encoding(header)
-            media_type = otlp.media_type(kind)
+            kind = receiver.answer_encoding(header)
+            media_type = receiver.media_type(kind)
             try:
                 tokens.check(request.headers.get("authorization"), Scope.WRITE)
-                otlp.encoding(header)  # 415 for a type that is not OTLP's
+                receiver.encoding(header)  # 415 for a type that is not OTLP's
                 body = await request.body()
-                mapped = otlp.Mapped()
+                mapped = receiver.Mapped()
                 if signal != "metrics":  # metrics: read (and held to the limit), then dropped
-                    mapped = otlp.map_batch(otlp.decode(signal, body, kind), datetime.now(UTC))
+                    mapped = receiver.map_batch(
+                        receiver.decode(signal, body, kind), datetime.now(UTC)
+                    )
                 if mapped.events:
                     events = mapped.events
                     await stores(lambda s: s.record_batch(events))
                 if mapped.rejected:
                     log.info("OTLP %s: %s", signal, mapped.message)
-                return Response(otlp.answer(signal, mapped, kind), media_type=media_type)
+                return Response(receiver.answer(signal, mapped, kind), media_type=media_type)
             except Exception as exc:
                 answer = failure(exc)
                 if answer.status == 500:
                     log.error("OTLP %s request failed", signal, exc_info=exc)
-                body = otlp.status(answer.status, answer.message, kind)
+                body = receiver.status(answer.status, answer.message, kind)
                 return Response(body, answer.status, answer.headers, media_type=media_type)
 
         export.__doc__ = _DOC[signal]
