@@ -37,7 +37,7 @@ from redis_telemetry.core.tokens import READ_TOKEN_ENV, WRITE_TOKEN_ENV
 from redis_telemetry.ingest import IngestReport, parse_lines
 
 from .api import Answer, Serve, gzipped
-from .servers import HungListener, RedisServer, free_port
+from .servers import HungListener, RedisClusterServers, RedisServer, free_port
 
 FIXTURES = Path(__file__).parent / "fixtures" / "otlp"
 NS = "otlp-api"
@@ -541,3 +541,17 @@ def test_claude_limits_reading_runs_and_no_limit_exits_0() -> None:
     report.elsewhere = 2
     assert (report.exit_code, report.hint) == (0, None)
     assert "2 runs left to OTLP (--format claude-limits)" in report.lines()
+
+
+def test_an_export_of_many_models_on_a_redis_cluster(redis_cluster: RedisClusterServers) -> None:
+    """One request, five models in five hash slots: each model's events, once."""
+    models = [f"cluster/otlp-{i}" for i in range(5)]
+    spans = finished_spans(lambda t: [chat_spans(t, m, n=2) for m in models])
+    with Serve(redis_cluster.url, "--namespace", "otlp-cluster") as server:
+        exporter = OTLPSpanExporter(endpoint=f"{server.base}/v1/traces")
+        assert exporter.export(spans) is SpanExportResult.SUCCESS
+        assert exporter.export(spans) is SpanExportResult.SUCCESS
+        exporter.shutdown()
+    with TelemetryStore.from_url(redis_cluster.url, namespace="otlp-cluster") as store:
+        for m in models:
+            assert store.model_performance(m + "-2025").successful_completions == 2
