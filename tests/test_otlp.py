@@ -80,6 +80,10 @@ def claude_body(version: str, model_suffix: str, session: str) -> dict[str, Any]
     return body
 
 
+def claude_records(body: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for res in body["resourceLogs"] for sc in res["scopeLogs"] for r in sc["logRecords"]]
+
+
 # -- the SDK's own exporters ----------------------------------------------------------------------
 
 
@@ -224,7 +228,8 @@ def test_claude_codes_json_logs_before_and_after_2_1_122_map_alike(
 ) -> None:
     """Before 2.1.122 every number is a string; since, numbers are numbers."""
     suffix = f"@{version}"
-    answer = api.post("/v1/logs", claude_body(version, suffix, version), headers=JSON)
+    body = claude_body(version, suffix, version)
+    answer = api.post("/v1/logs", body, headers=JSON)
     assert (answer.status, answer.json()) == (200, {})
     assert answer.headers["content-type"] == "application/json"
     sonnet = store.model_performance("claude-sonnet-4-5-20250929" + suffix)
@@ -239,9 +244,11 @@ def test_claude_codes_json_logs_before_and_after_2_1_122_map_alike(
         "cache_read": 20000,
         "cache_write": 1500,
     }
-    assert sonnet.is_subscription_limited()  # the 429: the short cooldown
+    # the 429 blocks for the short cooldown from the call's time (read well within it)
+    stamp = int(claude_records(body)[0]["timeUnixNano"]) / 1e9
+    assert sonnet.subscription_limit_reached
     assert sonnet.subscription_limit_expires_at is not None
-    assert time.time() < sonnet.subscription_limit_expires_at.timestamp() <= time.time() + 6
+    assert sonnet.subscription_limit_expires_at.timestamp() == pytest.approx(stamp + 5, abs=0.002)
     haiku = store.model_performance("claude-haiku-4-5-20251001" + suffix)
     assert (haiku.successful_completions, haiku.tokens.input) == (1, 300)
     usage = store.session_usage("S" + version)
