@@ -352,6 +352,8 @@ class Parser:
         self._ready: list[Item] = []
         #: the digest of the line being parsed (the last resort for an event id)
         self.line_digest = ""
+        #: completions read and left out, counted by another source (``claude-limits``)
+        self.elsewhere = 0
         #: when the line being parsed was read
         self.arrived = clock()
 
