@@ -10,7 +10,7 @@ from typing import Any
 
 import redis
 
-from redis_telemetry import TelemetryStore
+from redis_telemetry import ModelPerformanceSnapshot, TelemetryStore
 from redis_telemetry.core import scripts, sketch
 from redis_telemetry.core.commands import Op
 
@@ -57,3 +57,14 @@ def test_the_sketch_histogram_is_the_histogram_of_its_bucket_values() -> None:
         bounds = [*sorted(rng.uniform(0, 5000) for _ in range(5)), float("inf")]
         weighted = ((sketch.value(b), c) for b, c in enumerate(counts) if c)
         assert sketch.sketch_histogram(counts, bounds) == sketch.histogram(weighted, bounds)
+
+
+def test_snapshots_built_without_validation_equal_validated_ones(store: TelemetryStore) -> None:
+    store.record_batch([event("m", latency_ms=300)] * 3 + [event("m", success=False)])
+    store.record_batch([event("free", cost_usd=0.0, latency_ms=None)])
+    store.mark_subscription_limited("blocked", 600)
+    for snap in store.all_model_performances():
+        checked = ModelPerformanceSnapshot.model_validate(snap.model_dump())
+        assert checked == snap
+        for name, value in checked:
+            assert type(getattr(snap, name)) is type(value), name

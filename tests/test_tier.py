@@ -340,3 +340,60 @@ def test_a_first_decision_on_a_hung_redis_fails_then_fails_at_once() -> None:
 def test_only_blocking_stores_make_a_local_tier(r: redis.Redis) -> None:
     with pytest.raises(Exception, match="TelemetryStore"):
         AsyncLocalTier(TelemetryStore(r))  # type: ignore[arg-type]
+
+
+# -- SharedStateRouting on the tier, Redis hung ---------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore:.*using the `ReadOnly` qualifier:UserWarning")
+def test_router_calls_with_redis_hung_never_wait_on_redis(
+    own_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No Redis call runs on the caller's thread: from memory while the data is fresh, then
+    stale (its refresh failing in the tier's thread), then with the breaker open, not even
+    that. So what Redis adds to a call while hung is a dictionary lookup, not a timeout."""
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network at import
+    pytest.importorskip("litellm")
+    from litellm.router import Router
+
+    from redis_telemetry.integrations.litellm import SharedStateRouting
+
+    store = TelemetryStore.from_url(own_server.url, connection=FAST)
+    store.record_batch([event("dep-a", latency_ms=100)] * 3 + [event("dep-b", latency_ms=900)] * 3)
+    router = Router(
+        model_list=[
+            {
+                "model_name": "coder",
+                "litellm_params": {"model": m, "api_key": "sk-test", "mock_response": "hi"},
+                "model_info": {"id": dep},
+            }
+            for dep, m in (("dep-a", "openai/gpt-4o-mini"), ("dep-b", "openai/gpt-4o"))
+        ],
+        num_retries=0,
+    )
+    routing = SharedStateRouting(router, store, exploration=0.0, tier=SETTINGS)
+    router.register_plugin(routing)
+    assert routing.tier is not None
+    clock = Clock()
+    routing.tier.state.clock = clock
+
+    def call() -> str:
+        reply = router.completion(model="coder", messages=[{"role": "user", "content": "hi"}])
+        return str(reply._hidden_params["model_id"])
+
+    assert call() == "dep-a"
+    counted = Counted(store)
+    with sigstopped(own_server):
+        fresh = [call() for _ in range(10)]
+        clock.now += 6  # past max_age: a refresh starts in the tier's thread and fails there
+        stale = [call() for _ in range(10)]
+        assert isinstance(routing.tier, LocalTier)
+        assert routing.tier.settle()
+        assert counted.calls == 1
+        held = [call() for _ in range(30)]  # the breaker is open: no refresh, no Redis
+        assert counted.calls == 1
+    assert fresh + stale + held == ["dep-a"] * 50
+    assert routing.fallbacks == 0
+    assert routing.data_age_secs == 6
+    assert routing.tier.state.failures == 1
+    assert all(t is not threading.current_thread() for t in counted.threads)
