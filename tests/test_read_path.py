@@ -68,3 +68,14 @@ def test_snapshots_built_without_validation_equal_validated_ones(store: Telemetr
         assert checked == snap
         for name, value in checked:
             assert type(getattr(snap, name)) is type(value), name
+
+
+def test_counters_written_negative_by_hand_or_aged_below_zero_read_as_zero() -> None:
+    def blob(values: list[int]) -> bytes:
+        return b"".join(v.to_bytes(4, "big", signed=True) for v in values)
+
+    assert list(sketch.counts(blob([3, -5, 2, 0]), [])) == [3, 0, 2, 0]
+    assert list(sketch.counts(blob([3, 5, -1]), [])) == [3, 5, 0]
+    assert list(sketch.counts(blob([1, 1]), [0, 0, 1])) == [0, 0]
+    assert list(sketch.counts(blob([1, 4]), {1: 2})) == [1, 2]
+    assert list(sketch.counts(blob([1, 2]) + b"\xff", [])) == [1, 2]  # a torn tail is dropped

@@ -146,10 +146,11 @@ def from_totals(
         left = [max(0, v) for v in left]
     last = newest_us(key, pairs(reply.newest), cutoff)
     snap = _snapshot(model, Totals._make(left), last, window_secs, reply.now_ms, reply.limit_pttl)
-    counts = sketch.counts(reply.sketch, reply.aged_buckets)
+    percentiles, snap._latency_histogram = sketch.summary(
+        sketch.counts(reply.sketch, reply.aged_buckets)
+    )
     if left[_INDEX["ok"]]:
-        _set_percentiles(snap, sketch.percentiles_of(counts, sketch.PERCENTILES))
-    snap._latency_histogram = sketch.sketch_histogram(counts)
+        _set_percentiles(snap, percentiles)
     return snap
 
 
