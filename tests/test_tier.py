@@ -397,3 +397,28 @@ def test_router_calls_with_redis_hung_never_wait_on_redis(
     assert routing.data_age_secs == 6
     assert routing.tier.state.failures == 1
     assert all(t is not threading.current_thread() for t in counted.threads)
+
+
+async def test_async_tier_serves_stale_while_redis_is_down(own_server: RedisServer) -> None:
+    store = AsyncTelemetryStore.from_url(own_server.url, connection=FAST)
+    await store.record_batch(
+        [event("fast", latency_ms=100)] * 3 + [event("slow", latency_ms=900)] * 3
+    )
+    clock = Clock()
+    tier = AsyncLocalTier(store, SETTINGS, clock=clock)
+    assert (await tier.select_model(MODELS)).model == "fast"
+    own_server.stop()
+    clock.now += 6
+    stale = await tier.select_model(MODELS)  # the refresh starts, as a task, and fails there
+    assert (stale.model, stale.stale) == ("fast", True)
+    await tier.settle()
+    assert tier.state.failures == 1
+    refreshes = tier.state.refreshes
+    held = await asyncio.gather(*(tier.select_model(MODELS) for _ in range(20)))
+    assert {c.model for c in held} == {"fast"}
+    assert tier.state.refreshes == refreshes  # the breaker holds: no read started
+    clock.now += SETTINGS.stale_after
+    with pytest.raises(TelemetryUnavailable, match="stale_after"):
+        await tier.select_model(MODELS)
+    await tier.settle()
+    await store.aclose()
