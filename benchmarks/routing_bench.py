@@ -7,7 +7,8 @@ own latency-based routing, and a load case, every figure next to a same-run base
 
 1. **The read path.** 20 models with ``--events`` events each. Interleaved, so that drift on a
    shared machine hits all alike: a pipeline of 20 bare ``EVALSHA`` of ``return 1`` (the floor:
-   the least one round trip to 20 models' slots costs), ``select_model``, ``rank_models`` and
+   the least one round trip to 20 models' slots costs; one round trip, ``pipe.evalsha``, not a
+   redis-py ``Script``, whose pipeline checks ``SCRIPT EXISTS`` first), ``select_model``, ``rank_models`` and
    ``all_model_performances`` (uncached: a round trip each), and ``select_model`` from a
    ``LocalTier`` (cached). Redis CPU per model per snapshot is ``INFO commandstats``'s
    ``EVALSHA`` time per call (the script and the commands it runs) over a run of snapshots only.
@@ -91,13 +92,15 @@ def seed(url: str, per_model: int) -> None:
 def bench_read_path(url: str, n: int) -> dict[str, Any]:
     client = redis.Redis.from_url(url)
     reader = TelemetryStore(client, window_secs=WINDOW)
-    bare = client.register_script("return 1")
+    bare = client.script_load("return 1")
     keys = [f"telemetry:{{{m}}}:events" for m in MODELS]
 
     def floor() -> None:
+        # EVALSHA itself, as the store sends it: a redis-py Script on a pipeline would add a
+        # SCRIPT EXISTS round trip to every execute()
         pipe = client.pipeline(transaction=False)
         for k in keys:
-            bare(keys=[k], client=pipe)
+            pipe.evalsha(bare, 1, k)
         pipe.execute()
 
     tier = LocalTier(TelemetryStore(client, window_secs=WINDOW))

@@ -6,20 +6,22 @@
 -- KEYS[2]  <ns>:{<model>}:totals   hash of running sums and layout (record.lua)
 -- KEYS[3]  <ns>:{<model>}:limit    string present while the model is subscription-limited
 -- KEYS[4]  <ns>:{<model>}:latency  string; the latency sketch's counters (record.lua)
--- ARGV[1]  window_ms
--- ARGV[2]  newest_probe   how many of the newest members to return at most while none of
---                         them is readable (this package's)
--- ARGV[3]  max_aged       the most aged members a call subtracts
--- ARGV[4]  layout         the oldest totals layout the caller reads
--- ARGV[5]  budget         the most bytes of aged members a call reads (at least one member)
--- ARGV[6]  newest_ties    the most members of the newest millisecond to return
--- ARGV[7]  newest_budget  the most bytes of newest members to return (at least one member)
--- ARGV[8]  cutoff         '' on a first call; on a later one, the cursor a previous reply
--- ARGV[9]  from           gave: the cutoff (ms) of the first call, the rank to go on from, and
--- ARGV[10] oldest         the member that was the oldest at the first call. A first call may
+-- ARGV[1]  settings       the call's constants, one string of whole numbers (one argument,
+--                         not seven: each costs the client and the script): window_ms,
+--                         newest_probe (how many of the newest members to return at most
+--                         while none of them is readable: this package's), max_aged (the most
+--                         aged members a call subtracts), layout (the oldest totals layout the
+--                         caller reads), budget (the most bytes of aged members a call reads,
+--                         at least one member), newest_ties (the most members of the newest
+--                         millisecond to return), newest_budget (the most bytes of newest
+--                         members to return, at least one member)
+-- ARGV[2]  cutoff         '' on a first call; on a later one, the cursor a previous reply
+-- ARGV[3]  from           gave: the cutoff (ms) of the first call, the rank to go on from, and
+-- ARGV[4]  oldest         the member that was the oldest at the first call. A first call may
 --                         name from and oldest too (from an earlier read): while that member
 --                         is still at rank 0, the aged members ranked below `from` are the
---                         same ones, and it subtracts from `from` on
+--                         same ones, and it subtracts from `from` on. A first call from rank 0
+--                         may leave out ARGV[2..4] (read as '', 0, '')
 --
 -- Returns {now_ms, state, totals, minus, aged_buckets, sketch, newest, limit_pttl, skipped,
 -- cursor, start}:
@@ -62,13 +64,18 @@ local FIELDS = {'ok', 'failed', 'latency', 'untimed', 'cost_nusd', 'total', 'inp
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local max_aged, layout, budget = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local later = ARGV[8] ~= ''
-local cutoff = later and tonumber(ARGV[8]) or now - tonumber(ARGV[1])
+local window, probe, max_aged, layout, budget, ties, newest_budget =
+  string.match(ARGV[1], '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$')
+if not window then error('snapshot.lua: malformed settings ' .. ARGV[1]) end
+max_aged, layout, budget = tonumber(max_aged), tonumber(layout), tonumber(budget)
+local later = (ARGV[2] or '') ~= ''
+local cutoff = later and tonumber(ARGV[2]) or now - tonumber(window)
+local from, oldest = tonumber(ARGV[3] or 0), ARGV[4] or ''
 
--- Subtract the aged members from rank `first` on (see walk_aged), within this call's
--- bounds: returns minus, aged_buckets, skipped, the rank it started from and the cursor.
-local function subtract(first, oldest)
+-- Subtract the aged members from rank `first` on (see walk_aged; `aged`: their count, when
+-- known), within this call's bounds: returns minus, aged_buckets, skipped, the rank it
+-- started from and the cursor.
+local function subtract(first, oldest, aged)
   local sums, buckets, skipped = exact_sums(FIELDS), {}, 0
   local start, cursor = walk_aged(cutoff, first, oldest, max_aged, budget,
     function(member)
@@ -79,29 +86,38 @@ local function subtract(first, oldest)
       end
       for i = 1, N do sums.add(i, e.c[i]) end
       if e.bucket then buckets[#buckets + 1] = e.bucket end
-    end)
+    end, aged)
   return sums.flat(), buckets, skipped, start, cursor
 end
 
 if later then
-  if redis.call('ZRANK', KEYS[1], ARGV[10]) ~= 0 then
+  if redis.call('ZRANK', KEYS[1], oldest) ~= 0 then
     return {now, 'moved', {}, {}, {}, '', {}, -2, 0, {}, 0}
   end
-  local minus, buckets, skipped, start, cursor = subtract(tonumber(ARGV[9]), ARGV[10])
+  local minus, buckets, skipped, start, cursor = subtract(from, oldest)
   return {now, aged_state(cursor), {}, minus, buckets, '', {}, -2, skipped, cursor, start}
 end
 
 local pttl = redis.call('PTTL', KEYS[3])
-local probe, newest, top, at, readable = tonumber(ARGV[2]), {}, nil, nil, false
-walk(true, 0, math.huge, tonumber(ARGV[6]), tonumber(ARGV[7]), function(member, score)
-  if top == nil then top = score end
-  if tonumber(top) <= cutoff then return true end  -- all aged: nothing else to read
-  if score ~= at and (readable or #newest >= 2 * probe) then return true end
-  at = score
-  newest[#newest + 1] = member
-  newest[#newest + 1] = score
-  if not readable then readable = byte(member, 1) == 0x9e and byte(member, 2) == 1 end
-end, 2)
+-- The newest members: the common case (the newest member is this package's event, alone in
+-- its millisecond) in one command without the walk; else the walk, from the newest again.
+local newest, top = {}, nil
+local got = redis.call('ZREVRANGE', KEYS[1], 0, 1, 'WITHSCORES')
+if got[1] and byte(got[1], 1) == 0x9e and byte(got[1], 2) == 1 and got[4] ~= got[2] then
+  top, newest = got[2], {got[1], got[2]}
+elseif got[1] then
+  probe = tonumber(probe)
+  local at, readable = nil, false
+  walk(true, 0, math.huge, tonumber(ties), tonumber(newest_budget), function(member, score)
+    if top == nil then top = score end
+    if tonumber(top) <= cutoff then return true end  -- all aged: nothing else to read
+    if score ~= at and (readable or #newest >= 2 * probe) then return true end
+    at = score
+    newest[#newest + 1] = member
+    newest[#newest + 1] = score
+    if not readable then readable = byte(member, 1) == 0x9e and byte(member, 2) == 1 end
+  end, 2)
+end
 if top == nil or tonumber(top) <= cutoff then
   return {now, 'empty', {}, {}, {}, '', {}, pttl, 0, {}, 0}
 end
@@ -111,7 +127,11 @@ if (tonumber(held[1]) or 0) < layout then
   return {now, 'rebuild', {}, {}, {}, '', newest, pttl, 0, {}, 0}
 end
 table.remove(held, 1)
-local minus, buckets, skipped, start, cursor = subtract(tonumber(ARGV[9]), ARGV[10])
+local minus, buckets, skipped, start, cursor = {}, {}, 0, 0, {}
+local aged = redis.call('ZCOUNT', KEYS[1], '-inf', string.format('%.0f', cutoff))
+if aged > 0 then  -- else nothing to subtract, and the walk would start from rank 0
+  minus, buckets, skipped, start, cursor = subtract(from, oldest, aged)
+end
 local sketch = redis.call('GET', KEYS[4]) or ''
 return {now, aged_state(cursor), held, minus, buckets, sketch, newest, pttl, skipped, cursor,
   start}

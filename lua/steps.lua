@@ -48,9 +48,10 @@ end
 -- read. Returns the rank it started from and the cursor left: {} when no member is aged, else
 -- {cutoff, next, aged, card, oldest}: the cutoff, the rank to go on from (aged: all read),
 -- how many members are aged, how many the set holds, and the oldest member ('' when the
--- walk did not start at 0: the caller has it).
-local function walk_aged(cutoff, first, oldest, count, budget, fn)
-  local aged = redis.call('ZCOUNT', KEYS[1], '-inf', string.format('%.0f', cutoff))
+-- walk did not start at 0: the caller has it). `aged`: how many members are aged, when the
+-- caller counted them already (nil: counted here).
+local function walk_aged(cutoff, first, oldest, count, budget, fn, aged)
+  aged = aged or redis.call('ZCOUNT', KEYS[1], '-inf', string.format('%.0f', cutoff))
   if first > aged or (first > 0 and redis.call('ZRANK', KEYS[1], oldest) ~= 0) then
     first = 0
   end

@@ -4,14 +4,16 @@ snapshot's histogram is a prefix sum over the sketch; the results are the same a
 
 from __future__ import annotations
 
+import logging
 import random
 from datetime import timedelta
 from typing import Any
 
+import pytest
 import redis
 
-from redis_telemetry import ModelPerformanceSnapshot, TelemetryStore
-from redis_telemetry.core import scripts, sketch
+from redis_telemetry import ModelPerformanceSnapshot, TelemetryStore, TokenBreakdown
+from redis_telemetry.core import codec, scripts, sketch, snapshot
 from redis_telemetry.core.commands import Op
 
 from .helpers import event, now
@@ -79,3 +81,73 @@ def test_counters_written_negative_by_hand_or_aged_below_zero_read_as_zero() -> 
     assert list(sketch.counts(blob([1, 1]), [0, 0, 1])) == [0, 0]
     assert list(sketch.counts(blob([1, 4]), {1: 2})) == [1, 2]
     assert list(sketch.counts(blob([1, 2]) + b"\xff", [])) == [1, 2]  # a torn tail is dropped
+
+
+def _internals(model: Any) -> tuple[Any, ...]:
+    """Everything pydantic keeps of a model: its fields in order, which were set, its extra
+    and private attributes."""
+    return (
+        list(model.__dict__.items()),
+        model.model_fields_set,
+        model.__pydantic_extra__,
+        model.__pydantic_private__,
+    )
+
+
+def test_snapshots_are_the_objects_model_construct_builds(store: TelemetryStore) -> None:
+    """``snapshot.constructed`` sets what ``model_construct`` and then setting the percentiles
+    and the histogram would: the same fields in the same order, fields set, extra and private
+    attributes (a model with successes sets its percentiles, one without does not)."""
+    store.record_batch([event("m", latency_ms=300)] * 3 + [event("m", success=False)])
+    store.record_batch([event("failing", success=False)])
+    for snap in [*store.all_model_performances(), store.model_performance("m", True)]:
+        given = {k: v for k, v in snap.__dict__.items() if not k.startswith("latency_p")}
+        given["tokens"] = TokenBreakdown.model_construct(**snap.tokens.__dict__)
+        built = ModelPerformanceSnapshot.model_construct(**given)
+        if snap.successful_completions:
+            built.latency_p50_ms = snap.latency_p50_ms
+            built.latency_p95_ms = snap.latency_p95_ms
+            built.latency_p99_ms = snap.latency_p99_ms
+        built._latency_histogram = snap._latency_histogram
+        assert _internals(snap) == _internals(built)
+        assert _internals(snap.tokens) == _internals(built.tokens)
+    assert "latency_p50_ms" not in store.model_performance("failing").model_fields_set
+
+
+def test_the_memos_give_what_a_read_without_them_gives(store: TelemetryStore) -> None:
+    """A model's sketch summary and newest time are remembered by their bytes: a read after
+    a write that changes either sees the change, and equals a read with the memos empty."""
+    at = now() - timedelta(seconds=5)
+    store.record_batch([event("m", latency_ms=100 + i, completed_at=at) for i in range(50)])
+    first = store.model_performance("m")
+    store.record(event("m", latency_ms=90_000, completed_at=at + timedelta(seconds=1)))
+    second = store.model_performance("m")
+    assert second.latency_p99_ms != first.latency_p99_ms
+    assert second.last_event_at == at + timedelta(seconds=1)
+    snapshot._SUMMARIES.clear()
+    snapshot._NEWEST.clear()
+    assert store.model_performance("m") == second
+
+
+def test_the_newest_memo_is_not_used_once_a_member_left_the_window() -> None:
+    """The newest members are the same bytes, but the cutoff passed one of them: its time no
+    longer counts."""
+    member = codec.prepare(event("m"), int(now().timestamp() * 1000)).member
+    flat = [member, b"1000"]
+    assert snapshot._newest_memo("k", flat, 999.0) is not None
+    assert snapshot._newest_memo("k", flat, 1000.0) is None
+
+
+def test_an_unreadable_newest_member_is_logged_at_every_read(
+    r: redis.Redis, store: TelemetryStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    store.record(event("m"))
+    newer_ms = int((now() + timedelta(seconds=1)).timestamp() * 1000)
+    r.zadd("telemetry:{m}:events", {b"\x9e\x01 not an event": newer_ms})
+    seen = []
+    for _ in range(2):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            seen.append(store.model_performance("m"))
+        assert "unreadable member" in caplog.text
+    assert seen[0] == seen[1]

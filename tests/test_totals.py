@@ -49,7 +49,7 @@ def test_every_side_names_the_same_fields() -> None:
         assert line is not None
         assert tuple(re.findall(r"'(\w+)'", line.group(1))) == totals.FIELDS
     assert f"local LAYOUT = {totals.LAYOUT}\n" in scripts.SCRIPTS["record"]
-    assert scripts.snapshot_call(Keys(), "m", 1000).args[3] == totals.READ_LAYOUT
+    assert scripts.snapshot_call(Keys(), "m", 1000).args[0].split()[3] == str(totals.READ_LAYOUT)
     assert scripts.session_call(Keys(), "m", 1000, "s").args[2] == totals.READ_LAYOUT
 
 

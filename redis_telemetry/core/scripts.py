@@ -310,6 +310,16 @@ def _cursor(raw: Sequence[Any], oldest: bytes = b"") -> Cursor | None:
     return Cursor(int(cutoff), int(nxt), int(aged), int(card), member or oldest)
 
 
+def snapshot_settings(window_ms: int) -> str:
+    """``snapshot.lua``'s ARGV[1]: its constants as one string (each argument costs the client
+    an encoding and the script a string): the window, ``NEWEST_PROBE``, ``MAX_AGED``, the
+    layout read, ``AGED_BUDGET``, ``NEWEST_TIES`` and ``NEWEST_BUDGET``."""
+    return (
+        f"{window_ms} {NEWEST_PROBE} {MAX_AGED} {totals.READ_LAYOUT} {AGED_BUDGET} "
+        f"{NEWEST_TIES} {NEWEST_BUDGET}"
+    )
+
+
 def snapshot_call(
     keys: Keys, model: str, window_ms: int, cursor: Cursor | None = None, later: bool = False
 ) -> Eval:
@@ -317,16 +327,9 @@ def snapshot_call(
     aged out since the last trim add to them, from ``cursor`` on (see ``Cursor.args``);
     ``later``: only go on reading those."""
     script_keys = (keys.events(model), keys.totals(model), keys.limit(model), keys.latency(model))
-    args = (
-        window_ms,
-        NEWEST_PROBE,
-        MAX_AGED,
-        totals.READ_LAYOUT,
-        AGED_BUDGET,
-        NEWEST_TIES,
-        NEWEST_BUDGET,
-        *(_FRESH if cursor is None else cursor.args(later)),
-    )
+    if cursor is None:  # a first call from rank 0 names no cursor (fewer arguments to send)
+        return Eval("snapshot", script_keys, (snapshot_settings(window_ms),), tolerant=True)
+    args = (snapshot_settings(window_ms), *cursor.args(later))
     return Eval("snapshot", script_keys, args, tolerant=True)
 
 
@@ -430,8 +433,10 @@ def snapshot_reply(reply: Any, now_ms: int, oldest: bytes = b"") -> SnapshotRepl
         int(at),
         text(state),
         sums,
-        aged_sums(minus, len(totals.FIELDS), lambda name: _FIELD[text(name)]),
-        Counter(int(b) for b in aged),
+        aged_sums(minus, len(totals.FIELDS), lambda name: _FIELD[text(name)])
+        if minus
+        else [0] * len(totals.FIELDS),
+        Counter(int(b) for b in aged) if aged else Counter(),
         raw,
         newest,
         int(pttl),

@@ -6,7 +6,9 @@ import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from ..models import ModelPerformanceSnapshot, ModelUsage, TokenBreakdown, UsageSnapshot
 from . import codec, rules, scripts, sketch, totals
@@ -17,6 +19,10 @@ log = logging.getLogger(__name__)
 
 #: (member bytes, score) pairs as ZRANGEBYSCORE ... WITHSCORES returns them.
 Members = Sequence[tuple[bytes, float]]
+#: A sketch's percentiles (``sketch.PERCENTILES`` order) and histogram (``sketch.LE_MS``).
+Summary = tuple[tuple[float | None, ...], tuple[int, ...]]
+M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 
 def ms_to_datetime(ms: int) -> datetime:
@@ -74,22 +80,42 @@ def performance(
             newest = e.completed_at_us
         if e.success and e.latency_ms is not None:
             latencies.append(e.latency_ms)
-    snap = _snapshot(model, Totals._make(sums), newest, window_secs, now_ms, limit_pttl)
+    exact: list[float | None] | None = None
     if latencies and percentiles:
         latencies.sort()
-        _set_percentiles(snap, [float(nearest_rank(latencies, p)) for p in sketch.PERCENTILES])
-    snap._latency_histogram = sketch.histogram((x, 1) for x in latencies)
-    return snap
-
-
-def _set_percentiles(snap: ModelPerformanceSnapshot, values: Sequence[float | None]) -> None:
-    """Set the snapshot's latency percentiles, in ``sketch.PERCENTILES`` order."""
-    snap.latency_p50_ms, snap.latency_p95_ms, snap.latency_p99_ms = values
+        exact = [float(nearest_rank(latencies, p)) for p in sketch.PERCENTILES]
+    histogram = sketch.histogram((x, 1) for x in latencies)
+    return _snapshot(
+        model, Totals._make(sums), newest, window_secs, now_ms, limit_pttl, exact, histogram
+    )
 
 
 def nearest_rank(ordered: Sequence[int], pct: int) -> int:
     """The smallest value with at least ``pct`` percent of ``ordered`` at or below it."""
     return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
+
+
+#: The fields a snapshot always sets, and with them the percentiles (set when there is a
+#: successful completion: see ``_snapshot``), as ``model_fields_set`` names them.
+_PERCENTILE_FIELDS = ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms")
+_SNAPSHOT_FIELDS = frozenset(ModelPerformanceSnapshot.model_fields)
+_ALWAYS_SET = _SNAPSHOT_FIELDS - frozenset(_PERCENTILE_FIELDS)
+_TOKEN_FIELDS = frozenset(TokenBreakdown.model_fields)
+_new = object.__setattr__
+
+
+def constructed(cls: type[M], values: dict[str, Any], fields_set: Iterable[str], private: Any) -> M:
+    """The model that ``cls.model_construct(**values)`` builds (then ``fields_set`` set and
+    the private attributes ``private``), when ``values`` holds every field in declaration
+    order: the same four attributes pydantic keeps, without its per-field loop over aliases
+    and defaults (it is on every routing decision's path, twice a model). ``test_read_path``
+    checks the result against ``model_construct``'s."""
+    m = cls.__new__(cls)
+    _new(m, "__dict__", values)
+    _new(m, "__pydantic_fields_set__", set(fields_set))
+    _new(m, "__pydantic_extra__", None)
+    _new(m, "__pydantic_private__", private)
+    return m
 
 
 def _snapshot(
@@ -99,33 +125,56 @@ def _snapshot(
     window_secs: int,
     now_ms: int,
     limit_pttl: int,
+    percentiles: Sequence[float | None] | None,
+    histogram: tuple[int, ...],
 ) -> ModelPerformanceSnapshot:
-    """The snapshot of the totals ``t``: one formula for both paths. Built without pydantic's
-    validation (it is on every routing decision's path): every value here is already of its
-    field's type, as ``test_read_path`` checks against a validated copy."""
+    """The snapshot of the totals ``t``: one formula for both paths, with the latency
+    ``percentiles`` (in ``sketch.PERCENTILES`` order; None: left unset) and the histogram.
+    Built without pydantic's validation (it is on every routing decision's path): every
+    value here is already of its field's type, as ``test_read_path`` checks against a
+    validated copy."""
     ok, latency, cost_nusd = t.ok, t.latency, t.cost_nusd
     timed = ok - t.untimed
     total = ok + t.failed
     cost = cost_nusd / 1e9
-    tokens = TokenBreakdown.model_construct(**{n: getattr(t, n) for n in totals.TOKEN_FIELDS})
-    limited, expires = limit_state(limit_pttl, now_ms)
-    return ModelPerformanceSnapshot.model_construct(
-        model=model,
-        successful_completions=ok,
-        failed_completions=t.failed,
-        window_secs=window_secs,
-        throughput=ok / window_secs,
-        avg_latency_ms=latency / timed if timed > 0 else 0.0,
-        success_rate=ok / total if total else 0.0,
-        last_event_at=None if newest_us is None else rules.from_epoch_us(newest_us),
-        subscription_limit_reached=limited,
-        subscription_limit_expires_at=expires,
-        total_cost_usd=cost,
-        tokens=tokens,
-        avg_cost_per_1k_tokens=cost / tokens.total * 1000 if tokens.total else 0.0,
-        is_free=total > 0 and cost_nusd == 0,
-        latency_samples=max(0, timed),
+    tokens = constructed(
+        TokenBreakdown,
+        {
+            "total": t.total,
+            "input": t.input,
+            "output": t.output,
+            "reasoning": t.reasoning,
+            "cache_read": t.cache_read,
+            "cache_write": t.cache_write,
+        },
+        _TOKEN_FIELDS,
+        None,
     )
+    limited, expires = limit_state(limit_pttl, now_ms)
+    p50, p95, p99 = (None, None, None) if percentiles is None else percentiles
+    values = {
+        "model": model,
+        "successful_completions": ok,
+        "failed_completions": t.failed,
+        "window_secs": window_secs,
+        "throughput": ok / window_secs,
+        "avg_latency_ms": latency / timed if timed > 0 else 0.0,
+        "success_rate": ok / total if total else 0.0,
+        "last_event_at": None if newest_us is None else rules.from_epoch_us(newest_us),
+        "subscription_limit_reached": limited,
+        "subscription_limit_expires_at": expires,
+        "total_cost_usd": cost,
+        "tokens": tokens,
+        "avg_cost_per_1k_tokens": cost / t.total * 1000 if t.total else 0.0,
+        "is_free": total > 0 and cost_nusd == 0,
+        "latency_p50_ms": p50,
+        "latency_p95_ms": p95,
+        "latency_p99_ms": p99,
+        "latency_samples": max(0, timed),
+    }
+    fields_set = _ALWAYS_SET if percentiles is None else _SNAPSHOT_FIELDS
+    private = {"_latency_histogram": histogram}
+    return constructed(ModelPerformanceSnapshot, values, fields_set, private)
 
 
 def from_totals(
@@ -144,30 +193,93 @@ def from_totals(
             "running totals of %s went negative (%s); members were written by hand?", key, left
         )
         left = [max(0, v) for v in left]
-    last = newest_us(key, pairs(reply.newest), cutoff)
-    snap = _snapshot(model, Totals._make(left), last, window_secs, reply.now_ms, reply.limit_pttl)
-    percentiles, snap._latency_histogram = sketch.summary(
-        sketch.counts(reply.sketch, reply.aged_buckets)
+    last = _newest_memo(key, reply.newest, cutoff)
+    percentiles, histogram = _summary_memo(key, reply.sketch, reply.aged_buckets)
+    return _snapshot(
+        model,
+        Totals._make(left),
+        last,
+        window_secs,
+        reply.now_ms,
+        reply.limit_pttl,
+        percentiles if left[_INDEX["ok"]] else None,
+        histogram,
     )
-    if left[_INDEX["ok"]]:
-        _set_percentiles(snap, percentiles)
-    return snap
 
 
 _INDEX = {name: i for i, name in enumerate(totals.FIELDS)}
+
+#: How many models' last sketch summary and newest member the memos below hold (past it,
+#: they start again).
+MEMO = 4096
+#: events key -> (sketch bytes, aged buckets, their summary)
+_SUMMARIES: dict[str, tuple[bytes, Mapping[int, int], Summary]] = {}
+#: events key -> (the newest members, as the reply gave them, the newest time they give, and
+#: their lowest score)
+_NEWEST: dict[str, tuple[list[Any], int | None, float]] = {}
+
+
+def _remember(memo: dict[str, T], key: str, value: T) -> None:
+    if len(memo) >= MEMO and key not in memo:
+        memo.clear()
+    memo[key] = value
+
+
+def _summary_memo(key: str, blob: bytes, aged: Mapping[int, int]) -> Summary:
+    """``sketch.summary`` of the sketch ``blob`` less the ``aged`` buckets' counts: the last
+    one of ``key`` again when its sketch and aged buckets are the same bytes and counts (a
+    pure function of them, so the memo is exact): a model without writes since the last
+    decision costs a comparison of bytes, not a prefix sum over its buckets."""
+    held = _SUMMARIES.get(key)
+    if held is not None and held[0] == blob and held[1] == aged:
+        return held[2]
+    percentiles, histogram = sketch.summary(sketch.counts(blob, aged))
+    got = (tuple(percentiles), histogram)
+    _remember(_SUMMARIES, key, (blob, aged, got))
+    return got
+
+
+def _newest_memo(key: str, newest: Sequence[Any], cutoff: float) -> int | None:
+    """``newest_us`` of a reply's newest members (flat member, score list): the last one of
+    ``key`` again when the members and scores are the same and all of them are still in the
+    window (a pure function of them then, so the memo is exact). Only a clean decode is
+    remembered, so an unreadable member is logged at every read, as before."""
+    flat = list(newest)
+    held = _NEWEST.get(key)
+    if held is not None and held[0] == flat and held[2] > cutoff:
+        return held[1]
+    members = pairs(flat)
+    found, clean = _newest(key, members, cutoff)
+    lowest = min((sc for _, sc in members), default=math.inf)
+    if clean and lowest > cutoff:
+        _remember(_NEWEST, key, (flat, found, lowest))
+    return found
 
 
 def newest_us(key: str, newest: Members, cutoff: float) -> int | None:
     """The newest readable event's completion time among ``newest`` (newest first): the
     latest of the newest millisecond that holds a readable member; corrupt ones are skipped."""
+    return _newest(key, newest, cutoff)[0]
+
+
+def _newest(key: str, newest: Members, cutoff: float) -> tuple[int | None, bool]:
+    """``newest_us``, and whether every member it decoded was readable."""
+    clean = True
     for score in dict.fromkeys(sc for _, sc in newest if sc > cutoff):
-        tied = decode_window(key, [m for m in newest if m[1] == score], -math.inf)
-        if tied:
-            return max(e.completed_at_us for e in tied)
-    return None
+        tied = [m for m in newest if m[1] == score]
+        events = decode_window(key, tied, -math.inf)
+        clean = clean and len(events) == len(tied)
+        if events:
+            return max(e.completed_at_us for e in events), clean
+    return None, clean
 
 
 def _parse_sums(key: str, sums: Sequence[Any]) -> list[int]:
+    if len(sums) == len(totals.FIELDS) and None not in sums:
+        try:
+            return [int(raw) for raw in sums]
+        except ValueError:
+            pass  # one is unreadable: find it below
     out = []
     for raw in list(sums) + [None] * (len(totals.FIELDS) - len(sums)):
         try:
