@@ -4,14 +4,16 @@ own latency-based routing, and a load case, every figure next to a same-run base
     python benchmarks/routing_bench.py                 # full run on its own redis-server
     python benchmarks/routing_bench.py --url URL       # on a server you run (it is FLUSHED)
     python benchmarks/routing_bench.py --quick         # a smoke run with small sizes
+    python benchmarks/routing_bench.py --read-path     # the read path only (section 1)
 
 1. **The read path.** 20 models with ``--events`` events each. Interleaved, so that drift on a
    shared machine hits all alike: a pipeline of 20 bare ``EVALSHA`` of ``return 1`` (the floor:
-   the least one round trip to 20 models' slots costs; one round trip, ``pipe.evalsha``, not a
-   redis-py ``Script``, whose pipeline checks ``SCRIPT EXISTS`` first), ``select_model``, ``rank_models`` and
-   ``all_model_performances`` (uncached: a round trip each), and ``select_model`` from a
-   ``LocalTier`` (cached). Redis CPU per model per snapshot is ``INFO commandstats``'s
-   ``EVALSHA`` time per call (the script and the commands it runs) over a run of snapshots only.
+   the least one round trip to 20 models' slots costs; sent with ``pipe.evalsha``, as the store
+   sends its scripts: a redis-py ``Script`` on a pipeline adds a ``SCRIPT EXISTS`` round trip),
+   ``select_model``, ``rank_models`` and ``all_model_performances`` (uncached: a round trip
+   each), and ``select_model`` from a ``LocalTier`` (cached). Redis CPU per model per snapshot
+   is ``INFO commandstats``'s ``EVALSHA`` time per call (the script and the commands it runs)
+   over a run of snapshots only.
 2. **Against LiteLLM.** One deployment decision, ``Router.async_get_available_deployment``,
    over the same 20 deployments of one model group: LiteLLM's ``latency-based-routing`` with
    its state in the same Redis (after calls that filled it), ``SharedStateRouting`` without the
@@ -356,6 +358,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=2000, help="events per model (2000)")
     parser.add_argument("--secs", type=float, default=5.0, help="seconds of each load run (5)")
     parser.add_argument("--out", type=Path, default=RESULTS / "routing.json", help="results")
+    parser.add_argument(
+        "--read-path", action="store_true", help="only the read path: print it as JSON"
+    )
     args = parser.parse_args()
     events, n, secs = (50, 20, 1.0) if args.quick else (args.events, 300, args.secs)
     with own_server() if args.url is None else nullcontext(args.url) as url:
@@ -370,6 +375,9 @@ def main() -> None:
         client.close()
         seed(url, events)
         res["read_path"] = bench_read_path(url, n)
+        if args.read_path:
+            print(json.dumps(res, indent=2))
+            return
         res["litellm"] = bench_litellm(url, n)
         res["load"] = bench_load(url, 4, 4, secs)
     args.out.parent.mkdir(parents=True, exist_ok=True)

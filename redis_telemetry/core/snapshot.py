@@ -185,10 +185,11 @@ def from_totals(
     the latency sketch, and ``last_event_at`` from the newest members."""
     cutoff = reply.now_ms - window_secs * 1000
     held = _parse_sums(key, reply.totals)
-    left = [have - gone for have, gone in zip(held, reply.minus, strict=True)]
+    minus = reply.minus
+    left = [have - gone for have, gone in zip(held, minus, strict=True)] if any(minus) else held
     if reply.skipped:
         log.warning("skipped %d unreadable aged member(s) of %s", reply.skipped, key)
-    if any(v < 0 for v in left):
+    if min(left) < 0:
         log.warning(
             "running totals of %s went negative (%s); members were written by hand?", key, left
         )
@@ -277,7 +278,7 @@ def _newest(key: str, newest: Members, cutoff: float) -> tuple[int | None, bool]
 def _parse_sums(key: str, sums: Sequence[Any]) -> list[int]:
     if len(sums) == len(totals.FIELDS) and None not in sums:
         try:
-            return [int(raw) for raw in sums]
+            return list(map(int, sums))
         except ValueError:
             pass  # one is unreadable: find it below
     out = []
