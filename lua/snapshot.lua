@@ -58,9 +58,17 @@
 
 local FIELDS = {'ok', 'failed', 'latency', 'untimed', 'cost_nusd', 'total', 'input', 'output', 'reasoning', 'cache_read', 'cache_write'}
 
+-- The functions that read members and walk the set (lua/event.lua, lua/steps.lua), made
+-- only by a call that needs them: one with aged members to subtract, or whose newest member
+-- is not alone in its millisecond or not this package's. Making them every call cost as much
+-- as a command.
+local function library()
 -- #include event.lua
 
 -- #include steps.lua
+
+  return effect, N, walk, walk_aged, aged_state, exact_sums
+end
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -76,6 +84,7 @@ local from, oldest = tonumber(ARGV[3] or 0), ARGV[4] or ''
 -- known), within this call's bounds: returns minus, aged_buckets, skipped, the rank it
 -- started from and the cursor.
 local function subtract(first, oldest, aged)
+  local effect, N, _, walk_aged, aged_state, exact_sums = library()
   local sums, buckets, skipped = exact_sums(FIELDS), {}, 0
   local start, cursor = walk_aged(cutoff, first, oldest, max_aged, budget,
     function(member)
@@ -87,15 +96,15 @@ local function subtract(first, oldest, aged)
       for i = 1, N do sums.add(i, e.c[i]) end
       if e.bucket then buckets[#buckets + 1] = e.bucket end
     end, aged)
-  return sums.flat(), buckets, skipped, start, cursor
+  return sums.flat(), buckets, skipped, start, cursor, aged_state(cursor)
 end
 
 if later then
   if redis.call('ZRANK', KEYS[1], oldest) ~= 0 then
     return {now, 'moved', {}, {}, {}, '', {}, -2, 0, {}, 0}
   end
-  local minus, buckets, skipped, start, cursor = subtract(from, oldest)
-  return {now, aged_state(cursor), {}, minus, buckets, '', {}, -2, skipped, cursor, start}
+  local minus, buckets, skipped, start, cursor, state = subtract(from, oldest)
+  return {now, state, {}, minus, buckets, '', {}, -2, skipped, cursor, start}
 end
 
 local pttl = redis.call('PTTL', KEYS[3])
@@ -103,9 +112,11 @@ local pttl = redis.call('PTTL', KEYS[3])
 -- its millisecond) in one command without the walk; else the walk, from the newest again.
 local newest, top = {}, nil
 local got = redis.call('ZREVRANGE', KEYS[1], 0, 1, 'WITHSCORES')
+local byte = string.byte
 if got[1] and byte(got[1], 1) == 0x9e and byte(got[1], 2) == 1 and got[4] ~= got[2] then
   top, newest = got[2], {got[1], got[2]}
 elseif got[1] then
+  local _, _, walk = library()
   probe = tonumber(probe)
   local at, readable = nil, false
   walk(true, 0, math.huge, tonumber(ties), tonumber(newest_budget), function(member, score)
@@ -127,11 +138,10 @@ if (tonumber(held[1]) or 0) < layout then
   return {now, 'rebuild', {}, {}, {}, '', newest, pttl, 0, {}, 0}
 end
 table.remove(held, 1)
-local minus, buckets, skipped, start, cursor = {}, {}, 0, 0, {}
+local minus, buckets, skipped, start, cursor, state = {}, {}, 0, 0, {}, 'ok'
 local aged = redis.call('ZCOUNT', KEYS[1], '-inf', string.format('%.0f', cutoff))
 if aged > 0 then  -- else nothing to subtract, and the walk would start from rank 0
-  minus, buckets, skipped, start, cursor = subtract(from, oldest, aged)
+  minus, buckets, skipped, start, cursor, state = subtract(from, oldest, aged)
 end
 local sketch = redis.call('GET', KEYS[4]) or ''
-return {now, aged_state(cursor), held, minus, buckets, sketch, newest, pttl, skipped, cursor,
-  start}
+return {now, state, held, minus, buckets, sketch, newest, pttl, skipped, cursor, start}

@@ -56,7 +56,7 @@ def test_lua_puts_every_latency_in_the_same_bucket_as_python(r: redis.Redis) -> 
     totals drift on trims. Checked on each backend's own Lua and math library."""
     library = scripts.SCRIPTS["snapshot"]
     start = library.index("local byte = string.byte")
-    end = library.index("local t = redis.call('TIME')")
+    end = library.index("local function decoded(")
     probe = (
         "local FIELDS = {}\n"
         + library[start:end]
