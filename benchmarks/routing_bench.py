@@ -11,7 +11,9 @@ own latency-based routing, and a load case, every figure next to a same-run base
    the least one round trip to 20 models' slots costs; sent with ``pipe.evalsha``, as the store
    sends its scripts: a redis-py ``Script`` on a pipeline adds a ``SCRIPT EXISTS`` round trip),
    ``select_model``, ``rank_models`` and ``all_model_performances`` (uncached: a round trip
-   each), and ``select_model`` from a ``LocalTier`` (cached). Redis CPU per model per snapshot
+   each), ``select_model`` with the client's memos emptied first (as when every model was
+   written since the last decision: each sketch summed again), and ``select_model`` from a
+   ``LocalTier`` (cached). Redis CPU per model per snapshot
    is ``INFO commandstats``'s ``EVALSHA`` time per call (the script and the commands it runs)
    over a run of snapshots only.
 2. **Against LiteLLM.** One deployment decision, ``Router.async_get_available_deployment``,
@@ -50,6 +52,7 @@ import redis
 from bench import MODELS, own_server, pct
 
 from redis_telemetry import AsyncTelemetryStore, CompletionEvent, TelemetryStore, TokenBreakdown
+from redis_telemetry.core import snapshot
 from redis_telemetry.tier import LocalTier
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -111,6 +114,7 @@ def bench_read_path(url: str, n: int) -> dict[str, Any]:
         "select_model": lambda: reader.select_model(MODELS),
         "rank_models": lambda: reader.rank_models(MODELS),
         "all_model_performances": reader.all_model_performances,
+        "select_model_cold": lambda: (snapshot.forget(), reader.select_model(MODELS)),
         "cached_select_model": lambda: tier.select_model(MODELS),
     }
     assert tier.select_model(MODELS).model == reader.select_model(MODELS)  # same decision
@@ -320,6 +324,12 @@ def report(res: dict[str, Any]) -> str:
             f"| pipeline of 20 bare EVALSHA: {ms(floor['p50_s'])} | {c['vs_floor_p50']:.2f}x "
             "the floor |"
         )
+    c = r["select_model_cold"]
+    rows.append(
+        f"| `select_model` (20 models, uncached, every model's sketch and newest member new to "
+        f"the client) p50 / p99 | {ms(c['p50_s'])} / {ms(c['p99_s'])} | pipeline of 20 bare "
+        f"EVALSHA: {ms(floor['p50_s'])} | {c['vs_floor_p50']:.2f}x the floor |"
+    )
     c = r["cached_select_model"]
     rows += [
         f"| `LocalTier.select_model` (20 models, cached) p50 / p99 | {us(c['p50_s'])} / "

@@ -124,8 +124,7 @@ def test_the_memos_give_what_a_read_without_them_gives(store: TelemetryStore) ->
     second = store.model_performance("m")
     assert second.latency_p99_ms != first.latency_p99_ms
     assert second.last_event_at == at + timedelta(seconds=1)
-    snapshot._SUMMARIES.clear()
-    snapshot._NEWEST.clear()
+    snapshot.forget()
     assert store.model_performance("m") == second
 
 

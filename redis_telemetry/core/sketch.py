@@ -136,7 +136,13 @@ def summary(
     n = len(counts)
     cumulative = [0, *accumulate(counts)]
     values = _values(n)
-    histogram = tuple(cumulative[bisect_right(values, bound, 0, n)] for bound in bounds)
+    if bounds is LE_MS:  # every snapshot's: where each bound cuts the buckets, found once
+        cuts = _LE_CUTS.get(n)
+        if cuts is None:
+            cuts = _LE_CUTS[n] = tuple(bisect_right(values, b, 0, n) for b in LE_MS)
+        histogram = tuple(cumulative[i] for i in cuts)
+    else:
+        histogram = tuple(cumulative[bisect_right(values, bound, 0, n)] for bound in bounds)
     total = cumulative[-1]
     if not total:
         return [None] * len(pcts), histogram
@@ -163,6 +169,9 @@ def sketch_histogram(counts: Sequence[int], bounds: Sequence[float] = LE_MS) -> 
     the bucket, so the count at a bound is a prefix sum (see :func:`summary`)."""
     return summary(counts, (), bounds)[1]
 
+
+#: sketch length -> the bucket index each of ``LE_MS`` cuts at (see :func:`summary`).
+_LE_CUTS: dict[int, tuple[int, ...]] = {}
 
 #: value(b) for b = 0, 1, ...: replaced by a longer list when a caller needs more buckets
 #: (never changed in place, so threads may share it).

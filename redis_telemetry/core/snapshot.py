@@ -220,6 +220,13 @@ _SUMMARIES: dict[str, tuple[bytes, Mapping[int, int], Summary]] = {}
 _NEWEST: dict[str, tuple[list[Any], int | None, float]] = {}
 
 
+def forget() -> None:
+    """Empty the memos of sketch summaries and newest times: the next read of every model
+    computes them again (a benchmark's cold case)."""
+    _SUMMARIES.clear()
+    _NEWEST.clear()
+
+
 def _remember(memo: dict[str, T], key: str, value: T) -> None:
     if len(memo) >= MEMO and key not in memo:
         memo.clear()
