@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import logging
 import random
+from bisect import bisect_left, bisect_right
 from datetime import timedelta
+from itertools import accumulate
 from typing import Any
 
 import pytest
@@ -150,3 +152,30 @@ def test_an_unreadable_newest_member_is_logged_at_every_read(
             seen.append(store.model_performance("m"))
         assert "unreadable member" in caplog.text
     assert seen[0] == seen[1]
+
+
+def _summary_by_prefix_sum(
+    counts: list[int], pcts: tuple[int, ...], bounds: tuple[float, ...]
+) -> tuple[list[float | None], tuple[int, ...]]:
+    """The sketch summary as a prefix sum over every bucket: the reference for the runs."""
+    cumulative = [0, *accumulate(counts)]
+    values = [sketch.value(b) for b in range(len(counts))]
+    histogram = tuple(cumulative[bisect_right(values, bound)] for bound in bounds)
+    if not cumulative[-1]:
+        return [None] * len(pcts), histogram
+    ranks = [sketch.rank(cumulative[-1], p) for p in pcts]
+    return [sketch.value(bisect_left(cumulative, r) - 1) for r in ranks], histogram
+
+
+def test_the_sketch_summary_equals_a_prefix_sum_over_every_bucket() -> None:
+    rng = random.Random(7)
+    pcts = (0, 1, 50, 95, 99, 100)
+    for n in [0, 1, 5, 127, 128, 129, 600, 700, 1500]:
+        for _ in range(20):
+            counts = [rng.choice([0, 0, 0, 1, 2, 5, 1000]) for _ in range(n)]
+            if counts and rng.random() < 0.3:  # everything in one bucket
+                counts = [0] * n
+                counts[rng.randrange(n)] = rng.randrange(1, 50)
+            for bounds in (sketch.LE_MS, (10.0, 300.0, 2000.0), (float("inf"),)):
+                expect = _summary_by_prefix_sum(counts, pcts, bounds)
+                assert sketch.summary(counts, pcts, bounds) == expect
