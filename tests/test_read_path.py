@@ -179,3 +179,8 @@ def test_the_sketch_summary_equals_a_prefix_sum_over_every_bucket() -> None:
             for bounds in (sketch.LE_MS, (10.0, 300.0, 2000.0), (float("inf"),)):
                 expect = _summary_by_prefix_sum(counts, pcts, bounds)
                 assert sketch.summary(counts, pcts, bounds) == expect
+                blob = b"".join(c.to_bytes(4, "big") for c in counts)
+                zeros = sketch.leading_zeros(blob)
+                assert counts[:zeros] == [0] * zeros
+                assert counts[zeros : zeros + 1] != [0]
+                assert sketch.summary(counts, pcts, bounds, zeros) == expect

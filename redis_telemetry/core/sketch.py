@@ -114,6 +114,12 @@ def counts(blob: bytes, minus: Iterable[int] | Mapping[int, int]) -> array[int]:
     return out
 
 
+def leading_zeros(blob: bytes) -> int:
+    """How many of the first counters of ``blob`` (a latency key's value) are 0, found at C
+    speed: a sketch of latencies above 500 ms starts with hundreds of them."""
+    return (len(blob) - len(blob.lstrip(b"\0"))) // 4
+
+
 def percentiles(
     blob: bytes, minus: Iterable[int] | Mapping[int, int], pcts: Sequence[int]
 ) -> list[float | None]:
@@ -128,13 +134,19 @@ def percentiles_of(counts: Sequence[int], pcts: Sequence[int]) -> list[float | N
 
 
 def summary(
-    counts: Sequence[int], pcts: Sequence[int] = PERCENTILES, bounds: Sequence[float] = LE_MS
+    counts: Sequence[int],
+    pcts: Sequence[int] = PERCENTILES,
+    bounds: Sequence[float] = LE_MS,
+    zeros: int = 0,
 ) -> tuple[list[float | None], tuple[int, ...]]:
     """Percentiles ``pcts`` and the histogram at ``bounds`` (see :func:`sketch_histogram`) of
     the latencies counted by bucket in ``counts``, from one prefix sum (at C speed): every
-    snapshot of a routing decision's read computes both."""
+    snapshot of a routing decision's read computes both. ``zeros``: how many of the first
+    buckets the caller knows to be 0 (see :func:`leading_zeros`), left out of the sum."""
     n = len(counts)
-    cumulative = [0, *accumulate(counts)]
+    zeros = min(zeros, n)
+    cumulative = [0] * (zeros + 1)
+    cumulative += accumulate(counts[zeros:])
     values = _values(n)
     if bounds is LE_MS:  # every snapshot's: where each bound cuts the buckets, found once
         cuts = _LE_CUTS.get(n)

@@ -241,7 +241,8 @@ def _summary_memo(key: str, blob: bytes, aged: Mapping[int, int]) -> Summary:
     held = _SUMMARIES.get(key)
     if held is not None and held[0] == blob and held[1] == aged:
         return held[2]
-    percentiles, histogram = sketch.summary(sketch.counts(blob, aged))
+    counts = sketch.counts(blob, aged)  # aged buckets only lower counts: zeros stay zeros
+    percentiles, histogram = sketch.summary(counts, zeros=sketch.leading_zeros(blob))
     got = (tuple(percentiles), histogram)
     _remember(_SUMMARIES, key, (blob, aged, got))
     return got
