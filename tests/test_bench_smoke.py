@@ -40,7 +40,8 @@ def test_routing_benchmark_quick_run(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     data = json.loads(out.read_text())
     read = data["read_path"]
-    for case in ("select_model", "rank_models", "all_model_performances", "cached_select_model"):
+    cases = ("select_model", "rank_models", "all_model_performances", "select_model_cold")
+    for case in (*cases, "cached_select_model"):
         assert read[case]["vs_floor_p50"] > 0  # measured; the figures are not asserted
     assert read["redis_cpu_us_per_model_snapshot"] > 0
     assert set(data["litellm"]) == {"litellm", "ours_uncached", "ours_cached"}

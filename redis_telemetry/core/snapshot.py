@@ -125,11 +125,12 @@ def _snapshot(
     window_secs: int,
     now_ms: int,
     limit_pttl: int,
-    percentiles: Sequence[float | None] | None,
-    histogram: tuple[int, ...],
+    percentiles: Sequence[float | None] | None = None,
+    histogram: tuple[int, ...] | None = None,
 ) -> ModelPerformanceSnapshot:
     """The snapshot of the totals ``t``: one formula for both paths, with the latency
-    ``percentiles`` (in ``sketch.PERCENTILES`` order; None: left unset) and the histogram.
+    ``percentiles`` (in ``sketch.PERCENTILES`` order; None: left unset) and the histogram
+    (None: none, as for a snapshot not read from a store).
     Built without pydantic's validation (it is on every routing decision's path): every
     value here is already of its field's type, as ``test_read_path`` checks against a
     validated copy."""
