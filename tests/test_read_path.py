@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import random
 from bisect import bisect_left, bisect_right
+from collections import Counter
 from datetime import timedelta
 from itertools import accumulate
 from typing import Any
@@ -184,3 +185,18 @@ def test_the_sketch_summary_equals_a_prefix_sum_over_every_bucket() -> None:
                 assert counts[:zeros] == [0] * zeros
                 assert counts[zeros : zeros + 1] != [0]
                 assert sketch.summary(counts, pcts, bounds, zeros) == expect
+
+
+def test_the_memos_hold_a_bounded_number_of_models() -> None:
+    snapshot.forget()
+    blob = (3).to_bytes(4, "big")
+    member = codec.prepare(event("m"), int(now().timestamp() * 1000)).member
+    for i in range(snapshot.MEMO + 5):
+        snapshot._summary_memo(f"k{i}", blob, Counter())
+        snapshot._newest_memo(f"k{i}", [member, b"1000"], 0.0)
+        assert len(snapshot._SUMMARIES) <= snapshot.MEMO
+        assert len(snapshot._NEWEST) <= snapshot.MEMO
+    tied = [member, b"1000"] * (snapshot.MEMO_NEWEST + 1)
+    snapshot._newest_memo("tied", tied, 0.0)
+    assert "tied" not in snapshot._NEWEST  # a large tie is not held
+    snapshot.forget()

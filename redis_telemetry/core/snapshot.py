@@ -212,8 +212,11 @@ def from_totals(
 _INDEX = {name: i for i, name in enumerate(totals.FIELDS)}
 
 #: How many models' last sketch summary and newest member the memos below hold (past it,
-#: they start again).
-MEMO = 4096
+#: they start again): at most about 9 KB a sketch, so a few MB in all.
+MEMO = 1024
+#: The most members of a newest millisecond the newest memo holds (a model's newest is one
+#: member in the common case; a larger tie is decoded again at each read).
+MEMO_NEWEST = 8
 #: events key -> (sketch bytes, aged buckets, their summary)
 _SUMMARIES: dict[str, tuple[bytes, Mapping[int, int], Summary]] = {}
 #: events key -> (the newest members, as the reply gave them, the newest time they give, and
@@ -261,7 +264,7 @@ def _newest_memo(key: str, newest: Sequence[Any], cutoff: float) -> int | None:
     members = pairs(flat)
     found, clean = _newest(key, members, cutoff)
     lowest = min((sc for _, sc in members), default=math.inf)
-    if clean and lowest > cutoff:
+    if clean and lowest > cutoff and len(members) <= MEMO_NEWEST:
         _remember(_NEWEST, key, (flat, found, lowest))
     return found
 
