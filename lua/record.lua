@@ -36,6 +36,9 @@
 -- (Packing settings and sums into two arguments keeps a one-event call small; the common
 -- batch, all new and in the window, goes to ZADD with its arguments as they are.)
 -- A call with n = 0 stores nothing and only does the upkeep below (trims, rebuild).
+-- The common call (one new event, not a limit error, into a model whose keys are all in
+-- place, no upkeep due, every total below 2^52) takes a path of fewer commands, fast() below;
+-- every other call, or one fast() hands back before writing, takes the general path.
 --
 -- Refuses (an error reply starting 'record.lua: totals overflow', nothing written) a call
 -- whose sums would take a total past what HINCRBY holds (2^63 - 1, less a margin for the
@@ -188,6 +191,86 @@ for i = first, #ARGV, 3 do
   end
   reasons[position], untils[position] = ARGV[i + 2], ends
 end
+
+-- The common call, by a path of fewer commands: one new event, not a subscription-limit
+-- error, into a model in today's layout whose keys are all in place with their TTLs, with
+-- no upkeep due and every total below 2^52. It writes what the general path below writes:
+-- the totals' new values in one HSET (they are read anyway, for the checks), the session's
+-- usage as HINCRBYs, the sketch's bucket in one BITFIELD, the TTLs only extended (GT).
+-- Anything else (a duplicate id, an aged event, a trim, the cap or a rebuild due, a key
+-- missing, `expires` unset) returns nil before anything is written: the general path then
+-- does it all.
+local function fast()
+  if n ~= 1 or ns ~= 1 or nb > 1 or #ARGV ~= first - 1 then return nil end
+  local card = redis.call('ZCARD', KEYS[1])
+  if card == 0 or (cap > 0 and card + 1 > cap) then return nil end
+  local have = redis.call('HMGET', KEYS[3], 'layout', 'cursor', 'window_ms', 'expires',
+    unpack(FIELDS))
+  local expires = tonumber(have[4])
+  if tonumber(have[1]) ~= LAYOUT or have[2] or (have[3] and tonumber(have[3]) ~= window)
+    or not expires then
+    return nil
+  end
+  local put, old = {}, {}
+  for i = 1, N do
+    local was = tonumber(have[4 + i] or 0)  -- absent: 0
+    if not was or was < 0 or was ~= math.floor(was) then return nil end
+    local new = was + tonumber(head[3 + i])
+    if new >= LIMIT then return nil end
+    old[FIELDS[i]] = was
+    if new ~= was then
+      put[#put + 1] = FIELDS[i]
+      put[#put + 1] = string.format('%d', new)
+    end
+  end
+  local timed = old.ok - old.untimed
+  if old.ok + old.failed <= 0 then return nil end
+  local kept
+  if timed > 0 then
+    kept = redis.call('EXISTS', KEYS[4], KEYS[5], KEYS[6]) - 1
+  elseif nb == 0 then
+    kept = redis.call('EXISTS', KEYS[4], KEYS[6])
+  end
+  if kept ~= 2 then return nil end  -- an index evicted, or a sketch to create
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local score = tonumber(ARGV[3])
+  if score <= now - window then return nil end
+  if (card + 1) % TRIM_EVERY == 0 then
+    local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+    if tonumber(oldest[2]) <= now - window then return nil end
+  end
+  if redis.call('HSETNX', KEYS[6], ARGV[ids_at], ARGV[3]) == 0 then return nil end
+  if redis.call('ZADD', KEYS[1], 'NX', ARGV[3], ARGV[4]) == 0 then
+    return {0, 1, 0, now, 0, 0, 0}  -- the same member, already stored
+  end
+  -- The event is stored: what it adds to each per-model sum follows.
+  local need = score + window
+  local extend = expires < need
+  local text = extend and string.format('%d', need + grace)
+  if extend then
+    put[#put + 1] = 'expires'
+    put[#put + 1] = text
+  end
+  if #put > 0 then redis.call('HSET', KEYS[3], unpack(put)) end
+  if nb == 1 then
+    redis.call('BITFIELD', KEYS[5], 'INCRBY', 'i32', '#' .. ARGV[ids_at + 1], ARGV[ids_at + 2])
+  end
+  local at = ids_at + 1 + 2 * nb  -- the session entry
+  for j = 1, 5 do
+    if ARGV[at + j] ~= '0' then
+      redis.call('HINCRBY', KEYS[4], ARGV[at] .. SUFFIX[j], ARGV[at + j])
+    end
+  end
+  if extend then
+    for _, key in ipairs({KEYS[1], KEYS[3], KEYS[4], KEYS[5], KEYS[6]}) do
+      redis.call('PEXPIREAT', key, text, 'GT')
+    end
+  end
+  return {1, 0, 0, now, 0, 0, 0}
+end
+local done = fast()
+if done then return done end
 
 -- An empty events key: whatever else is left of the model (its keys expired or were evicted
 -- apart) sums nothing, and the hash starts in today's layout.
