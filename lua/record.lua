@@ -71,11 +71,14 @@
 -- while its rank is at most the cursor's, so inserts and trims in between stay exact. Ids met
 -- twice meanwhile keep their first member. Readers read such a model from its events.
 --
--- TTLs: every key of the model lives until its newest member leaves the window, plus `grace`.
--- No call shortens a key's life: `expires` only grows, and every key created is given it.
+-- TTLs: every key of the model lives until its newest member leaves the window, plus `grace`
+-- (when extended, `slack` more: a sixteenth of the window, at most SLACK ms, so that most
+-- writes skip the PEXPIREATs). No call shortens a key's life: `expires` only grows, and every
+-- key created is given it.
 --
 -- FIELDS names the totals, in the order of ARGV[2]'s sums; LAYOUT, the hash layout. The loader
--- renders both lines, and STEP, from the Python side (redis_telemetry/core/).
+-- renders both lines, and STEP, BYTES, CHUNK and SLACK, from the Python side
+-- (redis_telemetry/core/).
 local FIELDS = {'ok', 'failed', 'latency', 'untimed', 'cost_nusd', 'total', 'input', 'output', 'reasoning', 'cache_read', 'cache_write'}
 local LAYOUT = 3
 local LIMIT = 2 ^ 52  -- doubles hold integers exactly below 2^53
@@ -83,6 +86,7 @@ local TRIM_EVERY = 4
 local STEP = 500
 local BYTES = 1048576
 local CHUNK = 32
+local SLACK = 30000
 
 -- #include event.lua
 
@@ -183,6 +187,9 @@ if not cap or #head ~= N + 5 or #ARGV < first - 1 or (#ARGV - first + 1) % 3 ~= 
 end
 window, limit_ttl, grace, cap = tonumber(window), tonumber(limit_ttl), tonumber(grace),
   tonumber(cap)
+-- How far past `grace` an extended TTL reaches: a model's keys are then extended once per
+-- `slack` of its events' time, not on every write that moves its newest event on.
+local slack = math.min(math.floor(window / 16), SLACK)
 local reasons, untils = {}, {}
 for i = first, #ARGV, 3 do
   local position, ends = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
@@ -247,7 +254,7 @@ local function fast()
   -- The event is stored: what it adds to each per-model sum follows.
   local need = score + window
   local extend = expires < need
-  local text = extend and string.format('%d', need + grace)
+  local text = extend and string.format('%d', need + grace + slack)
   if extend then
     put[#put + 1] = 'expires'
     put[#put + 1] = text
@@ -264,6 +271,7 @@ local function fast()
   end
   if extend then
     for _, key in ipairs({KEYS[1], KEYS[3], KEYS[4], KEYS[5], KEYS[6]}) do
+      redis.call('PEXPIREAT', key, text, 'NX')  -- a key left without one (set by hand)
       redis.call('PEXPIREAT', key, text, 'GT')
     end
   end
@@ -618,7 +626,7 @@ if retime or not expires then
   need = tonumber(redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2]) + window
 end
 if need and (retime or not expires or expires < need) then
-  local at = math.max(need + grace, expires or 0)
+  local at = math.max(need + grace + slack, expires or 0)
   local text = string.format('%.0f', at)
   for _, key in ipairs({KEYS[1], KEYS[3], KEYS[4], KEYS[5], KEYS[6]}) do  -- set where none, else only extended
     redis.call('PEXPIREAT', key, text, 'NX')

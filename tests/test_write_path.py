@@ -4,11 +4,13 @@ the general path before writing anything (issue 22, item 4)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import redis
 
 from redis_telemetry import TelemetryStore, TokenBreakdown
+from redis_telemetry.core import codec, scripts
 
 from .helpers import event, recount, server_ms, stored_derived
 from .servers import RedisServer
@@ -97,3 +99,40 @@ def test_the_common_call_uses_fewer_commands_than_the_general_path(
     r.close()
     assert fresh <= 14
     assert limited > fresh + 5  # the general path: a HINCRBY per total
+
+
+def test_a_model_written_every_few_seconds_is_not_extended_on_every_write(
+    redis_server: RedisServer,
+) -> None:
+    """An extended TTL reaches a sixteenth of the window (at most ``TTL_SLACK_MS``) further, so
+    writes 5 s apart in a 600 s window extend the keys once per 30 s, not each time."""
+    r = redis.Redis.from_url(redis_server.url)
+    r.flushall()
+    store = TelemetryStore(r, window_secs=WINDOW)
+    store.record(event("m", ago_secs=60))
+    r.config_resetstat()
+    for ago in (55, 50, 45, 40, 35, 30):
+        assert store.record(event("m", ago_secs=ago)).stored == 1
+    extended = r.info("commandstats").get("cmdstat_pexpireat", {"calls": 0})["calls"]
+    r.close()
+    assert extended == 0
+    assert scripts.TTL_SLACK_MS == 30_000 < WINDOW * 1000 // 16
+
+
+def test_one_events_arguments_are_a_batchs_layout() -> None:
+    """``record_call`` builds one event's arguments directly; they are what the batch
+    layout (``index_args``) gives for it: timed, untimed, failed and limit errors alike."""
+    now_ms = int(time.time() * 1000)
+    keys = tuple(f"k{i}" for i in range(6))
+    for e in (
+        event("m"),
+        event("m", latency_ms=None),
+        event("m", success=False),
+        event("m", success=False, error="usage limit reached"),
+    ):
+        p = codec.prepare(e, now_ms)
+        nb, ns, index = scripts.index_args([p])
+        head = scripts.HEAD_FORMAT % (1, p.score_ms, p.score_ms, *p.sums, nb, ns)
+        limit = scripts.limit_triples((p.limit_reason,), (p.limit_until_ms,))
+        expected = ("s", head, p.score_ms, p.member, p.event_id, *index, *limit)
+        assert scripts.record_call(keys, "s", [p]).args == expected
