@@ -203,7 +203,9 @@ end
 -- error, into a model in today's layout whose keys are all in place with their TTLs, with
 -- no upkeep due and every total below 2^52. It writes what the general path below writes:
 -- the totals' new values in one HSET (they are read anyway, for the checks), the session's
--- usage as HINCRBYs, the sketch's bucket in one BITFIELD, the TTLs only extended (GT).
+-- usage as HINCRBYs, the sketch's bucket in one BITFIELD, the TTLs extended as below.
+-- (A step that adds each stored event into another per-model sum goes where the event is
+-- stored, as `limited` does for the general path.)
 -- Anything else (a duplicate id, an aged event, a trim, the cap or a rebuild due, a key
 -- missing, `expires` unset) returns nil before anything is written: the general path then
 -- does it all.
