@@ -30,15 +30,20 @@ from .models import (
     is_subscription_limit_error,
 )
 from .store import TelemetryStore
+from .tier import AsyncLocalTier, Choice, Decision, LocalTier, TierSettings
 
 __all__ = [
+    "AsyncLocalTier",
     "AsyncTelemetryStore",
     "BufferStats",
     "BufferedWriter",
+    "Choice",
     "CompletionEvent",
     "ConnectionSettings",
+    "Decision",
     "ExcludedModel",
     "InvalidInputError",
+    "LocalTier",
     "ModelPerformanceSnapshot",
     "ModelUsage",
     "NoModelAvailable",
@@ -51,6 +56,7 @@ __all__ = [
     "TelemetryStore",
     "TelemetrySummary",
     "TelemetryUnavailable",
+    "TierSettings",
     "TokenBreakdown",
     "UsageSnapshot",
     "Weights",

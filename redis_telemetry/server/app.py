@@ -39,6 +39,7 @@ from ..errors import TelemetryError, WindowMismatchError
 from ..exporter import SnapshotCollector, scrape_budget
 from ..models import CompletionEvent, ModelPerformanceSnapshot, TelemetrySummary, UsageSnapshot
 from .bodies import DecodedBodies
+from .otlp import add_otlp_routes
 from .schemas import (
     ErrorBody,
     Lifted,
@@ -317,6 +318,10 @@ def create_app(
         await stores(lambda s: s.stored_window())
         return "ok\n"
 
+    async def bearer(_: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)]) -> None:
+        """The bearer scheme, for the document (the OTLP routes check the token themselves)."""
+
+    add_otlp_routes(app, stores, settings.tokens, Depends(bearer))
     if metrics is not None:
         _add_metrics(app, metrics, probe)
     return app
