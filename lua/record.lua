@@ -36,6 +36,9 @@
 -- (Packing settings and sums into two arguments keeps a one-event call small; the common
 -- batch, all new and in the window, goes to ZADD with its arguments as they are.)
 -- A call with n = 0 stores nothing and only does the upkeep below (trims, rebuild).
+-- The common call (one new event, not a limit error, into a model whose keys are all in
+-- place, no upkeep due, every total below 2^52) takes a path of fewer commands, fast() below;
+-- every other call, or one fast() hands back before writing, takes the general path.
 --
 -- Refuses (an error reply starting 'record.lua: totals overflow', nothing written) a call
 -- whose sums would take a total past what HINCRBY holds (2^63 - 1, less a margin for the
@@ -68,11 +71,14 @@
 -- while its rank is at most the cursor's, so inserts and trims in between stay exact. Ids met
 -- twice meanwhile keep their first member. Readers read such a model from its events.
 --
--- TTLs: every key of the model lives until its newest member leaves the window, plus `grace`.
--- No call shortens a key's life: `expires` only grows, and every key created is given it.
+-- TTLs: every key of the model lives until its newest member leaves the window, plus `grace`
+-- (when extended, `slack` more: a sixteenth of the window, at most SLACK ms, so that most
+-- writes skip the PEXPIREATs). No call shortens a key's life: `expires` only grows, and every
+-- key created is given it.
 --
 -- FIELDS names the totals, in the order of ARGV[2]'s sums; LAYOUT, the hash layout. The loader
--- renders both lines, and STEP, from the Python side (redis_telemetry/core/).
+-- renders both lines, and STEP, BYTES, CHUNK and SLACK, from the Python side
+-- (redis_telemetry/core/).
 local FIELDS = {'ok', 'failed', 'latency', 'untimed', 'cost_nusd', 'total', 'input', 'output', 'reasoning', 'cache_read', 'cache_write'}
 local LAYOUT = 3
 local LIMIT = 2 ^ 52  -- doubles hold integers exactly below 2^53
@@ -80,6 +86,7 @@ local TRIM_EVERY = 4
 local STEP = 500
 local BYTES = 1048576
 local CHUNK = 32
+local SLACK = 30000
 
 -- #include event.lua
 
@@ -180,6 +187,9 @@ if not cap or #head ~= N + 5 or #ARGV < first - 1 or (#ARGV - first + 1) % 3 ~= 
 end
 window, limit_ttl, grace, cap = tonumber(window), tonumber(limit_ttl), tonumber(grace),
   tonumber(cap)
+-- How far past `grace` an extended TTL reaches: a model's keys are then extended once per
+-- `slack` of its events' time, not on every write that moves its newest event on.
+local slack = math.min(math.floor(window / 16), SLACK)
 local reasons, untils = {}, {}
 for i = first, #ARGV, 3 do
   local position, ends = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
@@ -188,6 +198,89 @@ for i = first, #ARGV, 3 do
   end
   reasons[position], untils[position] = ARGV[i + 2], ends
 end
+
+-- The common call, by a path of fewer commands: one new event, not a subscription-limit
+-- error, into a model in today's layout whose keys are all in place with their TTLs, with
+-- no upkeep due and every total below 2^52. It writes what the general path below writes:
+-- the totals' new values in one HSET (they are read anyway, for the checks), the session's
+-- usage as HINCRBYs, the sketch's bucket in one BITFIELD, the TTLs extended as below.
+-- (A step that adds each stored event into another per-model sum goes where the event is
+-- stored, as `limited` does for the general path.)
+-- Anything else (a duplicate id, an aged event, a trim, the cap or a rebuild due, a key
+-- missing, `expires` unset) returns nil before anything is written: the general path then
+-- does it all.
+local function fast()
+  if n ~= 1 or ns ~= 1 or nb > 1 or #ARGV ~= first - 1 then return nil end
+  local card = redis.call('ZCARD', KEYS[1])
+  if card == 0 or (cap > 0 and card + 1 > cap) then return nil end
+  local have = redis.call('HMGET', KEYS[3], 'layout', 'cursor', 'window_ms', 'expires',
+    unpack(FIELDS))
+  local expires = tonumber(have[4])
+  if tonumber(have[1]) ~= LAYOUT or have[2] or (have[3] and tonumber(have[3]) ~= window)
+    or not expires then
+    return nil
+  end
+  local put, old = {}, {}
+  for i = 1, N do
+    local was = tonumber(have[4 + i] or 0)  -- absent: 0
+    if not was or was < 0 or was ~= math.floor(was) then return nil end
+    local new = was + tonumber(head[3 + i])
+    if new >= LIMIT then return nil end
+    old[FIELDS[i]] = was
+    if new ~= was then
+      put[#put + 1] = FIELDS[i]
+      put[#put + 1] = string.format('%d', new)
+    end
+  end
+  local timed = old.ok - old.untimed
+  if old.ok + old.failed <= 0 then return nil end
+  local kept
+  if timed > 0 then
+    kept = redis.call('EXISTS', KEYS[4], KEYS[5], KEYS[6]) - 1
+  elseif nb == 0 then
+    kept = redis.call('EXISTS', KEYS[4], KEYS[6])
+  end
+  if kept ~= 2 then return nil end  -- an index evicted, or a sketch to create
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local score = tonumber(ARGV[3])
+  if score <= now - window then return nil end
+  if (card + 1) % TRIM_EVERY == 0 then
+    local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+    if tonumber(oldest[2]) <= now - window then return nil end
+  end
+  if redis.call('HSETNX', KEYS[6], ARGV[ids_at], ARGV[3]) == 0 then return nil end
+  if redis.call('ZADD', KEYS[1], 'NX', ARGV[3], ARGV[4]) == 0 then
+    return {0, 1, 0, now, 0, 0, 0}  -- the same member, already stored
+  end
+  -- The event is stored: what it adds to each per-model sum follows.
+  local need = score + window
+  local extend = expires < need
+  local text = extend and string.format('%d', need + grace + slack)
+  if extend then
+    put[#put + 1] = 'expires'
+    put[#put + 1] = text
+  end
+  if #put > 0 then redis.call('HSET', KEYS[3], unpack(put)) end
+  if nb == 1 then
+    redis.call('BITFIELD', KEYS[5], 'INCRBY', 'i32', '#' .. ARGV[ids_at + 1], ARGV[ids_at + 2])
+  end
+  local at = ids_at + 1 + 2 * nb  -- the session entry
+  for j = 1, 5 do
+    if ARGV[at + j] ~= '0' then
+      redis.call('HINCRBY', KEYS[4], ARGV[at] .. SUFFIX[j], ARGV[at + j])
+    end
+  end
+  if extend then
+    for _, key in ipairs({KEYS[1], KEYS[3], KEYS[4], KEYS[5], KEYS[6]}) do
+      redis.call('PEXPIREAT', key, text, 'NX')  -- a key left without one (set by hand)
+      redis.call('PEXPIREAT', key, text, 'GT')
+    end
+  end
+  return {1, 0, 0, now, 0, 0, 0}
+end
+local done = fast()
+if done then return done end
 
 -- An empty events key: whatever else is left of the model (its keys expired or were evicted
 -- apart) sums nothing, and the hash starts in today's layout.
@@ -535,7 +628,7 @@ if retime or not expires then
   need = tonumber(redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2]) + window
 end
 if need and (retime or not expires or expires < need) then
-  local at = math.max(need + grace, expires or 0)
+  local at = math.max(need + grace + slack, expires or 0)
   local text = string.format('%.0f', at)
   for _, key in ipairs({KEYS[1], KEYS[3], KEYS[4], KEYS[5], KEYS[6]}) do  -- set where none, else only extended
     redis.call('PEXPIREAT', key, text, 'NX')
