@@ -16,6 +16,9 @@
 --                                    counter per bucket (BITFIELD i32 #<bucket>)
 -- KEYS[6]  <ns>:{<model>}:ids       hash; event id -> its member's score, for every member of
 --                                    KEYS[1]: one event id is one event per model
+-- KEYS[7]  <ns>:{<model>}:spend     (optional) hash; the model's spend in nano-USD per UTC hour
+--                                    (field h:<hours since the epoch>) and UTC day (d:<days>),
+--                                    of the events stored, each in its completion's hour and day
 -- ARGV[1]  "window_ms limit_ttl_ms grace_ms max_events", space-separated integers:
 --           the rolling window; how long a subscription-limit error blocks the model, counted
 --           from the event's completion; how far past the data the keys' TTLs reach; the cap
@@ -33,6 +36,8 @@
 -- then triples (position, until_ms, limit_reason) for the events (1..n) whose error
 --           is a subscription-limit error: when the block ends, in epoch ms (0: the event's
 --           completion plus limit_ttl_ms), and the text stored in the limit key
+-- then, when KEYS[7] is given, one last argument: "hour nusd hour nusd ...", the cost of the
+--           events per completion hour as if every one is stored (see PROVIDER SPEND below)
 -- (Packing settings and sums into two arguments keeps a one-event call small; the common
 -- batch, all new and in the window, goes to ZADD with its arguments as they are.)
 -- A call with n = 0 stores nothing and only does the upkeep below (trims, rebuild).
@@ -167,6 +172,11 @@ local function take(from, most, upto)
   end
   return out, false
 end
+
+-- PROVIDER SPEND (1/3): the last argument when KEYS[7] is given; `spent` lists the
+-- {score, member} of the events stored when only some of the call's are.
+local SPEND = KEYS[7] and table.remove(ARGV) or nil
+local spent = nil
 
 local window, limit_ttl, grace, cap = string.match(ARGV[1], '^(%d+) (%d+) (%d+) (%d+)$')
 local head = {string.match(ARGV[2],
@@ -404,6 +414,8 @@ elseif n >= 1 then
       end
     end
     if #add > 0 then
+      spent = {}  -- PROVIDER SPEND (2/3)
+      for _, j in ipairs(added) do spent[#spent + 1] = {ARGV[1 + 2 * j], members[j]} end
       redis.call('ZADD', KEYS[1], unpack(add))
       -- while rebuilding, a member at or before the cursor is counted now, a later one when
       -- the rebuild reaches it
@@ -428,6 +440,49 @@ if reason and block > now then
   local left = redis.call('PTTL', KEYS[2])
   if left == -1 or left < block - now then
     redis.call('SET', KEYS[2], reason, 'PX', block - now)
+  end
+end
+
+-- PROVIDER SPEND (3/3): each stored event's cost joins the hour and the day of its completion,
+-- only when that hour (day) is the current one or later by the server's clock: no budget reads
+-- an older one. Past 16 fields, those of past hours and days leave. The key lives to the end
+-- of the latest day it holds, plus grace (never shortened).
+if SPEND and stored > 0 then
+  local hour_now, day_now = math.floor(now / 3600000), math.floor(now / 86400000)
+  local adds = {}  -- field -> nano-USD (text from ARGV, or a number below 2^52 a member)
+  local function spend(hour, nusd)
+    local day = math.floor(hour / 24)
+    if day < day_now then return end
+    local fields = {'d:' .. day}
+    if hour >= hour_now then fields[2] = 'h:' .. hour end
+    for _, f in ipairs(fields) do
+      redis.call('HINCRBY', KEYS[7], f, type(nusd) == 'string' and nusd
+        or string.format('%.0f', nusd))
+    end
+    adds.last = math.max(adds.last or day, day)
+  end
+  if stored == n then  -- every event stored: the argument's sums, as they are
+    for h, c in string.gmatch(SPEND, '(%d+) (%d+)') do spend(tonumber(h), c) end
+  elseif spent then
+    for _, sm in ipairs(spent) do
+      local e = effect(sm[2])
+      if e and e.u[5] > 0 then spend(math.floor(tonumber(sm[1]) / 3600000), e.u[5]) end
+    end
+  end
+  if adds.last then
+    if redis.call('HLEN', KEYS[7]) > 16 then
+      local all = redis.call('HKEYS', KEYS[7])
+      local old = {}
+      for _, f in ipairs(all) do
+        local kind, at = string.match(f, '^(%a):(%d+)$')
+        if not kind or (kind == 'h' and tonumber(at) < hour_now)
+          or (kind == 'd' and tonumber(at) < day_now) then old[#old + 1] = f end
+      end
+      if #old > 0 then redis.call('HDEL', KEYS[7], unpack(old)) end
+    end
+    local ends = string.format('%.0f', (adds.last + 1) * 86400000 + grace)
+    redis.call('PEXPIREAT', KEYS[7], ends, 'NX')
+    redis.call('PEXPIREAT', KEYS[7], ends, 'GT')
   end
 end
 

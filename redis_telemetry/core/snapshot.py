@@ -120,8 +120,9 @@ def _snapshot(
         subscription_limit_expires_at=expires,
         total_cost_usd=cost,
         tokens=tokens,
-        avg_cost_per_1k_tokens=cost / tokens.total * 1000 if tokens.total else 0.0,
+        avg_cost_per_1k_tokens=cost / tokens.output * 1000 if tokens.output else 0.0,
         is_free=total > 0 and cost_nusd == 0,
+        avg_cost_per_1k_total_tokens=cost / tokens.total * 1000 if tokens.total else 0.0,
         latency_samples=max(0, timed),
     )
 
