@@ -348,6 +348,18 @@ class AsyncTelemetryStore(StoreShell):
         returned)."""
         return await self._run(self._core.provider_failed(provider, text))
 
+    async def provider_feedback(self, events: Iterable[CompletionEvent]) -> int:
+        """Feed the providers from stored events: a success ends a backoff, a 429 escalates
+        it, a quota text that names the account blocks the provider; returns writes sent."""
+        return await self._run(self._core.provider_feedback(events))
+
+    async def block_provider_of(
+        self, model: str, reason: str, until: datetime | None = None
+    ) -> datetime | None:
+        """A subscription limit on ``model`` that names the account blocks its provider;
+        returns when that block ends (None: not blocked by this call)."""
+        return await self._run(self._core.block_provider_of(model, reason, until))
+
     async def set_alias(self, provider: str, into: str | None) -> None:
         """Fold ``provider`` into ``into`` for every replica (None: remove the alias)."""
         return await self._run(self._core.set_alias(provider, into))

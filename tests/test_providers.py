@@ -12,8 +12,10 @@ import pytest
 import redis
 
 from redis_telemetry import AsyncTelemetryStore, TelemetryStore
-from redis_telemetry.core import providers, routing
+from redis_telemetry.core import limits, providers, routing
 from redis_telemetry.errors import InvalidInputError
+from redis_telemetry.ingest.events import Limit
+from redis_telemetry.ingest.run import apply_limit
 
 from . import workers
 from .conftest import Backend
@@ -392,3 +394,48 @@ def exact_spend_under_writers(url: str) -> None:
 def test_apply_providers_is_a_no_op_without_status() -> None:
     ranking = routing.Ranking(strategy=routing.Strategy.FASTEST, ranked=[], excluded=[])
     assert routing.apply_providers(ranking, {}, 0) == ranking
+
+
+# -- feeding: ingest and the LiteLLM integration ---------------------------------------------
+
+
+def test_feedback_backs_off_blocks_and_resets(store: TelemetryStore, r: redis.Redis) -> None:
+    now = at_ms(server_ms(r))
+    _, cooled = limits.answer_429("429 Too Many Requests", {}, now, cooldown_secs=5)
+    assert "no retry time given" in cooled  # what the LiteLLM logger stores for a bare 429
+    failed = event("openai/gpt", False, error=cooled, completed_at=now)
+    assert store.provider_feedback([failed, failed]) == 2  # each 429 escalates
+    assert store.provider_status("openai").backoff_level == 2
+    assert store.provider_feedback([event("openai/gpt", completed_at=now)]) == 1
+    assert store.provider_status("openai").backoff_level == 0
+    quota = event(
+        "kimi/k2", False, error="usage limit reached, resets in 2 hours", completed_at=now
+    )
+    store.provider_feedback([quota])
+    until = store.provider_blocked_until("kimi")
+    assert until is not None
+    assert abs((until - now).total_seconds() - 7200) < 5
+    # history: a 429 older than the longest backoff changes nothing
+    old = event("zai/glm", False, error="429 Too Many Requests", ago_secs=1200)
+    assert store.provider_feedback([old]) == 0
+    # a tool's failure is not the provider's
+    tool = event("zai/glm", False, error=limits.not_the_providers("429 from a test server"))
+    assert store.provider_feedback([tool]) == 0
+
+
+def test_ingest_blocks_the_provider_for_an_account_limit_only(
+    store: TelemetryStore, r: redis.Redis
+) -> None:
+    now = at_ms(server_ms(r))
+    ends = now + timedelta(hours=3)
+    assert apply_limit(store, Limit("anthropic/claude-opus", ends, "5-hour limit reached"), now)
+    assert store.provider_blocked_until("anthropic") == ends.replace(
+        microsecond=ends.microsecond // 1000 * 1000
+    )
+    weekly = Limit("kimi/opus-like", ends, "rate_limit_event: seven_day_opus")
+    assert apply_limit(store, weekly, now)
+    assert store.provider_blocked_until("kimi") is None  # the model only
+    assert store.model_performance("kimi/opus-like").subscription_limit_reached
+    bare = Limit("zai/glm", None, "429 Too Many Requests")
+    assert apply_limit(store, bare, now)
+    assert store.provider_status("zai").backoff_level == 1

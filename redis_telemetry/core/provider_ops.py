@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from ..errors import InvalidInputError
+from ..models import CompletionEvent
 from . import providers as pv
 from . import routing, rules, scripts
 from .commands import Batch, Cmd, Eval, Op
@@ -250,6 +251,78 @@ class ProviderOps(Reads):
             reason = rules.check_reason(text[:200] or "limit")
             yield from self.block_provider(provider, reason, until)
         return kind
+
+    def provider_feedback(self, events: Iterable[CompletionEvent]) -> Op[int]:
+        """Feed the providers from stored ``events`` (see :func:`pv.signals`): a success ends
+        its provider's backoff, each 429 without a reset escalates it, a quota or reset text
+        that names the account blocks the provider. Successes and 429s older than the longest
+        backoff (by the server's clock) are history and change nothing; a block is kept until
+        the end it names, counted from the event. Returns the provider writes sent."""
+        found = pv.signals(events)
+        if not found:
+            return 0
+        held, now = yield [
+            Cmd("hgetall", (self.keys.aliases,), tolerant=True),
+            Cmd("time", route=self.keys.aliases),
+        ]
+        aliases, now_ms = pv.settings_of(held), time_ms(now)
+        recent = now_ms - pv.BACKOFF_MAX_SECS * 1000
+        writes: list[tuple[str, str, tuple[Any, ...]]] = []
+        throttled: set[str] = set()
+        for s in found:
+            provider = pv.provider_of(s.model, aliases)
+            at_ms = rules.ms_floor(rules.epoch_us(s.at))
+            if not _usable_provider(provider):
+                continue
+            if s.kind == "block" and s.until is not None:
+                until_ms = rules.ms_floor(rules.epoch_us(s.until))
+                if until_ms > now_ms:
+                    writes.append(
+                        (provider, "block", (until_ms, rules.check_reason(s.reason[:200])))
+                    )
+            elif at_ms >= recent and s.kind == "throttle":
+                writes.append((provider, "throttle", ()))
+                throttled.add(provider)
+            elif at_ms >= recent and s.kind == "success" and provider not in throttled:
+                writes.append((provider, "success", ()))
+        # one success a provider is enough; throttles and blocks each count
+        seen: set[str] = set()
+        batch: Batch = []
+        for provider, verb, args in writes:
+            if verb == "success":
+                if provider in seen or provider in throttled:
+                    continue
+                seen.add(provider)
+            else:
+                batch.append(
+                    register_eval(self.keys.providers, [(provider, 0, pv.SETTINGS_TTL_MS)])
+                )
+            batch.append(scripts.provider_call(self.keys, provider, verb, *args))
+        if batch:
+            yield from self._write(batch, 0)
+        return sum(1 for c in batch if isinstance(c, Eval) and c.script == "provider")
+
+    def block_provider_of(
+        self, model: str, reason: str, until: datetime | None = None
+    ) -> Op[datetime | None]:
+        """A subscription limit on ``model``: its provider is blocked too when ``reason`` names
+        the account (not Claude's per-model ``seven_day_opus`` / ``seven_day_sonnet``): until
+        ``until``, else as :func:`pv.classify` reads ``reason`` (a 429 without a reset backs
+        the provider off instead; anything else blocks it for ``DEFAULT_BLOCK_SECS``).
+        Returns when the provider's block or backoff ends (None: nothing changed)."""
+        model = rules.check_model_name(model)
+        reason = rules.check_reason(reason)
+        if not pv.account_wide(reason):
+            return None
+        provider = yield from self.provider_of(model)
+        if not _usable_provider(provider):
+            return None
+        if until is None:
+            (now,) = yield [Cmd("time", route=self.keys.aliases)]
+            kind, until = pv.classify(reason, rules.from_epoch_us(time_ms(now) * 1000))
+            if kind == "backoff":
+                return (yield from self.provider_throttled(provider))
+        return (yield from self.block_provider(provider, reason[:200], until))
 
     def set_alias(self, provider: str, into: str | None) -> Op[None]:
         """Fold ``provider`` into ``into`` for every replica (None: remove the alias)."""

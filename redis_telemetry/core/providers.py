@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel
 
 from ..errors import InvalidInputError
+from ..models import CompletionEvent
 from . import limits, rules
 
 #: Bare model names that belong to the ``claude-code`` subscription (upstream's rule).
@@ -256,16 +257,21 @@ def classify(text: str, now: datetime) -> tuple[FailureKind, datetime | None]:
     """What a provider's failure ``text`` does to the provider: ``block`` until a reset time
     (read from the text, else :data:`DEFAULT_BLOCK_SECS` for a quota or usage-limit text),
     ``backoff`` for a 429 or rate-limit text without a reset, or ``none``."""
+    if not limits.is_limit_text(text):  # the ingest rules: "429" alone is no limit
+        return "none", None
+    if _NO_RETRY_TIME in text:  # a 429 the LiteLLM logger stated its own cooldown for
+        return "backoff", None
     until = reset_time(text, now)
     if until is not None:
         return "block", until
     if _THROTTLE.search(text):
         return "backoff", None
-    if limits.is_limit_text(text):
-        return "block", now + timedelta(seconds=DEFAULT_BLOCK_SECS)
-    return "none", None
+    return "block", now + timedelta(seconds=DEFAULT_BLOCK_SECS)
 
 
+#: How ``limits.answer_429`` states a 429 that gave no retry time (its cooldown is the
+#: logger's, not the provider's).
+_NO_RETRY_TIME = f"({limits.HTTP_429}; no retry time given"
 _THROTTLE = re.compile(
     r"(?<![\w.])429(?!\w|\.\d)|too many requests|rate[ _-]?limit(?:ed|_error)?\b", re.IGNORECASE
 )
@@ -289,4 +295,35 @@ def settings_of(raw: Mapping[Any, Any] | None) -> dict[str, str]:
     for k, v in raw.items():
         key = k.decode("utf-8", "replace") if isinstance(k, bytes) else str(k)
         out[key] = v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+    return out
+
+
+class Signal(NamedTuple):
+    """What one event says of its provider: ``success``, ``throttle`` (a 429 without a reset)
+    or ``block`` (until ``until``); ``at`` is its completion, ``reason`` its error text."""
+
+    model: str
+    kind: Literal["success", "throttle", "block"]
+    at: datetime
+    until: datetime | None = None
+    reason: str = ""
+
+
+def signals(events: Iterable[CompletionEvent]) -> list[Signal]:
+    """The provider signals of ``events`` (upstream's rules, read at each event's completion):
+    a success; a 429 without a reset backs off; a limit with a reset time, or a quota text,
+    blocks the provider when it names the account (:func:`account_wide`)."""
+    out: list[Signal] = []
+    for e in events:
+        if e.success:
+            out.append(Signal(e.model, "success", e.completed_at))
+            continue
+        text = e.error or ""
+        if text.startswith(limits.NOT_AN_API_ERROR):
+            continue  # a tool's failure, not the provider's
+        kind, until = classify(text, e.completed_at)
+        if kind == "backoff":
+            out.append(Signal(e.model, "throttle", e.completed_at, reason=text))
+        elif kind == "block" and account_wide(text):
+            out.append(Signal(e.model, "block", e.completed_at, until, text))
     return out

@@ -40,7 +40,7 @@ class Strategy(StrEnum):
 
     FASTEST = "fastest"  # lowest average latency of successful completions
     TAIL_LATENCY = "tail_latency"  # lowest p95 latency of successful completions
-    CHEAPEST = "cheapest"  # lowest cost per successful completion
+    CHEAPEST = "cheapest"  # lowest avg_cost_per_1k_tokens (USD per 1,000 output tokens)
     FREE_THEN_CHEAPEST = "free_then_cheapest"  # free models first (by reliability), then cheapest
     MOST_RELIABLE = "most_reliable"  # highest success rate
     WEIGHTED = "weighted"  # a weighted sum of normalised metrics (see Weights)
@@ -154,11 +154,21 @@ def _tail_latency(usable: Sequence[ModelPerformanceSnapshot], _: Weights) -> dic
     return out
 
 
+def _cost_per_1k_output(s: ModelPerformanceSnapshot) -> float:
+    """Upstream's figure, ``avg_cost_per_1k_tokens`` (USD per 1,000 output tokens, every
+    event), except that a model that cost something without any output token is never the
+    cheapest by accident (upstream reads it as 0)."""
+    if s.tokens.output > 0 or s.total_cost_usd == 0:
+        return s.avg_cost_per_1k_tokens
+    return float("inf")
+
+
 def _cheapest(usable: Sequence[ModelPerformanceSnapshot], _: Weights) -> dict[str, Scored]:
     out: dict[str, Scored] = {}
     for s in usable:
-        cps = _cost_per_success(s)
-        out[s.model] = (cps, (cps, *_tie_key(s)), "USD per successful completion")
+        c = _cost_per_1k_output(s)
+        key = (c, _cost_per_success(s), *_tie_key(s))
+        out[s.model] = (c, key, "USD per 1,000 output tokens")
     return out
 
 
@@ -167,10 +177,10 @@ def _free_then_cheapest(
 ) -> dict[str, Scored]:
     out: dict[str, Scored] = {}
     for s in usable:
-        cps = _cost_per_success(s)
+        c = _cost_per_1k_output(s)
         tier = 0 if s.is_free else 1
-        key = (tier, cps if tier else 0.0, *_tie_key(s))
-        out[s.model] = (cps, key, "free first, then USD per successful completion")
+        key = (tier, c if tier else 0.0, _cost_per_success(s), *_tie_key(s))
+        out[s.model] = (c, key, "free first, then USD per 1,000 output tokens")
     return out
 
 
