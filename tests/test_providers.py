@@ -4,6 +4,7 @@ aliases, and what routing does with them, on fakeredis, a real server and a real
 from __future__ import annotations
 
 import multiprocessing
+import shutil
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,7 +21,8 @@ from redis_telemetry.ingest.run import apply_limit
 from . import workers
 from .conftest import Backend
 from .helpers import all_keys, dump_all, event, server_ms
-from .servers import RedisClusterServers
+from .servers import RedisClusterServers, RedisServer
+from .test_readme import ROOT, blocks, check_recipes, run_python_example
 
 HOUR_MS, DAY_MS = 3_600_000, 86_400_000
 
@@ -439,3 +441,14 @@ def test_ingest_blocks_the_provider_for_an_account_limit_only(
     bare = Limit("zai/glm", None, "429 Too Many Requests")
     assert apply_limit(store, bare, now)
     assert store.provider_status("zai").backoff_level == 1
+
+
+def test_the_pages_redis_cli_recipes_answer_as_shown(redis_server: RedisServer) -> None:
+    """docs/providers.md's recipes, replayed after its example (its own server, flushed)."""
+    page = ROOT / "docs" / "providers.md"
+    with redis_server.client() as c:
+        c.flushall()
+    run_python_example(blocks(page, "python")[0], "docs/providers.md", redis_server.url)
+    cli = shutil.which("redis-cli")
+    assert cli is not None
+    assert check_recipes(blocks(page, "console")[0], cli, redis_server.port) >= 7

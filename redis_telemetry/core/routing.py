@@ -349,7 +349,7 @@ def apply_providers(
             note = f"; provider {p.provider} budget near exhaustion ({_spend_text(p)})"
             if ranking.strategy == Strategy.WEIGHTED:
                 score *= NEAR_EXHAUSTION_PENALTY
-                note += f": weighted score x {NEAR_EXHAUSTION_PENALTY}"
+                note += f": weighted score {r.score:.4g} x {NEAR_EXHAUSTION_PENALTY} = {score:.4g}"
         kept.append((r, score, note))
     if ranking.strategy == Strategy.WEIGHTED:
         kept.sort(key=lambda k: (-k[1], *_tie_key(k[0].snapshot)))
