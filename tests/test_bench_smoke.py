@@ -30,3 +30,18 @@ def test_upkeep_benchmark_quick_run(tmp_path: Path) -> None:
     assert [row["events"] for row in rows] == [6000, 500]
     assert all(row["rebuild_calls"] >= 2 and row["trim_calls"] >= 2 for row in rows)
     assert "| case | longest rebuild call |" in result.stdout
+
+
+@pytest.mark.slow
+def test_providers_benchmark_quick_run(tmp_path: Path) -> None:
+    result = run_benchmark("providers.py", "--quick", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    data = json.loads((tmp_path / "providers.json").read_text())
+    assert data["record"]["ratio_p50"] > 0
+    assert data["record"]["exact"] is True
+    assert data["routing"]["ratio_p50"] > 0
+    assert data["routing"]["excluded"] == {
+        "bigco/a": "provider_blocked",
+        "bigco/b": "provider_blocked",
+    }
+    assert "| `rank_models()` of 5 candidates" in result.stdout

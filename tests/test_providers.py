@@ -452,3 +452,32 @@ def test_the_pages_redis_cli_recipes_answer_as_shown(redis_server: RedisServer) 
     cli = shutil.which("redis-cli")
     assert cli is not None
     assert check_recipes(blocks(page, "console")[0], cli, redis_server.port) >= 7
+
+
+def test_a_routing_read_of_providers_is_one_round_trip_once_warm(
+    store: TelemetryStore, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = at_ms(server_ms(r))
+    store.record_batch([event(m, cost_usd=0.1, completed_at=now) for m in ("a/x", "b/y")])
+    store.set_budget("a", day_usd=10.0)
+    sent: list[int] = []
+    execute = store._execute
+
+    def counted(batch: Any, deadline: Any) -> Any:
+        sent.append(len(batch))
+        return execute(batch, deadline)
+
+    monkeypatch.setattr(store, "_execute", counted)
+    first = store._run(store._core.provider_view(["a/x", "b/y"]))
+    trips_cold = len(sent)
+    sent.clear()
+    warm = store._run(store._core.provider_view(["a/x", "b/y"]))
+    assert (trips_cold, len(sent)) == (2, 1)
+    assert warm.status == first.status
+    assert warm.status["a"].budget.day_spend_usd == pytest.approx(0.1)
+    # a new spender is read in a second round trip, once
+    store.record(event("a/z", cost_usd=0.2, completed_at=now))
+    sent.clear()
+    again = store._run(store._core.provider_view(["a/x"]))
+    assert len(sent) == 2
+    assert again.status["a"].budget.day_spend_usd == pytest.approx(0.3)

@@ -53,11 +53,16 @@ class ProviderOps(Reads):
     _now_ms: Callable[[], int]
     #: models seen in the spenders registry: their spend rides in a read's first round trip
     _spenders_seen: dict[str, None]
+    #: providers read before, and the aliases last read: a read guesses its providers with them
+    _providers_seen: dict[str, None]
+    _aliases_seen: dict[str, str]
     #: model -> the latest UTC day (days since the epoch) this store listed it as a spender
     _spending: dict[str, int]
 
     def _init_providers(self) -> None:
         self._spenders_seen = {}
+        self._providers_seen = {}
+        self._aliases_seen = {}
         self._spending = {}
 
     # -- the spend registry, kept by writes --------------------------------------------------
@@ -93,9 +98,16 @@ class ProviderOps(Reads):
 
     def provider_view(self, wanted: Iterable[str] | None = None) -> Op[ProviderView]:
         """Read the providers of ``wanted`` models (None: every provider the namespace knows:
-        with settings, with spend today, or with models in the window)."""
+        with settings, with spend today, or with models in the window). One round trip when
+        the aliases, spenders and providers are those this store read before; a second one for
+        what changed."""
         wanted = None if wanted is None else list(wanted)
         seen = list(self._spenders_seen)
+        if wanted is None:
+            guessed = list(self._providers_seen)
+        else:
+            guessed = sorted({pv.provider_of(m, self._aliases_seen) for m in wanted})
+        guessed = [p for p in guessed if _usable_provider(p)]
         first: Batch = [
             Cmd("time", route=self.keys.aliases),
             Cmd("hgetall", (self.keys.aliases,), tolerant=True),
@@ -104,17 +116,17 @@ class ProviderOps(Reads):
         ]
         if wanted is None:
             first.append(Cmd("zrange", (self.keys.models, 0, -1), tolerant=True))
+        at = len(first)
         first += [Cmd("hgetall", (self.keys.spend(m),), tolerant=True) for m in seen]
+        first += [Cmd("hgetall", (self.keys.provider(p),), tolerant=True) for p in guessed]
         replies = yield first
         now_ms = time_ms(replies[0])
         aliases = pv.settings_of(replies[1])
         spenders = _names(replies[2])
         listed = _names(replies[3])
         models = _names(replies[4]) if wanted is None else list(wanted)
-        spend_raw = dict(zip(seen, replies[len(first) - len(seen) :], strict=True))
-        if len(self._spenders_seen) >= _REMEMBERED:
-            self._spenders_seen.clear()
-        self._spenders_seen.update(dict.fromkeys(spenders))
+        spend_raw = dict(zip(seen, replies[at : at + len(seen)], strict=True))
+        settings = dict(zip(guessed, replies[at + len(seen) :], strict=True))
         of = {m: pv.provider_of(m, aliases) for m in {*spenders, *models}}
         names = (
             {*listed, *of.values()}
@@ -122,12 +134,17 @@ class ProviderOps(Reads):
             else {pv.provider_of(m, aliases) for m in wanted}
         )
         names = {p for p in names if _usable_provider(p)}
+        self._remember(spenders, names, aliases)
         missing = [m for m in spenders if m not in spend_raw and of[m] in names]
-        second: Batch = [Cmd("hgetall", (self.keys.provider(p),), tolerant=True) for p in names]
-        second += [Cmd("hgetall", (self.keys.spend(m),), tolerant=True) for m in missing]
-        more = yield second
-        settings = dict(zip(names, more[: len(names)], strict=True))
-        spend_raw.update(zip(missing, more[len(names) :], strict=True))
+        unread = sorted(names - settings.keys())
+        if missing or unread:
+            second: Batch = [
+                Cmd("hgetall", (self.keys.provider(p),), tolerant=True) for p in unread
+            ]
+            second += [Cmd("hgetall", (self.keys.spend(m),), tolerant=True) for m in missing]
+            more = yield second
+            settings.update(zip(unread, more[: len(unread)], strict=True))
+            spend_raw.update(zip(missing, more[len(unread) :], strict=True))
         status: dict[str, pv.ProviderStatus] = {}
         for p in sorted(names):
             members = sorted(m for m, q in of.items() if q == p)
@@ -139,6 +156,15 @@ class ProviderOps(Reads):
             fields = pv.settings_of(settings[p])
             status[p] = pv.status(p, members, fields, (hour, day), now_ms)
         return ProviderView(now_ms, aliases, status)
+
+    def _remember(self, spenders: list[str], names: set[str], aliases: dict[str, str]) -> None:
+        """What the next read sends in its first round trip (bounded)."""
+        for memory in (self._spenders_seen, self._providers_seen):
+            if len(memory) >= _REMEMBERED:
+                memory.clear()
+        self._spenders_seen.update(dict.fromkeys(spenders))
+        self._providers_seen.update(dict.fromkeys(sorted(names)))
+        self._aliases_seen = aliases
 
     def provider_of(self, model: str) -> Op[str]:
         """``model``'s provider, with the namespace's aliases."""
