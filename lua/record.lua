@@ -446,20 +446,22 @@ end
 -- PROVIDER SPEND (3/3): each stored event's cost joins the hour and the day of its completion,
 -- only when that hour (day) is the current one or later by the server's clock: no budget reads
 -- an older one. Past 16 fields, those of past hours and days leave. The key lives to the end
--- of the latest day it holds, plus grace (never shortened).
+-- of the latest day it holds, plus grace (never shortened). Its calls are pcalls: a spend key
+-- of another type (written by hand) is left alone, and the event is stored all the same.
 if SPEND and stored > 0 then
   local hour_now, day_now = math.floor(now / 3600000), math.floor(now / 86400000)
-  local adds = {}  -- field -> nano-USD (text from ARGV, or a number below 2^52 a member)
+  local last, broken = nil, false  -- the latest day written; a call refused
   local function spend(hour, nusd)
     local day = math.floor(hour / 24)
-    if day < day_now then return end
+    if broken or day < day_now then return end
     local fields = {'d:' .. day}
     if hour >= hour_now then fields[2] = 'h:' .. hour end
     for _, f in ipairs(fields) do
-      redis.call('HINCRBY', KEYS[7], f, type(nusd) == 'string' and nusd
+      local r = redis.pcall('HINCRBY', KEYS[7], f, type(nusd) == 'string' and nusd
         or string.format('%.0f', nusd))
+      if type(r) == 'table' and r.err then broken = true; return end
     end
-    adds.last = math.max(adds.last or day, day)
+    last = math.max(last or day, day)
   end
   if stored == n then  -- every event stored: the argument's sums, as they are
     for h, c in string.gmatch(SPEND, '(%d+) (%d+)') do spend(tonumber(h), c) end
@@ -469,18 +471,17 @@ if SPEND and stored > 0 then
       if e and e.u[5] > 0 then spend(math.floor(tonumber(sm[1]) / 3600000), e.u[5]) end
     end
   end
-  if adds.last then
+  if last and not broken then
     if redis.call('HLEN', KEYS[7]) > 16 then
-      local all = redis.call('HKEYS', KEYS[7])
       local old = {}
-      for _, f in ipairs(all) do
+      for _, f in ipairs(redis.call('HKEYS', KEYS[7])) do
         local kind, at = string.match(f, '^(%a):(%d+)$')
         if not kind or (kind == 'h' and tonumber(at) < hour_now)
           or (kind == 'd' and tonumber(at) < day_now) then old[#old + 1] = f end
       end
       if #old > 0 then redis.call('HDEL', KEYS[7], unpack(old)) end
     end
-    local ends = string.format('%.0f', (adds.last + 1) * 86400000 + grace)
+    local ends = string.format('%.0f', (last + 1) * 86400000 + grace)
     redis.call('PEXPIREAT', KEYS[7], ends, 'NX')
     redis.call('PEXPIREAT', KEYS[7], ends, 'GT')
   end

@@ -481,3 +481,51 @@ def test_a_routing_read_of_providers_is_one_round_trip_once_warm(
     again = store._run(store._core.provider_view(["a/x"]))
     assert len(sent) == 2
     assert again.status["a"].budget.day_spend_usd == pytest.approx(0.3)
+
+
+def test_the_windows_roll_at_the_servers_hour_and_day() -> None:
+    """The read picks the buckets of the server's hour and day: one millisecond past the hour,
+    the hour's spend is 0 again, the day's stays; past midnight both are 0. A forced
+    exhaustion rolls the same way."""
+    hour = 493_210  # hours since the epoch, some hour of some day
+    day = hour // 24
+    fields = {f"h:{hour}": "5", f"d:{day}": "7"}
+    last_ms = (hour + 1) * HOUR_MS - 1
+    assert providers.spend_in(fields, last_ms) == (5, 7)
+    assert providers.spend_in(fields, last_ms + 1) == (0, 7 if (hour + 1) // 24 == day else 0)
+    assert providers.spend_in(fields, (day + 1) * DAY_MS) == (0, 0)
+    forced = {"hour_cap": "100", "xh": str(hour), "xd": str(day)}
+    assert providers.budget("p", forced, (0, 0), last_ms).verdict == "exhausted"
+    assert providers.budget("p", forced, (0, 0), last_ms + 1).verdict == "ok"  # hour cap only
+    day_capped = {**forced, "day_cap": "100"}
+    assert providers.budget("p", day_capped, (0, 0), last_ms + 1).verdict == (
+        "exhausted" if (hour + 1) // 24 == day else "ok"
+    )
+    uncapped = {"xh": str(hour), "xd": str(day)}
+    assert providers.budget("p", uncapped, (0, 0), (day + 1) * DAY_MS).verdict == "uncapped"
+
+
+def test_corrupt_fields_count_nothing() -> None:
+    now_ms = 493_210 * HOUR_MS
+    assert providers.spend_in({f"h:{493_210}": "x", f"d:{now_ms // DAY_MS}": "-5"}, now_ms) == (
+        0,
+        0,
+    )
+    b = providers.budget("p", {"hour_cap": "oops"}, (1, 1), now_ms)
+    assert (b.hour_cap_usd, b.verdict) == (None, "uncapped")
+
+
+def test_keys_of_the_wrong_type_read_as_empty(store: TelemetryStore, r: redis.Redis) -> None:
+    now = at_ms(server_ms(r))
+    store.record(event("w/m", cost_usd=0.5, completed_at=now))
+    r.set("telemetry:aliases", "by hand")
+    r.set("telemetry:providers", "by hand")
+    r.delete("telemetry:{w/m}:spend")
+    r.set("telemetry:{w/m}:spend", "by hand")
+    found = {p.provider: p for p in store.providers()}
+    assert found["w"].budget.day_spend_usd == 0.0
+    assert store.provider_of("w/m") == "w"
+    # a write still stores its event, whole: the spend key is left alone
+    assert store.record(event("w/m", cost_usd=0.5, completed_at=now)).stored == 1
+    assert store.model_performance("w/m").successful_completions == 2
+    assert r.get("telemetry:{w/m}:spend") == b"by hand"
