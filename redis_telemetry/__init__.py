@@ -4,6 +4,7 @@ from ._shell import ConnectionSettings
 from ._version import __version__
 from .aio import AsyncTelemetryStore
 from .buffer import BufferedWriter, BufferStats
+from .core.providers import ErrorSignatures, ProviderBudget, ProviderStatus
 from .core.routing import (
     ExcludedModel,
     NoModelAvailable,
@@ -37,12 +38,15 @@ __all__ = [
     "BufferedWriter",
     "CompletionEvent",
     "ConnectionSettings",
+    "ErrorSignatures",
     "ExcludedModel",
     "InvalidInputError",
     "ModelPerformanceSnapshot",
     "ModelUsage",
     "NoModelAvailable",
     "PermissionDenied",
+    "ProviderBudget",
+    "ProviderStatus",
     "RankedModel",
     "Ranking",
     "RecordResult",

@@ -21,7 +21,7 @@ from .core import deadline as deadlines
 from .core.backup import Dump
 from .core.commands import Batch, Cmd, Finished, Op, SingleCommand, call, queue, single
 from .core.deadline import Deadline, Pause
-from .core.providers import ProviderBudget, ProviderStatus
+from .core.providers import ErrorSignatures, ProviderBudget, ProviderStatus
 from .core.replies import recovering, translate
 from .core.routing import Ranking, StalePolicy, Strategy, Weights
 from .errors import TelemetryUnavailable, WindowMismatchError
@@ -343,10 +343,12 @@ class AsyncTelemetryStore(StoreShell):
         """A success: end the provider's backoff and reset its level."""
         return await self._run(self._core.provider_succeeded(provider))
 
-    async def provider_failed(self, provider: str, text: str) -> str:
-        """Feed a provider's failure text: a block, a backoff, or nothing (the kind
-        returned)."""
-        return await self._run(self._core.provider_failed(provider, text))
+    async def provider_failed(
+        self, provider: str, text: str, signatures: ErrorSignatures | None = None
+    ) -> str:
+        """Feed a provider's failure text: its own ``signatures`` first (throttle: exhaust;
+        flake: nothing), then a block, a backoff, or nothing (the kind returned)."""
+        return await self._run(self._core.provider_failed(provider, text, signatures))
 
     async def provider_feedback(self, events: Iterable[CompletionEvent]) -> int:
         """Feed the providers from stored events: a success ends a backoff, a 429 escalates

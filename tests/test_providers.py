@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis
 
-from redis_telemetry import AsyncTelemetryStore, TelemetryStore
+from redis_telemetry import AsyncTelemetryStore, ErrorSignatures, TelemetryStore
 from redis_telemetry.core import limits, providers, routing
 from redis_telemetry.errors import InvalidInputError
 from redis_telemetry.ingest.events import Limit
@@ -529,3 +529,16 @@ def test_keys_of_the_wrong_type_read_as_empty(store: TelemetryStore, r: redis.Re
     assert store.record(event("w/m", cost_usd=0.5, completed_at=now)).stored == 1
     assert store.model_performance("w/m").successful_completions == 2
     assert r.get("telemetry:{w/m}:spend") == b"by hand"
+
+
+def test_error_signatures_sort_throttle_and_flake_first(store: TelemetryStore) -> None:
+    """The reference's error_signatures.rs: a provider's own patterns, case-insensitive; a
+    throttle exhausts the provider, a flake changes nothing."""
+    sigs = ErrorSignatures(throttle=[r"insufficient balance"], flake=[r"connection reset|EOF"])
+    assert store.provider_failed("kimi", "Insufficient Balance on account", sigs) == "throttle"
+    assert store.budget("kimi").verdict == "exhausted"
+    assert store.provider_failed("zai", "429 Too Many Requests, eof", sigs) == "flake"
+    assert store.provider_status("zai").backoff_level == 0
+    assert store.provider_failed("zai", "429 Too Many Requests", sigs) == "backoff"
+    with pytest.raises(ValueError, match="invalid throttle error signature"):
+        ErrorSignatures(throttle=["("])

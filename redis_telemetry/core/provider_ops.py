@@ -265,10 +265,20 @@ class ProviderOps(Reads):
         """A success: end ``provider``'s backoff and reset its level."""
         yield from self._provider_write(provider, "success")
 
-    def provider_failed(self, provider: str, text: str) -> Op[pv.FailureKind]:
-        """Feed a provider's failure ``text``: a reset time or a quota text blocks the
-        provider, a 429 without one backs it off (see :func:`pv.classify`)."""
+    def provider_failed(
+        self, provider: str, text: str, signatures: pv.ErrorSignatures | None = None
+    ) -> Op[pv.FailureKind]:
+        """Feed a provider's failure ``text``: the provider's own ``signatures`` first (a
+        ``throttle`` exhausts it, a ``flake`` changes nothing), then the built-in rules: a
+        reset time or a quota text blocks the provider, a 429 without one backs it off (see
+        :func:`pv.classify`). Returns what it did."""
         provider = pv.check_provider(provider)
+        own = signatures.kind(text) if signatures is not None else None
+        if own == "throttle":
+            yield from self.exhaust(provider)
+            return own
+        if own == "flake":
+            return own
         (now,) = yield [Cmd("time", route=self.keys.aliases)]
         kind, until = pv.classify(text, rules.from_epoch_us(time_ms(now) * 1000))
         if kind == "backoff":

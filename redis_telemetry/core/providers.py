@@ -250,7 +250,34 @@ def reset_time(text: str, now: datetime) -> datetime | None:
     return None
 
 
-FailureKind = Literal["block", "backoff", "none"]
+FailureKind = Literal["block", "backoff", "throttle", "flake", "none"]
+
+
+class ErrorSignatures(BaseModel):
+    """A provider's own error texts, as regular expressions (matched case-insensitively, as
+    the reference's ``error_signatures.rs``): a ``throttle`` match exhausts the provider until
+    its windows roll (its quota is spent even if its bill has not arrived), a ``flake`` match
+    changes nothing (retry elsewhere). Checked before the built-in rules, throttle first."""
+
+    throttle: list[str] = []
+    flake: list[str] = []
+
+    def model_post_init(self, _: Any) -> None:
+        for kind in ("throttle", "flake"):
+            for pattern in getattr(self, kind):
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    raise InvalidInputError(
+                        f"invalid {kind} error signature {pattern!r}: {exc}"
+                    ) from None
+
+    def kind(self, text: str) -> Literal["throttle", "flake"] | None:
+        """``throttle``, ``flake`` or None for ``text``."""
+        for kind in ("throttle", "flake"):
+            if any(re.search(p, text, re.IGNORECASE) for p in getattr(self, kind)):
+                return "throttle" if kind == "throttle" else "flake"
+        return None
 
 
 def classify(text: str, now: datetime) -> tuple[FailureKind, datetime | None]:
