@@ -445,21 +445,23 @@ end
 
 -- PROVIDER SPEND (3/3): each stored event's cost joins the hour and the day of its completion,
 -- only when that hour (day) is the current one or later by the server's clock: no budget reads
--- an older one. Past 16 fields, those of past hours and days leave. The key lives to the end
--- of the latest day it holds, plus grace (never shortened). Its calls are pcalls: a spend key
--- of another type (written by hand) is left alone, and the event is stored all the same.
+-- an older one. A call that starts a field drops the fields of past hours and days, so the hash
+-- holds the current hour and day and later ones only. The key lives to the end of the latest
+-- day it holds, plus grace (never shortened). Its writes are pcalls: a spend key of another
+-- type (written by hand) is left alone, and the event is stored all the same.
 if SPEND and stored > 0 then
   local hour_now, day_now = math.floor(now / 3600000), math.floor(now / 86400000)
-  local last, broken = nil, false  -- the latest day written; a call refused
+  local last, broken, started = nil, false, false  -- the latest day; a call refused; a new field
   local function spend(hour, nusd)
     local day = math.floor(hour / 24)
     if broken or day < day_now then return end
     local fields = {'d:' .. day}
     if hour >= hour_now then fields[2] = 'h:' .. hour end
+    local text = type(nusd) == 'string' and nusd or string.format('%.0f', nusd)
     for _, f in ipairs(fields) do
-      local r = redis.pcall('HINCRBY', KEYS[7], f, type(nusd) == 'string' and nusd
-        or string.format('%.0f', nusd))
+      local r = redis.pcall('HINCRBY', KEYS[7], f, text)
       if type(r) == 'table' and r.err then broken = true; return end
+      if r == tonumber(text) then started = true end
     end
     last = math.max(last or day, day)
   end
@@ -472,12 +474,12 @@ if SPEND and stored > 0 then
     end
   end
   if last and not broken then
-    if redis.call('HLEN', KEYS[7]) > 16 then
-      local old = {}
-      for _, f in ipairs(redis.call('HKEYS', KEYS[7])) do
-        local kind, at = string.match(f, '^(%a):(%d+)$')
+    if started then
+      local all, old = redis.call('HGETALL', KEYS[7]), {}
+      for j = 1, #all, 2 do
+        local kind, at = string.match(all[j], '^(%a):(%d+)$')
         if not kind or (kind == 'h' and tonumber(at) < hour_now)
-          or (kind == 'd' and tonumber(at) < day_now) then old[#old + 1] = f end
+          or (kind == 'd' and tonumber(at) < day_now) then old[#old + 1] = all[j] end
       end
       if #old > 0 then redis.call('HDEL', KEYS[7], unpack(old)) end
     end

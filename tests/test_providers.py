@@ -329,7 +329,7 @@ def test_the_spend_hash_stays_bounded(r: redis.Redis) -> None:
     now = server_ms(r)
     model = "bound/m"
     key = store._core.keys.spend(model)
-    # stale fields left by an earlier day (written by hand here) leave past 16 fields
+    # stale fields of earlier hours (written by hand here) leave with the next new field
     r.hset(key, mapping={f"h:{now // HOUR_MS - 100 - i}": 1 for i in range(20)})
     r.pexpire(key, 60_000)
     store.record(event(model, cost_usd=0.5, completed_at=at_ms(now)))
