@@ -7,7 +7,8 @@
 -- KEYS[3]  <ns>:{<model>}:limit    string present while the model is subscription-limited
 -- KEYS[4]  <ns>:{<model>}:latency  string; the latency sketch's counters (record.lua)
 -- ARGV[1]  window_ms
--- ARGV[2]  newest_probe   how many of the newest members to return
+-- ARGV[2]  newest_probe   how many of the newest members to return at most while none of
+--                         them is readable (this package's)
 -- ARGV[3]  max_aged       the most aged members a call subtracts
 -- ARGV[4]  layout         the oldest totals layout the caller reads
 -- ARGV[5]  budget         the most bytes of aged members a call reads (at least one member)
@@ -33,10 +34,12 @@
 --            list, values below 2^53 (a field may repeat)
 --   aged_buckets  the sketch buckets of those members that succeeded (one entry each)
 --   sketch   KEYS[4]'s value, as it is
---   newest   the newest members (flat member, score list, newest first): the newest_probe
---            newest, and more of the newest millisecond when they all share it, up to
---            newest_ties members and newest_budget bytes in all (past that, a sample of the
---            newest millisecond)
+--   newest   the newest members (flat member, score list, newest first): those of the
+--            newest millisecond, up to newest_ties members and newest_budget bytes in all
+--            (past that, a sample of it); when none of them looks like this package's
+--            event (a version-1 event's first two bytes: a full decode would cost more than
+--            the rest of the call), the next milliseconds' too, until one does or
+--            newest_probe members are taken
 --   skipped  how many aged members this call could not read (not counted by record.lua)
 --   cursor   {} when no member is aged; else {cutoff, next, aged, card, oldest}: the cutoff
 --            the aged part is counted at, the rank to go on from (aged when all are read),
@@ -89,15 +92,16 @@ if later then
 end
 
 local pttl = redis.call('PTTL', KEYS[3])
-local card = redis.call('ZCOUNT', KEYS[1], '-inf', '+inf')
-local newest, top = {}, nil
-walk(true, 0, card - 1, tonumber(ARGV[6]), tonumber(ARGV[7]), function(member, score)
+local probe, newest, top, at, readable = tonumber(ARGV[2]), {}, nil, nil, false
+walk(true, 0, math.huge, tonumber(ARGV[6]), tonumber(ARGV[7]), function(member, score)
   if top == nil then top = score end
   if tonumber(top) <= cutoff then return true end  -- all aged: nothing else to read
-  if #newest >= 2 * tonumber(ARGV[2]) and score ~= top then return true end
+  if score ~= at and (readable or #newest >= 2 * probe) then return true end
+  at = score
   newest[#newest + 1] = member
   newest[#newest + 1] = score
-end)
+  if not readable then readable = byte(member, 1) == 0x9e and byte(member, 2) == 1 end
+end, 2)
 if top == nil or tonumber(top) <= cutoff then
   return {now, 'empty', {}, {}, {}, '', {}, pttl, 0, {}, 0}
 end

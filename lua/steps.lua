@@ -12,15 +12,16 @@
 local SUB = 64  -- the most members fetched a command
 
 -- Call fn(member, score) on the members ranked first..last (ZRANGE's ranks, or ZREVRANGE's
--- when `rev`), in that order, until fn returns true (that member is then not taken): at most
--- `count` members and, after the first, no more than `budget` bytes of members in all.
--- Returns how many it took. It fetches 8 members first, then as many as the mean size so far
--- says fit in the budget left (one more, at most SUB): few are fetched in vain.
-local function walk(rev, first, last, count, budget, fn)
+-- when `rev`; `last` may be math.huge: to the set's end), in that order, until fn returns
+-- true (that member is then not taken): at most `count` members and, after the first, no
+-- more than `budget` bytes of members in all. Returns how many it took. It fetches `step`
+-- members first (8 when nil), then as many as the mean size so far says fit in the budget
+-- left (one more, at most SUB): few are fetched in vain.
+local function walk(rev, first, last, count, budget, fn, step)
   local taken, bytes = 0, 0
   while taken < count and first + taken <= last do
     local from = first + taken
-    local want = 8
+    local want = step or 8
     if taken > 0 then want = math.floor((budget - bytes) * taken / bytes) + 1 end
     local upto = math.min(last, from + math.min(want, SUB, count - taken) - 1)
     local got
@@ -35,6 +36,7 @@ local function walk(rev, first, last, count, budget, fn)
       if (taken > 0 and bytes > budget) or fn(got[j], got[j + 1]) then return taken end
       taken = taken + 1
     end
+    if #got < 2 * (upto - from + 1) then return taken end  -- the set ends here
   end
   return taken
 end

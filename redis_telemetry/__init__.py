@@ -31,16 +31,21 @@ from .models import (
     is_subscription_limit_error,
 )
 from .store import TelemetryStore
+from .tier import AsyncLocalTier, Choice, Decision, LocalTier, TierSettings
 
 __all__ = [
+    "AsyncLocalTier",
     "AsyncTelemetryStore",
     "BufferStats",
     "BufferedWriter",
+    "Choice",
     "CompletionEvent",
     "ConnectionSettings",
+    "Decision",
     "ErrorSignatures",
     "ExcludedModel",
     "InvalidInputError",
+    "LocalTier",
     "ModelPerformanceSnapshot",
     "ModelUsage",
     "NoModelAvailable",
@@ -55,6 +60,7 @@ __all__ = [
     "TelemetryStore",
     "TelemetrySummary",
     "TelemetryUnavailable",
+    "TierSettings",
     "TokenBreakdown",
     "UsageSnapshot",
     "Weights",

@@ -44,3 +44,22 @@ def test_providers_benchmark_quick_run(tmp_path: Path) -> None:
         "bigco/a": "provider_blocked",
         "bigco/b": "provider_blocked",
     }
+
+
+@pytest.mark.slow
+def test_routing_benchmark_quick_run(tmp_path: Path) -> None:
+    pytest.importorskip("litellm")
+    out = tmp_path / "routing.json"
+    result = run_benchmark("routing_bench.py", "--quick", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(out.read_text())
+    read = data["read_path"]
+    for case in ("select_model", "rank_models", "all_model_performances", "cached_select_model"):
+        assert read[case]["vs_floor_p50"] > 0  # measured; the figures are not asserted
+    assert read["redis_cpu_us_per_model_snapshot"] > 0
+    assert set(data["litellm"]) == {"litellm", "ours_uncached", "ours_cached"}
+    load = data["load"]
+    assert (load["routers"], load["writers"]) == (4, 4)
+    assert load["tier"]["decisions_per_s"] > 0
+    assert load["no_tier"]["writes_per_s"] > 0
+    assert "| `LocalTier.select_model` (20 models, cached)" in result.stdout

@@ -62,7 +62,15 @@ FOREIGN_OPTIONS = {
     "--output-format": "claude",
 }
 #: UPPER_CASE names of other tools a page shows.
-FOREIGN_CONSTANTS = {"ROUND_ROBIN_REPLICAS": "redis-py (LoadBalancingStrategy)"}
+FOREIGN_CONSTANTS = {
+    "ROUND_ROBIN_REPLICAS": "redis-py (LoadBalancingStrategy)",
+    "OTEL_LOGS_EXPORT_INTERVAL": "Claude Code",
+    "CLAUDE_CODE_ENHANCED_TELEMETRY_BETA": "Claude Code",
+    "OTEL_TRACES_EXPORTER": "Claude Code",
+    "TRACELOOP_BASE_URL": "OpenLLMetry",
+    "TRACELOOP_HEADERS": "OpenLLMetry",
+    "TRACELOOP_TRACE_CONTENT": "OpenLLMetry",
+}
 #: Files of other tools a page names, or that a run writes.
 FOREIGN_FILES = {
     "config.yaml": "the LiteLLM Proxy's config",
@@ -274,6 +282,7 @@ API_MODULES = (
     "redis_telemetry.ingest",
     "redis_telemetry.server",
     "redis_telemetry.integrations.litellm",
+    "redis_telemetry.otlp",
 )
 
 

@@ -28,6 +28,7 @@ from litellm import Router
 
 from redis_telemetry import AsyncTelemetryStore, CompletionEvent, ConnectionSettings, TelemetryStore
 from redis_telemetry.integrations.litellm import SharedStateRouting, TelemetryLogger
+from redis_telemetry.tier import TierSettings
 
 from .servers import RedisServer, free_port
 
@@ -525,8 +526,9 @@ def test_a_429_seen_by_one_replica_steers_the_others(server_url: str) -> None:
 
 
 @ONE_LOOP
+@pytest.mark.parametrize("tier", [None, TierSettings()], ids=["round-trips", "tier"])
 async def test_redis_down_falls_back_to_a_random_healthy_deployment(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, tier: TierSettings | None
 ) -> None:
     caplog.set_level(logging.WARNING, logger=LOG)
     server = RedisServer(workdir=tmp_path).start()
@@ -534,7 +536,7 @@ async def test_redis_down_falls_back_to_a_random_healthy_deployment(
         store = AsyncTelemetryStore.from_url(server.url, connection=NO_RETRIES)
         await store.mark_subscription_limited("dep-b", ttl_secs=600)
         router = Router(model_list=deployments(), num_retries=0)
-        routing = SharedStateRouting(router, store, exploration=0.0)
+        routing = SharedStateRouting(router, store, exploration=0.0, tier=tier)
         router.register_plugin(routing)
         response = await router.acompletion(model="coder", messages=MESSAGES)
         assert response._hidden_params["model_id"] == "dep-a"
@@ -546,6 +548,10 @@ async def test_redis_down_falls_back_to_a_random_healthy_deployment(
     finally:
         server.cleanup()
     assert used == ["dep-a"] * 10  # dep-b was limited when last seen: not "healthy"
+    if tier is not None:  # the tier's memory served them: the fallback comes past stale_after
+        assert routing.fallbacks == 0
+        await store.aclose()
+        return
     assert routing.fallbacks == 10
     warnings = [r.getMessage() for r in caplog.records if r.name.startswith(LOG)]
     assert len(warnings) == 1

@@ -117,6 +117,9 @@ _MONTHS = {
 BLOCKING_STATUSES = frozenset({"rejected"})
 #: ``overageStatus`` values under which a ``rejected`` plan limit still lets calls through.
 OVERAGE_ALLOWED = frozenset({"allowed", "allowed_warning"})
+#: How long a provider's 429 that says nothing of when to retry blocks the model, in seconds:
+#: a short cooldown (LiteLLM's own is 5 s too), never the subscription TTL.
+COOLDOWN_429_SECS = 5
 #: An end further away than this is not believed (ten years, the store's longest TTL).
 _MAX_AHEAD = timedelta(days=3650)
 

@@ -38,9 +38,10 @@ INCLUDES_STEPS = ("snapshot", "session", "window")
 
 #: How far past the data they govern the keys' TTLs reach.
 GRACE_MS = 2000
-#: Newest members ``snapshot.lua`` returns, to find ``last_event_at`` to the microsecond;
-#: when they all share one millisecond, more of it, up to ``NEWEST_TIES`` members and
-#: ``NEWEST_BUDGET`` bytes (past that, ``last_event_at`` is the newest of that sample).
+#: ``snapshot.lua`` returns the newest millisecond's members, to find ``last_event_at`` to the
+#: microsecond: up to ``NEWEST_TIES`` members and ``NEWEST_BUDGET`` bytes (past that,
+#: ``last_event_at`` is the newest of that sample); when none of them looks like an event of
+#: this package, the next milliseconds' too, up to ``NEWEST_PROBE`` members.
 NEWEST_PROBE = 32
 NEWEST_TIES = 1000
 NEWEST_BUDGET = 64 * 1024

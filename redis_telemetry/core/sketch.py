@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import sys
 from array import array
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import accumulate
 
@@ -93,16 +93,23 @@ def decode(blob: bytes) -> array[int]:
     return counts
 
 
+#: The bytes below 0x80, deleted to find a counter's first byte with the sign bit set.
+_LOW_BYTES = bytes(range(0x80))
+
+
 def counts(blob: bytes, minus: Iterable[int] | Mapping[int, int]) -> array[int]:
     """The counts by bucket in ``blob`` (a latency key's value), less one for each bucket in
     ``minus`` (members that aged out, not yet trimmed), or less ``minus[bucket]`` when it maps
     buckets to counts; never negative."""
     out = decode(blob)
     less = minus.items() if isinstance(minus, Mapping) else ((b, 1) for b in minus)
+    negative = False
     for b, n in less:
         if 0 <= b < len(out):
             out[b] -= n
-    if out and min(out) < 0:  # only counters written by hand
+            negative = negative or out[b] < 0
+    # a counter written negative by hand has its top bit set: in its first byte
+    if negative or blob[: 4 * len(out) : 4].translate(None, _LOW_BYTES):
         out = array("i", (max(0, c) for c in out))
     return out
 
@@ -117,11 +124,23 @@ def percentiles(
 
 def percentiles_of(counts: Sequence[int], pcts: Sequence[int]) -> list[float | None]:
     """Percentiles ``pcts`` of the latencies counted by bucket in ``counts``."""
-    cumulative = list(accumulate(counts))
-    total = cumulative[-1] if cumulative else 0
+    return summary(counts, pcts, ())[0]
+
+
+def summary(
+    counts: Sequence[int], pcts: Sequence[int] = PERCENTILES, bounds: Sequence[float] = LE_MS
+) -> tuple[list[float | None], tuple[int, ...]]:
+    """Percentiles ``pcts`` and the histogram at ``bounds`` (see :func:`sketch_histogram`) of
+    the latencies counted by bucket in ``counts``, from one prefix sum (at C speed): every
+    snapshot of a routing decision's read computes both."""
+    n = len(counts)
+    cumulative = [0, *accumulate(counts)]
+    values = _values(n)
+    histogram = tuple(cumulative[bisect_right(values, bound, 0, n)] for bound in bounds)
+    total = cumulative[-1]
     if not total:
-        return [None] * len(pcts)
-    return [value(bisect_left(cumulative, rank(total, p))) for p in pcts]
+        return [None] * len(pcts), histogram
+    return [value(bisect_left(cumulative, rank(total, p)) - 1) for p in pcts], histogram
 
 
 def histogram(
@@ -140,5 +159,20 @@ def histogram(
 def sketch_histogram(counts: Sequence[int], bounds: Sequence[float] = LE_MS) -> tuple[int, ...]:
     """:func:`histogram` of the sketch's counts, each bucket taken at its representative value
     (the one percentiles report): a bound within a bucket's range counts the bucket on the side
-    of its value, within 0.78%. No I/O: the snapshot already read the counts."""
-    return histogram(((value(b), c) for b, c in enumerate(counts) if c), bounds)
+    of its value, within 0.78%. No I/O: the snapshot already read the counts. Values rise with
+    the bucket, so the count at a bound is a prefix sum (see :func:`summary`)."""
+    return summary(counts, (), bounds)[1]
+
+
+#: value(b) for b = 0, 1, ...: replaced by a longer list when a caller needs more buckets
+#: (never changed in place, so threads may share it).
+_VALUES: list[float] = []
+
+
+def _values(n: int) -> list[float]:
+    """The representative values of buckets 0 to at least ``n - 1``, ascending."""
+    global _VALUES
+    held = _VALUES
+    if len(held) < n:
+        held = _VALUES = [value(b) for b in range(n)]
+    return held

@@ -100,14 +100,16 @@ def _snapshot(
     now_ms: int,
     limit_pttl: int,
 ) -> ModelPerformanceSnapshot:
-    """The snapshot of the totals ``t``: one formula for both paths."""
+    """The snapshot of the totals ``t``: one formula for both paths. Built without pydantic's
+    validation (it is on every routing decision's path): every value here is already of its
+    field's type, as ``test_read_path`` checks against a validated copy."""
     ok, latency, cost_nusd = t.ok, t.latency, t.cost_nusd
     timed = ok - t.untimed
     total = ok + t.failed
     cost = cost_nusd / 1e9
-    tokens = TokenBreakdown(**{name: getattr(t, name) for name in totals.TOKEN_FIELDS})
+    tokens = TokenBreakdown.model_construct(**{n: getattr(t, n) for n in totals.TOKEN_FIELDS})
     limited, expires = limit_state(limit_pttl, now_ms)
-    return ModelPerformanceSnapshot(
+    return ModelPerformanceSnapshot.model_construct(
         model=model,
         successful_completions=ok,
         failed_completions=t.failed,
@@ -145,10 +147,11 @@ def from_totals(
         left = [max(0, v) for v in left]
     last = newest_us(key, pairs(reply.newest), cutoff)
     snap = _snapshot(model, Totals._make(left), last, window_secs, reply.now_ms, reply.limit_pttl)
-    counts = sketch.counts(reply.sketch, reply.aged_buckets)
+    percentiles, snap._latency_histogram = sketch.summary(
+        sketch.counts(reply.sketch, reply.aged_buckets)
+    )
     if left[_INDEX["ok"]]:
-        _set_percentiles(snap, sketch.percentiles_of(counts, sketch.PERCENTILES))
-    snap._latency_histogram = sketch.sketch_histogram(counts)
+        _set_percentiles(snap, percentiles)
     return snap
 
 

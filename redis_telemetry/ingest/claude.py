@@ -192,7 +192,6 @@ class ClaudeParser(Parser):
                 self.completion(
                     model=model,
                     session=session,
-                    clock_time=said is None,
                     completed_at=now,
                     latency_ms=count(duration),
                     success=not failed,
@@ -265,4 +264,29 @@ class ClaudeParser(Parser):
         )
 
 
-__all__ = ["ClaudeParser", "UnparseableLine", "api_model", "main_model_of"]
+class ClaudeLimitsParser(ClaudeParser):
+    """Claude Code's stream-json for a session whose API calls reach the store through OTLP
+    (``redis_telemetry.otlp``): its limits only. OTLP gives one event per API call, stdout
+    one per run, and the two cannot be told apart by id; so each call is counted once, by
+    OTLP, and stdout adds what OTLP does not carry: the ``rate_limit_event`` resets and the
+    reset times of a failed run's limit text."""
+
+    name = "claude-limits"
+    source = (
+        "`claude -p --output-format stream-json --verbose`, its limits only "
+        "(the calls come through OTLP)"
+    )
+    records = "a limit (the runs themselves are left to OTLP)"
+
+    @classmethod
+    def looks_like(cls, data: dict[str, Any]) -> bool:
+        return False  # the same lines as claude's: a guess names claude
+
+    def parse(self, data: dict[str, Any]) -> list[Item]:
+        items = super().parse(data)
+        kept: list[Item] = [i for i in items if isinstance(i, Limit)]
+        self.elsewhere += len(items) - len(kept)
+        return kept
+
+
+__all__ = ["ClaudeLimitsParser", "ClaudeParser", "UnparseableLine", "api_model", "main_model_of"]

@@ -159,7 +159,6 @@ class CodexParser(Parser):
         event = self.completion(
             model=self.pick_model(None),
             session=self._thread,
-            clock_time=True,
             completed_at=self.arrived,
             latency_ms=events.live_latency(self._started, self.arrived) if self.followed else None,
             event_id=events.stable_id("codex", self._thread, *totals, f"{kind}{nth}"),

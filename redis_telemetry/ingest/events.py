@@ -4,8 +4,8 @@ A parser is fed one text at a time (a line; for a format that prints concatenate
 objects, one whole object, as :class:`ObjectStream` cuts them from the lines) and returns the
 *items* that text completes:
 
-- :class:`Completion`: one completion event (``clock_time``: its ``completed_at`` is the
-  ingest clock's, because the stream carries no time for it);
+- :class:`Completion`: one completion event (its ``completed_at`` is the ingest clock's when
+  the stream carries no time for it);
 - :class:`Limit`: a subscription limit the stream reports, with its end when known.
 
 A completion whose latency the stream cannot tell has ``latency_ms=None``: it counts for the
@@ -41,10 +41,9 @@ class UnparseableLine(TelemetryError, ValueError):
 
 @dataclass(frozen=True)
 class Completion:
-    """One completion event; ``clock_time``: ``completed_at`` came from the ingest clock."""
+    """One completion event."""
 
     event: CompletionEvent
-    clock_time: bool = False
 
 
 @dataclass(frozen=True)
@@ -353,6 +352,8 @@ class Parser:
         self._ready: list[Item] = []
         #: the digest of the line being parsed (the last resort for an event id)
         self.line_digest = ""
+        #: completions read and left out, counted by another source (``claude-limits``)
+        self.elsewhere = 0
         #: when the line being parsed was read
         self.arrived = clock()
 
@@ -492,9 +493,7 @@ class Parser:
             raise UnparseableLine("the stream names no model; pass --model")
         return chosen
 
-    def completion(
-        self, *, model: str, session: str, clock_time: bool = False, **fields: Any
-    ) -> Completion:
+    def completion(self, *, model: str, session: str, **fields: Any) -> Completion:
         """An event (``--session`` wins over the stream's); an error text longer than the store
         takes (a proxy's HTML error page) is cut to fit, not refused."""
         if isinstance(fields.get("error"), str):
@@ -503,7 +502,7 @@ class Parser:
             event = CompletionEvent(model=model, session_id=self.session or session, **fields)
         except ValidationError as exc:
             raise UnparseableLine(describe_validation(exc)) from None
-        return Completion(event, clock_time)
+        return Completion(event)
 
     def failure_limit(self, model: str, error: str, now: datetime) -> list[Item]:
         """The limit a failure's error text, written at ``now``, names, if any."""

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..core import limits
 from ..models import CompletionEvent
-from .claude import ClaudeParser
+from .claude import ClaudeLimitsParser, ClaudeParser
 from .codex import CodexParser
 from .events import Completion, Item, Limit, Parser, Read, now_utc
 from .gemini import GeminiParser
@@ -27,6 +27,7 @@ FORMATS: tuple[type[Parser], ...] = (
     CodexParser,
     GeminiParser,
     JsonlParser,
+    ClaudeLimitsParser,
 )
 FORMAT_NAMES: tuple[str, ...] = tuple(p.name for p in FORMATS)
 

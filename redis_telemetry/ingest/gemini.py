@@ -245,7 +245,6 @@ class GeminiParser(Parser):
         event = self.completion(
             model=model,
             session=session,
-            clock_time=True,
             completed_at=now,
             # the model's API time in the run: the one duration printed
             latency_ms=events.count(events.obj(entry.get("api"), "api").get("totalLatencyMs"))

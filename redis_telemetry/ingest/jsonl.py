@@ -33,8 +33,7 @@ class JsonlParser(Parser):
             data["model"] = self.model
         if self.session is not None:
             data["session_id"] = self.session
-        clock_time = "completed_at" not in data
-        if clock_time:
+        if "completed_at" not in data:
             data["completed_at"] = self.clock()
         if isinstance(data.get("error"), str):
             data["error"] = rules.clip_error(data["error"])  # cut to fit, not refused
@@ -44,7 +43,7 @@ class JsonlParser(Parser):
             event = CompletionEvent.model_validate(data)
         except ValidationError as exc:
             raise UnparseableLine(describe_validation(exc)) from None
-        items: list[Item] = [Completion(event, clock_time)]
+        items: list[Item] = [Completion(event)]
         if not event.success and event.error:
             items += self.failure_limit(event.model, event.error, event.completed_at)
         return items

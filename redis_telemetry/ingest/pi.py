@@ -125,7 +125,7 @@ class PiParser(Parser):
         for _, item, _limits in self._held:
             if isinstance(item, Completion):  # the call failed, but it is no limit
                 note = f"transient error; pi retried the call (attempt {data.get('attempt')})"
-                item = Completion(item.event.model_copy(update={"error": note}), item.clock_time)
+                item = Completion(item.event.model_copy(update={"error": note}))
             retried.append(item)
         self._held.clear()
         return retried
@@ -175,7 +175,6 @@ class PiParser(Parser):
         item: Item = self.completion(
             model=model,
             session=self._session,
-            clock_time=True,
             completed_at=self.arrived,
             latency_ms=self._latency(key, data),
             success=stop in SUCCESS,

@@ -125,6 +125,8 @@ class IngestReport:
         self.format = fmt
         self.recorded = self.duplicates = self.outside = self.ignored = 0
         self.unmeasured = self.limits = 0
+        #: completions the format leaves to another source (``claude-limits``: OTLP's)
+        self.elsewhere = 0
         self.unparseable: list[tuple[int, str]] = []
         #: limits the input named (applied or not: one already past blocks nothing)
         self.limits_found = 0
@@ -134,6 +136,8 @@ class IngestReport:
     def lines(self) -> list[str]:
         """The closing report, one fact a line (none of them wrapped, so each is one line)."""
         out = [f"{counted(self.recorded, 'event')} recorded"]
+        if self.elsewhere:
+            out.append(f"{counted(self.elsewhere, 'run')} left to OTLP (--format {self.format})")
         if self.duplicates:
             out.append(f"{counted(self.duplicates, 'event')} already present")
         if self.outside:
@@ -161,7 +165,7 @@ class IngestReport:
         while some of its lines were ignored or unparseable: most likely the wrong format, or
         not an agent's output at all."""
         found = self.recorded + self.duplicates + self.outside + self.limits_found
-        return found == 0 and bool(self.ignored or self.unparseable)
+        return found + self.elsewhere == 0 and bool(self.ignored or self.unparseable)
 
     @property
     def exit_code(self) -> int:
@@ -379,6 +383,7 @@ class _Run:
         self._tally(self.parser.read(lineno, line, arrived))
 
     def _tally(self, reads: list[Read]) -> None:
+        self.report.elsewhere = self.parser.elsewhere
         for r in reads:
             if r.error is not None:
                 self.report.unparseable.append((r.lineno, r.error))

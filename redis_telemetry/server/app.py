@@ -41,6 +41,7 @@ from ..models import CompletionEvent, ModelPerformanceSnapshot, TelemetrySummary
 from .bodies import DecodedBodies
 from .providers import REQUEST_MODELS as PROVIDER_BODIES
 from .providers import add_provider_routes
+from .otlp import add_otlp_routes
 from .schemas import (
     ErrorBody,
     Lifted,
@@ -321,6 +322,10 @@ def create_app(
         await stores(lambda s: s.stored_window())
         return "ok\n"
 
+    async def bearer(_: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)]) -> None:
+        """The bearer scheme, for the document (the OTLP routes check the token themselves)."""
+
+    add_otlp_routes(app, stores, settings.tokens, Depends(bearer))
     if metrics is not None:
         _add_metrics(app, metrics, probe)
     return app

@@ -30,7 +30,7 @@ ModelKey = Literal["deployment", "model_group", "model"] | Callable[[Mapping[str
 UNKNOWN_MODEL = "litellm/unknown"
 #: How long a provider's 429 that says nothing of when to retry blocks the deployment, in
 #: seconds (LiteLLM's own cooldown is 5 s too).
-DEFAULT_COOLDOWN_SECS = 5
+DEFAULT_COOLDOWN_SECS = limits.COOLDOWN_429_SECS
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,14 @@
 """``SharedStateRouting``: a LiteLLM Router strategy that picks deployments from the store.
 
-Each decision is one ``rank_models`` round trip over the model group's deployments (keyed by
-deployment id, as ``TelemetryLogger`` records them), then the package's own ``choose``: a
+Each decision ranks the model group's deployments (keyed by deployment id, as
+``TelemetryLogger`` records them) from the local read tier's memory (``tier``, on by default:
+refreshed off the request's path, see ``redis_telemetry.tier``), or with one ``rank_models``
+round trip when ``tier=None``; then the package's own ``choose``: a
 deployment any replica saw rate-limited is skipped until its reset; while some deployment has
 no data, traffic is spread evenly over all of them (``warm_up``), and afterwards a deployment
 without data gets ``exploration`` of it; stale data follows ``stale_policy``. When Redis cannot
-be read, the pick is a random deployment not known to be limited, with a warning, never an
-exception.
+be read (with the tier: once its data is past ``stale_after``), the pick is a random
+deployment not known to be limited, with a warning, never an exception.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from litellm.types.router import CustomRoutingStrategyBase
 
 from ...aio import AsyncTelemetryStore
 from ...core.routing import NoModelAvailable, Ranking, StalePolicy, Strategy, Weights, choose
+from ...core.tier import DEFAULT_TIER, Decision, TierSettings
 from ...errors import InvalidInputError, TelemetryError
 from ...store import TelemetryStore
+from ...tier import AsyncLocalTier, LocalTier
 from ._payload import clean_key
 
 log = logging.getLogger(__name__)
@@ -53,7 +57,10 @@ class SharedStateRouting(CustomRoutingStrategyBase):
     ``weights``); ``max_staleness_secs``, ``stale_policy`` and ``exploration`` are those of
     ``select_model``; ``warm_up`` (on by default) spreads the traffic evenly over the
     deployments while any has no data in the window, so that each gets some before the
-    strategy ranks them; ``rng`` makes the random choices reproducible.
+    strategy ranks them; ``rng`` makes the random choices reproducible. ``tier`` (default
+    ``TierSettings()``) decides from a local read tier over ``store``, so Redis is off the
+    request's path; ``None`` ranks with a round trip per decision. ``data_age_secs`` is how
+    old the data of the last decision was.
     """
 
     def __init__(
@@ -68,6 +75,7 @@ class SharedStateRouting(CustomRoutingStrategyBase):
         exploration: float = 0.05,
         warm_up: bool = True,
         rng: random.Random | None = None,
+        tier: TierSettings | None = DEFAULT_TIER,
     ) -> None:
         if not isinstance(store, TelemetryStore | AsyncTelemetryStore):
             raise InvalidInputError(
@@ -95,6 +103,15 @@ class SharedStateRouting(CustomRoutingStrategyBase):
         self.fallbacks = 0
         self._limited: dict[str, datetime | None] = {}  # key -> back at, from the last ranking
         self._down = False
+        #: the local read tier (None: a round trip per decision)
+        self.tier: LocalTier | AsyncLocalTier | None = None
+        if tier is not None:
+            if isinstance(store, AsyncTelemetryStore):
+                self.tier = AsyncLocalTier(store, tier)
+            else:
+                self.tier = LocalTier(store, tier)
+        #: how old the data of the last decision was, in seconds (0: read for it)
+        self.data_age_secs = 0.0
 
     # -- LiteLLM's interface ------------------------------------------------------------------
 
@@ -106,20 +123,29 @@ class SharedStateRouting(CustomRoutingStrategyBase):
         specific_deployment: bool | None = False,
         request_kwargs: dict[str, object] | None = None,
     ) -> Deployment:
-        """The deployment for this request (one round trip, off the loop for a sync store)."""
+        """The deployment for this request: from the tier's memory, or one round trip (off
+        the loop for a sync store, and so is a tier's first read)."""
         deployments, keys = self._candidates(model)
         if len(deployments) == 1:
             return deployments[0]
+        tier, options = self.tier, self._options()
+        decided: Ranking | Decision
         try:
-            if isinstance(self.store, AsyncTelemetryStore):
-                ranking = await self.store.rank_models(keys, self.strategy, **self._options())
+            if isinstance(tier, AsyncLocalTier):
+                decided = await tier.rank_models(keys, self.strategy, **options)
+            elif tier is not None and not tier.state.unread(keys):
+                decided = tier.rank_models(keys, self.strategy, **options)
+            elif tier is not None:
+                decided = await asyncio.to_thread(tier.rank_models, keys, self.strategy, **options)
+            elif isinstance(self.store, AsyncTelemetryStore):
+                decided = await self.store.rank_models(keys, self.strategy, **options)
             else:
-                ranking = await asyncio.to_thread(
-                    self.store.rank_models, keys, self.strategy, **self._options()
+                decided = await asyncio.to_thread(
+                    self.store.rank_models, keys, self.strategy, **options
                 )
         except TelemetryError as exc:
             return self._fallback(deployments, keys, exc)
-        return self._pick(deployments, keys, ranking)
+        return self._pick(deployments, keys, decided)
 
     def get_available_deployment(  # type: ignore[override]  # base says None
         self,
@@ -138,10 +164,14 @@ class SharedStateRouting(CustomRoutingStrategyBase):
             why = TelemetryError("an AsyncTelemetryStore cannot serve a sync Router call")
             return self._fallback(deployments, keys, why)
         try:
-            ranking = self.store.rank_models(keys, self.strategy, **self._options())
+            decided: Ranking | Decision
+            if isinstance(self.tier, LocalTier):
+                decided = self.tier.rank_models(keys, self.strategy, **self._options())
+            else:
+                decided = self.store.rank_models(keys, self.strategy, **self._options())
         except TelemetryError as exc:
             return self._fallback(deployments, keys, exc)
-        return self._pick(deployments, keys, ranking)
+        return self._pick(deployments, keys, decided)
 
     # -- the decision -------------------------------------------------------------------------
 
@@ -167,8 +197,12 @@ class SharedStateRouting(CustomRoutingStrategyBase):
         return found, [deployment_key(d) for d in found]
 
     def _pick(
-        self, deployments: Sequence[Deployment], keys: list[str], ranking: Ranking
+        self, deployments: Sequence[Deployment], keys: list[str], decided: Ranking | Decision
     ) -> Deployment:
+        if isinstance(decided, Decision):
+            ranking, self.data_age_secs = decided.ranking, decided.age_secs
+        else:
+            ranking, self.data_age_secs = decided, 0.0
         if self._down:
             self._down = False
             log.warning("redis-telemetry is reachable again: routing on the shared state")
