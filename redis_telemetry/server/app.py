@@ -39,9 +39,9 @@ from ..errors import TelemetryError, WindowMismatchError
 from ..exporter import SnapshotCollector, scrape_budget
 from ..models import CompletionEvent, ModelPerformanceSnapshot, TelemetrySummary, UsageSnapshot
 from .bodies import DecodedBodies
+from .otlp import add_otlp_routes
 from .providers import REQUEST_MODELS as PROVIDER_BODIES
 from .providers import add_provider_routes
-from .otlp import add_otlp_routes
 from .schemas import (
     ErrorBody,
     Lifted,
