@@ -395,7 +395,7 @@ def exact_spend_under_writers(url: str) -> None:
 
 def test_apply_providers_is_a_no_op_without_status() -> None:
     ranking = routing.Ranking(strategy=routing.Strategy.FASTEST, ranked=[], excluded=[])
-    assert routing.apply_providers(ranking, {}, 0) == ranking
+    assert routing.apply_providers(ranking, {}) == ranking
 
 
 # -- feeding: ingest and the LiteLLM integration ---------------------------------------------
@@ -515,7 +515,9 @@ def test_corrupt_fields_count_nothing() -> None:
     assert (b.hour_cap_usd, b.verdict) == (None, "uncapped")
 
 
-def test_keys_of_the_wrong_type_read_as_empty(store: TelemetryStore, r: redis.Redis) -> None:
+def test_keys_of_the_wrong_type_read_as_empty(
+    store: TelemetryStore, r: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
     now = at_ms(server_ms(r))
     store.record(event("w/m", cost_usd=0.5, completed_at=now))
     r.set("telemetry:aliases", "by hand")
@@ -525,6 +527,9 @@ def test_keys_of_the_wrong_type_read_as_empty(store: TelemetryStore, r: redis.Re
     found = {p.provider: p for p in store.providers()}
     assert found["w"].budget.day_spend_usd == 0.0
     assert store.provider_of("w/m") == "w"
+    skipped = " ".join(rec.message for rec in caplog.records)
+    for key in ("telemetry:aliases", "telemetry:providers", "telemetry:{w/m}:spend"):
+        assert f"skipped {key}" in skipped
     # a write still stores its event, whole: the spend key is left alone
     assert store.record(event("w/m", cost_usd=0.5, completed_at=now)).stored == 1
     assert store.model_performance("w/m").successful_completions == 2

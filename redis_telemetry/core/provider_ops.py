@@ -10,6 +10,7 @@ round trip, once. Writes go through ``lua/provider.lua`` (one provider's hash) a
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
@@ -22,6 +23,8 @@ from .commands import Batch, Cmd, Eval, Op
 from .keys import Keys
 from .reads import Reads
 from .replies import time_ms
+
+log = logging.getLogger(__name__)
 
 #: The most models a provider read keeps remembering as spenders.
 _REMEMBERED = 10_000
@@ -39,10 +42,24 @@ class ProviderView(NamedTuple):
         return self.status.get(pv.provider_of(model, self.aliases))
 
 
-def _names(flat: Any) -> list[str]:
+def _names(flat: Any, key: str) -> list[str]:
+    """A sorted set's members; a key of another type (written by hand) reads as empty, logged."""
     if not isinstance(flat, list):
+        _skipped(flat, key)
         return []
     return [m.decode("utf-8", "replace") if isinstance(m, bytes) else str(m) for m in flat]
+
+
+def _hash(reply: Any, key: str) -> dict[str, str]:
+    """A hash's fields; a key of another type (written by hand) reads as empty, logged."""
+    if isinstance(reply, BaseException):
+        _skipped(reply, key)
+    return pv.settings_of(reply)
+
+
+def _skipped(reply: Any, key: str) -> None:
+    if reply is not None:
+        log.warning("skipped %s: %s", key, reply)
 
 
 class ProviderOps(Reads):
@@ -121,10 +138,10 @@ class ProviderOps(Reads):
         first += [Cmd("hgetall", (self.keys.provider(p),), tolerant=True) for p in guessed]
         replies = yield first
         now_ms = time_ms(replies[0])
-        aliases = pv.settings_of(replies[1])
-        spenders = _names(replies[2])
-        listed = _names(replies[3])
-        models = _names(replies[4]) if wanted is None else list(wanted)
+        aliases = _hash(replies[1], self.keys.aliases)
+        spenders = _names(replies[2], self.keys.spenders)
+        listed = _names(replies[3], self.keys.providers)
+        models = _names(replies[4], self.keys.models) if wanted is None else list(wanted)
         spend_raw = dict(zip(seen, replies[at : at + len(seen)], strict=True))
         settings = dict(zip(guessed, replies[at + len(seen) :], strict=True))
         of = {m: pv.provider_of(m, aliases) for m in {*spenders, *models}}
@@ -151,10 +168,11 @@ class ProviderOps(Reads):
             hour = day = 0
             for m in members:
                 if m in spenders:
-                    h, d = pv.spend_in(pv.settings_of(spend_raw.get(m)), now_ms)
+                    fields = _hash(spend_raw.get(m), self.keys.spend(m))
+                    h, d = pv.spend_in(fields, now_ms)
                     hour, day = hour + h, day + d
-            fields = pv.settings_of(settings[p])
-            status[p] = pv.status(p, members, fields, (hour, day), now_ms)
+            held = _hash(settings[p], self.keys.provider(p))
+            status[p] = pv.status(p, members, held, (hour, day), now_ms)
         return ProviderView(now_ms, aliases, status)
 
     def _remember(self, spenders: list[str], names: set[str], aliases: dict[str, str]) -> None:
@@ -170,7 +188,7 @@ class ProviderOps(Reads):
         """``model``'s provider, with the namespace's aliases."""
         model = rules.check_model_name(model)
         (aliases,) = yield [Cmd("hgetall", (self.keys.aliases,), tolerant=True)]
-        return pv.provider_of(model, pv.settings_of(aliases))
+        return pv.provider_of(model, _hash(aliases, self.keys.aliases))
 
     def providers(self) -> Op[list[pv.ProviderStatus]]:
         """Every provider the namespace knows, sorted."""
@@ -301,7 +319,7 @@ class ProviderOps(Reads):
             Cmd("hgetall", (self.keys.aliases,), tolerant=True),
             Cmd("time", route=self.keys.aliases),
         ]
-        aliases, now_ms = pv.settings_of(held), time_ms(now)
+        aliases, now_ms = _hash(held, self.keys.aliases), time_ms(now)
         recent = now_ms - pv.BACKOFF_MAX_SECS * 1000
         writes: list[tuple[str, str, tuple[Any, ...]]] = []
         throttled: set[str] = set()
@@ -371,7 +389,7 @@ class ProviderOps(Reads):
         if into == provider:
             raise InvalidInputError(f"provider {provider!r} cannot be an alias of itself")
         (held,) = yield [Cmd("hgetall", (key,), tolerant=True)]
-        aliases = pv.settings_of(held)
+        aliases = _hash(held, self.keys.aliases)
         if into in aliases:
             raise InvalidInputError(f"{into!r} is itself an alias of {aliases[into]!r}: one hop")
         if provider not in aliases and len(aliases) >= pv.MAX_ALIASES:
@@ -387,7 +405,7 @@ class ProviderOps(Reads):
     def aliases(self) -> Op[dict[str, str]]:
         """The namespace's alias table: provider -> the provider it is folded into."""
         (held,) = yield [Cmd("hgetall", (self.keys.aliases,), tolerant=True)]
-        return pv.settings_of(held)
+        return _hash(held, self.keys.aliases)
 
     # -- routing -----------------------------------------------------------------------------
 
@@ -414,7 +432,7 @@ class ProviderOps(Reads):
         if not models:
             return ranking
         view = yield from self.provider_view(models)
-        return routing.apply_providers(ranking, {m: view.of(m) for m in models}, view.now_ms)
+        return routing.apply_providers(ranking, {m: view.of(m) for m in models})
 
 
 def register_eval(key: str, entries: Sequence[tuple[str, int, int]]) -> Eval:

@@ -49,6 +49,8 @@ UNREAD_RESET_SECS = 3600
 BACKOFF_BASE_SECS = 60
 BACKOFF_MAX_SECS = 600
 BACKOFF_MAX_LEVEL = 5
+#: The block reason a running 429 backoff gives.
+BACKOFF = "429 backoff"
 #: How long a provider's settings (caps, aliases, blocks, backoff level) live after their last
 #: change: renewed by every change, never shortened.
 SETTINGS_TTL_MS = 400 * 86_400_000
@@ -196,14 +198,15 @@ def status(
     block = _int(settings, "block_until") or 0
     backoff = _int(settings, "backoff_until") or 0
     ends = max(block, backoff)
+    reason = None  # the reason of the block that ends last
+    if ends > now_ms:
+        reason = settings.get("block_reason") or "blocked" if block >= backoff else BACKOFF
     return ProviderStatus(
         provider=provider,
         models=sorted(models),
         budget=budget(provider, settings, spend, now_ms),
         blocked_until=_when(ends) if ends > now_ms else None,
-        block_reason=(settings.get("block_reason") or "429 backoff")
-        if ends > now_ms and block >= backoff
-        else ("429 backoff" if ends > now_ms else None),
+        block_reason=reason,
         backoff_level=_int(settings, "backoff_level") or 0,
         backoff_until=_when(backoff) if backoff > now_ms else None,
     )

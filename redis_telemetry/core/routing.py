@@ -322,16 +322,13 @@ def _spend_text(p: ProviderStatus) -> str:
     return ", ".join(parts) or "cap 0"
 
 
-def apply_providers(
-    ranking: Ranking, status: Mapping[str, ProviderStatus | None], now_ms: int
-) -> Ranking:
+def apply_providers(ranking: Ranking, status: Mapping[str, ProviderStatus | None]) -> Ranking:
     """``ranking`` with its providers' verdicts applied (upstream's rules): a model whose
     provider is blocked (a block or a 429 backoff) or whose budget is exhausted leaves the
     candidates, unknown ones too (exploration never picks them); a model whose provider is
     near exhaustion keeps its place, says so, and under ``weighted`` its score is multiplied by
     :data:`~.providers.NEAR_EXHAUSTION_PENALTY` and the order recomputed. ``status`` maps each
-    model to its provider's status (None: nothing recorded)."""
-    del now_ms  # the status was computed at the server's time already
+    model to its provider's status (None: nothing recorded), computed at the server's time."""
     excluded: list[ExcludedModel] = []
     for e in ranking.excluded:
         p = status.get(e.model)

@@ -285,7 +285,7 @@ class TierState:
                 snaps, request.strategy, now=datetime.now(UTC), **request.options
             )
             by_model = {m: self.providers.get(m) for m in request.models}
-            ranking = routing.apply_providers(ranking, by_model, 0)
+            ranking = routing.apply_providers(ranking, by_model)
             if len(self._rankings) > 1000:
                 self._rankings.clear()
             self._rankings[request.key] = (self._version, ranking)
