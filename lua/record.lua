@@ -41,6 +41,9 @@
 -- (Packing settings and sums into two arguments keeps a one-event call small; the common
 -- batch, all new and in the window, goes to ZADD with its arguments as they are.)
 -- A call with n = 0 stores nothing and only does the upkeep below (trims, rebuild).
+-- The common call (one new event, not a limit error, into a model whose keys are all in
+-- place, no upkeep due, every total below 2^52) takes a path of fewer commands, fast() below;
+-- every other call, or one fast() hands back before writing, takes the general path.
 --
 -- Refuses (an error reply starting 'record.lua: totals overflow', nothing written) a call
 -- whose sums would take a total past what HINCRBY holds (2^63 - 1, less a margin for the
@@ -73,11 +76,14 @@
 -- while its rank is at most the cursor's, so inserts and trims in between stay exact. Ids met
 -- twice meanwhile keep their first member. Readers read such a model from its events.
 --
--- TTLs: every key of the model lives until its newest member leaves the window, plus `grace`.
--- No call shortens a key's life: `expires` only grows, and every key created is given it.
+-- TTLs: every key of the model lives until its newest member leaves the window, plus `grace`
+-- (when extended, `slack` more: a sixteenth of the window, at most SLACK ms, so that most
+-- writes skip the PEXPIREATs). No call shortens a key's life: `expires` only grows, and every
+-- key created is given it.
 --
 -- FIELDS names the totals, in the order of ARGV[2]'s sums; LAYOUT, the hash layout. The loader
--- renders both lines, and STEP, from the Python side (redis_telemetry/core/).
+-- renders both lines, and STEP, BYTES, CHUNK and SLACK, from the Python side
+-- (redis_telemetry/core/).
 local FIELDS = {'ok', 'failed', 'latency', 'untimed', 'cost_nusd', 'total', 'input', 'output', 'reasoning', 'cache_read', 'cache_write'}
 local LAYOUT = 3
 local LIMIT = 2 ^ 52  -- doubles hold integers exactly below 2^53
@@ -85,6 +91,7 @@ local TRIM_EVERY = 4
 local STEP = 500
 local BYTES = 1048576
 local CHUNK = 32
+local SLACK = 30000
 
 -- #include event.lua
 
@@ -190,6 +197,9 @@ if not cap or #head ~= N + 5 or #ARGV < first - 1 or (#ARGV - first + 1) % 3 ~= 
 end
 window, limit_ttl, grace, cap = tonumber(window), tonumber(limit_ttl), tonumber(grace),
   tonumber(cap)
+-- How far past `grace` an extended TTL reaches: a model's keys are then extended once per
+-- `slack` of its events' time, not on every write that moves its newest event on.
+local slack = math.min(math.floor(window / 16), SLACK)
 local reasons, untils = {}, {}
 for i = first, #ARGV, 3 do
   local position, ends = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
@@ -198,6 +208,138 @@ for i = first, #ARGV, 3 do
   end
   reasons[position], untils[position] = ARGV[i + 2], ends
 end
+
+-- PROVIDER SPEND (2/3): add_spend(now, all) adds each stored event's cost (all: every event of
+-- the call was stored, else those `spent` lists) to the hour and the day of its completion,
+-- only when that hour (day) is the current one or later by the server's clock: no budget reads
+-- an older one. A call that starts a field drops the fields of past hours and days, so the hash
+-- holds the current hour and day and later ones only. The key lives to the end of the latest
+-- day it holds, plus grace (never shortened). Its writes are pcalls: a spend key of another
+-- type (written by hand) is left alone, and the event is stored all the same.
+local function add_spend(now, all)
+  if not SPEND then return end
+  local hour_now, day_now = math.floor(now / 3600000), math.floor(now / 86400000)
+  local last, broken, started = nil, false, false  -- the latest day; a call refused; a new field
+  local function spend(hour, nusd)
+    local day = math.floor(hour / 24)
+    if broken or day < day_now then return end
+    local fields = {'d:' .. day}
+    if hour >= hour_now then fields[2] = 'h:' .. hour end
+    local text = type(nusd) == 'string' and nusd or string.format('%.0f', nusd)
+    for _, f in ipairs(fields) do
+      local r = redis.pcall('HINCRBY', KEYS[7], f, text)
+      if type(r) == 'table' and r.err then broken = true; return end
+      if r == tonumber(text) then started = true end
+    end
+    last = math.max(last or day, day)
+  end
+  if all then  -- every event stored: the argument's sums, as they are
+    for h, c in string.gmatch(SPEND, '(%d+) (%d+)') do spend(tonumber(h), c) end
+  elseif spent then
+    for _, sm in ipairs(spent) do
+      local e = effect(sm[2])
+      if e and e.u[5] > 0 then spend(math.floor(tonumber(sm[1]) / 3600000), e.u[5]) end
+    end
+  end
+  if last and not broken then
+    if started then
+      local held, old = redis.call('HGETALL', KEYS[7]), {}
+      for j = 1, #held, 2 do
+        local kind, at = string.match(held[j], '^(%a):(%d+)$')
+        if not kind or (kind == 'h' and tonumber(at) < hour_now)
+          or (kind == 'd' and tonumber(at) < day_now) then old[#old + 1] = held[j] end
+      end
+      if #old > 0 then redis.call('HDEL', KEYS[7], unpack(old)) end
+    end
+    local ends = string.format('%.0f', (last + 1) * 86400000 + grace)
+    redis.call('PEXPIREAT', KEYS[7], ends, 'NX')
+    redis.call('PEXPIREAT', KEYS[7], ends, 'GT')
+  end
+end
+
+-- The common call, by a path of fewer commands: one new event, not a subscription-limit
+-- error, into a model in today's layout whose keys are all in place with their TTLs, with
+-- no upkeep due and every total below 2^52. It writes what the general path below writes:
+-- the totals' new values in one HSET (they are read anyway, for the checks), the session's
+-- usage as HINCRBYs, the sketch's bucket in one BITFIELD, the TTLs extended as below.
+-- (A step that adds each stored event into another per-model sum goes where the event is
+-- stored, as `limited` does for the general path.)
+-- Anything else (a duplicate id, an aged event, a trim, the cap or a rebuild due, a key
+-- missing, `expires` unset) returns nil before anything is written: the general path then
+-- does it all.
+local function fast()
+  if n ~= 1 or ns ~= 1 or nb > 1 or #ARGV ~= first - 1 then return nil end
+  local card = redis.call('ZCARD', KEYS[1])
+  if card == 0 or (cap > 0 and card + 1 > cap) then return nil end
+  local have = redis.call('HMGET', KEYS[3], 'layout', 'cursor', 'window_ms', 'expires',
+    unpack(FIELDS))
+  local expires = tonumber(have[4])
+  if tonumber(have[1]) ~= LAYOUT or have[2] or (have[3] and tonumber(have[3]) ~= window)
+    or not expires then
+    return nil
+  end
+  local put, old = {}, {}
+  for i = 1, N do
+    local was = tonumber(have[4 + i] or 0)  -- absent: 0
+    if not was or was < 0 or was ~= math.floor(was) then return nil end
+    local new = was + tonumber(head[3 + i])
+    if new >= LIMIT then return nil end
+    old[FIELDS[i]] = was
+    if new ~= was then
+      put[#put + 1] = FIELDS[i]
+      put[#put + 1] = string.format('%d', new)
+    end
+  end
+  local timed = old.ok - old.untimed
+  if old.ok + old.failed <= 0 then return nil end
+  local kept
+  if timed > 0 then
+    kept = redis.call('EXISTS', KEYS[4], KEYS[5], KEYS[6]) - 1
+  elseif nb == 0 then
+    kept = redis.call('EXISTS', KEYS[4], KEYS[6])
+  end
+  if kept ~= 2 then return nil end  -- an index evicted, or a sketch to create
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local score = tonumber(ARGV[3])
+  if score <= now - window then return nil end
+  if (card + 1) % TRIM_EVERY == 0 then
+    local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+    if tonumber(oldest[2]) <= now - window then return nil end
+  end
+  if redis.call('HSETNX', KEYS[6], ARGV[ids_at], ARGV[3]) == 0 then return nil end
+  if redis.call('ZADD', KEYS[1], 'NX', ARGV[3], ARGV[4]) == 0 then
+    return {0, 1, 0, now, 0, 0, 0}  -- the same member, already stored
+  end
+  -- The event is stored: what it adds to each per-model sum follows.
+  add_spend(now, true)  -- PROVIDER SPEND
+  local need = score + window
+  local extend = expires < need
+  local text = extend and string.format('%d', need + grace + slack)
+  if extend then
+    put[#put + 1] = 'expires'
+    put[#put + 1] = text
+  end
+  if #put > 0 then redis.call('HSET', KEYS[3], unpack(put)) end
+  if nb == 1 then
+    redis.call('BITFIELD', KEYS[5], 'INCRBY', 'i32', '#' .. ARGV[ids_at + 1], ARGV[ids_at + 2])
+  end
+  local at = ids_at + 1 + 2 * nb  -- the session entry
+  for j = 1, 5 do
+    if ARGV[at + j] ~= '0' then
+      redis.call('HINCRBY', KEYS[4], ARGV[at] .. SUFFIX[j], ARGV[at + j])
+    end
+  end
+  if extend then
+    for _, key in ipairs({KEYS[1], KEYS[3], KEYS[4], KEYS[5], KEYS[6]}) do
+      redis.call('PEXPIREAT', key, text, 'NX')  -- a key left without one (set by hand)
+      redis.call('PEXPIREAT', key, text, 'GT')
+    end
+  end
+  return {1, 0, 0, now, 0, 0, 0}
+end
+local done = fast()
+if done then return done end
 
 -- An empty events key: whatever else is left of the model (its keys expired or were evicted
 -- apart) sums nothing, and the hash starts in today's layout.
@@ -414,7 +556,7 @@ elseif n >= 1 then
       end
     end
     if #add > 0 then
-      spent = {}  -- PROVIDER SPEND (2/3)
+      spent = {}  -- PROVIDER SPEND: the events stored, for add_spend
       for _, j in ipairs(added) do spent[#spent + 1] = {ARGV[1 + 2 * j], members[j]} end
       redis.call('ZADD', KEYS[1], unpack(add))
       -- while rebuilding, a member at or before the cursor is counted now, a later one when
@@ -443,51 +585,8 @@ if reason and block > now then
   end
 end
 
--- PROVIDER SPEND (3/3): each stored event's cost joins the hour and the day of its completion,
--- only when that hour (day) is the current one or later by the server's clock: no budget reads
--- an older one. A call that starts a field drops the fields of past hours and days, so the hash
--- holds the current hour and day and later ones only. The key lives to the end of the latest
--- day it holds, plus grace (never shortened). Its writes are pcalls: a spend key of another
--- type (written by hand) is left alone, and the event is stored all the same.
-if SPEND and stored > 0 then
-  local hour_now, day_now = math.floor(now / 3600000), math.floor(now / 86400000)
-  local last, broken, started = nil, false, false  -- the latest day; a call refused; a new field
-  local function spend(hour, nusd)
-    local day = math.floor(hour / 24)
-    if broken or day < day_now then return end
-    local fields = {'d:' .. day}
-    if hour >= hour_now then fields[2] = 'h:' .. hour end
-    local text = type(nusd) == 'string' and nusd or string.format('%.0f', nusd)
-    for _, f in ipairs(fields) do
-      local r = redis.pcall('HINCRBY', KEYS[7], f, text)
-      if type(r) == 'table' and r.err then broken = true; return end
-      if r == tonumber(text) then started = true end
-    end
-    last = math.max(last or day, day)
-  end
-  if stored == n then  -- every event stored: the argument's sums, as they are
-    for h, c in string.gmatch(SPEND, '(%d+) (%d+)') do spend(tonumber(h), c) end
-  elseif spent then
-    for _, sm in ipairs(spent) do
-      local e = effect(sm[2])
-      if e and e.u[5] > 0 then spend(math.floor(tonumber(sm[1]) / 3600000), e.u[5]) end
-    end
-  end
-  if last and not broken then
-    if started then
-      local all, old = redis.call('HGETALL', KEYS[7]), {}
-      for j = 1, #all, 2 do
-        local kind, at = string.match(all[j], '^(%a):(%d+)$')
-        if not kind or (kind == 'h' and tonumber(at) < hour_now)
-          or (kind == 'd' and tonumber(at) < day_now) then old[#old + 1] = all[j] end
-      end
-      if #old > 0 then redis.call('HDEL', KEYS[7], unpack(old)) end
-    end
-    local ends = string.format('%.0f', (last + 1) * 86400000 + grace)
-    redis.call('PEXPIREAT', KEYS[7], ends, 'NX')
-    redis.call('PEXPIREAT', KEYS[7], ends, 'GT')
-  end
-end
+-- PROVIDER SPEND (3/3): what the stored events cost joins their hours and days.
+if stored > 0 then add_spend(now, stored == n) end
 
 -- Trimming: members at or before the cutoff leave, and their sums with them, at most STEP a
 -- call. Readers subtract any aged member still present themselves, so a write trims only when
@@ -593,7 +692,7 @@ if retime or not expires then
   need = tonumber(redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2]) + window
 end
 if need and (retime or not expires or expires < need) then
-  local at = math.max(need + grace, expires or 0)
+  local at = math.max(need + grace + slack, expires or 0)
   local text = string.format('%.0f', at)
   for _, key in ipairs({KEYS[1], KEYS[3], KEYS[4], KEYS[5], KEYS[6]}) do  -- set where none, else only extended
     redis.call('PEXPIREAT', key, text, 'NX')

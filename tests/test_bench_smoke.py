@@ -47,6 +47,24 @@ def test_providers_benchmark_quick_run(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_record_cpu_benchmark_quick_run(tmp_path: Path) -> None:
+    result = run_benchmark("record_cpu.py", "--quick", "--before", "HEAD", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((tmp_path / "record_cpu.json").read_text())
+    assert [(row["prefill"], row["batch"]) for row in rows] == [(0, 0), (200, 0), (0, 1000)]
+    assert all(row["cpu_us_before"] > 0 and row["cpu_us_after"] > 0 for row in rows)
+    assert "| write (record.lua vs HEAD) |" in result.stdout
+
+
+@pytest.mark.slow
+def test_bench_writes_only(tmp_path: Path) -> None:
+    result = run_benchmark("bench.py", "--quick", "--writes", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "one shard's ceiling" in result.stdout
+    assert "all_model_performances" not in result.stdout
+
+
+@pytest.mark.slow
 def test_routing_benchmark_quick_run(tmp_path: Path) -> None:
     pytest.importorskip("litellm")
     out = tmp_path / "routing.json"

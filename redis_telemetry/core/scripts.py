@@ -60,6 +60,11 @@ UPKEEP_STEP = 500
 UPKEEP_BYTES = 1 << 20
 #: Members ``record.lua`` fetches at a time for its upkeep (its ``local CHUNK`` line).
 UPKEEP_CHUNK = 32
+#: The most a TTL that ``record.lua`` extends reaches past ``GRACE_MS`` (its ``local SLACK``
+#: line; a sixteenth of the window below that): the keys of a model written to every few
+#: seconds are then extended once per this long, not on every write. The config key, which
+#: lives ``CONFIG_RECHECK_MS`` past its data, still outlives them.
+TTL_SLACK_MS = 30_000
 #: The line a script names ``lua/event.lua`` with.
 INCLUDE = "-- #include event.lua"
 #: The line a script names ``lua/steps.lua`` with.
@@ -80,15 +85,22 @@ def _lua_list(names: Sequence[str]) -> str:
 
 def render_fields(source: str) -> str:
     """A script's source with its ``local FIELDS = {...}`` line naming :data:`totals.FIELDS`,
-    and its ``local LAYOUT``, ``STEP``, ``BYTES`` and ``CHUNK`` lines (where it has them)
-    :data:`totals.LAYOUT`, :data:`UPKEEP_STEP`, :data:`UPKEEP_BYTES` and :data:`UPKEEP_CHUNK`."""
+    and its ``local LAYOUT``, ``STEP``, ``BYTES``, ``CHUNK`` and ``SLACK`` lines (where it has
+    them) :data:`totals.LAYOUT`, :data:`UPKEEP_STEP`, :data:`UPKEEP_BYTES`,
+    :data:`UPKEEP_CHUNK` and :data:`TTL_SLACK_MS`."""
     line = re.compile(r"^local FIELDS = \{.*\}$", flags=re.M)
     rendered = f"local FIELDS = {_lua_list(totals.FIELDS)}".replace("\\", "\\\\")
     source, found = line.subn(rendered, source)
     if found != 1:
         raise RuntimeError("the script must have one line 'local FIELDS = {...}'")
     source = re.sub(r"^local LAYOUT = \d+$", f"local LAYOUT = {totals.LAYOUT}", source, flags=re.M)
-    for name, value in (("STEP", UPKEEP_STEP), ("BYTES", UPKEEP_BYTES), ("CHUNK", UPKEEP_CHUNK)):
+    lines = (
+        ("STEP", UPKEEP_STEP),
+        ("BYTES", UPKEEP_BYTES),
+        ("CHUNK", UPKEEP_CHUNK),
+        ("SLACK", TTL_SLACK_MS),
+    )
+    for name, value in lines:
         source = re.sub(rf"^local {name} = \d+$", f"local {name} = {value}", source, flags=re.M)
     return source
 
@@ -224,6 +236,9 @@ def spend_arg(chunk: Sequence[codec.PreparedEvent]) -> str:
     """``record.lua``'s last argument when it keeps spend (KEYS[7]): "hour nusd ..." pairs,
     the events' cost per UTC completion hour, as if every one is stored (costless hours left
     out)."""
+    if len(chunk) == 1:  # the common write
+        cost = chunk[0].sums[_COST]
+        return f"{chunk[0].score_ms // 3_600_000} {cost}" if cost else ""
     hours: dict[int, int] = {}
     for p in chunk:
         if cost := p.sums[_COST]:
@@ -247,14 +262,9 @@ def _record_call(
 ) -> Eval:
     if not chunk:
         return upkeep_call(keys, settings)
-    nb, ns, index = index_args(chunk)
     if len(chunk) == 1:
-        p = chunk[0]
-        head1 = (1, p.score_ms, p.score_ms, *p.sums, nb, ns)
-        args: list[Any] = [settings, HEAD_FORMAT % head1, p.score_ms, p.member, p.event_id, *index]
-        if p.limit_reason:
-            args += limit_triples((p.limit_reason,), (p.limit_until_ms,))
-        return Eval("record", keys, tuple(args))
+        return _record_one(keys, settings, chunk[0])
+    nb, ns, index = index_args(chunk)
     _, scores, members, reasons, untils, sums, _, ids = zip(*chunk, strict=True)  # columns
     pairs: list[Any] = [None] * (2 * len(chunk))
     pairs[0::2] = scores
@@ -264,6 +274,32 @@ def _record_call(
     if any(reasons):
         args += limit_triples(reasons, untils)
     return Eval("record", keys, tuple(args))
+
+
+def _record_one(keys: tuple[str, ...], settings: str, p: codec.PreparedEvent) -> Eval:
+    """``record_call`` of one event, built directly: the common write, so it skips
+    ``index_args``'s grouping (the same arguments)."""
+    s = p.sums
+    session = (p.session, 1, s[_INPUT], s[_OUTPUT], s[_TOTAL], s[_COST])
+    score = p.score_ms
+    if s[_OK] and not s[_UNTIMED]:
+        head = HEAD_FORMAT % (1, score, score, *s, 1, 1)
+        args: tuple[Any, ...] = (
+            settings,
+            head,
+            score,
+            p.member,
+            p.event_id,
+            sketch.bucket(s[_LATENCY]),
+            1,
+            *session,
+        )
+    else:
+        head = HEAD_FORMAT % (1, score, score, *s, 0, 1)
+        args = (settings, head, score, p.member, p.event_id, *session)
+    if p.limit_reason:
+        args += tuple(limit_triples((p.limit_reason,), (p.limit_until_ms,)))
+    return Eval("record", keys, args)
 
 
 def upkeep_call(keys: tuple[str, ...], settings: str) -> Eval:
