@@ -30,7 +30,11 @@ if verb == 'caps' then
   for i, field in ipairs({'hour_cap', 'day_cap'}) do
     local v = ARGV[2 + i]
     if v == nil then return redis.error_reply('provider.lua: malformed arguments') end
-    if v == '' then redis.call('HDEL', KEYS[1], field) else redis.call('HSET', KEYS[1], field, v) end
+    if v == '' then
+      redis.call('HDEL', KEYS[1], field)
+    else
+      redis.call('HSET', KEYS[1], field, v)
+    end
   end
 elseif verb == 'exhaust' then
   redis.call('HSET', KEYS[1], 'xh', math.floor(now / 3600000), 'xd', math.floor(now / 86400000))

@@ -213,9 +213,9 @@ end
 -- the call was stored, else those `spent` lists) to the hour and the day of its completion,
 -- only when that hour (day) is the current one or later by the server's clock: no budget reads
 -- an older one. A call that starts a field drops the fields of past hours and days, so the hash
--- holds the current hour and day and later ones only. The key lives to the end of the latest
--- day it holds, plus grace (never shortened). Its writes are pcalls: a spend key of another
--- type (written by hand) is left alone, and the event is stored all the same.
+-- holds the current hour and day and later ones only, and extends the key's life to the end of
+-- the latest day it holds, plus grace (never shortened). Its writes are pcalls: a spend key of
+-- another type (written by hand) is left alone, and the event is stored all the same.
 local function add_spend(now, all)
   if not SPEND then return end
   local hour_now, day_now = math.floor(now / 3600000), math.floor(now / 86400000)
@@ -241,16 +241,16 @@ local function add_spend(now, all)
       if e and e.u[5] > 0 then spend(math.floor(tonumber(sm[1]) / 3600000), e.u[5]) end
     end
   end
-  if last and not broken then
-    if started then
-      local held, old = redis.call('HGETALL', KEYS[7]), {}
-      for j = 1, #held, 2 do
-        local kind, at = string.match(held[j], '^(%a):(%d+)$')
-        if not kind or (kind == 'h' and tonumber(at) < hour_now)
-          or (kind == 'd' and tonumber(at) < day_now) then old[#old + 1] = held[j] end
-      end
-      if #old > 0 then redis.call('HDEL', KEYS[7], unpack(old)) end
+  -- Only a call that starts a field can create the key or reach a later day: it prunes and
+  -- extends; the other calls are their HINCRBYs alone.
+  if last and started and not broken then
+    local held, old = redis.call('HGETALL', KEYS[7]), {}
+    for j = 1, #held, 2 do
+      local kind, at = string.match(held[j], '^(%a):(%d+)$')
+      if not kind or (kind == 'h' and tonumber(at) < hour_now)
+        or (kind == 'd' and tonumber(at) < day_now) then old[#old + 1] = held[j] end
     end
+    if #old > 0 then redis.call('HDEL', KEYS[7], unpack(old)) end
     local ends = string.format('%.0f', (last + 1) * 86400000 + grace)
     redis.call('PEXPIREAT', KEYS[7], ends, 'NX')
     redis.call('PEXPIREAT', KEYS[7], ends, 'GT')
