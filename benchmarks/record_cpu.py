@@ -67,6 +67,14 @@ def measure(
     }
 
 
+def _as_for(source: str, c: Eval) -> Eval:
+    """``c`` as a script from before provider spend takes it: without KEYS[7] (the model's
+    spend hash) and its last argument."""
+    if "KEYS[7]" in source or len(c.keys) < 7:
+        return c
+    return c._replace(keys=c.keys[:6], args=c.args[:-1])
+
+
 def case(
     url: str, sources: dict[str, str], prefill: int, batch: int, rounds: int, per: int
 ) -> dict[str, Any]:
@@ -90,9 +98,10 @@ def case(
             prepared = [codec.prepare(e, now_ms) for e in fresh]
             if batch:
                 groups, _ = codec.by_model(prepared)
-                plans[name].append([core._record_eval(m, g) for m, g in groups.items()])
+                evals = [core._record_eval(m, g) for m, g in groups.items()]
             else:
-                plans[name].append([core._record_eval(p.model, [p]) for p in prepared])
+                evals = [core._record_eval(p.model, [p]) for p in prepared]
+            plans[name].append([_as_for(sources[name], c) for c in evals])
     out = measure(client, shas, plans, per * rounds)
     client.close()
     before, after = out["before"], out["after"]

@@ -16,6 +16,9 @@
 --                                    counter per bucket (BITFIELD i32 #<bucket>)
 -- KEYS[6]  <ns>:{<model>}:ids       hash; event id -> its member's score, for every member of
 --                                    KEYS[1]: one event id is one event per model
+-- KEYS[7]  <ns>:{<model>}:spend     (optional) hash; the model's spend in nano-USD per UTC hour
+--                                    (field h:<hours since the epoch>) and UTC day (d:<days>),
+--                                    of the events stored, each in its completion's hour and day
 -- ARGV[1]  "window_ms limit_ttl_ms grace_ms max_events", space-separated integers:
 --           the rolling window; how long a subscription-limit error blocks the model, counted
 --           from the event's completion; how far past the data the keys' TTLs reach; the cap
@@ -33,6 +36,8 @@
 -- then triples (position, until_ms, limit_reason) for the events (1..n) whose error
 --           is a subscription-limit error: when the block ends, in epoch ms (0: the event's
 --           completion plus limit_ttl_ms), and the text stored in the limit key
+-- then, when KEYS[7] is given, one last argument: "hour nusd hour nusd ...", the cost of the
+--           events per completion hour as if every one is stored (see PROVIDER SPEND below)
 -- (Packing settings and sums into two arguments keeps a one-event call small; the common
 -- batch, all new and in the window, goes to ZADD with its arguments as they are.)
 -- A call with n = 0 stores nothing and only does the upkeep below (trims, rebuild).
@@ -175,6 +180,11 @@ local function take(from, most, upto)
   return out, false
 end
 
+-- PROVIDER SPEND (1/3): the last argument when KEYS[7] is given; `spent` lists the
+-- {score, member} of the events stored when only some of the call's are.
+local SPEND = KEYS[7] and table.remove(ARGV) or nil
+local spent = nil
+
 local window, limit_ttl, grace, cap = string.match(ARGV[1], '^(%d+) (%d+) (%d+) (%d+)$')
 local head = {string.match(ARGV[2],
   '^(%d+) (%-?%d+) (%-?%d+)' .. string.rep(' (%d+)', N) .. ' (%d+) (%d+)$')}
@@ -197,6 +207,54 @@ for i = first, #ARGV, 3 do
     return redis.error_reply('record.lua: malformed arguments')
   end
   reasons[position], untils[position] = ARGV[i + 2], ends
+end
+
+-- PROVIDER SPEND (2/3): add_spend(now, all) adds each stored event's cost (all: every event of
+-- the call was stored, else those `spent` lists) to the hour and the day of its completion,
+-- only when that hour (day) is the current one or later by the server's clock: no budget reads
+-- an older one. A call that starts a field drops the fields of past hours and days, so the hash
+-- holds the current hour and day and later ones only, and extends the key's life to the end of
+-- the latest day it holds, plus grace (never shortened). Its writes are pcalls: a spend key of
+-- another type (written by hand) is left alone, and the event is stored all the same.
+local function add_spend(now, all)
+  if not SPEND then return end
+  local hour_now, day_now = math.floor(now / 3600000), math.floor(now / 86400000)
+  local last, broken, started = nil, false, false  -- the latest day; a call refused; a new field
+  local function spend(hour, nusd)
+    local day = math.floor(hour / 24)
+    if broken or day < day_now then return end
+    local fields = {'d:' .. day}
+    if hour >= hour_now then fields[2] = 'h:' .. hour end
+    local text = type(nusd) == 'string' and nusd or string.format('%.0f', nusd)
+    for _, f in ipairs(fields) do
+      local r = redis.pcall('HINCRBY', KEYS[7], f, text)
+      if type(r) == 'table' and r.err then broken = true; return end
+      if r == tonumber(text) then started = true end
+    end
+    last = math.max(last or day, day)
+  end
+  if all then  -- every event stored: the argument's sums, as they are
+    for h, c in string.gmatch(SPEND, '(%d+) (%d+)') do spend(tonumber(h), c) end
+  elseif spent then
+    for _, sm in ipairs(spent) do
+      local e = effect(sm[2])
+      if e and e.u[5] > 0 then spend(math.floor(tonumber(sm[1]) / 3600000), e.u[5]) end
+    end
+  end
+  -- Only a call that starts a field can create the key or reach a later day: it prunes and
+  -- extends; the other calls are their HINCRBYs alone.
+  if last and started and not broken then
+    local held, old = redis.call('HGETALL', KEYS[7]), {}
+    for j = 1, #held, 2 do
+      local kind, at = string.match(held[j], '^(%a):(%d+)$')
+      if not kind or (kind == 'h' and tonumber(at) < hour_now)
+        or (kind == 'd' and tonumber(at) < day_now) then old[#old + 1] = held[j] end
+    end
+    if #old > 0 then redis.call('HDEL', KEYS[7], unpack(old)) end
+    local ends = string.format('%.0f', (last + 1) * 86400000 + grace)
+    redis.call('PEXPIREAT', KEYS[7], ends, 'NX')
+    redis.call('PEXPIREAT', KEYS[7], ends, 'GT')
+  end
 end
 
 -- The common call, by a path of fewer commands: one new event, not a subscription-limit
@@ -254,6 +312,7 @@ local function fast()
     return {0, 1, 0, now, 0, 0, 0}  -- the same member, already stored
   end
   -- The event is stored: what it adds to each per-model sum follows.
+  add_spend(now, true)  -- PROVIDER SPEND
   local need = score + window
   local extend = expires < need
   local text = extend and string.format('%d', need + grace + slack)
@@ -497,6 +556,8 @@ elseif n >= 1 then
       end
     end
     if #add > 0 then
+      spent = {}  -- PROVIDER SPEND: the events stored, for add_spend
+      for _, j in ipairs(added) do spent[#spent + 1] = {ARGV[1 + 2 * j], members[j]} end
       redis.call('ZADD', KEYS[1], unpack(add))
       -- while rebuilding, a member at or before the cursor is counted now, a later one when
       -- the rebuild reaches it
@@ -523,6 +584,9 @@ if reason and block > now then
     redis.call('SET', KEYS[2], reason, 'PX', block - now)
   end
 end
+
+-- PROVIDER SPEND (3/3): what the stored events cost joins their hours and days.
+if stored > 0 then add_spend(now, stored == n) end
 
 -- Trimming: members at or before the cutoff leave, and their sums with them, at most STEP a
 -- call. Readers subtract any aged member still present themselves, so a write trims only when

@@ -4,6 +4,7 @@ from ._shell import ConnectionSettings
 from ._version import __version__
 from .aio import AsyncTelemetryStore
 from .buffer import BufferedWriter, BufferStats
+from .core.providers import ErrorSignatures, ProviderBudget, ProviderStatus
 from .core.routing import (
     ExcludedModel,
     NoModelAvailable,
@@ -41,6 +42,7 @@ __all__ = [
     "CompletionEvent",
     "ConnectionSettings",
     "Decision",
+    "ErrorSignatures",
     "ExcludedModel",
     "InvalidInputError",
     "LocalTier",
@@ -48,6 +50,8 @@ __all__ = [
     "ModelUsage",
     "NoModelAvailable",
     "PermissionDenied",
+    "ProviderBudget",
+    "ProviderStatus",
     "RankedModel",
     "Ranking",
     "RecordResult",

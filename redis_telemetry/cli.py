@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import IO, Any, NamedTuple
 
 from pydantic import ValidationError
@@ -30,6 +31,7 @@ from .cli_commands import (
     cmd_import,
     cmd_ingest,
     cmd_limit,
+    cmd_providers,
     cmd_record,
     cmd_reindex,
     cmd_restore,
@@ -42,6 +44,7 @@ from .core.backup import describe_validation
 from .core.bodies import DEFAULT_BODY_LIMIT
 from .core.keys import DEFAULT_NAMESPACE, check_namespace
 from .core.limits import named_zone
+from .core.providers import check_provider, usd_to_nusd
 from .core.rules import check_model_name
 from .core.urls import check_url, redact
 from .errors import InvalidInputError, TelemetryError, TelemetryUnavailable
@@ -121,6 +124,34 @@ def _not_empty(what: str) -> Callable[[str], str]:
 _URL = _checked(check_url)
 _NAMESPACE = _checked(check_namespace)
 _MODEL = _checked(check_model_name)
+_PROVIDER = _checked(check_provider)
+
+
+def _USD(text: str) -> float | None:
+    """A cap in USD, or ``none`` for uncapped."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = float(text)
+        usd_to_nusd("cap", value)
+    except (ValueError, InvalidInputError):
+        raise argparse.ArgumentTypeError(
+            f"expected USD between 0 and 1e9, or none, got {text!r}"
+        ) from None
+    return value
+
+
+def _WHEN(text: str) -> datetime:
+    """An RFC 3339 time with a zone."""
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an RFC 3339 time, got {text!r}") from None
+    if when.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"the time needs a zone (such as Z), got {text!r}")
+    return when
+
+
 _HOST = _not_empty("an address to listen on, such as 127.0.0.1 or 0.0.0.0")
 _FILE = _not_empty("a file name")
 _ZONE = _checked(named_zone)
@@ -257,6 +288,44 @@ def build_parser() -> argparse.ArgumentParser:
     lset.add_argument("--ttl", type=_SECS, default=None, help="seconds (default 3600)")
     lclear = lim.add_parser("clear", help="lift MODEL's block", parents=[globals_after])
     lclear.add_argument("model", type=_MODEL)
+
+    sp = command(
+        "providers",
+        cmd_providers,
+        "providers: spend, caps, verdict, block and backoff; set budgets, blocks, aliases",
+    )
+    json_flag(sp)
+    prov = sp.add_subparsers(dest="action", required=False, metavar="ACTION")
+    pb = prov.add_parser(
+        "budget", help="set PROVIDER's caps in USD (none: uncapped)", parents=[globals_after]
+    )
+    pb.add_argument("provider", type=_PROVIDER)
+    pb.add_argument("--hour", type=_USD, default=None, metavar="USD", help="UTC hour cap")
+    pb.add_argument("--day", type=_USD, default=None, metavar="USD", help="UTC day cap")
+    pk = prov.add_parser(
+        "block",
+        help="block PROVIDER until --until or the reset --reason names (else 900 s)",
+        parents=[globals_after],
+    )
+    pk.add_argument("provider", type=_PROVIDER)
+    pk.add_argument("--reason", default="manual", help='e.g. "usage limit, resets in 2 hours"')
+    pk.add_argument("--until", type=_WHEN, default=None, help="RFC 3339 time with a zone")
+    for name, help in (
+        ("unblock", "end PROVIDER's block and 429 backoff"),
+        ("exhaust", "force PROVIDER exhausted until its windows roll"),
+    ):
+        prov.add_parser(name, help=help, parents=[globals_after]).add_argument(
+            "provider", type=_PROVIDER
+        )
+    pa = prov.add_parser(
+        "alias", help="fold PROVIDER into INTO for every replica", parents=[globals_after]
+    )
+    pa.add_argument("provider", type=_PROVIDER)
+    pa.add_argument("into", type=_PROVIDER, nargs="?", help="omit with --remove")
+    pa.add_argument("--remove", action="store_true", help="remove PROVIDER's alias")
+    prov.add_parser("of", help="the provider of MODEL", parents=[globals_after]).add_argument(
+        "model", type=_MODEL
+    )
 
     sp = command("record", cmd_record, "record one event, from flags or serde JSON on stdin")
     sp.add_argument("--model", type=_MODEL, help="without it, one JSON event is read from stdin")

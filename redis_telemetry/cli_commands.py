@@ -189,6 +189,53 @@ def _limit(ctx: Context, store: TelemetryStore) -> int:
     return 0
 
 
+def cmd_providers(ctx: Context) -> int:
+    with open_store(ctx.args) as store:
+        return _providers(ctx, store)
+
+
+def _providers(ctx: Context, store: TelemetryStore) -> int:
+    """``providers``: the table (no action), or one change, then the provider's line."""
+    a = ctx.args
+    action = a.action
+    if action is None:
+        found = store.providers()
+        if a.json:
+            print_json(ctx, found)
+        elif not found:
+            ctx.out.print(f"No providers yet in namespace {store.namespace!r}.")
+        else:
+            show(ctx, render.providers_grid(found))
+        return 0
+    if action == "of":
+        ctx.out.print(store.provider_of(a.model))
+        return 0
+    if action == "alias":
+        if a.remove == (a.into is not None):
+            raise InvalidInputError("give INTO, or --remove, not both")
+        store.set_alias(a.provider, a.into)
+        ctx.out.print(
+            f"{a.provider} is its own provider."
+            if a.remove
+            else f"{a.provider} is folded into {a.into}."
+        )
+        return 0
+    if action == "budget":
+        store.set_budget(a.provider, hour_usd=a.hour, day_usd=a.day)
+    elif action == "block":
+        store.block_provider(a.provider, a.reason, a.until)
+    elif action == "unblock":
+        store.unblock_provider(a.provider)
+    else:
+        store.exhaust(a.provider)
+    status = store.provider_status(a.provider)
+    if a.json:
+        print_json(ctx, status)
+    else:
+        show(ctx, render.providers_grid([status]))
+    return 0
+
+
 def event_from_flags(args: argparse.Namespace) -> CompletionEvent:
     """An event from ``record``'s flags."""
     tokens = breakdown(

@@ -23,6 +23,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from ._version import __version__
+from .core.providers import ProviderStatus
 from .errors import TelemetryError, WindowMismatchError
 from .models import ModelPerformanceSnapshot
 from .store import TelemetryStore
@@ -63,12 +64,14 @@ class SnapshotCollector(Collector):
     def describe(self) -> Iterator[Metric]:
         """Every family this collector yields, without samples (no Redis read)."""
         yield from model_metrics([], "")
+        yield from provider_metrics([], "")
         yield from _scrape_metrics("", up=0, models=0, errors=0, window=0, duration=0.0)
 
     def unanswered(self, duration: float) -> Iterator[Metric]:
         """What a scrape answers when Redis did not answer within Prometheus's scrape timeout:
         no model, ``up`` 0 (the read goes on in its thread until the store's deadline)."""
         yield from model_metrics([], self.store.namespace)
+        yield from provider_metrics([], self.store.namespace)
         yield from _scrape_metrics(self.store.namespace, 0, 0, self.errors, None, duration)
 
     def collect(self) -> Iterator[Metric]:
@@ -77,11 +80,13 @@ class SnapshotCollector(Collector):
             ns = self.store.namespace
             try:
                 snaps, up = self._snapshots(), 1
+                found = self.store.providers()
             except TelemetryError as exc:
                 self.errors += 1
                 log.warning("scrape failed: %s", exc)
-                snaps, up = [], 0
+                snaps, found, up = [], [], 0
             yield from model_metrics(snaps, ns)
+            yield from provider_metrics(found, ns)
             window = self.store.window_secs if up else None
             yield from _scrape_metrics(
                 ns, up, len(snaps), self.errors, window, time.perf_counter() - start
@@ -136,6 +141,56 @@ def _scrape_metrics(
     )
     failed.add_metric([ns], errors)
     yield failed
+
+
+def provider_metrics(found: Iterable[ProviderStatus], namespace: str) -> Iterator[Metric]:
+    """Per-provider gauges, labelled ``provider`` and ``store_namespace``: spend and caps per
+    UTC window (``window`` is ``hour`` or ``day``; no cap, no sample), the budget verdict (an
+    info sample naming it), whether routing skips the provider for a block or a 429 backoff,
+    and until when, and the consecutive 429s behind its backoff."""
+    labels = ["provider", NS_LABEL]
+    spend = _gauge(
+        "provider_spend_usd",
+        "the provider's spend in the current UTC hour or day (its models' events, each once)",
+        [*labels, "window"],
+    )
+    cap = _gauge(
+        "provider_cap_usd", "the provider's cap for the UTC hour or day", [*labels, "window"]
+    )
+    verdict = _gauge(
+        "provider_budget_info",
+        "the provider's budget verdict: uncapped, ok, near_exhaustion or exhausted",
+        [*labels, "verdict"],
+    )
+    blocked = _gauge(
+        "provider_blocked", "1 while the provider is blocked or backed off after a 429", labels
+    )
+    until = _gauge(
+        "provider_block_expiry_timestamp_seconds",
+        "when the provider's block or 429 backoff ends (only while there is one)",
+        labels,
+        "seconds",
+    )
+    backoff = _gauge(
+        "provider_backoff_completions",
+        "the consecutive 429 completions behind the provider's backoff (0: none)",
+        labels,
+    )
+    for p in found:
+        b, at = p.budget, [p.provider, namespace]
+        for window, used, most in (
+            ("hour", b.hour_spend_usd, b.hour_cap_usd),
+            ("day", b.day_spend_usd, b.day_cap_usd),
+        ):
+            spend.add_metric([*at, window], used)
+            if most is not None:
+                cap.add_metric([*at, window], most)
+        verdict.add_metric([*at, b.verdict], 1.0)
+        blocked.add_metric(at, 0.0 if p.blocked_until is None else 1.0)
+        if p.blocked_until is not None:
+            until.add_metric(at, p.blocked_until.timestamp())
+        backoff.add_metric(at, p.backoff_level)
+    yield from (spend, cap, verdict, blocked, until, backoff)
 
 
 def model_metrics(snaps: Iterable[ModelPerformanceSnapshot], namespace: str) -> Iterator[Metric]:

@@ -100,9 +100,13 @@ class ModelPerformanceSnapshot(BaseModel):
 
     - ``total_cost_usd``: the cost of every completion in the window, failures included;
     - ``tokens``: the window's tokens, by kind;
-    - ``avg_cost_per_1k_tokens``: ``total_cost_usd`` per 1000 of ``tokens.total`` (input,
-      output, reasoning and cache tokens alike, as the providers bill them); 0 without tokens;
-    - ``is_free``: there is data in the window and none of it cost anything;
+    - ``avg_cost_per_1k_tokens``: the reference's figure: ``total_cost_usd`` (every event)
+      per 1000 output tokens (``tokens.output``); 0 without output tokens;
+    - ``avg_cost_per_1k_total_tokens``: ``total_cost_usd`` per 1000 of ``tokens.total``
+      (input, output, reasoning and cache tokens alike, as the providers bill them); 0
+      without tokens;
+    - ``is_free``: there is data in the window and none of it cost anything (an empty window
+      is not free);
     - ``latency_p50_ms``, ``latency_p95_ms``, ``latency_p99_ms``: nearest-rank percentiles of
       the successful completions' latency (None without any): from the latency sketch of the
       running totals, within 0.78% of the exact value; exact, from the window's events, with
@@ -123,6 +127,7 @@ class ModelPerformanceSnapshot(BaseModel):
     tokens: TokenBreakdown = Field(default_factory=TokenBreakdown)
     avg_cost_per_1k_tokens: Float = 0.0
     is_free: Bool = False
+    avg_cost_per_1k_total_tokens: Float = 0.0
     latency_p50_ms: Float | None = None
     latency_p95_ms: Float | None = None
     latency_p99_ms: Float | None = None

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from rich.table import Table
 from rich.text import Text
 
+from .core.providers import ProviderStatus
 from .models import CompletionEvent, ModelPerformanceSnapshot, UsageSnapshot
 
 
@@ -225,3 +226,42 @@ def events_grid(model: str, events: Sequence[CompletionEvent]) -> Grid:
     return Grid(
         f"{model}: newest first", EVENT_COLUMNS, rows, red=frozenset({"error"}), fold="error"
     )
+
+
+PROVIDER_COLUMNS = (
+    Column("provider", right=False),
+    Column("hour spend / cap"),
+    Column("day spend / cap"),
+    Column("verdict", right=False),
+    Column("blocked", right=False),
+    Column("backoff", drop=2),
+    Column("models", right=False, drop=1),
+)
+
+
+def _spend(spend: float, cap: float | None) -> str:
+    return f"${spend:.4f} / " + ("-" if cap is None else f"${cap:.4f}")
+
+
+def providers_grid(found: Sequence[ProviderStatus], now: datetime | None = None) -> Grid:
+    """One row per provider: spend against caps, verdict, block and backoff."""
+    now = now or _now()
+    rows = []
+    for p in found:
+        b = p.budget
+        blocked = ""
+        if p.blocked_until is not None:
+            left = duration(max(0.0, (p.blocked_until - now).total_seconds()))
+            blocked = f"{left} ({p.block_reason})"
+        rows.append(
+            [
+                p.provider,
+                _spend(b.hour_spend_usd, b.hour_cap_usd),
+                _spend(b.day_spend_usd, b.day_cap_usd),
+                b.verdict + (" (forced)" if b.forced else ""),
+                blocked,
+                f"level {p.backoff_level}" if p.backoff_level else "",
+                ", ".join(p.models),
+            ]
+        )
+    return Grid("providers", PROVIDER_COLUMNS, rows, red=frozenset({"blocked"}), fold="models")

@@ -21,6 +21,7 @@ from .core import deadline as deadlines
 from .core.backup import Dump
 from .core.commands import Batch, Cmd, Finished, Op, SingleCommand, call, queue, single
 from .core.deadline import Deadline, Pause
+from .core.providers import ErrorSignatures, ProviderBudget, ProviderStatus
 from .core.replies import recovering, translate
 from .core.routing import Ranking, StalePolicy, Strategy, Weights
 from .errors import WindowMismatchError
@@ -254,6 +255,86 @@ class TelemetryStore(StoreShell):
                 stale_policy=stale_policy,
             )
         )
+
+    # -- providers (see core.providers) -------------------------------------------------
+
+    def provider_of(self, model: str) -> str:
+        """The provider of ``model``: the part before ``/`` (bare Claude names are
+        ``claude-code``), then the namespace's aliases."""
+        return self._run(self._core.provider_of(model))
+
+    def providers(self) -> list[ProviderStatus]:
+        """Every provider the namespace knows: spend, caps, verdict, block and backoff."""
+        return self._run(self._core.providers())
+
+    def provider_status(self, provider: str) -> ProviderStatus:
+        """One provider's spend, caps, verdict, block and backoff."""
+        return self._run(self._core.provider_status(provider))
+
+    def budget(self, provider: str) -> ProviderBudget:
+        """The provider's spend this UTC hour and day, its caps and its verdict."""
+        return self._run(self._core.budget(provider))
+
+    def set_budget(
+        self, provider: str, *, hour_usd: float | None = None, day_usd: float | None = None
+    ) -> None:
+        """Set the provider's caps in USD for the UTC hour and day (None: uncapped)."""
+        return self._run(self._core.set_budget(provider, hour_usd=hour_usd, day_usd=day_usd))
+
+    def exhaust(self, provider: str) -> None:
+        """Force the provider exhausted until its windows roll, capped or not."""
+        return self._run(self._core.exhaust(provider))
+
+    def block_provider(
+        self, provider: str, reason: str = "manual", until: datetime | None = None
+    ) -> datetime | None:
+        """Block every model of the provider until ``until``, else the reset time ``reason``
+        names, else for 900 s; returns when the block ends."""
+        return self._run(self._core.block_provider(provider, reason, until))
+
+    def unblock_provider(self, provider: str) -> None:
+        """End the provider's block and backoff."""
+        return self._run(self._core.unblock_provider(provider))
+
+    def provider_blocked_until(self, provider: str) -> datetime | None:
+        """When the provider's block or 429 backoff ends (None: not blocked)."""
+        return self._run(self._core.provider_blocked_until(provider))
+
+    def provider_throttled(self, provider: str) -> datetime:
+        """A 429 without a reset hint: escalate the provider's shared backoff; returns its
+        end."""
+        return self._run(self._core.provider_throttled(provider))
+
+    def provider_succeeded(self, provider: str) -> None:
+        """A success: end the provider's backoff and reset its level."""
+        return self._run(self._core.provider_succeeded(provider))
+
+    def provider_failed(
+        self, provider: str, text: str, signatures: ErrorSignatures | None = None
+    ) -> str:
+        """Feed a provider's failure text: its own ``signatures`` first (throttle: exhaust;
+        flake: nothing), then a block, a backoff, or nothing (the kind returned)."""
+        return self._run(self._core.provider_failed(provider, text, signatures))
+
+    def provider_feedback(self, events: Iterable[CompletionEvent]) -> int:
+        """Feed the providers from stored events: a success ends a backoff, a 429 escalates
+        it, a quota text that names the account blocks the provider; returns writes sent."""
+        return self._run(self._core.provider_feedback(events))
+
+    def block_provider_of(
+        self, model: str, reason: str, until: datetime | None = None
+    ) -> datetime | None:
+        """A subscription limit on ``model`` that names the account blocks its provider;
+        returns when that block ends (None: not blocked by this call)."""
+        return self._run(self._core.block_provider_of(model, reason, until))
+
+    def set_alias(self, provider: str, into: str | None) -> None:
+        """Fold ``provider`` into ``into`` for every replica (None: remove the alias)."""
+        return self._run(self._core.set_alias(provider, into))
+
+    def aliases(self) -> dict[str, str]:
+        """The namespace's alias table."""
+        return self._run(self._core.aliases())
 
     def set_window(self, window_secs: int) -> None:
         """Change the namespace's shared window on purpose (other stores then refuse)."""

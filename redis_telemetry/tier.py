@@ -31,6 +31,7 @@ from .core.tier import (
     TierState,
     limits_op,
     performance_op,
+    with_providers,
 )
 from .errors import TelemetryError, TelemetryUnavailable
 from .store import TelemetryStore
@@ -107,15 +108,17 @@ class _Tier:
         raise NotImplementedError
 
     def _refresh_op(self, kind: str, models: list[str]) -> Any:
+        core = self.store._core
         if kind == PERFORMANCE:
-            return performance_op(self.store._core, models)
-        return limits_op(self.store._core, models)
+            return with_providers(core, performance_op(core, models), models)
+        return with_providers(core, limits_op(core, models), models)
 
     @staticmethod
     def _landed(kind: str, started: float, got: Any) -> Refreshed:
+        read, providers = got
         if kind == PERFORMANCE:
-            return Refreshed(kind, started, got, {})
-        return Refreshed(kind, started, {}, got)
+            return Refreshed(kind, started, read, {}, providers)
+        return Refreshed(kind, started, {}, read, providers)
 
 
 class LocalTier(_Tier):

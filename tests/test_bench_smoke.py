@@ -33,6 +33,20 @@ def test_upkeep_benchmark_quick_run(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_providers_benchmark_quick_run(tmp_path: Path) -> None:
+    result = run_benchmark("providers.py", "--quick", "--out", str(tmp_path))
+    assert "| `rank_models()` of 5 candidates" in result.stdout, result.stderr
+    data = json.loads((tmp_path / "providers.json").read_text())
+    assert data["record"]["ratio_p50"] > 0
+    assert data["record"]["exact"] is True
+    assert data["routing"]["ratio_p50"] > 0
+    assert data["routing"]["excluded"] == {
+        "bigco/a": "provider_blocked",
+        "bigco/b": "provider_blocked",
+    }
+
+
+@pytest.mark.slow
 def test_record_cpu_benchmark_quick_run(tmp_path: Path) -> None:
     result = run_benchmark("record_cpu.py", "--quick", "--before", "HEAD", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr

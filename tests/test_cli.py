@@ -205,6 +205,49 @@ def test_limit_set_and_clear(cli: Cli, url: str, store: TelemetryStore) -> None:
     raw.close()
 
 
+def test_providers_show_and_set(cli: Cli, store: TelemetryStore) -> None:
+    assert "No providers yet" in cli("providers")[1]
+    store.record(event("kimi/k2", cost_usd=0.5))
+    code, out, _ = cli("providers", "budget", "kimi", "--hour", "0.6", "--day", "none")
+    assert code == 0
+    assert "near_exhaustion" in out
+    assert "$0.5000 / $0.6000" in out
+    rows = cli.json("providers")
+    assert [(p["provider"], p["models"]) for p in rows] == [("kimi", ["kimi/k2"])]
+    assert rows[0]["budget"]["verdict"] == "near_exhaustion"
+    code, out, _ = cli("providers", "block", "kimi", "--reason", "usage limit, resets in 2h")
+    assert code == 0
+    assert "usage limit, resets in 2h" in out
+    assert cli.json("providers")[0]["blocked_until"] is not None
+    assert "exhausted (forced)" in cli("providers", "exhaust", "kimi")[1]
+    assert cli("providers", "unblock", "kimi")[0] == 0
+    assert cli.json("providers")[0]["blocked_until"] is None
+    assert cli("providers", "alias", "anthropic", "claude-code")[1].startswith("anthropic is")
+    assert cli("providers", "of", "anthropic/claude-opus")[1].strip() == "claude-code"
+    assert cli("providers", "alias", "anthropic", "--remove")[0] == 0
+    assert cli("providers", "of", "anthropic/claude-opus")[1].strip() == "anthropic"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("budget", "kimi", "--hour", "-1"), "expected USD between 0 and 1e9"),
+        (("budget", "a/b"), "must not contain '/'"),
+        (("block", "kimi", "--until", "2026-01-01T00:00:00"), "needs a zone"),
+        (("alias", "anthropic"), "give INTO, or --remove"),
+    ],
+)
+def test_providers_bad_options_are_one_line(cli: Cli, args: tuple[str, ...], message: str) -> None:
+    try:
+        code, _, err = cli("providers", *args)
+    except SystemExit as exc:  # argparse's usage error: one line, exit 2
+        code, err = int(str(exc.code)), cli.capsys.readouterr().err
+    assert code != 0
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+
+
 def test_reindex_rebuilds_totals_an_older_release_wrote(
     cli: Cli, url: str, store: TelemetryStore
 ) -> None:

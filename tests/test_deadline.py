@@ -216,6 +216,24 @@ CALLS: dict[str, Callable[[Any], Any]] = {
     "rank_models": lambda s: s.rank_models(["m", "n"]),
     "select_model": lambda s: s.select_model(["m", "n"]),
     "set_window": lambda s: s.set_window(3600),
+    "provider_of": lambda s: s.provider_of("p/m"),
+    "providers": lambda s: s.providers(),
+    "provider_status": lambda s: s.provider_status("p"),
+    "budget": lambda s: s.budget("p"),
+    "set_budget": lambda s: s.set_budget("p", hour_usd=1.0),
+    "exhaust": lambda s: s.exhaust("p"),
+    "block_provider": lambda s: s.block_provider("p", "resets in 2h"),
+    "unblock_provider": lambda s: s.unblock_provider("p"),
+    "provider_blocked_until": lambda s: s.provider_blocked_until("p"),
+    "provider_throttled": lambda s: s.provider_throttled("p"),
+    "provider_succeeded": lambda s: s.provider_succeeded("p"),
+    "provider_failed": lambda s: s.provider_failed("p", "429 Too Many Requests"),
+    "provider_feedback": lambda s: s.provider_feedback(
+        [event("p/m", False, error="429 Too Many Requests")]
+    ),
+    "block_provider_of": lambda s: s.block_provider_of("p/m", "usage limit reached"),
+    "set_alias": lambda s: s.set_alias("q", "p"),
+    "aliases": lambda s: s.aliases(),
 }
 #: public names that do no I/O
 NO_IO = {"from_url", "with_window", "namespace", "window_secs", "subscription_limit_ttl_secs"}

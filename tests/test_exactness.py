@@ -116,10 +116,13 @@ def naive(model: str, sent: list[Sent], window: int, now_ms: int) -> dict[str, o
         "last_event_at": max((e.completed_at for e in live), default=None),
         "total_cost_usd": cost_nusd / 1e9,
         "tokens": tokens,
-        "avg_cost_per_1k_tokens": cost_nusd / 1e9 / tokens["total"] * 1000
-        if tokens["total"]
+        "avg_cost_per_1k_tokens": cost_nusd / 1e9 / tokens["output"] * 1000
+        if tokens["output"]
         else 0.0,
         "is_free": bool(live) and cost_nusd == 0,
+        "avg_cost_per_1k_total_tokens": cost_nusd / 1e9 / tokens["total"] * 1000
+        if tokens["total"]
+        else 0.0,
         "latency_p50_ms": rank(timed, 0.50),
         "latency_p95_ms": rank(timed, 0.95),
         "latency_p99_ms": rank(timed, 0.99),

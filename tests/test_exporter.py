@@ -112,6 +112,38 @@ def test_scrape_reports_every_model(url: str) -> None:
     store.client.close()
 
 
+def test_scrape_reports_every_provider(url: str) -> None:
+    store = TelemetryStore.from_url(url)
+    store.record_batch([event("kimi/k2", cost_usd=0.5), event("zai/glm", cost_usd=0.25)])
+    store.set_budget("kimi", hour_usd=0.6)
+    store.provider_throttled("zai")
+    with serving(url) as base:
+        data = samples(get(base + "/metrics")[1])
+    kimi = {"provider": "kimi", "store_namespace": NS}
+    zai = {"provider": "zai", "store_namespace": NS}
+    assert value(data, "redis_telemetry_provider_spend_usd", **kimi, window="hour") == 0.5
+    assert value(data, "redis_telemetry_provider_spend_usd", **zai, window="day") == 0.25
+    assert value(data, "redis_telemetry_provider_cap_usd", **kimi, window="hour") == 0.6
+    assert (
+        "redis_telemetry_provider_cap_usd",
+        tuple(sorted({**kimi, "window": "day"}.items())),
+    ) not in data
+    assert (
+        value(data, "redis_telemetry_provider_budget_info", **kimi, verdict="near_exhaustion") == 1
+    )
+    assert value(data, "redis_telemetry_provider_budget_info", **zai, verdict="uncapped") == 1
+    assert value(data, "redis_telemetry_provider_blocked", **zai) == 1
+    assert value(data, "redis_telemetry_provider_blocked", **kimi) == 0
+    assert (
+        0
+        < value(data, "redis_telemetry_provider_block_expiry_timestamp_seconds", **zai)
+        - time.time()
+        <= 60
+    )
+    assert value(data, "redis_telemetry_provider_backoff_completions", **zai) == 1
+    store.client.close()
+
+
 def test_token_kinds_sum_to_the_total_without_double_counting(url: str) -> None:
     tokens = TokenBreakdown(
         total=438, input=10, output=20, reasoning=3, cache_read=400, cache_write=5
@@ -285,7 +317,8 @@ def test_the_histogram_is_a_gauge_histogram_in_openmetrics(url: str) -> None:
 
 def test_a_scrape_reads_redis_as_one_snapshot_does(redis_server: RedisServer) -> None:
     """The histogram comes from the snapshots' sketch: a scrape sends Redis the same commands
-    as one all_model_performances() call (counted by the server's commandstats)."""
+    as one all_model_performances() and one providers() call (counted by the server's
+    commandstats)."""
     with redis_server.client() as raw:
         raw.flushall()
         with TelemetryStore.from_url(redis_server.url) as store:
@@ -304,7 +337,12 @@ def test_a_scrape_reads_redis_as_one_snapshot_does(redis_server: RedisServer) ->
                 }
 
             store.all_model_performances()  # the first call checks the eviction policy
-            direct = calls(store.all_model_performances)
+
+            def direct_reads() -> None:
+                store.all_model_performances()
+                store.providers()
+
+            direct = calls(direct_reads)
             scrape = calls(lambda: generate_latest(registry))
     assert direct
     assert scrape == direct
@@ -336,7 +374,8 @@ def test_every_metric_follows_the_naming_conventions(url: str) -> None:
         assert not set(words) & set(NOT_BASE_UNITS), f"{f.name}: use base units"
         if f.type == "gauge":
             assert not f.name.endswith(("_total", "_count", "_sum", "_bucket")), f.name
-            if f.name != "redis_telemetry_up" and f.name != "redis_telemetry_subscription_limited":
+            flags = ("up", "subscription_limited", "provider_blocked")  # 0 or 1
+            if f.name.removeprefix("redis_telemetry_") not in flags:
                 assert f.name.endswith(BASE_UNITS), f"{f.name}: name the unit last"
         if "latency" in f.name or "duration" in f.name or "timestamp" in f.name:
             assert f.name.endswith("_seconds"), f.name

@@ -413,6 +413,47 @@ def test_a_bad_limit_is_422_and_sets_nothing(
     assert not store.model_performance("lim/bad").subscription_limit_reached
 
 
+# -- providers ------------------------------------------------------------------------------
+
+
+def test_providers_are_read_and_budgets_and_blocks_set(api: Serve) -> None:
+    api.post("/v1/events", [ev("httpprov/a", cost_usd=0.5), ev("httpprov/b", cost_usd=0.25)])
+    answer = api.request("PUT", "/v1/providers/httpprov/budget", {"hour_usd": 0.8})
+    assert answer.status == 200
+    state = answer.json()
+    assert state["models"] == ["httpprov/a", "httpprov/b"]
+    assert state["budget"]["hour_spend_usd"] == 0.75
+    assert state["budget"]["verdict"] == "near_exhaustion"
+    listed = {p["provider"]: p for p in api.get("/v1/providers", token=READ).json()}
+    assert listed["httpprov"]["budget"]["hour_cap_usd"] == 0.8
+    assert api.get("/v1/providers/httpprov", token=READ).json() == listed["httpprov"]
+    blocked = api.request("PUT", "/v1/providers/httpprov/block", {"reason": "resets in 30m"})
+    assert blocked.json()["blocked_until"] is not None
+    chosen = api.post("/v1/select", {"candidates": ["httpprov/a", "httpprov/b"]}, token=READ)
+    assert chosen.status == 409
+    assert "provider httpprov blocked" in chosen.error
+    assert api.request("DELETE", "/v1/providers/httpprov/block").json()["blocked_until"] is None
+    assert (
+        api.request("PUT", "/v1/providers/httpprov/budget", {"hour_usd": 1}, token=READ).status
+        == 403
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "ask", "says"),
+    [
+        ("/v1/providers/p/budget", {"hour_usd": -1}, "hour_usd: Input should be greater than"),
+        ("/v1/providers/p/budget", {"hour": 1}, "hour: Extra inputs are not permitted"),
+        ("/v1/providers/p/budget", {"day_usd": "1"}, "day_usd: Input should be a valid number"),
+        ("/v1/providers/p/block", {"until": "soon"}, "until: Input should be a valid datetime"),
+    ],
+)
+def test_a_bad_provider_body_is_422(api: Serve, path: str, ask: dict, says: str) -> None:  # type: ignore[type-arg]
+    answer = api.request("PUT", path, ask)
+    assert answer.status == 422
+    assert answer.error.startswith(says), answer.error
+
+
 # -- health, documents, unknown paths -----------------------------------------------------------
 
 
@@ -454,6 +495,10 @@ def test_the_openapi_document_is_3_1_and_its_copy_in_docs_is_equal(api: Serve) -
         "/v1/sessions/{session_id}",
         "/v1/summary",
         "/v1/limits/{model}",
+        "/v1/providers",
+        "/v1/providers/{provider}",
+        "/v1/providers/{provider}/budget",
+        "/v1/providers/{provider}/block",
         "/healthz",
         "/readyz",
         "/v1/logs",  # the OTLP receiver (tests/test_otlp.py)

@@ -719,6 +719,10 @@ class Refusing:
         self.stored.append(e.model)
         return RecordResult(stored=1)
 
+    def provider_feedback(self, events: list[Any]) -> int:
+        self.fed = [e.model for e in events]
+        return 0
+
 
 async def test_a_refused_event_is_reported_and_the_rest_stored_sync_and_async() -> None:
     pending = [(n, Completion(event(m, True, 10))) for n, m in enumerate(["a", "bad", "c"], 1)]
@@ -729,6 +733,7 @@ async def test_a_refused_event_is_reported_and_the_rest_stored_sync_and_async() 
         else:
             drive(write_batch(pending, report), cast(Any, store))
         assert store.stored == ["a", "c"]
+        assert store.fed == ["a", "c"]  # the providers hear only of the events stored
         assert report.recorded == 2
         assert report.unparseable == [(2, "the store refuses this event")]
 
@@ -744,6 +749,9 @@ class AsyncWrap:
 
     async def record(self, e: Any) -> RecordResult:
         return self.store.record(e)
+
+    async def provider_feedback(self, events: list[Any]) -> int:
+        return self.store.provider_feedback(events)
 
 
 # -- input ----------------------------------------------------------------------------------------

@@ -302,6 +302,12 @@ async def test_a_429_without_a_retry_time_blocks_for_the_cooldown(server_url: st
     assert reason.startswith("litellm.RateLimitError")  # the provider's text, not "manual"
     (event,) = await store.events("openai/x")
     assert (event.error or "").endswith("(HTTP 429; no retry time given; retry after 60 seconds)")
+    # the provider backs off too, for every replica; a success ends it
+    backoff = await store.provider_status("openai")
+    assert (backoff.backoff_level, backoff.block_reason) == (1, "429 backoff")
+    await litellm.acompletion(model="openai/x", messages=MESSAGES, mock_response="fine")
+    await asettle(logger, 2)
+    assert (await store.provider_status("openai")).backoff_level == 0
     await store.aclose()
 
 

@@ -133,6 +133,7 @@ def test_rust_summary_round_trips() -> None:
             "tokens",
             "avg_cost_per_1k_tokens",
             "is_free",
+            "avg_cost_per_1k_total_tokens",
             "latency_p50_ms",
             "latency_p95_ms",
             "latency_p99_ms",

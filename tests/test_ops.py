@@ -28,7 +28,14 @@ from redis_telemetry.core.replies import recovering
 from redis_telemetry.core.scripts import SCRIPTS
 from redis_telemetry.core.window import CONFIG_RECHECK_MS
 
-from .helpers import event
+from . import helpers
+
+
+def event(*args: Any, **fields: Any) -> Any:
+    """``helpers.event`` without cost, unless given: a costly event's first write of the day
+    also lists its model among the spenders (one more registry call, tested below)."""
+    fields.setdefault("cost_usd", 0.0)
+    return helpers.event(*args, **fields)
 
 
 class Clock:
@@ -78,11 +85,14 @@ def core(clock: Clock) -> StoreCore:
 
 
 def test_a_new_model_yields_config_then_register_and_record(core: StoreCore, clock: Clock) -> None:
-    op = core.record(event("m"))
+    op = core.record(event("m", cost_usd=0.01))
     assert not isinstance(op, SingleCommand)
-    sent, result = drive(op, [b"3600"], [clock.ms, stored(1, clock.ms)])
-    assert [scripts_of(b) for b in sent] == [["config"], ["register", "record"]]
-    config, (register, record) = sent[0][0], sent[1]
+    sent, result = drive(op, [b"3600"], [clock.ms, clock.ms, stored(1, clock.ms)])
+    # the model's registry, then (a costly event) the spenders' registry, then the write
+    assert [scripts_of(b) for b in sent] == [["config"], ["register", "register", "record"]]
+    config, (register, spenders, record) = sent[0][0], sent[1]
+    assert isinstance(spenders, Eval)
+    assert spenders.keys == ("telemetry:spenders",)
     assert isinstance(config, Eval)
     assert config.keys == ("telemetry:config",)
     assert config.args[0] == 3600
@@ -96,6 +106,7 @@ def test_a_new_model_yields_config_then_register_and_record(core: StoreCore, clo
         "telemetry:{m}:sessions",
         "telemetry:{m}:latency",
         "telemetry:{m}:ids",
+        "telemetry:{m}:spend",
     )
     assert record.args[0] == "3600000 600000 2000 1000000"  # window, limit TTL, grace, cap
     assert result == RecordResult(stored=1)
@@ -141,8 +152,8 @@ def test_a_subscription_limit_error_is_never_the_single_command(core: StoreCore)
     assert isinstance(register, Eval)
     assert register.args[1:] == ("m", register.args[2], 600_000)
     assert isinstance(record, Eval)
-    # 0: the store's TTL, from the event's completion
-    assert record.args[-3:] == (1, 0, "weekly session limit reached")
+    # 0: the store's TTL, from the event's completion (then the spend argument, none here)
+    assert record.args[-4:] == (1, 0, "weekly session limit reached", "")
 
 
 def test_a_limit_error_with_a_reset_time_blocks_until_then(core: StoreCore, clock: Clock) -> None:
@@ -159,7 +170,7 @@ def test_a_limit_error_with_a_reset_time_blocks_until_then(core: StoreCore, cloc
     reset = at.replace(hour=15, minute=0, second=0, microsecond=0)
     if reset <= at:
         reset += timedelta(days=1)
-    assert record.args[-3:] == (1, int(reset.timestamp() * 1000), error)
+    assert record.args[-4:-1] == (1, int(reset.timestamp() * 1000), error)
 
 
 def test_the_window_is_confirmed_again_after_config_recheck_ms(

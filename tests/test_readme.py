@@ -36,6 +36,15 @@ PRINTS = {
         # the asyncio example sees the models the library example recorded
         "['anthropic/claude-sonnet-4-5', 'openai/gpt-5.1-codex', 'zai-coding-plan",
     ],
+    # the providers example prints what the page shows it printing
+    "docs/providers.md": [
+        "acme claude-code\n1.6 near_exhaustion\n",
+        "bigco/slow #1 by weighted",
+        "acme/fast #2 by weighted (weighted score (1 = best): 0.6708); 100% of 2 ok, 300 ms "
+        "avg, $0.8000/success; provider acme budget near exhaustion (hour $1.6000 of $2.0000, "
+        "day $1.6000 of $20.0000): weighted score 0.6708 x 0.6 = 0.4025\n",
+        "bigco/slow\nprovider_blocked\n3\n",
+    ],
     # the routing example prints what the page shows it printing
     "docs/routing.md": [
         "#1 by fastest (average latency, ms: 900); 100% of 3 ok, 900 ms avg",

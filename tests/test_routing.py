@@ -6,6 +6,8 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from redis_telemetry import (
     AsyncTelemetryStore,
@@ -43,7 +45,8 @@ def snap(
         last_event_at=NOW - timedelta(seconds=5) if total else None,
         total_cost_usd=cost,
         is_free=total > 0 and cost == 0,
-        tokens=TokenBreakdown(total=1000 * total),
+        tokens=TokenBreakdown(total=1000 * total, output=200 * total),
+        avg_cost_per_1k_tokens=cost / (200 * total) * 1000 if total else 0.0,
         **extra,
     )
 
@@ -81,9 +84,13 @@ def test_tail_latency_routes_on_the_stores_sketch(store: TelemetryStore) -> None
     assert "p95 latency, ms" in ranking.ranked[0].explanation
 
 
-def test_cheapest_orders_by_cost_per_success() -> None:
+def test_cheapest_orders_by_cost_per_1k_output_tokens() -> None:
+    """Upstream's figure: USD per 1,000 output tokens over every event (200 output tokens an
+    event here), failures included."""
     snaps = [snap("a", ok=10, cost=1.0), snap("b", ok=100, cost=2.0), snap("c", ok=1, cost=0.05)]
-    assert order(snaps, "cheapest") == ["b", "c", "a"]  # 0.02, 0.05, 0.1 per success
+    assert order(snaps, "cheapest") == ["b", "c", "a"]  # $0.1, $0.25, $0.5 per 1k output
+    failing = snap("d", ok=1, failed=9, cost=0.2)  # $0.1 per 1k output, $0.2 per success
+    assert order([*snaps, failing], "cheapest") == ["b", "d", "c", "a"]
 
 
 def test_free_then_cheapest() -> None:
@@ -277,3 +284,71 @@ async def test_async_ranking_equals_sync(
         ]
         assert [e.model for e in asyn.excluded] == [e.model for e in sync.excluded]
     assert await astore.select_model(["fast", "slow"]) == store.select_model(["fast", "slow"])
+
+
+# -- parity with upstream's select_best_model ------------------------------------------------
+
+
+def upstream_pick(snaps: list[ModelPerformanceSnapshot], strategy: str) -> str | None:
+    """Upstream's ``select_best_model`` (control_plane/telemetry.rs): over the models with
+    events, Fastest is the lowest ``avg_latency_ms``, Cheapest the lowest
+    ``avg_cost_per_1k_tokens``, FreeThenCheapest the first free model, else Cheapest."""
+    seen = [s for s in snaps if s.successful_completions + s.failed_completions > 0]
+    if not seen:
+        return None
+    if strategy == "fastest":
+        return min(seen, key=lambda s: s.avg_latency_ms).model
+    free = [s for s in seen if s.is_free]
+    if strategy == "free_then_cheapest" and free:
+        return free[0].model
+    return min(seen, key=lambda s: s.avg_cost_per_1k_tokens).model
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(1, 50), st.integers(0, 10), st.integers(1, 10_000), st.integers(0, 9)
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_fastest_cheapest_and_free_then_cheapest_pick_what_upstream_picks(
+    rows: list[tuple[int, int, int, int]],
+) -> None:
+    """Where upstream's rule names one model (every model has successes, distinct figures, at
+    most one free model), ours names the same."""
+    snaps = [
+        snap(f"m{i}", ok=ok, failed=failed, latency=float(lat), cost=cost / 100)
+        for i, (ok, failed, lat, cost) in enumerate(rows)
+    ]
+    for strategy in ("fastest", "cheapest", "free_then_cheapest"):
+        figure = [
+            s.avg_latency_ms if strategy == "fastest" else s.avg_cost_per_1k_tokens for s in snaps
+        ]
+        if len(set(figure)) < len(figure) or sum(s.is_free for s in snaps) > 1:
+            continue  # a tie: upstream's pick depends on a HashMap's order
+        assert choose(rank(snaps, strategy, now=NOW)) == upstream_pick(snaps, strategy)
+
+
+def test_no_model_wins_by_accident_where_upstream_would() -> None:
+    """Upstream reads 0 for a model that only failed (latency) or had no output tokens (cost):
+    it would win; here it never does."""
+    only_failed = snap("only-failed", ok=0, failed=3, cost=0.5)
+    ok = snap("ok", latency=800)
+    assert upstream_pick([only_failed, ok], "fastest") == "only-failed"
+    assert choose(rank([only_failed, ok], "fastest", now=NOW)) == "ok"
+    no_output = snap("no-output", cost=0.5).model_copy(
+        update={"tokens": TokenBreakdown(total=1000), "avg_cost_per_1k_tokens": 0.0}
+    )
+    assert upstream_pick([no_output, ok], "cheapest") == "no-output"
+    assert choose(rank([no_output, ok], "cheapest", now=NOW)) == "ok"
+    assert choose(rank([no_output, ok], "free_then_cheapest", now=NOW)) == "ok"
+
+
+def test_ties_break_the_same_way_whatever_the_order() -> None:
+    snaps = [snap("b"), snap("a"), snap("c", ok=9, failed=1, cost=0.09)]
+    for strategy in ("fastest", "cheapest", "free_then_cheapest"):
+        orders = {tuple(order(list(p), strategy)) for p in (snaps, snaps[::-1])}
+        assert len(orders) == 1, strategy
+    assert order(snaps, "fastest") == ["a", "b", "c"]  # success rate, then name

@@ -401,15 +401,18 @@ def test_every_key_expires(r: redis.Redis, store: TelemetryStore) -> None:
     assert sorted(keys) == [
         b"telemetry:config",
         b"telemetry:models",
+        b"telemetry:spenders",
         b"telemetry:{a}:events",
         b"telemetry:{a}:ids",
         b"telemetry:{a}:latency",
         b"telemetry:{a}:sessions",
+        b"telemetry:{a}:spend",
         b"telemetry:{a}:totals",
         b"telemetry:{b}:events",
         b"telemetry:{b}:ids",
         b"telemetry:{b}:limit",
         b"telemetry:{b}:sessions",
+        b"telemetry:{b}:spend",
         b"telemetry:{b}:totals",
         b"telemetry:{c}:limit",
     ]
@@ -427,10 +430,12 @@ def test_keys_follow_the_documented_layout(r: redis.Redis) -> None:
     assert all_keys(r) == [
         b"fleet:config",
         b"fleet:models",
+        b"fleet:spenders",
         b"fleet:{zai-coding-plan/glm-5.1}:events",
         b"fleet:{zai-coding-plan/glm-5.1}:ids",
         b"fleet:{zai-coding-plan/glm-5.1}:limit",
         b"fleet:{zai-coding-plan/glm-5.1}:sessions",
+        b"fleet:{zai-coding-plan/glm-5.1}:spend",
         b"fleet:{zai-coding-plan/glm-5.1}:totals",
     ]
     assert r.type("fleet:{zai-coding-plan/glm-5.1}:events") == b"zset"

@@ -138,6 +138,34 @@ def test_a_limit_set_elsewhere_shows_within_limits_max_age(store: TelemetryStore
     assert tier.select_model(MODELS).model == "slow"
 
 
+def test_a_provider_blocked_elsewhere_leaves_within_limits_max_age(store: TelemetryStore) -> None:
+    """Provider blocks, backoff and budgets ride with every refresh: a provider blocked by
+    another replica leaves the tier's decisions at the next limits refresh."""
+    store.record_batch(
+        [event("fastco/a", latency_ms=100)] * 3 + [event("slowco/b", latency_ms=900)] * 3
+    )
+    clock = Clock()
+    tier = tier_of(store, clock)
+    other = TelemetryStore(store.client)
+    assert tier.select_model(["fastco/a", "slowco/b"]).model == "fastco/a"
+    other.block_provider("fastco", reason="usage limit reached, resets in 2 hours")
+    clock.now += 1.1
+    tier.select_model(["fastco/a", "slowco/b"])  # due: starts the limits refresh
+    assert tier.settle()
+    decision = tier.rank_models(["fastco/a", "slowco/b"])
+    assert [(e.model, e.reason) for e in decision.ranking.excluded] == [
+        ("fastco/a", "provider_blocked")
+    ]
+    other.set_budget("slowco", day_usd=0.01)  # spent: 3 x $0.01
+    other.unblock_provider("fastco")
+    clock.now += 1.1
+    tier.select_model(["fastco/a", "slowco/b"])
+    assert tier.settle()
+    assert tier.select_model(["fastco/a", "slowco/b"]).model == "fastco/a"
+    reasons = {e.model: e.reason for e in tier.rank_models(["slowco/b"]).ranking.excluded}
+    assert reasons == {"slowco/b": "budget_exhausted"}
+
+
 # -- this store's own writes -------------------------------------------------------------------
 
 

@@ -49,3 +49,22 @@ def reader(url: str, stop: EventType) -> dict[str, Any]:
             break
     store.client.close()
     return {"reads": reads, "regressions": regressions, "last": last}
+
+
+def spender(url: str, writer_id: int, events: int, writers: int) -> int:
+    """Write ``events`` costly events, each twice (a retry), half one by one and half in
+    batches of 5; the ids overlap another writer's. Return how many were stored."""
+    store = TelemetryStore.from_url(url)
+    distinct = writers * events // 2
+    ids = [(writer_id * events // 2 + k) % distinct for k in range(events)]
+    mine = [event("spend/m", cost_usd=(i + 1) / 1e6, event_id=f"id-{i}") for i in ids]
+    stored = 0
+    for attempt in range(2):
+        for e in mine[: events // 2]:
+            stored += store.record(e).stored
+        rest = mine[events // 2 :]
+        for start in range(0, len(rest), 5):
+            stored += store.record_batch(rest[start : start + 5]).stored
+        assert attempt == 0 or stored <= events
+    store.client.close()
+    return stored

@@ -65,6 +65,32 @@ class Keys:
         ``record.lua``: one event id is one event per model."""
         return f"{self.namespace}:{{{model}}}:ids"
 
+    def spend(self, model: str) -> str:
+        """Hash of the model's spend in nano-USD per UTC hour (``h:<hours since the epoch>``)
+        and day (``d:<days>``), kept by ``record.lua``: the current ones and later."""
+        return f"{self.namespace}:{{{model}}}:spend"
+
+    def provider(self, provider: str) -> str:
+        """Hash of one provider's shared settings: caps, forced exhaustion, block, backoff
+        (``lua/provider.lua``)."""
+        return f"{self.namespace}:{{{provider}}}:provider"
+
+    @property
+    def providers(self) -> str:
+        """Sorted set registry: provider -> epoch ms until which its settings are kept."""
+        return f"{self.namespace}:providers"
+
+    @property
+    def spenders(self) -> str:
+        """Sorted set registry: model -> epoch ms until which its ``spend`` hash may count
+        (the end of the latest UTC day it spent in)."""
+        return f"{self.namespace}:spenders"
+
+    @property
+    def aliases(self) -> str:
+        """Hash: provider -> the provider it is folded into (one hop)."""
+        return f"{self.namespace}:aliases"
+
     @property
     def models(self) -> str:
         """Sorted set registry: model -> epoch ms until which it has data or a limit."""

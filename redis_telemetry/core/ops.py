@@ -30,7 +30,7 @@ from ..models import (
 from . import backup, codec, notes, rules, scripts, totals, transfer
 from .commands import Batch, Cmd, Command, Eval, Op, SingleCommand, key_of
 from .keys import Keys, check_namespace
-from .reads import Reads
+from .provider_ops import ProviderOps
 from .replies import time_ms, translate, usable
 from .window import SharedWindow
 
@@ -46,7 +46,7 @@ _SCORE = operator.itemgetter(1)  # of a codec.PreparedEvent
 _LIMIT_REASON = operator.itemgetter(3)
 
 
-class StoreCore(Reads):
+class StoreCore(ProviderOps):
     """The state and logic of one store; the sync and async stores drive its operations.
 
     The writes are here; the reads come from :class:`~.reads.Reads`."""
@@ -86,6 +86,7 @@ class StoreCore(Reads):
         self._model_keys: dict[str, tuple[str, ...]] = {}
         self._settings_for = -1
         self._settings_text = ""
+        self._init_providers()
 
     @property
     def _registry_slack_ms(self) -> int:
@@ -176,6 +177,9 @@ class StoreCore(Reads):
             if block_ms or self._registered.get(model, -1) < need:
                 entries.append((model, need + self._registry_slack_ms, block_ms))
         batch: Batch = [scripts.register_call(self.keys, entries)] if entries else []
+        spenders = self.spender_entries(by_model)  # listed before their spend, as models are
+        if spenders:
+            batch.append(self.spender_call(spenders))
         first = len(batch)
         chunks: list[tuple[str, int]] = []  # each record.lua call's model and newest score
         for model, group in by_model.items():
@@ -189,6 +193,7 @@ class StoreCore(Reads):
         results = yield from self._write(batch, ttl_ms)
         for model, keep_until, _ in entries:
             self._registered[model] = max(self._registered.get(model, -1), keep_until)
+        self.spenders_listed(spenders)
         result = self._tally(results[first:last], repeated)
         just_listed = {e[0] for e in entries}
         lost: dict[str, int] = {}
@@ -223,6 +228,7 @@ class StoreCore(Reads):
                 self.keys.sessions(model),
                 self.keys.latency(model),
                 self.keys.ids(model),
+                self.keys.spend(model),
             )
             self._model_keys[model] = keys
         return scripts.record_call(keys, self._settings, chunk)
@@ -274,6 +280,7 @@ class StoreCore(Reads):
         if (
             self.wait_for_replicas
             or p.limit_reason
+            or self.spends_new_day(p.model, p.score_ms, p.sums[scripts._COST])
             or self._registered.get(p.model, -1) < p.score_ms + self._window_ms
             or self.window.due(self.window.config_ttl(self.window.governs(p.score_ms, now)), now)
         ):

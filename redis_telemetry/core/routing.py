@@ -10,7 +10,7 @@ the model name (alphabetical), so equal inputs always give the same order.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Literal
@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from ..errors import InvalidInputError, TelemetryError
 from ..models import ModelPerformanceSnapshot
+from .providers import NEAR_EXHAUSTION_PENALTY, ProviderStatus
 
 __all__ = [
     "ExcludedModel",
@@ -28,6 +29,7 @@ __all__ = [
     "StalePolicy",
     "Strategy",
     "Weights",
+    "apply_providers",
     "choose",
     "rank",
 ]
@@ -38,7 +40,7 @@ class Strategy(StrEnum):
 
     FASTEST = "fastest"  # lowest average latency of successful completions
     TAIL_LATENCY = "tail_latency"  # lowest p95 latency of successful completions
-    CHEAPEST = "cheapest"  # lowest cost per successful completion
+    CHEAPEST = "cheapest"  # lowest avg_cost_per_1k_tokens (USD per 1,000 output tokens)
     FREE_THEN_CHEAPEST = "free_then_cheapest"  # free models first (by reliability), then cheapest
     MOST_RELIABLE = "most_reliable"  # highest success rate
     WEIGHTED = "weighted"  # a weighted sum of normalised metrics (see Weights)
@@ -72,7 +74,9 @@ class ExcludedModel(BaseModel):
     """A candidate that was filtered out, and why."""
 
     model: str
-    reason: Literal["subscription_limited", "stale", "unknown"]
+    reason: Literal[
+        "subscription_limited", "stale", "unknown", "provider_blocked", "budget_exhausted"
+    ]
     explanation: str
     #: when a limited model comes back (None: unknown, or not limited)
     available_at: datetime | None = None
@@ -150,11 +154,21 @@ def _tail_latency(usable: Sequence[ModelPerformanceSnapshot], _: Weights) -> dic
     return out
 
 
+def _cost_per_1k_output(s: ModelPerformanceSnapshot) -> float:
+    """Upstream's figure, ``avg_cost_per_1k_tokens`` (USD per 1,000 output tokens, every
+    event), except that a model that cost something without any output token is never the
+    cheapest by accident (upstream reads it as 0)."""
+    if s.tokens.output > 0 or s.total_cost_usd == 0:
+        return s.avg_cost_per_1k_tokens
+    return float("inf")
+
+
 def _cheapest(usable: Sequence[ModelPerformanceSnapshot], _: Weights) -> dict[str, Scored]:
     out: dict[str, Scored] = {}
     for s in usable:
-        cps = _cost_per_success(s)
-        out[s.model] = (cps, (cps, *_tie_key(s)), "USD per successful completion")
+        c = _cost_per_1k_output(s)
+        key = (c, _cost_per_success(s), *_tie_key(s))
+        out[s.model] = (c, key, "USD per 1,000 output tokens")
     return out
 
 
@@ -163,10 +177,10 @@ def _free_then_cheapest(
 ) -> dict[str, Scored]:
     out: dict[str, Scored] = {}
     for s in usable:
-        cps = _cost_per_success(s)
+        c = _cost_per_1k_output(s)
         tier = 0 if s.is_free else 1
-        key = (tier, cps if tier else 0.0, *_tie_key(s))
-        out[s.model] = (cps, key, "free first, then USD per successful completion")
+        key = (tier, c if tier else 0.0, _cost_per_success(s), *_tie_key(s))
+        out[s.model] = (c, key, "free first, then USD per 1,000 output tokens")
     return out
 
 
@@ -277,6 +291,71 @@ def rank(
         why = f"#{i} by {strategy.value} ({meaning}: {shown}); {_describe(s)}"
         ranked.append(RankedModel(model=s.model, rank=i, score=score, explanation=why, snapshot=s))
     return Ranking(strategy=strategy, ranked=ranked, excluded=excluded)
+
+
+def _provider_exclusion(model: str, p: ProviderStatus) -> ExcludedModel | None:
+    """Why ``model`` leaves the candidates for its provider's sake (None: it stays)."""
+    if p.blocked_until is not None:
+        return ExcludedModel(
+            model=model,
+            reason="provider_blocked",
+            explanation=f"provider {p.provider} blocked until {p.blocked_until.isoformat()} "
+            f"({p.block_reason})",
+            available_at=p.blocked_until,
+        )
+    b = p.budget
+    if b.verdict == "exhausted":
+        why = "forced by exhaust()" if b.forced else _spend_text(p)
+        return ExcludedModel(
+            model=model,
+            reason="budget_exhausted",
+            explanation=f"provider {p.provider} budget exhausted ({why})",
+        )
+    return None
+
+
+def _spend_text(p: ProviderStatus) -> str:
+    b = p.budget
+    parts = [f"hour ${b.hour_spend_usd:.4f} of ${b.hour_cap_usd:.4f}"] if b.hour_cap_usd else []
+    if b.day_cap_usd is not None:
+        parts.append(f"day ${b.day_spend_usd:.4f} of ${b.day_cap_usd:.4f}")
+    return ", ".join(parts) or "cap 0"
+
+
+def apply_providers(ranking: Ranking, status: Mapping[str, ProviderStatus | None]) -> Ranking:
+    """``ranking`` with its providers' verdicts applied (upstream's rules): a model whose
+    provider is blocked (a block or a 429 backoff) or whose budget is exhausted leaves the
+    candidates, unknown ones too (exploration never picks them); a model whose provider is
+    near exhaustion keeps its place, says so, and under ``weighted`` its score is multiplied by
+    :data:`~.providers.NEAR_EXHAUSTION_PENALTY` and the order recomputed. ``status`` maps each
+    model to its provider's status (None: nothing recorded), computed at the server's time."""
+    excluded: list[ExcludedModel] = []
+    for e in ranking.excluded:
+        p = status.get(e.model)
+        gone = _provider_exclusion(e.model, p) if p is not None and e.reason == "unknown" else None
+        excluded.append(gone or e)
+    kept: list[tuple[RankedModel, float, str]] = []
+    for r in ranking.ranked:
+        p = status.get(r.model)
+        gone = _provider_exclusion(r.model, p) if p is not None else None
+        if gone is not None:
+            excluded.append(gone)
+            continue
+        score, note = r.score, ""
+        if p is not None and p.budget.verdict == "near_exhaustion":
+            note = f"; provider {p.provider} budget near exhaustion ({_spend_text(p)})"
+            if ranking.strategy == Strategy.WEIGHTED:
+                score *= NEAR_EXHAUSTION_PENALTY
+                note += f": weighted score {r.score:.4g} x {NEAR_EXHAUSTION_PENALTY} = {score:.4g}"
+        kept.append((r, score, note))
+    if ranking.strategy == Strategy.WEIGHTED:
+        kept.sort(key=lambda k: (-k[1], *_tie_key(k[0].snapshot)))
+    ranked = []
+    for i, (r, score, note) in enumerate(kept, 1):
+        _, _, rest = r.explanation.partition(" ")
+        why = f"#{i} {rest}{note}"
+        ranked.append(r.model_copy(update={"rank": i, "score": score, "explanation": why}))
+    return Ranking(strategy=ranking.strategy, ranked=ranked, excluded=excluded)
 
 
 def choose(

@@ -18,6 +18,7 @@ from ..models import RecordResult
 from . import codec, sketch, totals
 from .commands import Eval
 from .keys import Keys
+from .providers import SETTINGS_TTL_MS
 
 SCRIPT_NAMES = (
     "config",
@@ -28,6 +29,7 @@ SCRIPT_NAMES = (
     "window",
     "limit",
     "rewindow",
+    "provider",
 )
 #: Scripts that read members: ``lua/event.lua`` is written into them at load.
 INCLUDES_EVENT = ("record", "snapshot", "session")
@@ -163,6 +165,16 @@ def limit_call(keys: Keys, model: str, until_ms: int, reason: str) -> Eval:
     return Eval("limit", (keys.limit(model),), (until_ms, reason))
 
 
+# -- provider.lua ---------------------------------------------------------------------------
+
+
+def provider_call(keys: Keys, provider: str, verb: str, *args: Any) -> Eval:
+    """One ``provider.lua`` call: ``verb`` (caps, exhaust, block, unblock, throttle, success)
+    on ``provider``'s settings; the reply is {now_ms, block_until, backoff_level,
+    backoff_until}."""
+    return Eval("provider", (keys.provider(provider),), (SETTINGS_TTL_MS, verb, *args))
+
+
 # -- record.lua ----------------------------------------------------------------------------
 
 #: ARGV[2]: count, oldest and newest score, the sums in ``totals.FIELDS`` order, and how many
@@ -220,10 +232,34 @@ def limit_triples(reasons: Sequence[str], untils: Sequence[int]) -> list[Any]:
     return triples
 
 
+def spend_arg(chunk: Sequence[codec.PreparedEvent]) -> str:
+    """``record.lua``'s last argument when it keeps spend (KEYS[7]): "hour nusd ..." pairs,
+    the events' cost per UTC completion hour, as if every one is stored (costless hours left
+    out)."""
+    if len(chunk) == 1:  # the common write
+        cost = chunk[0].sums[_COST]
+        return f"{chunk[0].score_ms // 3_600_000} {cost}" if cost else ""
+    hours: dict[int, int] = {}
+    for p in chunk:
+        if cost := p.sums[_COST]:
+            hour = p.score_ms // 3_600_000
+            hours[hour] = hours.get(hour, 0) + cost
+    return " ".join(f"{h} {c}" for h, c in hours.items())
+
+
 def record_call(keys: tuple[str, ...], settings: str, chunk: Sequence[codec.PreparedEvent]) -> Eval:
     """One ``record.lua`` call for ``chunk``, events of the model whose (events, limit,
-    totals, sessions, latency, ids) keys are ``keys``, ids distinct; an empty chunk is an
-    upkeep call."""
+    totals, sessions, latency, ids[, spend]) keys are ``keys``, ids distinct; an empty chunk
+    is an upkeep call."""
+    call = _record_call(keys, settings, chunk)
+    if len(keys) < 7:
+        return call
+    return call._replace(args=(*call.args, spend_arg(chunk)))
+
+
+def _record_call(
+    keys: tuple[str, ...], settings: str, chunk: Sequence[codec.PreparedEvent]
+) -> Eval:
     if not chunk:
         return upkeep_call(keys, settings)
     if len(chunk) == 1:

@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, TypedDict
+from types import MappingProxyType
+from typing import Any, NamedTuple, TypedDict, TypeVar
 
 from ..errors import InvalidInputError, TelemetryUnavailable
 from ..models import ModelPerformanceSnapshot
 from . import routing, rules, snapshot
 from .commands import Batch, Cmd, Op
+from .provider_ops import ProviderOps
+from .providers import ProviderStatus
 from .reads import Reads
 from .replies import time_ms
 
@@ -32,6 +35,7 @@ from .replies import time_ms
 #: limits only.
 PERFORMANCE = "performance"
 LIMITS = "limits"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,12 +94,24 @@ class Choice(NamedTuple):
 
 class Refreshed(NamedTuple):
     """What one refresh read: ``kind``, the snapshots (performance) or the limit states
-    (limits: model -> (limited, expires_at)), and when the read started by the tier's clock."""
+    (limits: model -> (limited, expires_at)), and when the read started by the tier's clock;
+    with every refresh, each model's provider status (None: nothing recorded)."""
 
     kind: str
     started: float
     snapshots: dict[str, ModelPerformanceSnapshot]
     limits: dict[str, tuple[bool, datetime | None]]
+    providers: Mapping[str, ProviderStatus | None] = MappingProxyType({})
+
+
+def with_providers(
+    core: ProviderOps, op: Op[T], models: Sequence[str]
+) -> Op[tuple[T, dict[str, ProviderStatus | None]]]:
+    """``op``'s reading, then the providers of ``models`` (budgets, blocks, backoff): one more
+    round trip once warm, off the caller's path like the rest of a refresh."""
+    got = yield from op
+    view = yield from core.provider_view(models)
+    return got, {m: view.of(m) for m in models}
 
 
 def performance_op(reads: Reads, models: Sequence[str]) -> Op[dict[str, ModelPerformanceSnapshot]]:
@@ -127,6 +143,8 @@ class TierState:
         #: every model a caller asked about: each refresh reads them all
         self.models: dict[str, None] = {}
         self.snapshots: dict[str, ModelPerformanceSnapshot] = {}
+        #: each model's provider status, as the last refresh read it (see ``with_providers``)
+        self.providers: dict[str, ProviderStatus | None] = {}
         #: when the data's reads started (None: never read)
         self.performance_at: float | None = None
         self.limits_at: float | None = None
@@ -215,6 +233,7 @@ class TierState:
         """Apply a refresh's reading: the breaker closes, and this store's own limit writes
         made before the read started are now in Redis's answer."""
         self.failed_at = self.error = None
+        self.providers.update(got.providers)
         if got.kind == PERFORMANCE:
             self.snapshots.update(got.snapshots)
             self._unread.difference_update(got.snapshots)
@@ -265,6 +284,8 @@ class TierState:
             ranking = routing.rank(
                 snaps, request.strategy, now=datetime.now(UTC), **request.options
             )
+            by_model = {m: self.providers.get(m) for m in request.models}
+            ranking = routing.apply_providers(ranking, by_model)
             if len(self._rankings) > 1000:
                 self._rankings.clear()
             self._rankings[request.key] = (self._version, ranking)

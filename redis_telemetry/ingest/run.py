@@ -289,6 +289,8 @@ def limit_steps(limit: Limit, now: datetime, kept: datetime | None, ttl_secs: in
     if until <= now or (kept is not None and kept >= until):
         return False
     yield Call("mark_subscription_limited", (limit.model,), {"until": until})
+    # a limit that names the account blocks the whole provider (core.providers.account_wide)
+    yield Call("block_provider_of", (limit.model, limit.reason or "limit"), {"until": limit.until})
     return True
 
 
@@ -466,15 +468,20 @@ def write_batch(pending: list[tuple[int, Completion]], report: IngestReport) -> 
     """One round trip; if the store refuses an event, write the rest one by one."""
     if not pending:
         return
+    written = [c.event for _, c in pending]
     try:
-        results = [(yield Call("record_batch", ([c.event for _, c in pending],)))]
+        results = [(yield Call("record_batch", (written,)))]
     except InvalidInputError:
-        results = []
+        results, written = [], []
         for lineno, c in pending:
             try:
                 results.append((yield Call("record", (c.event,))))
+                written.append(c.event)
             except InvalidInputError as exc:
                 report.unparseable.append((lineno, str(exc)))
+    # successes end their providers' backoff (limits block with the Limit items)
+    if any(e.success for e in written):
+        yield Call("provider_feedback", ([e for e in written if e.success],))
     for r in results:
         report.recorded += r.stored
         report.duplicates += r.duplicates

@@ -40,6 +40,8 @@ from ..exporter import SnapshotCollector, scrape_budget
 from ..models import CompletionEvent, ModelPerformanceSnapshot, TelemetrySummary, UsageSnapshot
 from .bodies import DecodedBodies
 from .otlp import add_otlp_routes
+from .providers import REQUEST_MODELS as PROVIDER_BODIES
+from .providers import add_provider_routes
 from .schemas import (
     ErrorBody,
     Lifted,
@@ -124,7 +126,7 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 _ALWAYS = (401, 503)
 _BODY = (400, 413, 415, 422)
 #: the request bodies the routes parse themselves, as JSON (strict types, as serde reads them)
-_REQUEST_MODELS = (CompletionEvent, SelectRequest, LimitRequest, TelemetrySummary)
+_REQUEST_MODELS = (CompletionEvent, SelectRequest, LimitRequest, TelemetrySummary, *PROVIDER_BODIES)
 
 
 #: the OpenAPI document's security scheme (the tokens are checked by ``core.tokens``)
@@ -301,6 +303,8 @@ def create_app(
     async def clear_limit(model: str) -> Response:
         """Lift a model's block."""
         return _json(Lifted(lifted=await stores(lambda s: s.clear_subscription_limit(model))))
+
+    add_provider_routes(route, stores, read, write, _body, _BODY)
 
     @app.get("/healthz", response_class=PlainTextResponse, dependencies=[probe])
     async def healthz() -> str:

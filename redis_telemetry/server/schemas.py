@@ -57,11 +57,19 @@ class Candidate(BaseModel):
     rank: int | None
     #: its score under the strategy (None when excluded, or when it has no value to score)
     score: float | None
-    #: ``ranked``, or why it was excluded: ``subscription_limited``, ``stale``, ``unknown``
-    reason: Literal["ranked", "subscription_limited", "stale", "unknown"]
+    #: ``ranked``, or why it was excluded: ``subscription_limited``, ``stale``, ``unknown``,
+    #: ``provider_blocked`` (a block or a 429 backoff), ``budget_exhausted``
+    reason: Literal[
+        "ranked",
+        "subscription_limited",
+        "stale",
+        "unknown",
+        "provider_blocked",
+        "budget_exhausted",
+    ]
     #: the reason in words, with the numbers behind it
     explanation: str
-    #: when a subscription-limited candidate comes back
+    #: when a subscription-limited candidate (or a blocked provider's) comes back
     available_at: datetime | None = None
 
 

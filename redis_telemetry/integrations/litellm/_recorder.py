@@ -4,9 +4,11 @@ LiteLLM's hooks only queue (no Redis round trip on the caller's path). With a
 ``TelemetryStore`` the worker is a thread; with an ``AsyncTelemetryStore`` it is a task on the
 event loop that recorded first (or on a private loop thread when the first call is sync). A
 batch is one ``record_batch`` round trip: a rate-limited call blocks its deployment through its
-own event (its error text states the end). Delivery is at most once: a batch Redis refuses is
-dropped, counted, and logged once per outage; when the queue is full the oldest outcome is
-dropped. At interpreter exit the queue is flushed, for at most ``exit_timeout`` seconds.
+own event (its error text states the end); then ``provider_feedback`` tells the providers
+(a 429 backs its provider off, a success ends the backoff, an account's quota blocks it).
+Delivery is at most once: a batch Redis refuses is dropped, counted, and logged once per
+outage; when the queue is full the oldest outcome is dropped. At interpreter exit the queue
+is flushed, for at most ``exit_timeout`` seconds.
 """
 
 from __future__ import annotations
@@ -181,7 +183,9 @@ class ThreadRecorder(Recorder[TelemetryStore]):
             batch = self._take()
             error: BaseException | None = None
             try:
-                self.store.record_batch([o.event for o in batch])
+                events = [o.event for o in batch]
+                self.store.record_batch(events)
+                self.store.provider_feedback(events)  # 429 backoff, blocks, successes
             except Exception as exc:  # never let the worker die
                 error = exc
             self._finish(batch, error)
@@ -229,7 +233,9 @@ class LoopRecorder(Recorder[AsyncTelemetryStore]):
         while batch := self._take():
             error: BaseException | None = None
             try:
-                await self.store.record_batch([o.event for o in batch])
+                events = [o.event for o in batch]
+                await self.store.record_batch(events)
+                await self.store.provider_feedback(events)  # 429 backoff, blocks, successes
             except Exception as exc:  # never let the worker die
                 error = exc
             self._finish(batch, error)
