@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..core.bodies import BodyError
+from ..errors import InvalidInputError
 
 #: The three signals of OTLP/HTTP, by the last part of their path.
 Signal = Literal["logs", "traces", "metrics"]
@@ -119,7 +120,7 @@ def span_key(key: str) -> bool:
     return key.startswith(SPAN_KEYS_PREFIX) or key in SPAN_KEYS
 
 
-class Unmappable(ValueError):
+class Unmappable(InvalidInputError):
     """A record that should have become an event and cannot: counted as rejected."""
 
 
