@@ -1,5 +1,6 @@
 """Both stores are context managers that close their connections, as ``close()`` and
-``aclose()`` do; counted by the server itself (CLIENT LIST, by the client's name)."""
+``aclose()`` do; counted by the server itself (CLIENT LIST, by the client's name). Each test
+has its own namespace: the server is shared with other tests, which set other windows."""
 
 from __future__ import annotations
 
@@ -19,13 +20,13 @@ def connected(server: RedisServer, name: str) -> int:
 
 def test_with_closes_the_connections_even_on_an_error(redis_server: RedisServer) -> None:
     url = f"{redis_server.url}?client_name=with-block"
-    with TelemetryStore.from_url(url) as store:
+    with TelemetryStore.from_url(url, namespace="with-block") as store:
         store.record(event("m"))
         assert connected(redis_server, "with-block") == 1
     assert connected(redis_server, "with-block") == 0
 
     def fail_inside() -> None:
-        with TelemetryStore.from_url(url) as store:
+        with TelemetryStore.from_url(url, namespace="with-block") as store:
             store.record(event("m"))
             raise RuntimeError("the block failed")
 
@@ -45,11 +46,11 @@ def test_close_closes_and_a_closed_store_reconnects(redis_server: RedisServer) -
 
 async def test_async_with_closes_the_connections(redis_server: RedisServer) -> None:
     url = f"{redis_server.url}?client_name=async-block"
-    async with AsyncTelemetryStore.from_url(url) as store:
+    async with AsyncTelemetryStore.from_url(url, namespace="with-block") as store:
         await store.record(event("m"))
         assert connected(redis_server, "async-block") == 1
     assert connected(redis_server, "async-block") == 0
-    store = AsyncTelemetryStore.from_url(url)
+    store = AsyncTelemetryStore.from_url(url, namespace="async-block")
     await store.record(event("m"))
     await store.aclose()
     assert connected(redis_server, "async-block") == 0
