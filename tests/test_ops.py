@@ -22,7 +22,7 @@ from redis_telemetry import (
     TelemetryStore,
     WindowMismatchError,
 )
-from redis_telemetry.core.commands import Batch, Cmd, Eval, SingleCommand
+from redis_telemetry.core.commands import Batch, Cmd, Eval, SingleCommand, together
 from redis_telemetry.core.ops import StoreCore
 from redis_telemetry.core.replies import recovering
 from redis_telemetry.core.scripts import SCRIPTS
@@ -274,3 +274,37 @@ def test_a_block_until_a_time_sends_the_time_for_the_server_to_judge(
     clock.now += 3600  # this clock says the time is long past: the server still decides
     sent, _ = drive(core.mark_subscription_limited("m", until=until), [b"3600"], [0, 0])
     assert sent[-1][1] == limit
+
+
+def _asks(name: str, rounds: int, log: list[Any]) -> Generator[Batch, list[Any], str]:
+    """An operation of ``rounds`` round trips of one command each, logging its replies."""
+    for i in range(rounds):
+        try:
+            log.append((yield [Cmd("get", (f"{name}{i}",))]))
+        except TelemetryError as exc:
+            log.append(str(exc))
+    return name
+
+
+def test_together_sends_both_operations_rounds_as_one() -> None:
+    first: list[Any] = []
+    second: list[Any] = []
+    op = together(_asks("a", 1, first), _asks("b", 2, second))
+    assert [c.args for c in next(op)] == [("a0",), ("b0",)]
+    assert [c.args for c in op.send(["ra0", "rb0"])] == [("b1",)]  # the first is done
+    with pytest.raises(StopIteration) as stop:
+        op.send(["rb1"])
+    assert stop.value.value == ("a", "b")
+    assert (first, second) == ([["ra0"]], [["rb0"], ["rb1"]])
+
+
+def test_together_gives_an_error_to_the_first_and_sends_the_seconds_batch_again() -> None:
+    first: list[Any] = []
+    second: list[Any] = []
+    op = together(_asks("a", 2, first), _asks("b", 1, second))
+    next(op)
+    again = op.throw(TelemetryError("boom"))
+    assert [c.args for c in again] == [("a1",), ("b0",)]
+    with pytest.raises(StopIteration):
+        op.send(["ra1", "rb0"])
+    assert (first, second) == (["boom", ["ra1"]], [["rb0"]])

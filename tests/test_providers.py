@@ -481,6 +481,12 @@ def test_a_routing_read_of_providers_is_one_round_trip_once_warm(
     again = store._run(store._core.provider_view(["a/x"]))
     assert len(sent) == 2
     assert again.status["a"].budget.day_spend_usd == pytest.approx(0.3)
+    # a ranking reads the providers beside the snapshots: one round trip once warm
+    store.rank_models(["a/x", "a/z", "b/y"])
+    sent.clear()
+    ranking = store.rank_models(["a/x", "a/z", "b/y"])
+    assert len(sent) == 1
+    assert {r.model for r in ranking.ranked} == {"a/x", "a/z", "b/y"}
 
 
 def test_the_windows_roll_at_the_servers_hour_and_day() -> None:

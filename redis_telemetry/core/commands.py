@@ -14,7 +14,11 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 from redis.exceptions import NoScriptError
 
+from ..errors import TelemetryError
+
 T = TypeVar("T")
+A = TypeVar("A")
+B = TypeVar("B")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,3 +102,48 @@ def queue(pipe: Any, batch: Batch, shas: Mapping[str, str]) -> None:
 def single(batch: Batch) -> Command | None:
     """The one command of a batch that needs no pipeline (a pipeline costs more)."""
     return batch[0] if len(batch) == 1 else None
+
+
+def together(first: Op[A], second: Op[B]) -> Op[tuple[A, B]]:
+    """Run two operations side by side: each round sends both one's batches as one batch, so
+    two operations of one round trip each cost one round trip together.
+
+    An error reply thrown into the pair goes to ``first``; ``second``'s commands of that round
+    are sent again with the next batch, so ``second`` must be reads that an error of
+    ``first``'s cannot concern (its own commands ``tolerant``, as a read of the providers'
+    hashes is)."""
+    done: dict[int, Any] = {}
+    pending: list[Batch | None] = [None, None]
+    ops: tuple[Op[Any], Op[Any]] = (first, second)
+    thrown: BaseException | None = None
+
+    def step(i: int, reply: list[Any] | None) -> None:
+        nonlocal thrown
+        try:
+            if thrown is not None and i == 0:
+                exc, thrown = thrown, None
+                pending[i] = ops[i].throw(exc)
+            elif reply is None:
+                pending[i] = next(ops[i])
+            else:
+                pending[i] = ops[i].send(reply)
+        except StopIteration as stop:
+            done[i], pending[i] = stop.value, None
+
+    step(0, None)
+    step(1, None)
+    while len(done) < 2:
+        a, b = pending[0] or [], pending[1] or []
+        try:
+            replies = yield a + b
+        except TelemetryError as exc:
+            if 0 in done:
+                raise
+            thrown = exc
+            step(0, None)
+            continue
+        if 0 not in done:
+            step(0, replies[: len(a)])
+        if 1 not in done:
+            step(1, replies[len(a) :])
+    return done[0], done[1]

@@ -19,7 +19,7 @@ from ..errors import InvalidInputError
 from ..models import CompletionEvent
 from . import providers as pv
 from . import routing, rules, scripts
-from .commands import Batch, Cmd, Eval, Op
+from .commands import Batch, Cmd, Eval, Op, together
 from .keys import Keys
 from .reads import Reads
 from .replies import time_ms
@@ -421,18 +421,24 @@ class ProviderOps(Reads):
         """:meth:`Reads.rank_models`, then the providers' verdicts: an exhausted or blocked
         provider's models leave the ranking, a nearly exhausted one's weighted score is
         multiplied by :data:`pv.NEAR_EXHAUSTION_PENALTY`."""
-        ranking = yield from super().rank_models(
+        ranked = super().rank_models(
             candidates,
             strategy,
             weights=weights,
             max_staleness_secs=max_staleness_secs,
             stale_policy=stale_policy,
         )
+        # the providers are read beside the snapshots (one round trip once warm); the
+        # ranking's own read checks the candidates first
+        ranking, view = yield from together(ranked, self._candidates_view(candidates))
         models = [r.model for r in ranking.ranked] + ranking.unknown
         if not models:
             return ranking
-        view = yield from self.provider_view(models)
         return routing.apply_providers(ranking, {m: view.of(m) for m in models})
+
+    def _candidates_view(self, candidates: Sequence[str]) -> Op[ProviderView]:
+        """:meth:`provider_view` of ``candidates`` (checked by the ranking beside it)."""
+        return (yield from self.provider_view(list(dict.fromkeys(candidates))))
 
 
 def register_eval(key: str, entries: Sequence[tuple[str, int, int]]) -> Eval:
