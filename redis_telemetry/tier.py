@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Unpack
 
 from .aio import AsyncTelemetryStore
-from .core import notes
 from .core.routing import Strategy, choose
 from .core.tier import (
     DEFAULT_TIER,
@@ -57,7 +56,7 @@ class _Tier:
         self._flight = None
         self.state = TierState(settings, clock)
         self._requests = Requests()
-        notes.watch(self.store._core, self._own_limit)
+        self.store._core.notes.watch(self._own_limit)
 
     def _checked(self, store: Any) -> Any:
         if not isinstance(store, self._store_type):
@@ -73,7 +72,7 @@ class _Tier:
 
     def close(self) -> None:
         """Stop watching the store's writes (the store stays open)."""
-        notes.unwatch(self.store._core, self._own_limit)
+        self.store._core.notes.unwatch(self._own_limit)
 
     def _ask(self, request: Request) -> bool:
         """Note a decision's models and start the refresh that is due, if none is in flight;

@@ -4,7 +4,6 @@ a decision made right after a write sees it without waiting for a read of Redis.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from .codec import PreparedEvent
 
@@ -13,34 +12,36 @@ from .codec import PreparedEvent
 Watcher = Callable[[str, int | None], None]
 
 
-def watch(core: Any, watcher: Watcher) -> None:
-    """Have ``watcher`` told of ``core``'s (a ``StoreCore``'s) limit writes."""
-    core.__dict__.setdefault("limit_watchers", []).append(watcher)
+class Notes:
+    """The watchers of one store's limit writes (a ``StoreCore`` holds one)."""
 
+    def __init__(self) -> None:
+        self._watchers: list[Watcher] = []
 
-def unwatch(core: Any, watcher: Watcher) -> None:
-    """Stop telling ``watcher``."""
-    watchers: list[Watcher] = core.__dict__.get("limit_watchers", [])
-    if watcher in watchers:
-        watchers.remove(watcher)
+    def watch(self, watcher: Watcher) -> None:
+        """Have ``watcher`` told of this store's limit writes."""
+        self._watchers.append(watcher)
 
+    def unwatch(self, watcher: Watcher) -> None:
+        """Stop telling ``watcher``."""
+        if watcher in self._watchers:
+            self._watchers.remove(watcher)
 
-def limited(core: Any, model: str, until_ms: int | None) -> None:
-    """``core`` blocked ``model`` until ``until_ms`` (0: lifted its block)."""
-    for watcher in core.__dict__.get("limit_watchers", ()):
-        watcher(model, until_ms)
+    def limited(self, model: str, until_ms: int | None) -> None:
+        """The store blocked ``model`` until ``until_ms`` (0: lifted its block)."""
+        for watcher in self._watchers:
+            watcher(model, until_ms)
 
-
-def recorded(core: Any, prepared: Sequence[PreparedEvent], limit_ms: int) -> None:
-    """``core`` records ``prepared``: its limit errors block their models (until the end they
-    name, else ``limit_ms`` from their completion, as ``record.lua`` blocks them); the other
-    events' models are told once each."""
-    if core.__dict__.get("limit_watchers"):
+    def recorded(self, prepared: Sequence[PreparedEvent], limit_ms: int) -> None:
+        """The store records ``prepared``: its limit errors block their models (until the end
+        they name, else ``limit_ms`` from their completion, as ``record.lua`` blocks them);
+        the other events' models are told once each."""
+        if not self._watchers:
+            return
         told: set[str] = set()
         for p in prepared:
             if p.limit_reason:
-                limited(core, p.model, p.limit_until_ms or p.score_ms + limit_ms)
+                self.limited(p.model, p.limit_until_ms or p.score_ms + limit_ms)
             elif p.model not in told:
                 told.add(p.model)
-                for watcher in core.__dict__["limit_watchers"]:
-                    watcher(p.model, None)
+                self.limited(p.model, None)

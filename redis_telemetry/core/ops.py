@@ -86,6 +86,8 @@ class StoreCore(ProviderOps):
         self._model_keys: dict[str, tuple[str, ...]] = {}
         self._settings_for = -1
         self._settings_text = ""
+        #: who is told of this store's limit writes (the local read tier)
+        self.notes = notes.Notes()
         self._init_providers()
 
     @property
@@ -160,7 +162,7 @@ class StoreCore(ProviderOps):
         The registry call comes first in the pipeline: a stored event then always belongs to
         a model that ``known_models()`` lists, even if the client dies in between.
         """
-        notes.recorded(self, prepared, self.limit_ttl_secs * 1000)
+        self.notes.recorded(prepared, self.limit_ttl_secs * 1000)
         by_model, repeated = codec.by_model(prepared)
         if not by_model and not extra:
             return RecordResult()
@@ -352,12 +354,12 @@ class StoreCore(ProviderOps):
                 scripts.limit_call(self.keys, model, until_ms, reason),
             ]
             yield from self._write(block, max(0, about_ms))
-            notes.limited(self, model, until_ms)
+            self.notes.limited(model, until_ms)
             return
         ttl = self.limit_ttl_secs if ttl_secs is None else ttl_secs
         ttl_ms = rules.check_positive_secs("ttl_secs", ttl) * 1000
         yield from self._write(self._limit_cmds(model, ttl_ms, reason), ttl_ms)
-        notes.limited(self, model, self._now_ms() + ttl_ms)
+        self.notes.limited(model, self._now_ms() + ttl_ms)
 
     def _limit_cmds(self, model: str, ttl_ms: int, reason: str) -> Batch:
         return [
@@ -369,7 +371,7 @@ class StoreCore(ProviderOps):
         """Lift a block; True when there was one."""
         model = rules.check_model_name(model)
         (deleted,) = yield [Cmd("delete", (self.keys.limit(model),))]
-        notes.limited(self, model, 0)
+        self.notes.limited(model, 0)
         return bool(deleted)
 
     def import_summary(self, summary: TelemetrySummary) -> Op[RecordResult]:
