@@ -533,8 +533,9 @@ def _lines_of(stream: IO[str]) -> queue.Queue[str]:
     got: queue.Queue[str] = queue.Queue()
 
     def pump() -> None:
-        for line in stream:
-            got.put(line)
+        with stream:  # closed at its end, by the one reader it has
+            for line in stream:
+                got.put(line)
 
     threading.Thread(target=pump, daemon=True).start()
     return got
@@ -597,11 +598,16 @@ def test_ingest_survives_a_redis_restart(tmp_path: Path) -> None:
             lambda: store.model_performance("during").successful_completions == 2,
             "the held lines were not stored after Redis came back",
         )
-        out, _ = proc.communicate(timeout=60)
-        assert proc.returncode == 0
+        # stderr is the pump's alone: communicate() would race it for the last lines
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0
+        with proc.stdout:
+            out = proc.stdout.read()
         assert "4 events recorded\n" in out
         assert store.model_performance("after").successful_completions == 1
-        rest = [errors.get(timeout=5)]
+        rest = [errors.get(timeout=30)]
         while not errors.empty():
             rest.append(errors.get())
         assert sum("unreachable" in line for line in [notice, *rest]) == 1  # said once
