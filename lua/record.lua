@@ -6,8 +6,12 @@
 -- KEYS[2]  <ns>:{<model>}:limit     string; present while the model is subscription-limited
 -- KEYS[3]  <ns>:{<model>}:totals    hash; the sums over every member of KEYS[1] (see FIELDS),
 --                                    `capped`, `layout`, `window_ms` (set_window's stamp),
---                                    `expires` (when the model's keys expire, epoch ms) and,
---                                    while a rebuild runs, `cursor`
+--                                    `expires` (when the model's keys expire, epoch ms),
+--                                    `gen` (moved on by every call that changes any of the
+--                                    model's keys but the limit: the server's time in µs, or
+--                                    one more than before; snapshot.lua tells a reader with
+--                                    the same `gen` that nothing changed) and, while a rebuild
+--                                    runs, `cursor`
 -- KEYS[4]  <ns>:{<model>}:sessions  hash; for each session id, fields <id>:n (events), <id>:i
 --                                    (input), <id>:o (output), <id>:t (total tokens) and <id>:c
 --                                    (cost_nusd), summed over its members of KEYS[1]
@@ -257,6 +261,13 @@ local function add_spend(now, all)
   end
 end
 
+-- The totals' next `gen` (see KEYS[3]): the server's time `t` (TIME's reply) in µs, or one
+-- more than `was` when that is not later (a clock stepped back), so that it never repeats.
+local function next_gen(t, was)
+  local us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  return string.format('%.0f', math.max(us, (tonumber(was) or 0) + 1))
+end
+
 -- The common call, by a path of fewer commands: one new event, not a subscription-limit
 -- error, into a model in today's layout whose keys are all in place with their TTLs, with
 -- no upkeep due and every total below 2^52. It writes what the general path below writes:
@@ -271,7 +282,7 @@ local function fast()
   if n ~= 1 or ns ~= 1 or nb > 1 or #ARGV ~= first - 1 then return nil end
   local card = redis.call('ZCARD', KEYS[1])
   if card == 0 or (cap > 0 and card + 1 > cap) then return nil end
-  local have = redis.call('HMGET', KEYS[3], 'layout', 'cursor', 'window_ms', 'expires',
+  local have = redis.call('HMGET', KEYS[3], 'layout', 'cursor', 'window_ms', 'expires', 'gen',
     unpack(FIELDS))
   local expires = tonumber(have[4])
   if tonumber(have[1]) ~= LAYOUT or have[2] or (have[3] and tonumber(have[3]) ~= window)
@@ -280,7 +291,7 @@ local function fast()
   end
   local put, old = {}, {}
   for i = 1, N do
-    local was = tonumber(have[4 + i] or 0)  -- absent: 0
+    local was = tonumber(have[5 + i] or 0)  -- absent: 0
     if not was or was < 0 or was ~= math.floor(was) then return nil end
     local new = was + tonumber(head[3 + i])
     if new >= LIMIT then return nil end
@@ -320,7 +331,9 @@ local function fast()
     put[#put + 1] = 'expires'
     put[#put + 1] = text
   end
-  if #put > 0 then redis.call('HSET', KEYS[3], unpack(put)) end
+  put[#put + 1] = 'gen'
+  put[#put + 1] = next_gen(t, have[5])
+  redis.call('HSET', KEYS[3], unpack(put))
   if nb == 1 then
     redis.call('BITFIELD', KEYS[5], 'INCRBY', 'i32', '#' .. ARGV[ids_at + 1], ARGV[ids_at + 2])
   end
@@ -352,9 +365,9 @@ if before == 0 then
 end
 
 -- The totals must hold what this call may add: checked before anything is written.
-local have = redis.call('HMGET', KEYS[3], 'layout', 'cursor', 'window_ms', 'expires',
+local have = redis.call('HMGET', KEYS[3], 'layout', 'cursor', 'window_ms', 'expires', 'gen',
   unpack(FIELDS))
-local F = 4  -- have[F + i] is FIELDS[i]
+local F = 5  -- have[F + i] is FIELDS[i]
 for i = 1, N do
   if (tonumber(have[F + i]) or 0) + tonumber(head[3 + i]) >= 2 ^ 63 - 2 ^ 12 then
     return redis.error_reply('record.lua: totals overflow: ' .. FIELDS[i] .. ' would pass 2^63')
@@ -700,5 +713,6 @@ if need and (retime or not expires or expires < need) then
   end
   redis.call('HSET', KEYS[3], 'expires', text)
 end
+redis.call('HSET', KEYS[3], 'gen', next_gen(t, have[5]))
 
 return {stored, duplicates, outside, now, capped, created, pending}

@@ -14,7 +14,9 @@
 --                         caller reads), budget (the most bytes of aged members a call reads,
 --                         at least one member), newest_ties (the most members of the newest
 --                         millisecond to return), newest_budget (the most bytes of newest
---                         members to return, at least one member)
+--                         members to return, at least one member), and optionally `known`:
+--                         the totals' `gen` of an earlier 'ok' reply without aged members
+--                         that the caller holds (see 'same' below)
 -- ARGV[2]  cutoff         '' on a first call; on a later one, the cursor a previous reply
 -- ARGV[3]  from           gave: the cutoff (ms) of the first call, the rank to go on from, and
 -- ARGV[4]  oldest         the member that was the oldest at the first call. A first call may
@@ -24,8 +26,12 @@
 --                         may leave out ARGV[2..4] (read as '', 0, '')
 --
 -- Returns {now_ms, state, totals, minus, aged_buckets, sketch, newest, limit_pttl, skipped,
--- cursor, start}:
---   state    first call: 'ok'; 'empty' when every member is at or before now - window (all
+-- cursor, start, gen}, or {now_ms, 'same', limit_pttl} (below):
+--   state    first call: 'same' when the caller named `known` and the totals' `gen` is still
+--            it, the events key exists and no member is aged: nothing of the model changed
+--            since the reply the caller holds (record.lua moves `gen` on at every change of
+--            the members, totals, sketch or spend), which is then exact with this now_ms and
+--            limit_pttl; 'ok'; 'empty' when every member is at or before now - window (all
 --            aged); 'rebuild' when the totals hash is older than `layout` (read the events
 --            instead); 'aged' when aged members are left to subtract (then totals, sketch,
 --            newest and limit_pttl are whole and minus, aged_buckets and skipped partial).
@@ -48,6 +54,7 @@
 --            how many members are aged, how many the set holds, and the oldest member (''
 --            when the caller named it: a later call, or a first call that resumed)
 --   start    the rank this call's subtraction started from
+--   gen      the totals' `gen` (false when absent): what a later first call names as `known`
 -- A later call returns now_ms, state, minus, aged_buckets, skipped, cursor and start only.
 --
 -- Aged members are those scored at or before the first call's cutoff; as long as the oldest
@@ -72,13 +79,21 @@ end
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local window, probe, max_aged, layout, budget, ties, newest_budget =
-  string.match(ARGV[1], '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$')
-if not window then error('snapshot.lua: malformed settings ' .. ARGV[1]) end
+local window, probe, max_aged, layout, budget, ties, newest_budget, rest =
+  string.match(ARGV[1], '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)(.*)$')
+local known = rest and (rest == '' and '' or string.match(rest, '^ (%d+)$'))
+if not known then error('snapshot.lua: malformed settings ' .. ARGV[1]) end
 max_aged, layout, budget = tonumber(max_aged), tonumber(layout), tonumber(budget)
 local later = (ARGV[2] or '') ~= ''
 local cutoff = later and tonumber(ARGV[2]) or now - tonumber(window)
 local from, oldest = tonumber(ARGV[3] or 0), ARGV[4] or ''
+local upto = string.format('%.0f', cutoff)  -- the cutoff, as ZCOUNT reads it
+
+-- Nothing changed since the caller's reply: four cheap commands, nothing read back.
+if not later and known ~= '' and redis.call('HGET', KEYS[2], 'gen') == known
+  and redis.call('ZCOUNT', KEYS[1], '-inf', upto) == 0 and redis.call('EXISTS', KEYS[1]) == 1 then
+  return {now, 'same', redis.call('PTTL', KEYS[3])}
+end
 
 -- Subtract the aged members from rank `first` on (see walk_aged; `aged`: their count, when
 -- known), within this call's bounds: returns minus, aged_buckets, skipped, the rank it
@@ -133,15 +148,17 @@ if top == nil or tonumber(top) <= cutoff then
   return {now, 'empty', {}, {}, {}, '', {}, pttl, 0, {}, 0}
 end
 
-local held = redis.call('HMGET', KEYS[2], 'layout', unpack(FIELDS))
+local held = redis.call('HMGET', KEYS[2], 'layout', 'gen', unpack(FIELDS))
 if (tonumber(held[1]) or 0) < layout then
   return {now, 'rebuild', {}, {}, {}, '', newest, pttl, 0, {}, 0}
 end
+local gen = held[2]
+table.remove(held, 1)
 table.remove(held, 1)
 local minus, buckets, skipped, start, cursor, state = {}, {}, 0, 0, {}, 'ok'
-local aged = redis.call('ZCOUNT', KEYS[1], '-inf', string.format('%.0f', cutoff))
+local aged = redis.call('ZCOUNT', KEYS[1], '-inf', upto)
 if aged > 0 then  -- else nothing to subtract, and the walk would start from rank 0
   minus, buckets, skipped, start, cursor, state = subtract(from, oldest, aged)
 end
 local sketch = redis.call('GET', KEYS[4]) or ''
-return {now, state, held, minus, buckets, sketch, newest, pttl, skipped, cursor, start}
+return {now, state, held, minus, buckets, sketch, newest, pttl, skipped, cursor, start, gen}

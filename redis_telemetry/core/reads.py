@@ -132,17 +132,19 @@ class Reads:
         session_id: str = "",
         cursor: Cursor | None = None,
         later: bool = False,
+        known: bytes | None = None,
     ) -> Eval:
         """One model's read script (each takes the time from the model's own server): a first
         call, resuming from ``cursor`` (what an earlier read subtracted), or (``later``) a
-        later call of this read that goes on from ``cursor``."""
+        later call of this read that goes on from ``cursor``; ``known`` as for
+        ``scripts.snapshot_call``."""
         if kind == "window":
             return scripts.window_call(self.keys, model, self._window_ms)
         if kind == "session":
             return scripts.session_call(
                 self.keys, model, self._window_ms, session_id, cursor, later
             )
-        return scripts.snapshot_call(self.keys, model, self._window_ms, cursor, later)
+        return scripts.snapshot_call(self.keys, model, self._window_ms, cursor, later, known)
 
     def read(
         self, models: Sequence[str] | None, kind: str = "window", session_id: str = ""
@@ -170,12 +172,18 @@ class Reads:
             )
         remembered = self._remembered(kind, session_id)
         parts = {m: remembered.get(m) for m in ask}  # what each first call resumes from
-        results = yield head + [self._fetch(kind, m, session_id, _at(parts[m])) for m in ask]
+        held = self._unchanged(kind, parts)
+        results = yield head + [
+            self._fetch(kind, m, session_id, _at(parts[m]), known=scripts.unchanged(held.get(m)))
+            for m in ask
+        ]
         self.window.check(usable(results[0], None, self.keys.config), writing=False)
         now_ms = time_ms(results[1])
         registry = usable(results[2], [], self.keys.models) if from_registry else []
         targets = self._live_models(registry, now_ms) if from_registry else list(ask)
         fetched = dict(zip(ask, results[len(head) :], strict=True))
+        for m, whole in held.items():
+            fetched[m] = scripts.same(fetched[m], whole) or fetched[m]
         redo = [m for m in targets if m not in fetched] if kind != "models" else []
         if redo:  # models new to this store
             parts.update((m, remembered.get(m)) for m in redo)
@@ -191,6 +199,7 @@ class Reads:
             first = {m: (fetched[m], parts[m]) for m in targets}
             snaps = yield from self._aged(kind, first, session_id, self._snapshot_reply)
             fallback = [m for m in targets if not self._from_totals(m, snaps[m], reading)]
+            self._hold({m: fetched[m] for m in targets if parts[m] is None})
         elif kind == "session":
             first = {m: (fetched[m], parts[m]) for m in targets}
             uses = yield from self._aged(kind, first, session_id, self._session_reply)
@@ -221,6 +230,34 @@ class Reads:
             every.clear()
         found = every.setdefault((kind, session_id), {})
         return found
+
+    def _unchanged(self, kind: str, parts: Mapping[str, Any]) -> dict[str, list[Any]]:
+        """model -> the raw ``snapshot.lua`` reply of an earlier read that a first call of a
+        ``totals`` read names by its ``gen``: while nothing of the model changed, the script
+        answers 'same' and sends none of it again (a model with an aged part remembered
+        resumes from it instead)."""
+        if kind != "totals":
+            return {}
+        held: dict[str, list[Any]] = self.__dict__.setdefault("_held", {})
+        return {m: held[m] for m, part in parts.items() if part is None and m in held}
+
+    def _hold(self, replies: Mapping[str, Any]) -> None:
+        """Remember the raw first-call replies that ``scripts.unchanged`` finds whole (at most
+        ``REMEMBERED`` models), and forget the models whose reply was not."""
+        held: dict[str, list[Any]] = self.__dict__.setdefault("_held", {})
+        for m, reply in replies.items():
+            if scripts.unchanged(reply) is None:
+                held.pop(m, None)
+                continue
+            if len(held) >= REMEMBERED and m not in held:
+                held.clear()
+            held[m] = reply
+
+    def forget(self) -> None:
+        """Forget the replies and aged parts of earlier reads: the next read of each model
+        reads it whole (a benchmark's cold case: every model written since the last read)."""
+        self.__dict__.pop("_held", None)
+        self.__dict__.pop("_aged_parts", None)
 
     def _snapshot_reply(self, model: str, reply: Any, cursor: Cursor | None) -> SnapshotReply:
         """``snapshot.lua``'s reply for ``model``, from a call that named ``cursor``."""

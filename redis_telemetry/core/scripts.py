@@ -379,27 +379,61 @@ def _cursor(raw: Sequence[Any], oldest: bytes = b"") -> Cursor | None:
     return Cursor(int(cutoff), int(nxt), int(aged), int(card), member or oldest)
 
 
-def snapshot_settings(window_ms: int) -> str:
+def snapshot_settings(window_ms: int, known: bytes | None = None) -> str:
     """``snapshot.lua``'s ARGV[1]: its constants as one string (each argument costs the client
     an encoding and the script a string): the window, ``NEWEST_PROBE``, ``MAX_AGED``, the
-    layout read, ``AGED_BUDGET``, ``NEWEST_TIES`` and ``NEWEST_BUDGET``."""
-    return (
+    layout read, ``AGED_BUDGET``, ``NEWEST_TIES``, ``NEWEST_BUDGET`` and, when the caller
+    holds an earlier reply (see ``unchanged``), its ``gen``."""
+    settings = (
         f"{window_ms} {NEWEST_PROBE} {MAX_AGED} {totals.READ_LAYOUT} {AGED_BUDGET} "
         f"{NEWEST_TIES} {NEWEST_BUDGET}"
     )
+    return settings if known is None else f"{settings} {known.decode()}"
 
 
 def snapshot_call(
-    keys: Keys, model: str, window_ms: int, cursor: Cursor | None = None, later: bool = False
+    keys: Keys,
+    model: str,
+    window_ms: int,
+    cursor: Cursor | None = None,
+    later: bool = False,
+    known: bytes | None = None,
 ) -> Eval:
     """Read the running totals and latency sketch of ``model``, and what the members that
     aged out since the last trim add to them, from ``cursor`` on (see ``Cursor.args``);
-    ``later``: only go on reading those."""
+    ``later``: only go on reading those. ``known``: the ``gen`` of the reply the caller holds
+    (a first call from rank 0): the script then answers 'same' when nothing changed."""
     script_keys = (keys.events(model), keys.totals(model), keys.limit(model), keys.latency(model))
+    settings = snapshot_settings(window_ms, known)
     if cursor is None:  # a first call from rank 0 names no cursor (fewer arguments to send)
-        return Eval("snapshot", script_keys, (snapshot_settings(window_ms),), tolerant=True)
-    args = (snapshot_settings(window_ms), *cursor.args(later))
-    return Eval("snapshot", script_keys, args, tolerant=True)
+        return Eval("snapshot", script_keys, (settings,), tolerant=True)
+    return Eval("snapshot", script_keys, (settings, *cursor.args(later)), tolerant=True)
+
+
+def unchanged(reply: Any) -> bytes | None:
+    """The ``gen`` of a raw ``snapshot.lua`` reply that a later first call may name as
+    ``known``: a whole 'ok' reply without aged members (then exact again for as long as the
+    script answers 'same'); else None."""
+    if (
+        isinstance(reply, list)
+        and len(reply) == 12
+        and reply[1] == b"ok"
+        and not reply[9]
+        and isinstance(reply[11], bytes)
+    ):
+        return reply[11]
+    return None
+
+
+def same(reply: Any, held: list[Any]) -> list[Any] | None:
+    """A first call's raw reply made whole: ``held`` (the reply whose ``gen`` the call named)
+    with this call's time and limit PTTL when the script answered 'same'; None when it
+    answered anything else."""
+    if isinstance(reply, list) and len(reply) == 3 and reply[1] == b"same":
+        whole = list(held)
+        whole[0], whole[7] = reply[0], reply[2]
+        return whole
+    return None
 
 
 def session_call(
@@ -484,7 +518,7 @@ def aged_sums(flat: Sequence[Any], size: int, index: Callable[[Any], int]) -> li
 def snapshot_reply(reply: Any, now_ms: int, oldest: bytes = b"") -> SnapshotReply:
     """``snapshot.lua``'s reply (``oldest``: the member the call named); None reads as
     nothing stored."""
-    at, state, sums, minus, aged, blob, newest, pttl, skipped, cursor, start = reply or (
+    at, state, sums, minus, aged, blob, newest, pttl, skipped, cursor, start, *_ = reply or (
         now_ms,
         b"empty",
         [],
