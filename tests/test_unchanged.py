@@ -148,3 +148,30 @@ def test_a_malformed_known_gen_is_refused(r: redis.Redis, store: TelemetryStore)
     call = scripts.snapshot_call(store._core.keys, "m1", 3_600_000)
     with pytest.raises(redis.ResponseError, match="malformed settings"):
         r.eval(SCRIPTS["snapshot"], len(call.keys), *call.keys, call.args[0] + " 12x")
+
+
+def test_a_snapshot_a_caller_changes_is_not_what_the_next_read_returns(
+    store: TelemetryStore, answers: list[bool]
+) -> None:
+    store.record(event("m1", latency_ms=100))
+    (first,) = store.all_model_performances()
+    first.successful_completions = 99
+    first.tokens.input = 7
+    (again,) = store.all_model_performances()
+    assert answers == [True]
+    assert again.successful_completions == 1
+    assert again.tokens.input == 800
+    assert again is not first
+
+
+def test_a_longer_window_answered_same_builds_the_snapshot_again(
+    store: TelemetryStore, answers: list[bool]
+) -> None:
+    store.record(event("m1"))
+    (before,) = store.all_model_performances()
+    store.set_window(7200)  # nothing ages: the script answers 'same'
+    (after,) = store.all_model_performances()
+    assert answers == [True]
+    assert (before.window_secs, after.window_secs) == (3600, 7200)
+    assert after.throughput == before.throughput / 2
+    assert [after.model_dump()] == fresh(store)

@@ -67,6 +67,14 @@ class Reading(NamedTuple):
     read_at: dict[str, int]
 
 
+class Held(NamedTuple):
+    """What a read holds of a model for the next: the raw ``snapshot.lua`` reply (whole, no
+    aged member) and, when the model had no limit, a copy of the snapshot built from it."""
+
+    reply: list[Any]
+    snapshot: ModelPerformanceSnapshot | None
+
+
 class Reads:
     """The reads of one store: its keys and window, and the models it has seen."""
 
@@ -174,16 +182,14 @@ class Reads:
         parts = {m: remembered.get(m) for m in ask}  # what each first call resumes from
         held = self._unchanged(kind, parts)
         results = yield head + [
-            self._fetch(kind, m, session_id, _at(parts[m]), known=scripts.unchanged(held.get(m)))
-            for m in ask
+            self._fetch(kind, m, session_id, _at(parts[m]), known=_gen(held.get(m))) for m in ask
         ]
         self.window.check(usable(results[0], None, self.keys.config), writing=False)
         now_ms = time_ms(results[1])
         registry = usable(results[2], [], self.keys.models) if from_registry else []
         targets = self._live_models(registry, now_ms) if from_registry else list(ask)
         fetched = dict(zip(ask, results[len(head) :], strict=True))
-        for m, whole in held.items():
-            fetched[m] = scripts.same(fetched[m], whole) or fetched[m]
+        quick = self._same(held, fetched)
         redo = [m for m in targets if m not in fetched] if kind != "models" else []
         if redo:  # models new to this store
             parts.update((m, remembered.get(m)) for m in redo)
@@ -196,10 +202,11 @@ class Reads:
         if kind == "window":
             fallback = targets
         elif kind == "totals":
-            first = {m: (fetched[m], parts[m]) for m in targets}
+            first = {m: (fetched[m], parts[m]) for m in targets if m not in quick}
             snaps = yield from self._aged(kind, first, session_id, self._snapshot_reply)
-            fallback = [m for m in targets if not self._from_totals(m, snaps[m], reading)]
-            self._hold({m: fetched[m] for m in targets if parts[m] is None})
+            fallback = [m for m in first if not self._from_totals(m, snaps[m], reading)]
+            reading.performance.update((m, quick[m]) for m in targets if m in quick)
+            self._hold({m: fetched[m] for m in targets if parts[m] is None}, reading.performance)
         elif kind == "session":
             first = {m: (fetched[m], parts[m]) for m in targets}
             uses = yield from self._aged(kind, first, session_id, self._session_reply)
@@ -231,27 +238,52 @@ class Reads:
         found = every.setdefault((kind, session_id), {})
         return found
 
-    def _unchanged(self, kind: str, parts: Mapping[str, Any]) -> dict[str, list[Any]]:
-        """model -> the raw ``snapshot.lua`` reply of an earlier read that a first call of a
+    def _unchanged(self, kind: str, parts: Mapping[str, Any]) -> dict[str, Held]:
+        """model -> what an earlier read held of it (see ``Held``), which a first call of a
         ``totals`` read names by its ``gen``: while nothing of the model changed, the script
         answers 'same' and sends none of it again (a model with an aged part remembered
         resumes from it instead)."""
         if kind != "totals":
             return {}
-        held: dict[str, list[Any]] = self.__dict__.setdefault("_held", {})
+        held: dict[str, Held] = self.__dict__.setdefault("_held", {})
         return {m: held[m] for m, part in parts.items() if part is None and m in held}
 
-    def _hold(self, replies: Mapping[str, Any]) -> None:
-        """Remember the raw first-call replies that ``scripts.unchanged`` finds whole (at most
-        ``REMEMBERED`` models), and forget the models whose reply was not."""
-        held: dict[str, list[Any]] = self.__dict__.setdefault("_held", {})
+    def _same(
+        self, held: Mapping[str, Held], fetched: dict[str, Any]
+    ) -> dict[str, ModelPerformanceSnapshot]:
+        """Make the replies answered 'same' whole in ``fetched``; returns the snapshots that
+        need no building: a copy of the one held, when the model had no limit then and has
+        none now and the window is the same (nothing else of a snapshot depends on the time)."""
+        quick = {}
+        for m, whole in held.items():
+            got = scripts.same(fetched[m], whole.reply)
+            if got is None:
+                continue
+            fetched[m] = got
+            snap = whole.snapshot
+            if snap is not None and snap.window_secs == self.window_secs and got[7] < 0:
+                quick[m] = snapshot.copied(snap)
+        return quick
+
+    def _hold(
+        self, replies: Mapping[str, Any], built: Mapping[str, ModelPerformanceSnapshot]
+    ) -> None:
+        """Remember the raw first-call replies that ``scripts.unchanged`` finds whole, and a
+        copy of the snapshot built from each when the model had no limit and building it
+        logged nothing (at most ``REMEMBERED`` models); forget the models whose reply was not
+        whole."""
+        held: dict[str, Held] = self.__dict__.setdefault("_held", {})
         for m, reply in replies.items():
             if scripts.unchanged(reply) is None:
                 held.pop(m, None)
                 continue
             if len(held) >= REMEMBERED and m not in held:
                 held.clear()
-            held[m] = reply
+            snap = built.get(m)
+            if snap is None or int(reply[7]) >= 0 or not snapshot.quiet(self.keys.events(m), reply):
+                held[m] = Held(reply, None)
+            else:
+                held[m] = Held(reply, snapshot.copied(snap))
 
     def forget(self) -> None:
         """Forget the replies and aged parts of earlier reads: the next read of each model
@@ -537,6 +569,10 @@ def _known(
         if (p := snapshots[m]).successful_completions + p.failed_completions
         or p.subscription_limit_reached
     ]
+
+
+def _gen(held: Held | None) -> bytes | None:
+    return None if held is None else scripts.unchanged(held.reply)
 
 
 def _refused_write(exc: TelemetryError) -> bool:
