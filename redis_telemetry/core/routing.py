@@ -9,16 +9,18 @@ the model name (alphabetical), so equal inputs always give the same order.
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
 from ..errors import InvalidInputError, TelemetryError
 from ..models import ModelPerformanceSnapshot
+from . import snapshot
 from .providers import NEAR_EXHAUSTION_PENALTY, ProviderStatus
 
 __all__ = [
@@ -99,6 +101,61 @@ class Ranking(BaseModel):
         """When the first subscription-limited candidate comes back."""
         times = [e.available_at for e in self.excluded if e.available_at is not None]
         return min(times, default=None)
+
+
+M = TypeVar("M", bound=BaseModel)
+_RANKED = frozenset(RankedModel.model_fields)
+_EXCLUDED = frozenset(ExcludedModel.model_fields)
+_EXCLUDED_NO_TIME = _EXCLUDED - {"available_at"}
+_RANKING = frozenset(Ranking.model_fields)
+#: ``rank``'s weights when none are given (read only, never changed)
+_DEFAULT_WEIGHTS = Weights()
+#: ``choose``'s generator when the caller gives none: seeding a new ``random.Random`` costs
+#: about 10 us, half a cached decision; a forked child seeds its own again
+_RNG = random.Random()
+if hasattr(os, "register_at_fork"):  # pragma: no branch (POSIX)
+    os.register_at_fork(after_in_child=_RNG.seed)
+
+
+#: ``_build(cls, values, given, None)`` is ``cls(**{k: values[k] for k in given})`` without
+#: pydantic's validation (it is on every routing decision's path, once a model): ``values``
+#: holds every field of ``cls`` in declaration order (the ones not ``given`` at their
+#: defaults), each already of its field's type, as ``test_routing_fast`` checks against the
+#: validated build.
+_build: Callable[[type[M], dict[str, Any], frozenset[str], None], M] = snapshot.constructed
+
+
+def _ranked(
+    model: str, rank: int, score: float, explanation: str, s: ModelPerformanceSnapshot
+) -> RankedModel:
+    values = {
+        "model": model,
+        "rank": rank,
+        "score": float(score),
+        "explanation": explanation,
+        "snapshot": s,
+    }
+    return _build(RankedModel, values, _RANKED, None)
+
+
+def _excluded(
+    model: str, reason: str, explanation: str, available_at: datetime | None = None, *, timed: bool
+) -> ExcludedModel:
+    """An ``ExcludedModel``; ``timed``: ``available_at`` was given (it is in the fields set)."""
+    values = {
+        "model": model,
+        "reason": reason,
+        "explanation": explanation,
+        "available_at": available_at,
+    }
+    return _build(ExcludedModel, values, _EXCLUDED if timed else _EXCLUDED_NO_TIME, None)
+
+
+def _ranking(
+    strategy: Strategy, ranked: list[RankedModel], excluded: list[ExcludedModel]
+) -> Ranking:
+    values = {"strategy": strategy, "ranked": ranked, "excluded": excluded}
+    return _build(Ranking, values, _RANKING, None)
 
 
 class NoModelAvailable(TelemetryError):
@@ -240,7 +297,7 @@ def rank(
     except ValueError:
         choices = ", ".join(s.value for s in Strategy)
         raise InvalidInputError(f"unknown strategy {strategy!r}; choose one of {choices}") from None
-    weights = weights or Weights()
+    weights = weights or _DEFAULT_WEIGHTS
     usable: list[ModelPerformanceSnapshot] = []
     excluded: list[ExcludedModel] = []
     for s in snapshots:
@@ -252,17 +309,16 @@ def rank(
             until = s.subscription_limit_expires_at
             when = f"until {until.isoformat()}" if until else "with no expiry set"
             excluded.append(
-                ExcludedModel(
-                    model=s.model,
-                    reason="subscription_limited",
-                    explanation=f"subscription-limited {when}",
-                    available_at=until,
+                _excluded(
+                    s.model,
+                    "subscription_limited",
+                    f"subscription-limited {when}",
+                    until,
+                    timed=True,
                 )
             )
         elif not has_data:
-            excluded.append(
-                ExcludedModel(model=s.model, reason="unknown", explanation="no data in the window")
-            )
+            excluded.append(_excluded(s.model, "unknown", "no data in the window", timed=False))
         elif (
             max_staleness_secs is not None
             and stale_policy != "keep"
@@ -273,44 +329,34 @@ def rank(
             reason: Literal["stale", "unknown"] = (
                 "stale" if stale_policy == "exclude" else "unknown"
             )
-            excluded.append(
-                ExcludedModel(
-                    model=s.model,
-                    reason=reason,
-                    explanation=f"stale: last event {age}s ago (limit {max_staleness_secs}s)",
-                )
-            )
+            why = f"stale: last event {age}s ago (limit {max_staleness_secs}s)"
+            excluded.append(_excluded(s.model, reason, why, timed=False))
         else:
             usable.append(s)
     scored = SCORERS[strategy](usable, weights)
     ordered = sorted(usable, key=lambda s: scored[s.model][1])
     ranked = []
+    by = strategy.value
     for i, s in enumerate(ordered, 1):
         score, _, meaning = scored[s.model]
         shown = f"{score:,.0f}" if abs(score) >= 1000 else f"{score:.4g}"
-        why = f"#{i} by {strategy.value} ({meaning}: {shown}); {_describe(s)}"
-        ranked.append(RankedModel(model=s.model, rank=i, score=score, explanation=why, snapshot=s))
-    return Ranking(strategy=strategy, ranked=ranked, excluded=excluded)
+        why = f"#{i} by {by} ({meaning}: {shown}); {_describe(s)}"
+        ranked.append(_ranked(s.model, i, score, why, s))
+    return _ranking(strategy, ranked, excluded)
 
 
 def _provider_exclusion(model: str, p: ProviderStatus) -> ExcludedModel | None:
     """Why ``model`` leaves the candidates for its provider's sake (None: it stays)."""
     if p.blocked_until is not None:
-        return ExcludedModel(
-            model=model,
-            reason="provider_blocked",
-            explanation=f"provider {p.provider} blocked until {p.blocked_until.isoformat()} "
-            f"({p.block_reason})",
-            available_at=p.blocked_until,
+        why = (
+            f"provider {p.provider} blocked until {p.blocked_until.isoformat()} ({p.block_reason})"
         )
+        return _excluded(model, "provider_blocked", why, p.blocked_until, timed=True)
     b = p.budget
     if b.verdict == "exhausted":
-        why = "forced by exhaust()" if b.forced else _spend_text(p)
-        return ExcludedModel(
-            model=model,
-            reason="budget_exhausted",
-            explanation=f"provider {p.provider} budget exhausted ({why})",
-        )
+        spend = "forced by exhaust()" if b.forced else _spend_text(p)
+        why = f"provider {p.provider} budget exhausted ({spend})"
+        return _excluded(model, "budget_exhausted", why, timed=False)
     return None
 
 
@@ -335,27 +381,35 @@ def apply_providers(ranking: Ranking, status: Mapping[str, ProviderStatus | None
         gone = _provider_exclusion(e.model, p) if p is not None and e.reason == "unknown" else None
         excluded.append(gone or e)
     kept: list[tuple[RankedModel, float, str]] = []
+    weighted = ranking.strategy == Strategy.WEIGHTED
+    penalised = False
     for r in ranking.ranked:
         p = status.get(r.model)
-        gone = _provider_exclusion(r.model, p) if p is not None else None
+        if p is None:
+            kept.append((r, r.score, ""))
+            continue
+        gone = _provider_exclusion(r.model, p)
         if gone is not None:
             excluded.append(gone)
             continue
         score, note = r.score, ""
-        if p is not None and p.budget.verdict == "near_exhaustion":
+        if p.budget.verdict == "near_exhaustion":
             note = f"; provider {p.provider} budget near exhaustion ({_spend_text(p)})"
-            if ranking.strategy == Strategy.WEIGHTED:
+            if weighted:
                 score *= NEAR_EXHAUSTION_PENALTY
+                penalised = True
                 note += f": weighted score {r.score:.4g} x {NEAR_EXHAUSTION_PENALTY} = {score:.4g}"
         kept.append((r, score, note))
-    if ranking.strategy == Strategy.WEIGHTED:
+    if penalised:  # else the order stands: what is left of rank's order is still in it
         kept.sort(key=lambda k: (-k[1], *_tie_key(k[0].snapshot)))
     ranked = []
     for i, (r, score, note) in enumerate(kept, 1):
+        if i == r.rank and not note:
+            ranked.append(r)  # the same place, score and explanation: nothing to change
+            continue
         _, _, rest = r.explanation.partition(" ")
-        why = f"#{i} {rest}{note}"
-        ranked.append(r.model_copy(update={"rank": i, "score": score, "explanation": why}))
-    return Ranking(strategy=ranking.strategy, ranked=ranked, excluded=excluded)
+        ranked.append(_ranked(r.model, i, score, f"#{i} {rest}{note}", r.snapshot))
+    return _ranking(ranking.strategy, ranked, excluded)
 
 
 def choose(
@@ -373,7 +427,7 @@ def choose(
     subscription-limited model."""
     if not 0.0 <= exploration <= 1.0:
         raise InvalidInputError(f"exploration must be between 0 and 1, got {exploration}")
-    rng = rng or random.Random()
+    rng = rng or _RNG
     unknown = ranking.unknown
     if warm_up and unknown:
         return rng.choice([r.model for r in ranking.ranked] + unknown)
