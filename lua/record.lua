@@ -99,89 +99,25 @@ local SLACK = 30000
 
 -- #include event.lua
 
--- What leaves or joins the totals, gathered and written at the end. Scalar sums go to Redis
--- before they could lose precision.
-local acc = {}
-for i = 1, N do acc[i] = 0 end
-local buckets, sessions = {}, {}
-local ids_add, ids_gone = {}, {}  -- id -> score joining the id index; {id, score} leaving it
+-- A session's fields in the session index: events, input, output, total, cost_nusd.
 local SUFFIX = {':n', ':i', ':o', ':t', ':c'}
 
--- Write the id index entries gathered so far.
-local function write_ids()
-  local set = {}
-  for id, score in pairs(ids_add) do
-    set[#set + 1] = id
-    set[#set + 1] = score
-    if #set >= 1000 then redis.call('HSET', KEYS[6], unpack(set)); set = {} end
+-- Hash field `name` of `key`, read as `held` (false: absent), plus `delta` (a number or integer
+-- text), written with others: its new value joins the flat name, value list `set` (one HSET
+-- for them all) while it stays exact, an integer as Redis writes it below LIMIT; else the
+-- field gets its own HINCRBY (Redis's exact arithmetic, or its refusal, as before). Returns
+-- the new value. (One read and one write, not an HINCRBY a field: each redis.call costs.)
+local function bump(key, set, name, held, delta)
+  local was, d = held or '0', tonumber(delta)
+  local w = tonumber(was)
+  if w and d and math.abs(d) < LIMIT and math.abs(w + d) < LIMIT
+    and string.format('%d', w) == was then
+    set[#set + 1] = name
+    set[#set + 1] = string.format('%d', w + d)
+    return w + d
   end
-  if #set > 0 then redis.call('HSET', KEYS[6], unpack(set)) end
-  ids_add = {}
-end
-
-local function flush(i)
-  if acc[i] ~= 0 then
-    redis.call('HINCRBY', KEYS[3], FIELDS[i], string.format('%.0f', acc[i]))
-    acc[i] = 0
-  end
-end
-
--- Add (sign 1) or take (sign -1) usage {events, input, output, total, cost_nusd} to a session.
-local function add_session(id, u, sign)
-  local s = sessions[id]
-  if not s then s = {0, 0, 0, 0, 0}; sessions[id] = s end
-  for j = 1, 5 do
-    if math.abs(s[j] + sign * u[j]) >= LIMIT then
-      redis.call('HINCRBY', KEYS[4], id .. SUFFIX[j], string.format('%.0f', s[j]))
-      s[j] = 0
-    end
-    s[j] = s[j] + sign * u[j]
-  end
-end
-
--- Count (sign 1) or uncount (sign -1) one member scored `score`: its scalar sums when
--- `scalars` (an insert's usually come from ARGV[2] instead), its sketch bucket, session and
--- id when `index`.
-local function count(member, score, sign, scalars, index, e)
-  e = e or effect(member)
-  if not e then return end
-  if scalars then
-    for i = 1, N do
-      if math.abs(acc[i] + sign * e.c[i]) >= LIMIT then flush(i) end
-      acc[i] = acc[i] + sign * e.c[i]
-    end
-  end
-  if not index then return end
-  if e.bucket then buckets[e.bucket] = (buckets[e.bucket] or 0) + sign end
-  add_session(e.session, e.u, sign)
-  if sign > 0 then
-    ids_add[e.id] = score
-  else
-    ids_gone[#ids_gone + 1] = {e.id, score}
-  end
-end
-
--- The call's byte budget for upkeep reads, shared by every kind.
-local budget = BYTES
--- Up to `most` members from rank `from`, oldest first, CHUNK a fetch, while the byte budget
--- lasts (at least one is read); with `upto`, only those scored at or before it. Returns the
--- flat member, score list, and whether it reached the last such member.
-local function take(from, most, upto)
-  local out, got = {}, 0
-  while got < most do
-    local want = math.min(CHUNK, most - got)
-    local page = redis.call('ZRANGE', KEYS[1], from + got, from + got + want - 1, 'WITHSCORES')
-    for j = 1, #page, 2 do
-      if upto and tonumber(page[j + 1]) > upto then return out, true end
-      out[#out + 1] = page[j]
-      out[#out + 1] = page[j + 1]
-      got = got + 1
-      budget = budget - #page[j]
-      if budget <= 0 then return out, false end
-    end
-    if #page < 2 * want then return out, true end
-  end
-  return out, false
+  if type(delta) ~= 'string' then delta = string.format('%.0f', delta) end
+  return redis.call('HINCRBY', key, name, delta)
 end
 
 -- PROVIDER SPEND (1/3): the last argument when KEYS[7] is given; `spent` lists the
@@ -337,12 +273,17 @@ local function fast()
   if nb == 1 then
     redis.call('BITFIELD', KEYS[5], 'INCRBY', 'i32', '#' .. ARGV[ids_at + 1], ARGV[ids_at + 2])
   end
-  local at = ids_at + 1 + 2 * nb  -- the session entry
+  local at = ids_at + 1 + 2 * nb  -- the session entry: its fields read, then one HSET
+  local names, adds, set = {}, {}, {}
   for j = 1, 5 do
     if ARGV[at + j] ~= '0' then
-      redis.call('HINCRBY', KEYS[4], ARGV[at] .. SUFFIX[j], ARGV[at + j])
+      names[#names + 1] = ARGV[at] .. SUFFIX[j]
+      adds[#adds + 1] = ARGV[at + j]
     end
   end
+  local held = redis.call('HMGET', KEYS[4], unpack(names))  -- names holds <id>:n at least
+  for k = 1, #names do bump(KEYS[4], set, names[k], held[k], adds[k]) end
+  if #set > 0 then redis.call('HSET', KEYS[4], unpack(set)) end
   if extend then
     for _, key in ipairs({KEYS[1], KEYS[3], KEYS[4], KEYS[5], KEYS[6]}) do
       redis.call('PEXPIREAT', key, text, 'NX')  -- a key left without one (set by hand)
@@ -353,6 +294,93 @@ local function fast()
 end
 local done = fast()
 if done then return done end
+
+-- The general path. (Its state and helpers are made only now: the common call above
+-- returns before paying for them.)
+
+-- What leaves or joins the totals, gathered and written at the end. Scalar sums go to Redis
+-- before they could lose precision.
+local acc = {}
+for i = 1, N do acc[i] = 0 end
+local buckets, sessions = {}, {}
+local ids_add, ids_gone = {}, {}  -- id -> score joining the id index; {id, score} leaving it
+
+-- Write the id index entries gathered so far.
+local function write_ids()
+  local set = {}
+  for id, score in pairs(ids_add) do
+    set[#set + 1] = id
+    set[#set + 1] = score
+    if #set >= 1000 then redis.call('HSET', KEYS[6], unpack(set)); set = {} end
+  end
+  if #set > 0 then redis.call('HSET', KEYS[6], unpack(set)) end
+  ids_add = {}
+end
+
+local function flush(i)
+  if acc[i] ~= 0 then
+    redis.call('HINCRBY', KEYS[3], FIELDS[i], string.format('%.0f', acc[i]))
+    acc[i] = 0
+  end
+end
+
+-- Add (sign 1) or take (sign -1) usage {events, input, output, total, cost_nusd} to a session.
+local function add_session(id, u, sign)
+  local s = sessions[id]
+  if not s then s = {0, 0, 0, 0, 0}; sessions[id] = s end
+  for j = 1, 5 do
+    if math.abs(s[j] + sign * u[j]) >= LIMIT then
+      redis.call('HINCRBY', KEYS[4], id .. SUFFIX[j], string.format('%.0f', s[j]))
+      s[j] = 0
+    end
+    s[j] = s[j] + sign * u[j]
+  end
+end
+
+-- Count (sign 1) or uncount (sign -1) one member scored `score`: its scalar sums when
+-- `scalars` (an insert's usually come from ARGV[2] instead), its sketch bucket, session and
+-- id when `index`.
+local function count(member, score, sign, scalars, index, e)
+  e = e or effect(member)
+  if not e then return end
+  if scalars then
+    for i = 1, N do
+      if math.abs(acc[i] + sign * e.c[i]) >= LIMIT then flush(i) end
+      acc[i] = acc[i] + sign * e.c[i]
+    end
+  end
+  if not index then return end
+  if e.bucket then buckets[e.bucket] = (buckets[e.bucket] or 0) + sign end
+  add_session(e.session, e.u, sign)
+  if sign > 0 then
+    ids_add[e.id] = score
+  else
+    ids_gone[#ids_gone + 1] = {e.id, score}
+  end
+end
+
+-- The call's byte budget for upkeep reads, shared by every kind.
+local budget = BYTES
+-- Up to `most` members from rank `from`, oldest first, CHUNK a fetch, while the byte budget
+-- lasts (at least one is read); with `upto`, only those scored at or before it. Returns the
+-- flat member, score list, and whether it reached the last such member.
+local function take(from, most, upto)
+  local out, got = {}, 0
+  while got < most do
+    local want = math.min(CHUNK, most - got)
+    local page = redis.call('ZRANGE', KEYS[1], from + got, from + got + want - 1, 'WITHSCORES')
+    for j = 1, #page, 2 do
+      if upto and tonumber(page[j + 1]) > upto then return out, true end
+      out[#out + 1] = page[j]
+      out[#out + 1] = page[j + 1]
+      got = got + 1
+      budget = budget - #page[j]
+      if budget <= 0 then return out, false end
+    end
+    if #page < 2 * want then return out, true end
+  end
+  return out, false
+end
 
 -- An empty events key: whatever else is left of the model (its keys expired or were evicted
 -- apart) sums nothing, and the hash starts in today's layout.
@@ -668,20 +696,40 @@ if #ops > 0 then
   redis.call('BITFIELD', KEYS[5], unpack(ops))
   if timed_before <= 0 then retime = true end  -- the sketch may be new
 end
--- A session whose event count reaches 0 leaves the index.
-for id, d in pairs(sessions) do
-  local c = 1
-  if d[1] ~= 0 then c = redis.call('HINCRBY', KEYS[4], id .. ':n', string.format('%.0f', d[1])) end
-  if c <= 0 then
-    redis.call('HDEL', KEYS[4], id .. ':n', id .. ':i', id .. ':o', id .. ':t', id .. ':c')
-  else
-    for j = 2, 5 do
-      if d[j] ~= 0 then
-        redis.call('HINCRBY', KEYS[4], id .. SUFFIX[j], string.format('%.0f', d[j]))
+-- The session index: SESSIONS sessions at a time, their fields read in one HMGET and written
+-- in one HSET (and one HDEL). A session whose event count reaches 0 leaves the index.
+local function write_sessions(ids)
+  local names = {}
+  for _, id in ipairs(ids) do
+    for j = 1, 5 do names[#names + 1] = id .. SUFFIX[j] end
+  end
+  local held = redis.call('HMGET', KEYS[4], unpack(names))
+  local set, gone = {}, {}
+  for k, id in ipairs(ids) do
+    local d, at = sessions[id], 5 * (k - 1)
+    local c = 1
+    if d[1] ~= 0 then c = bump(KEYS[4], set, names[at + 1], held[at + 1], d[1]) end
+    if c <= 0 then
+      if set[#set - 1] == names[at + 1] then set[#set] = nil; set[#set] = nil end
+      for j = 1, 5 do gone[#gone + 1] = names[at + j] end
+    else
+      for j = 2, 5 do
+        if d[j] ~= 0 then bump(KEYS[4], set, names[at + j], held[at + j], d[j]) end
       end
     end
   end
+  if #set > 0 then redis.call('HSET', KEYS[4], unpack(set)) end
+  if #gone > 0 then redis.call('HDEL', KEYS[4], unpack(gone)) end
 end
+local SESSIONS = 200
+local changed = {}
+for id, d in pairs(sessions) do
+  if d[1] ~= 0 or d[2] ~= 0 or d[3] ~= 0 or d[4] ~= 0 or d[5] ~= 0 then
+    changed[#changed + 1] = id
+    if #changed == SESSIONS then write_sessions(changed); changed = {} end
+  end
+end
+if #changed > 0 then write_sessions(changed) end
 -- The id index: a trimmed member's id leaves unless a newer namesake holds it.
 if #ids_gone > 0 then
   local names = {}
