@@ -251,19 +251,19 @@ def record_call(keys: tuple[str, ...], settings: str, chunk: Sequence[codec.Prep
     """One ``record.lua`` call for ``chunk``, events of the model whose (events, limit,
     totals, sessions, latency, ids[, spend]) keys are ``keys``, ids distinct; an empty chunk
     is an upkeep call."""
-    call = _record_call(keys, settings, chunk)
-    if len(keys) < 7:
-        return call
-    return call._replace(args=(*call.args, spend_arg(chunk)))
-
-
-def _record_call(
-    keys: tuple[str, ...], settings: str, chunk: Sequence[codec.PreparedEvent]
-) -> Eval:
     if not chunk:
-        return upkeep_call(keys, settings)
+        call = upkeep_call(keys, settings)
+        return call if len(keys) < 7 else Eval("record", keys, (*call.args, ""))
     if len(chunk) == 1:
         return _record_one(keys, settings, chunk[0])
+    args = _record_args(settings, chunk)
+    if len(keys) >= 7:
+        args.append(spend_arg(chunk))
+    return Eval("record", keys, tuple(args))
+
+
+def _record_args(settings: str, chunk: Sequence[codec.PreparedEvent]) -> list[Any]:
+    """``record.lua``'s arguments for two events or more (its spend argument aside)."""
     nb, ns, index = index_args(chunk)
     _, scores, members, reasons, untils, sums, _, ids = zip(*chunk, strict=True)  # columns
     pairs: list[Any] = [None] * (2 * len(chunk))
@@ -273,12 +273,13 @@ def _record_call(
     args = [settings, HEAD_FORMAT % head, *pairs, *ids, *index]
     if any(reasons):
         args += limit_triples(reasons, untils)
-    return Eval("record", keys, tuple(args))
+    return args
 
 
 def _record_one(keys: tuple[str, ...], settings: str, p: codec.PreparedEvent) -> Eval:
     """``record_call`` of one event, built directly: the common write, so it skips
-    ``index_args``'s grouping (the same arguments)."""
+    ``index_args``'s grouping (the same arguments), and its spend argument is added in place
+    (not by ``_replace``, which costs as much again)."""
     s = p.sums
     session = (p.session, 1, s[_INPUT], s[_OUTPUT], s[_TOTAL], s[_COST])
     score = p.score_ms
@@ -299,6 +300,8 @@ def _record_one(keys: tuple[str, ...], settings: str, p: codec.PreparedEvent) ->
         args = (settings, head, score, p.member, p.event_id, *session)
     if p.limit_reason:
         args += tuple(limit_triples((p.limit_reason,), (p.limit_until_ms,)))
+    if len(keys) >= 7:
+        args += (spend_arg((p,)),)
     return Eval("record", keys, args)
 
 
