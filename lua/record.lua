@@ -102,24 +102,6 @@ local SLACK = 30000
 -- A session's fields in the session index: events, input, output, total, cost_nusd.
 local SUFFIX = {':n', ':i', ':o', ':t', ':c'}
 
--- Hash field `name` of `key`, read as `held` (false: absent), plus `delta` (a number or integer
--- text), written with others: its new value joins the flat name, value list `set` (one HSET
--- for them all) while it stays exact, an integer as Redis writes it below LIMIT; else the
--- field gets its own HINCRBY (Redis's exact arithmetic, or its refusal, as before). Returns
--- the new value. (One read and one write, not an HINCRBY a field: each redis.call costs.)
-local function bump(key, set, name, held, delta)
-  local was, d = held or '0', tonumber(delta)
-  local w = tonumber(was)
-  if w and d and math.abs(d) < LIMIT and math.abs(w + d) < LIMIT
-    and string.format('%d', w) == was then
-    set[#set + 1] = name
-    set[#set + 1] = string.format('%d', w + d)
-    return w + d
-  end
-  if type(delta) ~= 'string' then delta = string.format('%.0f', delta) end
-  return redis.call('HINCRBY', key, name, delta)
-end
-
 -- PROVIDER SPEND (1/3): the last argument when KEYS[7] is given; `spent` lists the
 -- {score, member} of the events stored when only some of the call's are.
 local SPEND = KEYS[7] and table.remove(ARGV) or nil
@@ -273,17 +255,12 @@ local function fast()
   if nb == 1 then
     redis.call('BITFIELD', KEYS[5], 'INCRBY', 'i32', '#' .. ARGV[ids_at + 1], ARGV[ids_at + 2])
   end
-  local at = ids_at + 1 + 2 * nb  -- the session entry: its fields read, then one HSET
-  local names, adds, set = {}, {}, {}
+  local at = ids_at + 1 + 2 * nb  -- the session entry
   for j = 1, 5 do
     if ARGV[at + j] ~= '0' then
-      names[#names + 1] = ARGV[at] .. SUFFIX[j]
-      adds[#adds + 1] = ARGV[at + j]
+      redis.call('HINCRBY', KEYS[4], ARGV[at] .. SUFFIX[j], ARGV[at + j])
     end
   end
-  local held = redis.call('HMGET', KEYS[4], unpack(names))  -- names holds <id>:n at least
-  for k = 1, #names do bump(KEYS[4], set, names[k], held[k], adds[k]) end
-  if #set > 0 then redis.call('HSET', KEYS[4], unpack(set)) end
   if extend then
     for _, key in ipairs({KEYS[1], KEYS[3], KEYS[4], KEYS[5], KEYS[6]}) do
       redis.call('PEXPIREAT', key, text, 'NX')  -- a key left without one (set by hand)
@@ -696,6 +673,24 @@ if #ops > 0 then
   redis.call('BITFIELD', KEYS[5], unpack(ops))
   if timed_before <= 0 then retime = true end  -- the sketch may be new
 end
+-- Hash field `name` of `key`, read as `held` (false: absent), plus `delta` (a number or integer
+-- text), written with others: its new value joins the flat name, value list `set` (one HSET
+-- for them all) while it stays exact, an integer as Redis writes it below LIMIT; else the
+-- field gets its own HINCRBY (Redis's exact arithmetic, or its refusal, as before). Returns
+-- the new value. (One read and one write, not an HINCRBY a field: each redis.call costs.)
+local function bump(key, set, name, held, delta)
+  local was, d = held or '0', tonumber(delta)
+  local w = tonumber(was)
+  if w and d and math.abs(d) < LIMIT and math.abs(w + d) < LIMIT
+    and string.format('%d', w) == was then
+    set[#set + 1] = name
+    set[#set + 1] = string.format('%d', w + d)
+    return w + d
+  end
+  if type(delta) ~= 'string' then delta = string.format('%.0f', delta) end
+  return redis.call('HINCRBY', key, name, delta)
+end
+
 -- The session index: SESSIONS sessions at a time, their fields read in one HMGET and written
 -- in one HSET (and one HDEL). A session whose event count reaches 0 leaves the index.
 local function write_sessions(ids)
