@@ -6,6 +6,7 @@
 -- KEYS[2]  <ns>:{<model>}:totals   hash of running sums and layout (record.lua)
 -- KEYS[3]  <ns>:{<model>}:limit    string present while the model is subscription-limited
 -- KEYS[4]  <ns>:{<model>}:latency  string; the latency sketch's counters (record.lua)
+-- KEYS[5]  <ns>:{<model>}:spend    hash; the model's spend per hour and day (record.lua)
 -- ARGV[1]  settings       the call's constants, one string of whole numbers (one argument,
 --                         not seven: each costs the client and the script): window_ms,
 --                         newest_probe (how many of the newest members to return at most
@@ -26,7 +27,7 @@
 --                         may leave out ARGV[2..4] (read as '', 0, '')
 --
 -- Returns {now_ms, state, totals, minus, aged_buckets, sketch, newest, limit_pttl, skipped,
--- cursor, start, gen}, or {now_ms, 'same', limit_pttl} (below):
+-- cursor, start, gen, spend}, or {now_ms, 'same', limit_pttl} (below):
 --   state    first call: 'same' when the caller named `known` and the totals' `gen` is still
 --            it, the events key exists and no member is aged: nothing of the model changed
 --            since the reply the caller holds (record.lua moves `gen` on at every change of
@@ -55,6 +56,9 @@
 --            when the caller named it: a later call, or a first call that resumed)
 --   start    the rank this call's subtraction started from
 --   gen      the totals' `gen` (false when absent): what a later first call names as `known`
+--   spend    KEYS[5]'s fields and values (flat), false when it is of another type (written
+--            by hand): a router reads its candidates' spend here, not with one more command
+--            each (record.lua writes it in the call that moves `gen`)
 -- A later call returns now_ms, state, minus, aged_buckets, skipped, cursor and start only.
 --
 -- Aged members are those scored at or before the first call's cutoff; as long as the oldest
@@ -144,13 +148,20 @@ elseif got[1] then
     if not readable then readable = byte(member, 1) == 0x9e and byte(member, 2) == 1 end
   end, 2)
 end
+-- KEYS[5], read with pcall: a key of another type must not fail the snapshot.
+local function spend()
+  local got = redis.pcall('HGETALL', KEYS[5])
+  if got.err then return false end
+  return got
+end
+
 if top == nil or tonumber(top) <= cutoff then
-  return {now, 'empty', {}, {}, {}, '', {}, pttl, 0, {}, 0}
+  return {now, 'empty', {}, {}, {}, '', {}, pttl, 0, {}, 0, false, spend()}
 end
 
 local held = redis.call('HMGET', KEYS[2], 'layout', 'gen', unpack(FIELDS))
 if (tonumber(held[1]) or 0) < layout then
-  return {now, 'rebuild', {}, {}, {}, '', newest, pttl, 0, {}, 0}
+  return {now, 'rebuild', {}, {}, {}, '', newest, pttl, 0, {}, 0, false, spend()}
 end
 local gen = held[2]
 table.remove(held, 1)
@@ -161,4 +172,5 @@ if aged > 0 then  -- else nothing to subtract, and the walk would start from ran
   minus, buckets, skipped, start, cursor, state = subtract(from, oldest, aged)
 end
 local sketch = redis.call('GET', KEYS[4]) or ''
-return {now, state, held, minus, buckets, sketch, newest, pttl, skipped, cursor, start, gen}
+return {now, state, held, minus, buckets, sketch, newest, pttl, skipped, cursor, start, gen,
+  spend()}

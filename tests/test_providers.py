@@ -3,6 +3,7 @@ aliases, and what routing does with them, on fakeredis, a real server and a real
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import shutil
 from concurrent.futures import ProcessPoolExecutor
@@ -14,6 +15,7 @@ import redis
 
 from redis_telemetry import AsyncTelemetryStore, ErrorSignatures, TelemetryStore
 from redis_telemetry.core import limits, providers, routing
+from redis_telemetry.core.commands import Cmd
 from redis_telemetry.errors import InvalidInputError
 from redis_telemetry.ingest.events import Limit
 from redis_telemetry.ingest.run import apply_limit
@@ -454,39 +456,89 @@ def test_the_pages_redis_cli_recipes_answer_as_shown(redis_server: RedisServer) 
     assert check_recipes(blocks(page, "console")[0], cli, redis_server.port) >= 7
 
 
+def _spending(
+    store: TelemetryStore, r: redis.Redis, costs: dict[str, float], day_usd: float
+) -> datetime:
+    """Each model of ``costs`` spends its cost now; provider ``a`` gets a day cap."""
+    now = at_ms(server_ms(r))
+    store.record_batch([event(m, cost_usd=c, completed_at=now) for m, c in costs.items()])
+    store.set_budget("a", day_usd=day_usd)
+    return now
+
+
+def _sent(store: TelemetryStore, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every batch the store sends from now on."""
+    batches: list[Any] = []
+    execute = store._execute
+
+    def spied(batch: Any, deadline: Any) -> Any:
+        batches.append(batch)
+        return execute(batch, deadline)
+
+    monkeypatch.setattr(store, "_execute", spied)
+    return batches
+
+
 def test_a_routing_read_of_providers_is_one_round_trip_once_warm(
     store: TelemetryStore, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    now = at_ms(server_ms(r))
-    store.record_batch([event(m, cost_usd=0.1, completed_at=now) for m in ("a/x", "b/y")])
-    store.set_budget("a", day_usd=10.0)
-    sent: list[int] = []
-    execute = store._execute
-
-    def counted(batch: Any, deadline: Any) -> Any:
-        sent.append(len(batch))
-        return execute(batch, deadline)
-
-    monkeypatch.setattr(store, "_execute", counted)
+    now = _spending(store, r, {"a/x": 0.1, "b/y": 0.1}, day_usd=10.0)
+    batches = _sent(store, monkeypatch)
     first = store._run(store._core.provider_view(["a/x", "b/y"]))
-    trips_cold = len(sent)
-    sent.clear()
+    trips_cold = len(batches)
+    batches.clear()
     warm = store._run(store._core.provider_view(["a/x", "b/y"]))
-    assert (trips_cold, len(sent)) == (2, 1)
+    assert (trips_cold, len(batches)) == (2, 1)
     assert warm.status == first.status
     assert warm.status["a"].budget.day_spend_usd == pytest.approx(0.1)
     # a new spender is read in a second round trip, once
     store.record(event("a/z", cost_usd=0.2, completed_at=now))
-    sent.clear()
+    batches.clear()
     again = store._run(store._core.provider_view(["a/x"]))
-    assert len(sent) == 2
+    assert len(batches) == 2
     assert again.status["a"].budget.day_spend_usd == pytest.approx(0.3)
     # a ranking reads the providers beside the snapshots: one round trip once warm
     store.rank_models(["a/x", "a/z", "b/y"])
-    sent.clear()
+    batches.clear()
     ranking = store.rank_models(["a/x", "a/z", "b/y"])
-    assert len(sent) == 1
+    assert len(batches) == 1
     assert {r.model for r in ranking.ranked} == {"a/x", "a/z", "b/y"}
+
+
+def test_a_ranking_reads_its_candidates_spend_with_their_snapshots(
+    store: TelemetryStore, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """snapshot.lua returns each candidate's spend: the ranking reads only the other
+    spenders' spend hashes, still counts every model of a provider, and sees a candidate's new
+    spend at once (the write that adds it moves the totals' gen)."""
+    now = _spending(store, r, {"a/x": 2.0, "a/z": 7.0, "b/y": 0.1}, day_usd=10.0)
+    store.rank_models(["a/x", "b/y"])  # warm: the spenders are known, the replies held
+    batches = _sent(store, monkeypatch)
+    ranking = store.rank_models(["a/x", "b/y"])
+    spend_keys = [
+        c.args[0]
+        for batch in batches
+        for c in batch
+        if isinstance(c, Cmd) and c.method == "hgetall" and c.args[0].endswith(":spend")
+    ]
+    assert spend_keys == ["telemetry:{a/z}:spend"]  # not a candidate's
+    assert {x.model for x in ranking.ranked} == {"a/x", "b/y"}  # 9.0 of 10: near, not out
+    store.record(event("a/x", cost_usd=1.5, completed_at=now))  # 10.5 of 10: exhausted
+    ranking = store.rank_models(["a/x", "b/y"])
+    assert [x.model for x in ranking.ranked] == ["b/y"]
+    assert [(e.model, e.reason) for e in ranking.excluded] == [("a/x", "budget_exhausted")]
+
+
+def test_a_candidates_spend_key_of_another_type_is_read_as_before(
+    store: TelemetryStore, r: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    _spending(store, r, {"a/x": 1.0, "a/z": 1.0}, day_usd=1.5)
+    r.delete("telemetry:{a/x}:spend")
+    r.set("telemetry:{a/x}:spend", "written by hand")
+    with caplog.at_level(logging.WARNING):
+        ranking = store.rank_models(["a/x"])
+    assert "telemetry:{a/x}:spend" in caplog.text  # skipped, logged
+    assert [x.model for x in ranking.ranked] == ["a/x"]  # a/z's 1.0 alone: not exhausted
 
 
 def test_the_windows_roll_at_the_servers_hour_and_day() -> None:

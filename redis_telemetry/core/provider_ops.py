@@ -3,7 +3,8 @@ backoff and aliases, and the provider exclusions and penalty that routing applie
 
 A read of providers is one round trip in the steady state: the server's time, the alias
 table, the registries (providers with settings, models that spent) and, for every model this
-store saw spend before, its ``spend`` hash; a model that began spending since costs one more
+store saw spend before, its ``spend`` hash (a ranking leaves its candidates' to their
+snapshots: ``snapshot.lua`` returns it); a model that began spending since costs one more
 round trip, once. Writes go through ``lua/provider.lua`` (one provider's hash) and
 ``lua/register.lua`` (the registries).
 """
@@ -28,6 +29,18 @@ log = logging.getLogger(__name__)
 
 #: The most models a provider read keeps remembering as spenders.
 _REMEMBERED = 10_000
+
+
+class _Parts(NamedTuple):
+    """What the first round trip of a provider read found (see ``_provider_parts``)."""
+
+    now_ms: int
+    aliases: dict[str, str]
+    names: set[str]
+    of: dict[str, str]
+    spenders: list[str]
+    spend_raw: dict[str, Any]
+    settings: dict[str, Any]
 
 
 class ProviderView(NamedTuple):
@@ -118,8 +131,17 @@ class ProviderOps(Reads):
         with settings, with spend today, or with models in the window). One round trip when
         the aliases, spenders and providers are those this store read before; a second one for
         what changed."""
+        parts = yield from self._provider_parts(wanted)
+        return (yield from self._finish(parts, {}))
+
+    def _provider_parts(
+        self, wanted: Iterable[str] | None, spend_elsewhere: bool = False
+    ) -> Op[_Parts]:
+        """The first round trip of :meth:`provider_view`; with ``spend_elsewhere``, the
+        ``wanted`` models' spend is left to their snapshots (``snapshot.lua`` reads it)."""
         wanted = None if wanted is None else list(wanted)
-        seen = list(self._spenders_seen)
+        elsewhere = set(wanted or ()) if spend_elsewhere else set()
+        seen = [m for m in self._spenders_seen if m not in elsewhere]
         if wanted is None:
             guessed = list(self._providers_seen)
         else:
@@ -152,7 +174,15 @@ class ProviderOps(Reads):
         )
         names = {p for p in names if _usable_provider(p)}
         self._remember(spenders, names, aliases)
-        missing = [m for m in spenders if m not in spend_raw and of[m] in names]
+        return _Parts(now_ms, aliases, names, of, spenders, spend_raw, settings)
+
+    def _finish(
+        self, parts: _Parts, given: Mapping[str, Mapping[bytes, bytes]]
+    ) -> Op[ProviderView]:
+        """The providers' statuses from ``parts``, with the spend of the models in ``given``
+        (their snapshots read it), reading in one more round trip what neither holds."""
+        now_ms, aliases, names, of, spenders, spend_raw, settings = parts
+        missing = [m for m in spenders if m not in spend_raw and m not in given and of[m] in names]
         unread = sorted(names - settings.keys())
         if missing or unread:
             second: Batch = [
@@ -168,7 +198,10 @@ class ProviderOps(Reads):
             hour = day = 0
             for m in members:
                 if m in spenders:
-                    fields = _hash(spend_raw.get(m), self.keys.spend(m))
+                    if m in given:
+                        fields = pv.settings_of(given[m])
+                    else:
+                        fields = _hash(spend_raw.get(m), self.keys.spend(m))
                     h, d = pv.spend_in(fields, now_ms)
                     hour, day = hour + h, day + d
             held = _hash(settings[p], self.keys.provider(p))
@@ -421,24 +454,24 @@ class ProviderOps(Reads):
         """:meth:`Reads.rank_models`, then the providers' verdicts: an exhausted or blocked
         provider's models leave the ranking, a nearly exhausted one's weighted score is
         multiplied by :data:`pv.NEAR_EXHAUSTION_PENALTY`."""
-        ranked = super().rank_models(
+        ranked = self._ranked(
             candidates,
             strategy,
             weights=weights,
             max_staleness_secs=max_staleness_secs,
             stale_policy=stale_policy,
         )
-        # the providers are read beside the snapshots (one round trip once warm); the
-        # ranking's own read checks the candidates first
-        ranking, view = yield from together(ranked, self._candidates_view(candidates))
+        # the providers are read beside the snapshots (one round trip once warm), and the
+        # candidates' spend with the snapshots themselves; the ranking's own read checks the
+        # candidates first
+        (ranking, reading), parts = yield from together(
+            ranked, self._provider_parts(candidates, spend_elsewhere=True)
+        )
+        view = yield from self._finish(parts, reading.spend)
         models = [r.model for r in ranking.ranked] + ranking.unknown
         if not models:
             return ranking
         return routing.apply_providers(ranking, {m: view.of(m) for m in models})
-
-    def _candidates_view(self, candidates: Sequence[str]) -> Op[ProviderView]:
-        """:meth:`provider_view` of ``candidates`` (checked by the ranking beside it)."""
-        return (yield from self.provider_view(list(dict.fromkeys(candidates))))
 
 
 def register_eval(key: str, entries: Sequence[tuple[str, int, int]]) -> Eval:

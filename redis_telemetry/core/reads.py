@@ -65,6 +65,9 @@ class Reading(NamedTuple):
     #: the server ms at which each model's window was read (``window`` reads): its limit
     #: PTTL was measured then
     read_at: dict[str, int]
+    #: each model's ``spend`` hash, as its snapshot read it (``totals`` reads; a model left
+    #: out was not read: its key is of another type, or the reply was not a first call's)
+    spend: dict[str, dict[bytes, bytes]]
 
 
 class Held(NamedTuple):
@@ -197,7 +200,7 @@ class Reads:
             fetched.update(zip(redo, replies, strict=True))
         if from_registry:
             self._models = dict.fromkeys(targets)
-        reading = Reading(now_ms, targets, {}, {}, {}, {}, {})
+        reading = Reading(now_ms, targets, {}, {}, {}, {}, {}, {})
         fallback: list[str] = []
         if kind == "window":
             fallback = targets
@@ -206,6 +209,9 @@ class Reads:
             snaps = yield from self._aged(kind, first, session_id, self._snapshot_reply)
             fallback = [m for m in first if not self._from_totals(m, snaps[m], reading)]
             reading.performance.update((m, quick[m]) for m in targets if m in quick)
+            for m in targets:
+                if (spend := scripts.spend_of(fetched[m])) is not None:
+                    reading.spend[m] = spend
             self._hold({m: fetched[m] for m in targets if parts[m] is None}, reading.performance)
         elif kind == "session":
             first = {m: (fetched[m], parts[m]) for m in targets}
@@ -486,13 +492,32 @@ class Reads:
         stale_policy: routing.StalePolicy = "exclude",
     ) -> Op[routing.Ranking]:
         """Rank ``candidates`` from one consistent read (one round trip)."""
+        ranking, _ = yield from self._ranked(
+            candidates,
+            strategy,
+            weights=weights,
+            max_staleness_secs=max_staleness_secs,
+            stale_policy=stale_policy,
+        )
+        return ranking
+
+    def _ranked(
+        self,
+        candidates: Sequence[str],
+        strategy: routing.Strategy | str,
+        *,
+        weights: routing.Weights | None,
+        max_staleness_secs: int | None,
+        stale_policy: routing.StalePolicy,
+    ) -> Op[tuple[routing.Ranking, Reading]]:
+        """:meth:`rank_models`, and the read it ranked from."""
         if isinstance(candidates, str) or not candidates:
             raise InvalidInputError("candidates must be a non-empty list of model names")
         models = list(dict.fromkeys(rules.check_model_name(m) for m in candidates))
         if max_staleness_secs is not None:
             rules.check_u64("max_staleness_secs", max_staleness_secs)
         r = yield from self.read(models, "totals")
-        return routing.rank(
+        ranking = routing.rank(
             [r.performance[m] for m in models],
             strategy,
             weights=weights,
@@ -500,6 +525,7 @@ class Reads:
             stale_policy=stale_policy,
             now=snapshot.ms_to_datetime(r.now_ms),
         )
+        return ranking, r
 
     def select_model(
         self,

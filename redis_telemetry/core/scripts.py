@@ -406,7 +406,13 @@ def snapshot_call(
     aged out since the last trim add to them, from ``cursor`` on (see ``Cursor.args``);
     ``later``: only go on reading those. ``known``: the ``gen`` of the reply the caller holds
     (a first call from rank 0): the script then answers 'same' when nothing changed."""
-    script_keys = (keys.events(model), keys.totals(model), keys.limit(model), keys.latency(model))
+    script_keys = (
+        keys.events(model),
+        keys.totals(model),
+        keys.limit(model),
+        keys.latency(model),
+        keys.spend(model),
+    )
     settings = snapshot_settings(window_ms, known)
     if cursor is None:  # a first call from rank 0 names no cursor (fewer arguments to send)
         return Eval("snapshot", script_keys, (settings,), tolerant=True)
@@ -419,7 +425,7 @@ def unchanged(reply: Any) -> bytes | None:
     script answers 'same'); else None."""
     if (
         isinstance(reply, list)
-        and len(reply) == 12
+        and len(reply) == 13
         and reply[1] == b"ok"
         and not reply[9]
         and isinstance(reply[11], bytes)
@@ -550,6 +556,15 @@ def snapshot_reply(reply: Any, now_ms: int, oldest: bytes = b"") -> SnapshotRepl
         _cursor(cursor, oldest),
         int(start),
     )
+
+
+def spend_of(reply: Any) -> dict[bytes, bytes] | None:
+    """The ``spend`` hash a raw first-call ``snapshot.lua`` reply carries, as field ->
+    value; None when it carries none (a later call's, or a key of another type)."""
+    if isinstance(reply, list) and len(reply) == 13 and isinstance(reply[12], list):
+        flat = reply[12]
+        return dict(zip(flat[::2], flat[1::2], strict=True))
+    return None
 
 
 class SessionReply(NamedTuple):
