@@ -16,8 +16,8 @@
 --                         at least one member), newest_ties (the most members of the newest
 --                         millisecond to return), newest_budget (the most bytes of newest
 --                         members to return, at least one member), and optionally `known`:
---                         the totals' `gen` of an earlier 'ok' reply without aged members
---                         that the caller holds (see 'same' below)
+--                         the gen and card of an earlier 'ok' reply without aged members
+--                         that the caller holds, two more numbers (see 'same' below)
 -- ARGV[2]  cutoff         '' on a first call; on a later one, the cursor a previous reply
 -- ARGV[3]  from           gave: the cutoff (ms) of the first call, the rank to go on from, and
 -- ARGV[4]  oldest         the member that was the oldest at the first call. A first call may
@@ -27,12 +27,14 @@
 --                         may leave out ARGV[2..4] (read as '', 0, '')
 --
 -- Returns {now_ms, state, totals, minus, aged_buckets, sketch, newest, limit_pttl, skipped,
--- cursor, start, gen, spend}, or {now_ms, 'same', limit_pttl} (below):
---   state    first call: 'same' when the caller named `known` and the totals' `gen` is still
---            it, the events key exists and no member is aged: nothing of the model changed
---            since the reply the caller holds (record.lua moves `gen` on at every change of
---            the members, totals, sketch or spend), which is then exact with this now_ms and
---            limit_pttl; 'ok'; 'empty' when every member is at or before now - window (all
+-- cursor, start, gen, spend, card}, or {now_ms, 'same', limit_pttl} (below):
+--   state    first call: 'same' when the caller named `known`, the totals' `gen` and the
+--            events key's member count are still its, and no member is aged: nothing of
+--            the model changed since the reply the caller holds (record.lua moves `gen` on
+--            at every change of the members, totals, sketch or spend; the count catches
+--            most changes made otherwise: members added or removed by hand, or by a writer
+--            of an older release), which is then exact with this now_ms and limit_pttl;
+--            'ok'; 'empty' when every member is at or before now - window (all
 --            aged); 'rebuild' when the totals hash is older than `layout` (read the events
 --            instead); 'aged' when aged members are left to subtract (then totals, sketch,
 --            newest and limit_pttl are whole and minus, aged_buckets and skipped partial).
@@ -59,6 +61,7 @@
 --   spend    KEYS[5]'s fields and values (flat), false when it is of another type (written
 --            by hand): a router reads its candidates' spend here, not with one more command
 --            each (record.lua writes it in the call that moves `gen`)
+--   card     how many members the events key holds (ZCARD): named in `known` with gen
 -- A later call returns now_ms, state, minus, aged_buckets, skipped, cursor and start only.
 --
 -- Aged members are those scored at or before the first call's cutoff; as long as the oldest
@@ -85,7 +88,8 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local window, probe, max_aged, layout, budget, ties, newest_budget, rest =
   string.match(ARGV[1], '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)(.*)$')
-local known = rest and (rest == '' and '' or string.match(rest, '^ (%d+)$'))
+local known, card = '', ''
+if rest ~= '' then known, card = string.match(rest or '', '^ (%d+) (%d+)$') end
 if not known then error('snapshot.lua: malformed settings ' .. ARGV[1]) end
 max_aged, layout, budget = tonumber(max_aged), tonumber(layout), tonumber(budget)
 local later = (ARGV[2] or '') ~= ''
@@ -95,7 +99,8 @@ local upto = string.format('%.0f', cutoff)  -- the cutoff, as ZCOUNT reads it
 
 -- Nothing changed since the caller's reply: four cheap commands, nothing read back.
 if not later and known ~= '' and redis.call('HGET', KEYS[2], 'gen') == known
-  and redis.call('ZCOUNT', KEYS[1], '-inf', upto) == 0 and redis.call('EXISTS', KEYS[1]) == 1 then
+  and redis.call('ZCARD', KEYS[1]) == tonumber(card)
+  and redis.call('ZCOUNT', KEYS[1], '-inf', upto) == 0 then
   return {now, 'same', redis.call('PTTL', KEYS[3])}
 end
 
@@ -173,4 +178,4 @@ if aged > 0 then  -- else nothing to subtract, and the walk would start from ran
 end
 local sketch = redis.call('GET', KEYS[4]) or ''
 return {now, state, held, minus, buckets, sketch, newest, pttl, skipped, cursor, start, gen,
-  spend()}
+  spend(), redis.call('ZCARD', KEYS[1])}

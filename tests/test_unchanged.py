@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from redis_telemetry import TelemetryStore
-from redis_telemetry.core import scripts
+from redis_telemetry.core import codec, scripts
 from redis_telemetry.core.scripts import SCRIPTS
 
 from .helpers import event, now
@@ -128,6 +128,26 @@ def test_keys_deleted_by_hand_or_lost_are_seen(
     got = {p["model"]: p for p in read(store)}
     assert answers == [False]  # m1 read empty: nothing held for it, nothing named
     assert got["m2"]["successful_completions"] == 1
+
+
+def test_members_added_or_removed_by_hand_are_seen(
+    r: redis.Redis, store: TelemetryStore, answers: list[bool]
+) -> None:
+    """Outside record.lua (by hand, or a writer of an older release that keeps no gen), the
+    member count tells most changes."""
+    store.record_batch([event("m1", latency_ms=100 + i) for i in range(3)])
+    read(store)
+    later = event("m1", completed_at=now() + timedelta(seconds=2), event_id="by-hand")
+    prepared = codec.prepare(later, int(now().timestamp() * 1000))
+    member = prepared.member
+    r.zadd("telemetry:{m1}:events", {member: prepared.score_ms})
+    (got,) = read(store)
+    assert answers == [False]
+    assert got["last_event_at"] == later.completed_at  # the totals do not count it
+    answers.clear()
+    r.zrem("telemetry:{m1}:events", member)
+    assert read(store) == fresh(store)
+    assert answers == [False]
 
 
 def test_a_restart_that_emptied_redis_reads_the_new_data(

@@ -420,17 +420,17 @@ def snapshot_call(
 
 
 def unchanged(reply: Any) -> bytes | None:
-    """The ``gen`` of a raw ``snapshot.lua`` reply that a later first call may name as
-    ``known``: a whole 'ok' reply without aged members (then exact again for as long as the
-    script answers 'same'); else None."""
+    """What a later first call names as ``known`` for a raw ``snapshot.lua`` reply (its
+    ``gen`` and member count): for a whole 'ok' reply without aged members (then exact again
+    for as long as the script answers 'same'); else None."""
     if (
         isinstance(reply, list)
-        and len(reply) == 13
+        and len(reply) == 14
         and reply[1] == b"ok"
         and not reply[9]
         and isinstance(reply[11], bytes)
     ):
-        return reply[11]
+        return b"%s %d" % (reply[11], reply[13])
     return None
 
 
@@ -561,7 +561,7 @@ def snapshot_reply(reply: Any, now_ms: int, oldest: bytes = b"") -> SnapshotRepl
 def spend_of(reply: Any) -> dict[bytes, bytes] | None:
     """The ``spend`` hash a raw first-call ``snapshot.lua`` reply carries, as field ->
     value; None when it carries none (a later call's, or a key of another type)."""
-    if isinstance(reply, list) and len(reply) == 13 and isinstance(reply[12], list):
+    if isinstance(reply, list) and len(reply) >= 13 and isinstance(reply[12], list):
         flat = reply[12]
         return dict(zip(flat[::2], flat[1::2], strict=True))
     return None
