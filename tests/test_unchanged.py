@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import redis
 
-from redis_telemetry import TelemetryStore
+from redis_telemetry import AsyncTelemetryStore, TelemetryStore
 from redis_telemetry.core import codec, scripts
 from redis_telemetry.core.scripts import SCRIPTS
 
@@ -195,3 +195,13 @@ def test_a_longer_window_answered_same_builds_the_snapshot_again(
     assert (before.window_secs, after.window_secs) == (3600, 7200)
     assert after.throughput == before.throughput / 2
     assert [after.model_dump()] == fresh(store)
+
+
+async def test_the_asyncio_store_is_answered_same_too(
+    astore: AsyncTelemetryStore, answers: list[bool]
+) -> None:
+    await astore.record_batch([event(m) for m in MODELS])
+    first = [p.model_dump() for p in await astore.all_model_performances()]
+    again = [p.model_dump() for p in await astore.all_model_performances()]
+    assert answers == [True, True]
+    assert again == first
