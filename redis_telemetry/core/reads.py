@@ -212,7 +212,9 @@ class Reads:
             for m in targets:
                 if (spend := scripts.spend_of(fetched[m])) is not None:
                     reading.spend[m] = spend
-            self._hold({m: fetched[m] for m in targets if parts[m] is None}, reading.performance)
+            # a model answered 'same' whose snapshot was reused is held as it was
+            whole = {m: fetched[m] for m in targets if parts[m] is None and m not in quick}
+            self._hold(whole, reading.performance)
         elif kind == "session":
             first = {m: (fetched[m], parts[m]) for m in targets}
             uses = yield from self._aged(kind, first, session_id, self._session_reply)
