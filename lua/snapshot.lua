@@ -70,6 +70,31 @@
 -- every call and the pieces add up to the first call's snapshot.
 -- Reads only. Each call: a few commands, at most max_aged aged members and budget bytes.
 
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+-- Nothing changed since the caller's reply: four cheap commands, nothing read back. (First,
+-- before anything else of the script is made: most reads of a router end here.)
+local window, known, card =
+  string.match(ARGV[1], '^(%d+) %d+ %d+ %d+ %d+ %d+ %d+ (%d+) (%d+)$')
+if known and (ARGV[2] or '') == '' and redis.call('HGET', KEYS[2], 'gen') == known
+  and redis.call('ZCARD', KEYS[1]) == tonumber(card)
+  and redis.call('ZCOUNT', KEYS[1], '-inf', string.format('%.0f', now - tonumber(window))) == 0 then
+  return {now, 'same', redis.call('PTTL', KEYS[3])}
+end
+
+local probe, max_aged, layout, budget, ties, newest_budget, rest
+window, probe, max_aged, layout, budget, ties, newest_budget, rest =
+  string.match(ARGV[1], '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)(.*)$')
+if not (rest == '' or (rest and string.match(rest, '^ %d+ %d+$'))) then
+  error('snapshot.lua: malformed settings ' .. ARGV[1])
+end
+max_aged, layout, budget = tonumber(max_aged), tonumber(layout), tonumber(budget)
+local later = (ARGV[2] or '') ~= ''
+local cutoff = later and tonumber(ARGV[2]) or now - tonumber(window)
+local from, oldest = tonumber(ARGV[3] or 0), ARGV[4] or ''
+local upto = string.format('%.0f', cutoff)  -- the cutoff, as ZCOUNT reads it
+
 local FIELDS = {'ok', 'failed', 'latency', 'untimed', 'cost_nusd', 'total', 'input', 'output', 'reasoning', 'cache_read', 'cache_write'}
 
 -- The functions that read members and walk the set (lua/event.lua, lua/steps.lua), made
@@ -82,26 +107,6 @@ local function library()
 -- #include steps.lua
 
   return effect, N, walk, walk_aged, aged_state, exact_sums
-end
-
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local window, probe, max_aged, layout, budget, ties, newest_budget, rest =
-  string.match(ARGV[1], '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)(.*)$')
-local known, card = '', ''
-if rest ~= '' then known, card = string.match(rest or '', '^ (%d+) (%d+)$') end
-if not known then error('snapshot.lua: malformed settings ' .. ARGV[1]) end
-max_aged, layout, budget = tonumber(max_aged), tonumber(layout), tonumber(budget)
-local later = (ARGV[2] or '') ~= ''
-local cutoff = later and tonumber(ARGV[2]) or now - tonumber(window)
-local from, oldest = tonumber(ARGV[3] or 0), ARGV[4] or ''
-local upto = string.format('%.0f', cutoff)  -- the cutoff, as ZCOUNT reads it
-
--- Nothing changed since the caller's reply: four cheap commands, nothing read back.
-if not later and known ~= '' and redis.call('HGET', KEYS[2], 'gen') == known
-  and redis.call('ZCARD', KEYS[1]) == tonumber(card)
-  and redis.call('ZCOUNT', KEYS[1], '-inf', upto) == 0 then
-  return {now, 'same', redis.call('PTTL', KEYS[3])}
 end
 
 -- Subtract the aged members from rank `first` on (see walk_aged; `aged`: their count, when
