@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -99,6 +99,21 @@ def timed(fn: Callable[[], Any], n: int) -> list[float]:
         start = time.perf_counter()
         fn()
         out.append(time.perf_counter() - start)
+    return out
+
+
+def interleaved(cases: dict[str, Callable[[], Any]], n: int) -> dict[str, list[float]]:
+    """``n`` timings of each case, one call of each in turn (after two warm-up calls of each),
+    so that drift on a shared machine hits every case alike."""
+    out: dict[str, list[float]] = {name: [] for name in cases}
+    for fn in cases.values():  # warm-up
+        fn()
+        fn()
+    for _ in range(n):
+        for name, fn in cases.items():
+            start = time.perf_counter()
+            fn()
+            out[name].append(time.perf_counter() - start)
     return out
 
 
@@ -691,11 +706,10 @@ def main() -> None:
     sizes = [1000, 5000] if args.quick else [10_000, 100_000, 1_000_000]
     n = 20 if args.quick else 200
     args.out.mkdir(parents=True, exist_ok=True)
-    with own_server() if args.url is None else _given(args.url) as url:
+    with flushed(args.url) as (url, run):
         client = redis.Redis.from_url(url)
-        client.flushall()
         store = TelemetryStore(client, window_secs=WINDOW)
-        res: dict[str, Any] = {**about(client), "quick": args.quick}
+        res: dict[str, Any] = {**run, "quick": args.quick}
         res["record"] = bench_record(client, store, 200 if args.quick else 3000)
         res["record_batch"] = bench_batch(client, store, 5 if args.quick else 40)
         client.close()
@@ -722,9 +736,28 @@ def about(client: redis.Redis) -> dict[str, str]:
     }
 
 
+def server(url: str | None) -> AbstractContextManager[str]:
+    """The server a run uses: ``url`` (``--url``), or a throwaway one when it is None."""
+    return own_server() if url is None else nullcontext(url)
+
+
 @contextmanager
-def _given(url: str) -> Iterator[str]:
-    yield url
+def flushed(url: str | None) -> Iterator[tuple[str, dict[str, str]]]:
+    """The run's server (``server(url)``), flushed, and what ``about`` says of the run."""
+    with server(url) as where:
+        client = redis.Redis.from_url(where)
+        client.flushall()
+        run = about(client)
+        client.close()
+        yield where, run
+
+
+def publish(res: dict[str, Any], path: Path, table: str) -> None:
+    """Write a run's results to ``path`` as JSON, then print its table and where they went."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(res, indent=2) + "\n")
+    print(table)
+    print(f"\nresults: {path}")
 
 
 if __name__ == "__main__":

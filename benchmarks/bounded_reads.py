@@ -12,20 +12,18 @@ own (SLOWLOG at 0 us: every command logged), so they do not include the round tr
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import redis
-from bench import RESULTS, make_events, own_server, pct
+from bench import RESULTS, arguments, make_events, pct, publish, server
 
 from redis_telemetry import CompletionEvent, TelemetryStore
 from redis_telemetry.core import rules, scripts, totals
@@ -402,29 +400,24 @@ def report(res: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--url", help="a server to use (it is FLUSHED); default: start one")
-    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    parser = arguments(__doc__)
     parser.add_argument(
         "--backlog", type=int, default=50_000, help="aged members of the backlog case (50,000)"
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    with own_server() if args.url is None else nullcontext(args.url) as url:
+    with server(args.url) as url:
         client = redis.Redis.from_url(url)
-        server = client.info("server")["redis_version"]
+        redis_version = client.info("server")["redis_version"]
         where = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-        res = {"machine": f"{where}, redis-server {server}", "quick": args.quick}
+        res = {"machine": f"{where}, redis-server {redis_version}", "quick": args.quick}
         res["when"] = datetime.now(UTC).isoformat(timespec="seconds")
         res["worst"] = worst_cases(client, args.quick)
         client.close()
         res["backlog"] = backlog(
             url, 2000 if args.quick else args.backlog, 20 if args.quick else 200
         )
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bounded_reads.json").write_text(json.dumps(res, indent=2) + "\n")
-    print(report(res))
-    print(f"\nresults: {args.out / 'bounded_reads.json'}")
+    publish(res, args.out / "bounded_reads.json", report(res))
 
 
 if __name__ == "__main__":

@@ -43,11 +43,11 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from bench import _given, about, arguments, own_server  # the same server, options, report
+from _clients import direct_store, per_second, timed_after  # processes behind a barrier
+from bench import RESULTS, arguments, flushed, publish  # the same server, options, report
 
 from redis_telemetry import CompletionEvent, TelemetryStore, TokenBreakdown
 
-RESULTS = Path(__file__).resolve().parent / "results"
 TOKEN = "bench-write-token"
 MODELS = [f"bench/http-{i}" for i in range(5)]
 HEADERS = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
@@ -160,7 +160,7 @@ def as_json(batch: list[CompletionEvent]) -> bytes:
 # -- 1. throughput -------------------------------------------------------------------------------
 
 
-def _client(how: str, target: str, w: int, batches: int, size: int, ready: Any, out: Any) -> None:
+def _client(how: str, target: str, batches: int, size: int, w: int, ready: Any, out: Any) -> None:
     """One client process: the same events, held as a program holds them (plain fields), sent
     over HTTP as JSON (``target`` a port), or made ``CompletionEvent`` objects and given to
     ``record_batch`` (``target`` a Redis URL and namespace). Each side's own work is timed."""
@@ -170,38 +170,22 @@ def _client(how: str, target: str, w: int, batches: int, size: int, ready: Any, 
     ]
     if how == "http":
         conn = http.client.HTTPConnection("127.0.0.1", int(target), timeout=30)
-        ready.wait()
-        start = time.perf_counter()
-        for batch in held:
-            status, answer = request(0, "POST", "/v1/events", json.dumps(batch).encode(), conn)
-            assert status == 200, answer
-        conn.close()
+        with timed_after(ready, out):
+            for batch in held:
+                status, answer = request(0, "POST", "/v1/events", json.dumps(batch).encode(), conn)
+                assert status == 200, answer
+            conn.close()
     else:
-        url, namespace = target.rsplit(" ", 1)
-        store = TelemetryStore.from_url(url, namespace=namespace)
-        ready.wait()
-        start = time.perf_counter()
-        for batch in held:
-            store.record_batch([CompletionEvent(**fields) for fields in batch])
-        store.close()
-    out.put(time.perf_counter() - start)
+        store = direct_store(target)
+        with timed_after(ready, out):
+            for batch in held:
+                store.record_batch([CompletionEvent(**fields) for fields in batch])
+            store.close()
 
 
 def _run_clients(how: str, target: str, clients: int, batches: int, size: int) -> float:
     """Events per second of ``clients`` processes sending ``batches`` of ``size`` at once."""
-    ctx = multiprocessing.get_context("spawn")
-    ready, out = ctx.Barrier(clients + 1), ctx.Queue()  # all start once all built their batches
-    procs = [
-        ctx.Process(target=_client, args=(how, target, w, batches, size, ready, out))
-        for w in range(clients)
-    ]
-    for p in procs:
-        p.start()
-    ready.wait()
-    took: float = max(out.get(timeout=600) for _ in procs)
-    for p in procs:
-        p.join(timeout=60)
-    return clients * batches * size / took
+    return per_second(_client, (how, target, batches, size), clients, batches * size, 600)
 
 
 def bench_throughput(url: str, clients: int, batches: int, rounds: int) -> dict[str, Any]:
@@ -393,20 +377,14 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4, help="client processes (default 4)")
     parser.add_argument("--out", type=Path, default=RESULTS / "http.json")
     args = parser.parse_args()
-    with own_server() if args.url is None else _given(args.url) as url:
-        client = redis.Redis.from_url(url)
-        client.flushall()
-        res: dict[str, Any] = {**about(client), "quick": args.quick}
-        client.close()
+    with flushed(args.url) as (url, run):
+        res: dict[str, Any] = {**run, "quick": args.quick}
         res["throughput"] = bench_throughput(
             url, args.clients, 5 if args.quick else 100, 1 if args.quick else 5
         )
         res["select"] = bench_select(url, 100 if args.quick else 3000)
         res["writers"] = bench_writers(url, 8, 6 if args.quick else 60, 50)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2) + "\n")
-    print(report(res))
-    print(f"\nresults: {args.out}")
+    publish(res, args.out, report(res))
     if not res["writers"]["exact"]:
         sys.exit("the writers' totals are not exact")
 

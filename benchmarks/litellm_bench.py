@@ -36,26 +36,23 @@ import argparse
 import asyncio
 import json
 import multiprocessing
-import platform
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager, nullcontext
-from datetime import UTC, datetime
+from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import litellm
 import redis
-from bench import own_server  # the same throwaway redis-server as bench.py
+from bench import RESULTS, flushed, pct, publish  # the same server, percentiles, report
 from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
 from litellm.router import Router
 
 from redis_telemetry import AsyncTelemetryStore, TelemetryStore
 from redis_telemetry.integrations.litellm import SharedStateRouting, TelemetryLogger
 
-RESULTS = Path(__file__).resolve().parent / "results"
 GROUP = "coder"
 MESSAGES: list[Any] = [{"role": "user", "content": "Fix the failing test."}]
 
@@ -265,11 +262,6 @@ def _is_writer(task: asyncio.Task[Any]) -> bool:
     return any(f"{os.sep}{pkg}{os.sep}" in where for pkg in ("redis_telemetry", "redis"))
 
 
-def pct(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def _no_callbacks() -> None:
     """Remove every LiteLLM callback (LiteLLM also keeps them in lists of its own)."""
     litellm.logging_callback_manager._reset_all_callbacks()  # type: ignore[no-untyped-call]
@@ -429,22 +421,15 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "litellm.json", help="results JSON")
     args = parser.parse_args()
-    with own_server() if args.url is None else nullcontext(args.url) as url:
-        client = redis.Redis.from_url(url)
+    with flushed(args.url) as (url, run):
         res: dict[str, Any] = {
-            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-            f"Python {platform.python_version()}, redis-server "
-            f"{client.info('server')['redis_version']}",
+            "machine": run["machine"],
             "litellm": version("litellm"),
-            "when": datetime.now(UTC).isoformat(timespec="seconds"),
+            "when": run["when"],
         }
-        client.close()
         res["counting"] = bench_counting(url, args.replicas, args.calls)
         res["event_loop"] = bench_event_loop(url, args.loop_calls)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2) + "\n")
-    print(report(res))
-    print(f"\nresults: {args.out}")
+    publish(res, args.out, report(res))
 
 
 if __name__ == "__main__":

@@ -19,8 +19,6 @@ figures are in benchmarks/otlp-results.json and docs/otlp.md.
 from __future__ import annotations
 
 import http.client
-import json
-import multiprocessing
 import statistics
 import sys
 import time
@@ -28,15 +26,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import redis
-from bench import _given, about, arguments, own_server  # the same server, options, report
+from _clients import direct_store, per_second, timed_after  # processes behind a barrier
+from bench import RESULTS, arguments, flushed, publish  # the same server, options, report
 from http_bench import TOKEN, serving  # the same serve process
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from redis_telemetry import CompletionEvent, TelemetryStore
 from redis_telemetry.otlp import decode, map_batch
 
-RESULTS = Path(__file__).resolve().parent / "results"
 MODELS = [f"bench/otlp-{i}" for i in range(5)]
 BATCH = 512
 HEADERS = {"Content-Type": "application/x-protobuf", "Authorization": f"Bearer {TOKEN}"}
@@ -72,21 +69,20 @@ def spans(w: int, b: int, rnd: int) -> trace_service_pb2.ExportTraceServiceReque
     return request
 
 
-def _client(how: str, target: str, w: int, batches: int, rnd: int, ready: Any, out: Any) -> None:
+def _client(how: str, target: str, batches: int, rnd: int, w: int, ready: Any, out: Any) -> None:
     """One exporter process: its span batches over HTTP (``target`` a port), or the events
     they map to, from their plain fields, given to ``record_batch`` (``target`` a Redis URL
     and namespace). Each side's own work is timed."""
     requests = [spans(w, b, rnd) for b in range(batches)]
     if how == "otlp":
         conn = http.client.HTTPConnection("127.0.0.1", int(target), timeout=60)
-        ready.wait()
-        start = time.perf_counter()
-        for req in requests:
-            conn.request("POST", "/v1/traces", req.SerializeToString(), HEADERS)
-            resp = conn.getresponse()
-            body = resp.read()
-            assert (resp.status, body) == (200, b""), body
-        conn.close()
+        with timed_after(ready, out):
+            for req in requests:
+                conn.request("POST", "/v1/traces", req.SerializeToString(), HEADERS)
+                resp = conn.getresponse()
+                body = resp.read()
+                assert (resp.status, body) == (200, b""), body
+            conn.close()
     else:
         now = datetime.now(UTC)
         held = [
@@ -96,32 +92,17 @@ def _client(how: str, target: str, w: int, batches: int, rnd: int, ready: Any, o
             ]
             for r in requests
         ]
-        url, namespace = target.rsplit(" ", 1)
-        store = TelemetryStore.from_url(url, namespace=namespace)
-        ready.wait()
-        start = time.perf_counter()
-        for batch in held:
-            result = store.record_batch([CompletionEvent(**fields) for fields in batch])
-            assert result.stored == BATCH, result
-        store.close()
-    out.put(time.perf_counter() - start)
+        store = direct_store(target)
+        with timed_after(ready, out):
+            for batch in held:
+                result = store.record_batch([CompletionEvent(**fields) for fields in batch])
+                assert result.stored == BATCH, result
+            store.close()
 
 
 def _run(how: str, target: str, clients: int, batches: int, rnd: int) -> float:
     """Spans (events) a second of ``clients`` processes, each sending ``batches``."""
-    ctx = multiprocessing.get_context("spawn")
-    ready, out = ctx.Barrier(clients + 1), ctx.Queue()  # all start once all built their batches
-    procs = [
-        ctx.Process(target=_client, args=(how, target, w, batches, rnd, ready, out))
-        for w in range(clients)
-    ]
-    for p in procs:
-        p.start()
-    ready.wait()
-    took: float = max(out.get(timeout=900) for _ in procs)
-    for p in procs:
-        p.join(timeout=60)
-    return clients * batches * BATCH / took
+    return per_second(_client, (how, target, batches, rnd), clients, batches * BATCH, 900)
 
 
 def bench(url: str, clients: int, batches: int, rounds: int) -> dict[str, Any]:
@@ -170,16 +151,10 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4, help="exporter processes (default 4)")
     parser.add_argument("--out", type=Path, default=RESULTS / "otlp.json")
     args = parser.parse_args()
-    with own_server() if args.url is None else _given(args.url) as url:
-        client = redis.Redis.from_url(url)
-        client.flushall()
-        res: dict[str, Any] = {**about(client), "quick": args.quick}
-        client.close()
+    with flushed(args.url) as (url, run):
+        res: dict[str, Any] = {**run, "quick": args.quick}
         res["traces"] = bench(url, args.clients, 2 if args.quick else 12, 1 if args.quick else 5)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2) + "\n")
-    print(report(res))
-    print(f"\nresults: {args.out}")
+    publish(res, args.out, report(res))
     if res["traces"]["events_stored"] != res["traces"]["spans_sent"]:
         sys.exit("the receiver did not store every span once")
 

@@ -19,13 +19,11 @@ Writes benchmarks/results/providers.json and prints a table for docs/performance
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 from typing import Any
 
 import redis
-from bench import RESULTS, _given, about, arguments, ms, own_server, pct
+from bench import RESULTS, arguments, flushed, interleaved, ms, pct, publish
 
 from redis_telemetry import CompletionEvent, TelemetryStore, TokenBreakdown
 from redis_telemetry.core.commands import Eval
@@ -56,20 +54,6 @@ def without_spend(store: TelemetryStore) -> TelemetryStore:
 
     core._record_eval = six_keys  # type: ignore[method-assign]
     return store
-
-
-def interleaved(cases: dict[str, Any], n: int) -> dict[str, list[float]]:
-    """``n`` timings of each case, one call of each in turn."""
-    out: dict[str, list[float]] = {name: [] for name in cases}
-    for fn in cases.values():  # warm-up
-        fn()
-        fn()
-    for _ in range(n):
-        for name, fn in cases.items():
-            start = time.perf_counter()
-            fn()
-            out[name].append(time.perf_counter() - start)
-    return out
 
 
 def summary(times: dict[str, list[float]], n: int, ours: str) -> dict[str, Any]:
@@ -156,17 +140,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     n = 50 if args.quick else 2000
-    args.out.mkdir(parents=True, exist_ok=True)
-    with own_server() if args.url is None else _given(args.url) as url:
-        client = redis.Redis.from_url(url)
-        client.flushall()
-        res: dict[str, Any] = {**about(client), "quick": args.quick}
-        client.close()
+    with flushed(args.url) as (url, run):
+        res: dict[str, Any] = {**run, "quick": args.quick}
         res["record"] = bench_record(url, n)
         res["routing"] = bench_routing(url, n)
-    (args.out / "providers.json").write_text(json.dumps(res, indent=2) + "\n")
-    print(report(res))
-    print(f"\nresults: {args.out / 'providers.json'}")
+    publish(res, args.out / "providers.json", report(res))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from bench import RESETSTAT, RESULTS, arguments, make_events, own_server
+from bench import RESETSTAT, RESULTS, arguments, make_events, server
 
 from redis_telemetry import TelemetryStore
 from redis_telemetry.core import codec, scripts
@@ -122,7 +122,7 @@ def main() -> None:
     args = parser.parse_args()
     sources = {"before": source_at(args.before), "after": scripts.SCRIPTS["record"]}
     rounds, per = (2, 100) if args.quick else (8, 500)
-    with own_server() if args.url is None else _given(args.url) as url:
+    with server(args.url) as url:
         rows = [
             case(url, sources, 0, 0, rounds, per),
             case(url, sources, 200 if args.quick else 40_000, 0, rounds, per),
@@ -141,12 +141,6 @@ def main() -> None:
             f"shard) | {row['cpu_us_after']:.1f} µs, {row['commands_after']:.1f} commands "
             f"({row['ceiling_after_per_s']:,.0f}/s) | {row['ratio']:.2f}x |"
         )
-
-
-def _given(url: str) -> Any:
-    from bench import _given as given
-
-    return given(url)
 
 
 if __name__ == "__main__":

@@ -37,27 +37,23 @@ import os
 
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"  # no network at import
 
-import argparse
 import asyncio
 import json
 import multiprocessing
-import platform
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import redis
-from bench import MODELS, own_server, pct
+from bench import MODELS, RESULTS, arguments, flushed, interleaved, ms, pct, publish
 
 from redis_telemetry import AsyncTelemetryStore, CompletionEvent, TelemetryStore, TokenBreakdown
 from redis_telemetry.core import snapshot
 from redis_telemetry.tier import LocalTier
 
-RESULTS = Path(__file__).resolve().parent / "results"
 WINDOW = 3600
 GROUP = "coder"
 MESSAGES: list[Any] = [{"role": "user", "content": "Fix the failing test."}]
@@ -124,15 +120,7 @@ def bench_read_path(url: str, n: int) -> dict[str, Any]:
         "cached_select_model": lambda: tier.select_model(MODELS),
     }
     assert tier.select_model(MODELS).model == reader.select_model(MODELS)  # same decision
-    times: dict[str, list[float]] = {name: [] for name in cases}
-    for fn in cases.values():
-        fn()
-        fn()
-    for _ in range(n):
-        for name, fn in cases.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
+    times = interleaved(cases, n)
     cached = []  # more samples of the cached decision: it is microseconds
     for _ in range(20 * n):
         start = time.perf_counter()
@@ -312,10 +300,6 @@ def bench_load(url: str, routers: int, writers: int, secs: float) -> dict[str, A
 # -- report ---------------------------------------------------------------------------------------
 
 
-def ms(x: float) -> str:
-    return f"{x * 1000:.3f} ms"
-
-
 def us(x: float) -> str:
     return f"{x * 1e6:.1f} us"
 
@@ -379,9 +363,7 @@ def report(res: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--url", help="a server to use (it is FLUSHED); default: start one")
-    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    parser = arguments(__doc__)
     parser.add_argument("--events", type=int, default=2000, help="events per model (2000)")
     parser.add_argument("--secs", type=float, default=5.0, help="seconds of each load run (5)")
     parser.add_argument("--out", type=Path, default=RESULTS / "routing.json", help="results")
@@ -390,16 +372,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     events, n, secs = (50, 20, 1.0) if args.quick else (args.events, 300, args.secs)
-    with own_server() if args.url is None else nullcontext(args.url) as url:
-        client = redis.Redis.from_url(url)
-        res: dict[str, Any] = {
-            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-            f"Python {platform.python_version()}, redis-server "
-            f"{client.info('server')['redis_version']}",
-            "when": datetime.now(UTC).isoformat(timespec="seconds"),
-            "events_per_model": events,
-        }
-        client.close()
+    with flushed(args.url) as (url, run):
+        res: dict[str, Any] = {**run, "events_per_model": events}
         seed(url, events)
         res["read_path"] = bench_read_path(url, n)
         if args.read_path:
@@ -407,10 +381,7 @@ def main() -> None:
             return
         res["litellm"] = bench_litellm(url, n)
         res["load"] = bench_load(url, 4, 4, secs)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2) + "\n")
-    print(report(res))
-    print(f"\nresults: {args.out}")
+    publish(res, args.out, report(res))
 
 
 if __name__ == "__main__":

@@ -13,11 +13,9 @@ key, the least an unbounded script would have to do in one call.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
-from contextlib import nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench import RESULTS, own_server
+from bench import RESULTS, arguments, server
 
 from redis_telemetry import CompletionEvent, TelemetryStore, TokenBreakdown
 
@@ -97,13 +95,11 @@ def run_case(client: redis.Redis, name: str, n: int, tied: bool, big: bool) -> d
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
-    parser.add_argument("--url", help="a server to use (it is FLUSHED); default: start one")
+    parser = arguments(__doc__)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     ties, big = (6000, 500) if args.quick else (60_000, 5000)
-    with own_server() if args.url is None else nullcontext(args.url) as url:
+    with server(args.url) as url:
         client = redis.Redis.from_url(url)
         rows = [
             run_case(client, f"{ties:,} events in one millisecond", ties, True, False),
