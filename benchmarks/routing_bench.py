@@ -10,11 +10,13 @@ own latency-based routing, and a load case, every figure next to a same-run base
    shared machine hits all alike: a pipeline of 20 bare ``EVALSHA`` of ``return 1`` (the floor:
    the least one round trip to 20 models' slots costs; sent with ``pipe.evalsha``, as the store
    sends its scripts: a redis-py ``Script`` on a pipeline adds a ``SCRIPT EXISTS`` round trip),
-   ``select_model``, ``rank_models`` and ``all_model_performances`` (uncached: a round trip
-   each), ``select_model`` with the client's memos emptied first (as when every model was
-   written since the last decision: each sketch summed again), and ``select_model`` from a
-   ``LocalTier`` (cached). Redis CPU per model per snapshot
-   is ``INFO commandstats``'s ``EVALSHA`` time per call (the script and the commands it runs)
+   the store's own 20 ``snapshot.lua`` calls built beforehand and sent the same way (what the
+   scripts alone cost, with no client work), ``select_model``, ``rank_models`` and
+   ``all_model_performances`` (uncached: a round trip each), ``select_model`` with the
+   client's memos emptied first (as when every model was written since the last decision:
+   each model read whole and its sketch summed again), and ``select_model`` from a
+   ``LocalTier`` (cached). Redis CPU per model per snapshot is ``INFO commandstats``'s
+   ``EVALSHA`` time per call (the script and the commands it runs)
    over a run of snapshots only: of models unchanged since the reader's last read (the script
    answers 'same'), and of models as if each was written since (the reader's replies
    forgotten before each read: the script reads and sends everything).
@@ -51,7 +53,8 @@ import redis
 from bench import MODELS, RESULTS, arguments, flushed, interleaved, ms, pct, publish
 
 from redis_telemetry import AsyncTelemetryStore, CompletionEvent, TelemetryStore, TokenBreakdown
-from redis_telemetry.core import snapshot
+from redis_telemetry.core import scripts, snapshot
+from redis_telemetry.core.reads import _gen
 from redis_telemetry.tier import LocalTier
 
 WINDOW = 3600
@@ -106,17 +109,35 @@ def bench_read_path(url: str, n: int) -> dict[str, Any]:
             pipe.evalsha(bare, 1, k)
         pipe.execute()
 
+    # the 20 calls the store's next read sends (each naming the reply it holds), built once
+    # and sent with no client work around them: what the scripts alone cost a read
+    reader.all_model_performances()
+    held = reader._core._unchanged("totals", dict.fromkeys(MODELS))
+    evals = [
+        scripts.snapshot_call(reader._core.keys, m, WINDOW * 1000, known=_gen(held.get(m)))
+        for m in MODELS
+    ]
+    sha = reader._sha["snapshot"]
+
+    def store_calls() -> None:
+        pipe = client.pipeline(transaction=False)
+        for e in evals:
+            pipe.evalsha(sha, len(e.keys), *e.keys, *e.args)
+        pipe.execute()
+
+    def cold() -> str:
+        snapshot.forget()
+        reader._core.forget()
+        return reader.select_model(MODELS)
+
     tier = LocalTier(TelemetryStore(client, window_secs=WINDOW))
     cases: dict[str, Callable[[], Any]] = {
         "floor": floor,
+        "store_calls": store_calls,
         "select_model": lambda: reader.select_model(MODELS),
         "rank_models": lambda: reader.rank_models(MODELS),
         "all_model_performances": reader.all_model_performances,
-        "select_model_cold": lambda: (
-            snapshot.forget(),
-            reader._core.forget(),
-            reader.select_model(MODELS),
-        ),
+        "select_model_cold": cold,
         "cached_select_model": lambda: tier.select_model(MODELS),
     }
     assert tier.select_model(MODELS).model == reader.select_model(MODELS)  # same decision
@@ -313,6 +334,12 @@ def report(res: dict[str, Any]) -> str:
         "| case | ours | same-run baseline | ratio |",
         "| --- | --- | --- | --- |",
     ]
+    c = r["store_calls"]
+    rows.append(
+        f"| the store's 20 `snapshot.lua` calls alone (built beforehand, sent on a pipeline, "
+        f"no client work) p50 / p99 | {ms(c['p50_s'])} / {ms(c['p99_s'])} | pipeline of 20 "
+        f"bare EVALSHA: {ms(floor['p50_s'])} | {c['vs_floor_p50']:.2f}x the floor |"
+    )
     for name in ("select_model", "rank_models", "all_model_performances"):
         c = r[name]
         rows.append(
