@@ -84,3 +84,13 @@ async def test_the_async_store_reports_the_same(ar: redis.asyncio.Redis) -> None
     result = await store.record_batch(_mixed_batch())
     assert result.stored_positions == (0, 2, 5, 6, 8)
     await store.aclose()
+
+
+def test_a_model_being_rebuilt_reports_the_same(r: redis.Redis) -> None:
+    """While the totals are rebuilt from the members, every call takes the general path."""
+    store = TelemetryStore(r, window_secs=WINDOW)
+    store.record_batch([event("m", event_id=f"e{i}", ago_secs=30 - i) for i in range(5)])
+    r.hdel("telemetry:{m}:totals", "layout")
+    batch = [event("m", event_id=f"e{i}", ago_secs=9 - i) for i in (3, 7, 1, 8)]
+    assert store.record_batch(batch).stored_positions == (1, 3)
+    assert store.record(event("m", event_id="e2")).stored_positions == ()
