@@ -54,7 +54,10 @@
 -- doubles the check compares in), and (an error reply starting 'record.lua: window mismatch')
 -- a call whose window differs from the `window_ms` that set_window() stamped into the totals.
 --
--- Returns {stored, duplicates, outside_window, now_ms, capped, created, pending}; capped
+-- Returns {stored, duplicates, outside_window, now_ms, capped, created, pending[, positions]};
+-- positions, only when the call stored some of its events but not all (0 < stored < n), lists
+-- the 1-based positions (in ARGV's order) of the events it stored, ascending: stored = n or
+-- stored = 0 says it otherwise, so the common replies stay as they were; capped
 -- counts the oldest events removed to respect max_events (also added to the totals' `capped`
 -- field); created is 1 when this call stored into an events key that held nothing (a new
 -- model, or Redis lost its data: the client then lists the model in the registry again);
@@ -469,6 +472,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local cutoff = now - window
 
 local stored, duplicates, outside = 0, 0, 0
+local added = {}  -- the positions of the events stored, when only some of them are
 local newest = nil  -- the newest score stored by this call
 local reason, block = nil, 0  -- the latest block end a stored event names, and its text
 local function limited(j)
@@ -554,7 +558,7 @@ elseif n >= 1 then
   else
     -- identical members too: while rebuilding, the id index may not list them yet
     local existing = redis.call('ZMSCORE', KEYS[1], unpack(members))
-    local add, added, taken = {}, {}, {}
+    local add, taken = {}, {}
     for j = 1, n do
       local score, member, id = ARGV[1 + 2 * j], members[j], ids[j]
       if tonumber(score) <= cutoff then
@@ -640,9 +644,15 @@ end
 if cap > 0 and card > cap then pending = 1 end
 if rebuilding then redis.call('HSET', KEYS[3], 'cursor', cursor) end
 
+-- The reply (see the header): the positions stored only when they are some of the call's.
+local function reply(still)
+  local r = {stored, duplicates, outside, now, capped, created, still}
+  if stored > 0 and stored < n then r[8] = added end
+  return r
+end
 if card == 0 then
   redis.call('DEL', KEYS[3], KEYS[4], KEYS[5], KEYS[6])  -- no events, so nothing to sum
-  return {stored, duplicates, outside, now, capped, created, 0}
+  return reply(0)
 end
 -- One HINCRBY per field for what was added less what left, when that stays exact.
 for i = 1, N do
@@ -758,4 +768,4 @@ if need and (retime or not expires or expires < need) then
 end
 redis.call('HSET', KEYS[3], 'gen', next_gen(t, have[5]))
 
-return {stored, duplicates, outside, now, capped, created, pending}
+return reply(pending)

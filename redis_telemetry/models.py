@@ -231,10 +231,20 @@ class TelemetrySummary(BaseModel):
 
 
 class RecordResult(NamedTuple):
-    """What a write did: events newly stored, already present (same id), or too old; and how
-    many of the model's oldest events the per-model cap removed."""
+    """What a write did: events newly stored, already present (same id), or too old; how
+    many of the model's oldest events the per-model cap removed; and which events were the
+    new ones.
+
+    ``stored_positions`` lists, ascending, the positions (from 0, in the order given) of the
+    events this write newly stored: ``(0,)`` or ``()`` for ``record``; for ``record_batch``
+    and ``restore``, positions in the events given (``[events[i] for i in
+    r.stored_positions]`` are the new ones); empty for ``import_summary``, whose events are
+    made from the summary. Decided by Redis in the same atomic step that stores the events, so
+    a retried or redelivered event is never in it twice. Positions rather than event ids: an
+    id is unique per model only, and an event without one gets its id from the store."""
 
     stored: int = 0
     duplicates: int = 0
     outside_window: int = 0
     capped: int = 0
+    stored_positions: tuple[int, ...] = ()

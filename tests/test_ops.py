@@ -109,7 +109,7 @@ def test_a_new_model_yields_config_then_register_and_record(core: StoreCore, clo
         "telemetry:{m}:spend",
     )
     assert record.args[0] == "3600000 600000 2000 1000000"  # window, limit TTL, grace, cap
-    assert result == RecordResult(stored=1)
+    assert result == RecordResult(stored=1, stored_positions=(0,))
 
 
 def test_a_registered_model_is_one_command(core: StoreCore, clock: Clock) -> None:
@@ -117,7 +117,7 @@ def test_a_registered_model_is_one_command(core: StoreCore, clock: Clock) -> Non
     op = core.record(event("m"))
     assert isinstance(op, SingleCommand)
     assert op.command.script == "record"
-    assert op.finish(stored(1, clock.ms)) == RecordResult(stored=1)
+    assert op.finish(stored(1, clock.ms)) == RecordResult(stored=1, stored_positions=(0,))
     assert op.finish([0, 1, 0, clock.ms, 0, 0]) == RecordResult(duplicates=1)
     assert op.then(stored(1, clock.ms)) is None  # the key held events: nothing more
     with pytest.raises(TelemetryError, match="Redis error"):
@@ -135,7 +135,7 @@ def test_an_events_key_found_empty_lists_the_model_again(core: StoreCore, clock:
     assert follow is not None
     sent, result = drive(follow, [clock.ms])
     assert [scripts_of(b) for b in sent] == [["register"]]
-    assert result == RecordResult(stored=1)
+    assert result == RecordResult(stored=1, stored_positions=(0,))
     sent, _ = drive(core.record_batch([event("m")]), [stored(1, clock.ms, created=1)], [clock.ms])
     assert [scripts_of(b) for b in sent] == [["record"], ["register"]]
 
@@ -206,7 +206,7 @@ def test_wait_goes_to_every_node_written(clock: Clock) -> None:
         ((2, 50), "telemetry:{a}:events"),
         ((2, 50), "telemetry:{b}:events"),
     ]
-    assert result == RecordResult(stored=2)
+    assert result == RecordResult(stored=2, stored_positions=(0, 1))
     with pytest.raises(TelemetryError, match="only 1 of 2 replicas acknowledged"):
         drive(core.record_batch([event("a"), event("b")]), [*writes[1:], 2, 1, 2])
 
@@ -235,7 +235,7 @@ def test_noscript_resends_only_the_failed_evalshas(core: StoreCore, clock: Clock
     assert load.args == (SCRIPTS["record"],)
     assert load.route in ("telemetry:{a}:events", "telemetry:{c}:events")
     assert sent[3] == [sent[1][1], sent[1][3]]  # events a and c, as first sent
-    assert result == RecordResult(stored=3)
+    assert result == RecordResult(stored=3, stored_positions=(0, 1, 2))
 
 
 def _parameters(method: Any) -> list[tuple[str, Any, Any]]:

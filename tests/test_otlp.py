@@ -255,6 +255,17 @@ def test_claude_codes_json_logs_before_and_after_2_1_122_map_alike(
     assert sum(m.message_count for m in usage.by_model.values()) == 4
 
 
+def test_a_redelivered_429_backs_its_provider_off_once(api: Serve, store: TelemetryStore) -> None:
+    """The fixture's session holds a 429 `api_error`: the server feeds it to the provider's
+    backoff once, however often the exporter sends the batch again."""
+    body = claude_body("2.1.130", "-fed", "fed")
+    for _ in range(3):
+        assert api.post("/v1/logs", body, headers=JSON).status == 200
+    provider = store.provider_of("claude-sonnet-4-5-20250929-fed")
+    status = store.provider_status(provider)
+    assert (status.backoff_level, status.blocked_until is not None) == (1, True)
+
+
 def stored_values(r: Any, pattern: str) -> list[bytes]:
     """Every key's name and value (members, fields), as Redis holds them (DUMP may compress)."""
     out: list[bytes] = []

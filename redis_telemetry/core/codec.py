@@ -17,7 +17,7 @@ import math
 import operator
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import msgpack
@@ -204,17 +204,29 @@ def by_model(
     """Events grouped per model, in order, each event id once (the first); and how many
     repeated an id already in the batch for their model (not stored: they count as
     duplicates)."""
-    groups: dict[str, dict[str, PreparedEvent]] = {}
+    groups, _, repeated = by_model_at(list(prepared))
+    return groups, repeated
+
+
+def by_model_at(
+    prepared: Sequence[PreparedEvent],
+) -> tuple[dict[str, list[PreparedEvent]], dict[str, list[int]] | None, int]:
+    """:func:`by_model`, and each group's positions in ``prepared`` (None when they are
+    0, 1, ... in order: one model, no id repeated)."""
+    groups: dict[str, dict[str, int]] = {}
     repeated = 0
-    for p in prepared:
+    for i, p in enumerate(prepared):
         group = groups.get(p.model)
         if group is None:
             group = groups[p.model] = {}
         if p.event_id in group:
             repeated += 1
         else:
-            group[p.event_id] = p
-    return {model: list(group.values()) for model, group in groups.items()}, repeated
+            group[p.event_id] = i
+    if len(groups) == 1 and not repeated:
+        return {p.model: list(prepared) for p in prepared[:1]}, None, 0
+    at = {model: list(group.values()) for model, group in groups.items()}
+    return {m: [prepared[i] for i in places] for m, places in at.items()}, at, repeated
 
 
 def _refuse_counts(latency: object, tokens: TokenBreakdown) -> None:

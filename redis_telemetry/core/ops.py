@@ -44,6 +44,8 @@ DEFAULT_MAX_EVENTS_PER_MODEL = 1_000_000
 CAP_WARNING_EVERY = 1000
 _SCORE = operator.itemgetter(1)  # of a codec.PreparedEvent
 _LIMIT_REASON = operator.itemgetter(3)
+#: A single event's positions in its batch, and the positions stored when it was stored
+_ONE, _FIRST = range(1), (0,)
 
 
 class StoreCore(ProviderOps):
@@ -163,7 +165,7 @@ class StoreCore(ProviderOps):
         a model that ``known_models()`` lists, even if the client dies in between.
         """
         self.notes.recorded(prepared, self.limit_ttl_secs * 1000)
-        by_model, repeated = codec.by_model(prepared)
+        by_model, at, repeated = codec.by_model_at(prepared)
         if not by_model and not extra:
             return RecordResult()
         for model, group in by_model.items():
@@ -184,11 +186,14 @@ class StoreCore(ProviderOps):
             batch.append(self.spender_call(spenders))
         first = len(batch)
         chunks: list[tuple[str, int]] = []  # each record.lua call's model and newest score
+        places: list[Sequence[int]] = []  # and its events' positions in ``prepared``
         for model, group in by_model.items():
             for start in range(0, len(group), SCRIPT_CHUNK):
                 chunk = group[start : start + SCRIPT_CHUNK]
                 batch.append(self._record_eval(model, chunk))
                 chunks.append((model, max(map(_SCORE, chunk))))
+                end = start + len(chunk)
+                places.append(range(start, end) if at is None else at[model][start:end])
         last = len(batch)
         batch += extra
         ttl_ms = max([extra_ttl_ms, *(e[2] for e in entries)])
@@ -196,7 +201,7 @@ class StoreCore(ProviderOps):
         for model, keep_until, _ in entries:
             self._registered[model] = max(self._registered.get(model, -1), keep_until)
         self.spenders_listed(spenders)
-        result = self._tally(results[first:last], repeated)
+        result = self._tally(results[first:last], places, repeated)
         just_listed = {e[0] for e in entries}
         lost: dict[str, int] = {}
         for (m, score), reply in zip(chunks, results[first:last], strict=True):
@@ -246,9 +251,12 @@ class StoreCore(ProviderOps):
             self._settings_for = window_ms
         return self._settings_text
 
-    def _tally(self, replies: Sequence[Any], repeated: int = 0) -> RecordResult:
-        """Add up ``record.lua`` replies; say so in the log when the per-model cap trimmed."""
-        result = scripts.record_counts(replies, repeated)
+    def _tally(
+        self, replies: Sequence[Any], places: Sequence[Sequence[int]], repeated: int = 0
+    ) -> RecordResult:
+        """Add up ``record.lua`` replies (``places``: each one's events' positions in the
+        batch); say so in the log when the per-model cap trimmed."""
+        result = scripts.record_counts(replies, places, repeated)
         if result.capped:
             self._capped_writes += 1
             if self._capped_writes == 1 or self._capped_writes % CAP_WARNING_EVERY == 0:
@@ -267,8 +275,10 @@ class StoreCore(ProviderOps):
             raise translate(reply) from reply
         stored, duplicates, outside, _, capped, *_ = reply
         if capped:
-            return self._tally((reply,))  # says so in the log
-        return RecordResult(int(stored), int(duplicates), int(outside), 0)
+            return self._tally((reply,), (_ONE,))  # says so in the log
+        if stored:
+            return RecordResult(int(stored), int(duplicates), int(outside), 0, _FIRST)
+        return RecordResult(0, int(duplicates), int(outside), 0)
 
     def record(self, event: CompletionEvent) -> SingleCommand[RecordResult] | Op[RecordResult]:
         """One event, one round trip.
@@ -384,7 +394,8 @@ class StoreCore(ProviderOps):
         now_ms = time_ms(now)
         events, limits = transfer.plan_import(summary, now_ms, self.window_secs)
         prepared = self.prepare(events, indexed=False)
-        return (yield from self._restore(prepared, [(m, ms, "restored") for m, ms in limits]))
+        result = yield from self._restore(prepared, [(m, ms, "restored") for m, ms in limits])
+        return result._replace(stored_positions=())  # positions of events made here: none
 
     def _restore(
         self, prepared: Sequence[codec.PreparedEvent], limits: Sequence[tuple[str, int, str]]

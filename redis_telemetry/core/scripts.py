@@ -310,18 +310,29 @@ def upkeep_call(keys: tuple[str, ...], settings: str) -> Eval:
     return Eval("record", keys, (settings, HEAD_FORMAT % (0, 0, 0, *totals.zero(), 0, 0)))
 
 
-def record_counts(replies: Iterable[Any], repeated: int = 0) -> RecordResult:
+def record_counts(
+    replies: Iterable[Any], places: Iterable[Sequence[int]], repeated: int = 0
+) -> RecordResult:
     """Add up ``record.lua`` replies ({stored, duplicates, outside, now, capped, created,
-    pending}), and the
-    ``repeated`` duplicates within the batch."""
+    pending[, positions]}), and the ``repeated`` duplicates within the batch. ``places``
+    gives, for each reply, its events' positions in the batch: the positions of the events
+    stored are read from them as the reply says (all of the call's, none, or those its
+    positions list)."""
     stored = outside = capped = 0
     duplicates = repeated
-    for r in replies:
-        stored += int(r[0])
+    new: list[int] = []
+    for r, at in zip(replies, places, strict=True):
+        n = int(r[0])
+        stored += n
         duplicates += int(r[1])
         outside += int(r[2])
         capped += int(r[4])
-    return RecordResult(stored, duplicates, outside, capped)
+        if n == len(at):
+            new += at
+        elif n:
+            new += (at[int(k) - 1] for k in r[7])
+    new.sort()  # the models' calls, back in the batch's order
+    return RecordResult(stored, duplicates, outside, capped, tuple(new))
 
 
 # -- window.lua, snapshot.lua and session.lua ---------------------------------------------

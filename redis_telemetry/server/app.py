@@ -39,6 +39,7 @@ from ..errors import TelemetryError, WindowMismatchError
 from ..exporter import SnapshotCollector, scrape_budget
 from ..models import CompletionEvent, ModelPerformanceSnapshot, TelemetrySummary, UsageSnapshot
 from .bodies import DecodedBodies
+from .feedback import record_and_feed
 from .otlp import add_otlp_routes
 from .providers import REQUEST_MODELS as PROVIDER_BODIES
 from .providers import add_provider_routes
@@ -213,13 +214,12 @@ def create_app(
         """Record one event, a JSON array of events, or JSON Lines (`application/x-ndjson`).
         Every event is checked first: one invalid event and nothing is written. An event
         whose `event_id` the model already has counts as a duplicate, one older than the
-        window as outside it."""
+        window as outside it. The events newly stored then feed their providers' state
+        (a 429 backs the provider off, a success ends its backoff): a retried request
+        stores nothing again and feeds nothing again."""
         media_type = bodies.content_type(request.headers.get("content-type"))
         events, single = bodies.parse_events(await request.body(), media_type)
-        if single:
-            result = await stores(lambda s: s.record(events[0]))
-        else:
-            result = await stores(lambda s: s.record_batch(events))
+        result = await record_and_feed(stores, events, single)
         return _json(RecordCounts.of(result))
 
     @route("GET", "/v1/models", list[ModelPerformanceSnapshot], read, 422)

@@ -3,36 +3,29 @@
 
 A thin shell over ``otlp.receiver``: each request is checked against the write token, read
 (decompressed and held to the body limit by the app's middleware), decoded, mapped, and its
-events written with one ``record_batch``. Errors are answered as the OTLP specification
-says: a ``google.rpc.Status`` in the request's encoding, with ``Retry-After`` on a 503 (the
-exporters retry 429, 502, 503 and 504 only). A redelivered request stores nothing twice:
-every event carries an id derived from its record.
+events written with one ``record_batch``; the providers are then fed from the events newly
+stored (``feedback``). Errors are answered as the OTLP specification says: a
+``google.rpc.Status`` in the request's encoding, with ``Retry-After`` on a 503 (the exporters
+retry 429, 502, 503 and 504 only). A redelivered request stores nothing twice, and so feeds
+nothing twice: every event carries an id derived from its record.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from ..aio import AsyncTelemetryStore
 from ..core.statuses import failure
 from ..core.tokens import Scope, Tokens
 from ..otlp import receiver
 from ..otlp.records import Signal
+from .feedback import Stores, record_and_feed
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-
-class Stores(Protocol):
-    """How the routes call the store (the app's window-following wrapper)."""
-
-    async def __call__(self, call: Callable[[AsyncTelemetryStore], Awaitable[T]]) -> T: ...
 
 
 _DOC = {
@@ -73,8 +66,7 @@ def add_otlp_routes(app: FastAPI, stores: Stores, tokens: Tokens, doc_guard: Any
                         receiver.decode(signal, body, kind), datetime.now(UTC)
                     )
                 if mapped.events:
-                    events = mapped.events
-                    await stores(lambda s: s.record_batch(events))
+                    await record_and_feed(stores, mapped.events)
                 if mapped.rejected:
                     log.info("OTLP %s: %s", signal, mapped.message)
                 return Response(receiver.answer(signal, mapped, kind), media_type=media_type)
