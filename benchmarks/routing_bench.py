@@ -349,9 +349,10 @@ def report(res: dict[str, Any]) -> str:
         )
     c = r["select_model_cold"]
     rows.append(
-        f"| `select_model` (20 models, uncached, every model's sketch and newest member new to "
-        f"the client) p50 / p99 | {ms(c['p50_s'])} / {ms(c['p99_s'])} | pipeline of 20 bare "
-        f"EVALSHA: {ms(floor['p50_s'])} | {c['vs_floor_p50']:.2f}x the floor |"
+        f"| `select_model` (20 models, uncached, every model read whole, as if each was "
+        f"written since the last decision) p50 / p99 | {ms(c['p50_s'])} / {ms(c['p99_s'])} "
+        f"| pipeline of 20 bare EVALSHA: {ms(floor['p50_s'])} | {c['vs_floor_p50']:.2f}x "
+        "the floor |"
     )
     c = r["cached_select_model"]
     rows += [
