@@ -600,6 +600,7 @@ def _known(
 
 
 def _gen(held: Held | None) -> bytes | None:
+    """What a first call names as ``known`` for what a read holds of a model (None: nothing)."""
     return None if held is None else scripts.unchanged(held.reply)
 
 
