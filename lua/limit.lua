@@ -18,7 +18,7 @@ if ttl <= 0 then
 end
 local left = redis.call('PTTL', KEYS[1])
 if left == -1 or left < ttl then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ttl)
+  redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[1])  -- the end itself: not now + ttl
   return ttl
 end
 return left

@@ -603,7 +603,7 @@ end
 if reason and block > now then
   local left = redis.call('PTTL', KEYS[2])
   if left == -1 or left < block - now then
-    redis.call('SET', KEYS[2], reason, 'PX', block - now)
+    redis.call('SET', KEYS[2], reason, 'PXAT', string.format('%.0f', block))
   end
 end
 

@@ -72,6 +72,13 @@
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- KEYS[3]'s time left by this script's clock: from its absolute expiry, so that now_ms plus it
+-- is exactly when the block ends (PTTL counts from the moment it runs, which may be a
+-- millisecond past `now`); -2 when absent or already over, -1 without an expiry.
+local function limit_left()
+  local at = redis.call('PEXPIRETIME', KEYS[3])
+  return (at < 0 and at) or (at > now and at - now) or -2
+end
 
 -- Nothing changed since the caller's reply: four cheap commands, nothing read back. (First,
 -- before anything else of the script is made: most reads of a router end here.)
@@ -80,7 +87,7 @@ local window, known, card =
 if known and (ARGV[2] or '') == '' and redis.call('HGET', KEYS[2], 'gen') == known
   and redis.call('ZCARD', KEYS[1]) == tonumber(card)
   and redis.call('ZCOUNT', KEYS[1], '-inf', string.format('%.0f', now - tonumber(window))) == 0 then
-  return {now, 'same', redis.call('PTTL', KEYS[3])}
+  return {now, 'same', limit_left()}
 end
 
 local probe, max_aged, layout, budget, ties, newest_budget, rest
@@ -136,7 +143,7 @@ if later then
   return {now, state, {}, minus, buckets, '', {}, -2, skipped, cursor, start}
 end
 
-local pttl = redis.call('PTTL', KEYS[3])
+local pttl = limit_left()
 -- The newest members: the common case (the newest member is this package's event, alone in
 -- its millisecond) in one command without the walk; else the walk, from the newest again.
 local newest, top = {}, nil

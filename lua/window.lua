@@ -40,4 +40,6 @@ local taken = walk(false, start, card - 1, tonumber(ARGV[4]), tonumber(ARGV[5]),
     members[#members + 1] = score
   end)
 local more = start + taken < card and 1 or 0
-return {now, members, redis.call('PTTL', KEYS[2]), more, restarted}
+-- KEYS[2]'s time left by this script's clock (see snapshot.lua's limit_left)
+local at = redis.call('PEXPIRETIME', KEYS[2])
+return {now, members, (at < 0 and at) or (at > now and at - now) or -2, more, restarted}

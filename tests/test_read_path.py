@@ -200,3 +200,17 @@ def test_the_memos_hold_a_bounded_number_of_models() -> None:
     snapshot._newest_memo("tied", tied, 0.0)
     assert "tied" not in snapshot._NEWEST  # a large tie is not held
     snapshot.forget()
+
+
+def test_a_blocks_end_reads_back_to_the_millisecond(store: TelemetryStore) -> None:
+    """The limit key is set to expire at the end itself (PXAT) and read back from its absolute
+    expiry (PEXPIRETIME), so a block's end is what was asked, whichever millisecond the
+    script's clock and the commands' clock are in; by totals and by the window alike."""
+    base = now().replace(microsecond=0) + timedelta(hours=1)
+    for i in range(300):
+        model = f"m{i % 3}"
+        until = base + timedelta(milliseconds=i)  # later each time: the block moves
+        store.mark_subscription_limited(model, until=until)
+        assert store.model_performance(model).subscription_limit_expires_at == until
+        exact = store.model_performance(model, percentiles=True)
+        assert exact.subscription_limit_expires_at == until

@@ -469,7 +469,8 @@ class Reads:
 
     def _window_snapshots(self, r: Reading) -> dict[str, ModelPerformanceSnapshot]:
         return {
-            m: snapshot.performance(m, r.events[m], self.window_secs, r.now_ms, r.limit_pttl[m])
+            # the limit's time left was read at the model's own server time, not the read's
+            m: snapshot.performance(m, r.events[m], self.window_secs, r.read_at[m], r.limit_pttl[m])
             for m in r.models
         }
 
