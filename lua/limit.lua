@@ -16,9 +16,10 @@ local ttl = tonumber(ARGV[1]) - now
 if ttl <= 0 then
   return 0
 end
-local left = redis.call('PTTL', KEYS[1])
-if left == -1 or left < ttl then
+-- The block in place, as its absolute end (a PTTL would count from another clock reading)
+local held = redis.call('PEXPIRETIME', KEYS[1])
+if held == -1 or held < tonumber(ARGV[1]) then  -- -2: none
   redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[1])  -- the end itself: not now + ttl
   return ttl
 end
-return left
+return held - now

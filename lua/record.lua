@@ -601,8 +601,8 @@ end
 -- completion plus limit_ttl); a longer block already in place is kept. A key left without a
 -- TTL (set by hand) gets one. An end already past blocks nothing.
 if reason and block > now then
-  local left = redis.call('PTTL', KEYS[2])
-  if left == -1 or left < block - now then
+  local held = redis.call('PEXPIRETIME', KEYS[2])  -- the block in place, as its end
+  if held == -1 or held < block then  -- -2: none
     redis.call('SET', KEYS[2], reason, 'PXAT', string.format('%.0f', block))
   end
 end
