@@ -102,15 +102,22 @@ def timed(fn: Callable[[], Any], n: int) -> list[float]:
     return out
 
 
-def interleaved(cases: dict[str, Callable[[], Any]], n: int) -> dict[str, list[float]]:
+def interleaved(
+    cases: dict[str, Callable[[], Any]], n: int, settle: Callable[[], Any] | None = None
+) -> dict[str, list[float]]:
     """``n`` timings of each case, one call of each in turn (after two warm-up calls of each),
-    so that drift on a shared machine hits every case alike."""
+    so that drift on a shared machine hits every case alike. ``settle``, when given, runs
+    untimed before each timed call, so that every case starts after the same light work: a
+    heavy case (large replies) slows the round trip that follows it, which would otherwise
+    fall on whichever case comes next, the baseline included."""
     out: dict[str, list[float]] = {name: [] for name in cases}
     for fn in cases.values():  # warm-up
         fn()
         fn()
     for _ in range(n):
         for name, fn in cases.items():
+            if settle is not None:
+                settle()
             start = time.perf_counter()
             fn()
             out[name].append(time.perf_counter() - start)

@@ -718,12 +718,12 @@ class Refusing:
     def record_batch(self, events: list[Any]) -> RecordResult:
         if any(e.model == "bad" for e in events):
             raise InvalidInputError("the store refuses this event")
-        return RecordResult(stored=len(events))
+        return RecordResult(stored=len(events), stored_positions=tuple(range(len(events))))
 
     def record(self, e: Any) -> RecordResult:
         self.record_batch([e])
         self.stored.append(e.model)
-        return RecordResult(stored=1)
+        return RecordResult(stored=1, stored_positions=(0,))
 
     def provider_feedback(self, events: list[Any]) -> int:
         self.fed = [e.model for e in events]
@@ -742,6 +742,23 @@ async def test_a_refused_event_is_reported_and_the_rest_stored_sync_and_async() 
         assert store.fed == ["a", "c"]  # the providers hear only of the events stored
         assert report.recorded == 2
         assert report.unparseable == [(2, "the store refuses this event")]
+
+
+def test_a_rerun_does_not_end_a_backoff_that_began_after_its_lines(
+    store: TelemetryStore, tmp_path: Path
+) -> None:
+    """The providers hear only of the events a run newly stored: a second run over the same
+    lines (their ids stored by the first) leaves a 429 backoff that began in between."""
+    path = tmp_path / "run.jsonl"
+    path.write_text(event("zai/glm-4.6", id="e-1", ago_secs=5).model_dump_json() + "\n")
+    assert ingest_file(store, "jsonl", path).recorded == 1
+    store.provider_throttled("zai")  # a 429 after the run's success
+    again = ingest_file(store, "jsonl", path)
+    assert (again.recorded, again.duplicates) == (0, 1)
+    assert store.provider_status("zai").backoff_level == 1
+    path.write_text(event("zai/glm-4.6", id="e-2").model_dump_json() + "\n")
+    assert ingest_file(store, "jsonl", path).recorded == 1  # a new success ends it
+    assert store.provider_status("zai").backoff_level == 0
 
 
 class AsyncWrap:

@@ -465,23 +465,29 @@ class _Run:
 
 
 def write_batch(pending: list[tuple[int, Completion]], report: IngestReport) -> Steps[None]:
-    """One round trip; if the store refuses an event, write the rest one by one."""
+    """One round trip; if the store refuses an event, write the rest one by one. The
+    providers hear only of the events this write newly stored: a re-run over the same lines
+    (their ids already stored) must not end a backoff that began after them."""
     if not pending:
         return
-    written = [c.event for _, c in pending]
+    events = [c.event for _, c in pending]
     try:
-        results = [(yield Call("record_batch", (written,)))]
+        result = yield Call("record_batch", (events,))
+        results, new = [result], [events[i] for i in result.stored_positions]
     except InvalidInputError:
-        results, written = [], []
+        results, new = [], []
         for lineno, c in pending:
             try:
-                results.append((yield Call("record", (c.event,))))
-                written.append(c.event)
+                one = yield Call("record", (c.event,))
             except InvalidInputError as exc:
                 report.unparseable.append((lineno, str(exc)))
+                continue
+            results.append(one)
+            if one.stored:
+                new.append(c.event)
     # successes end their providers' backoff (limits block with the Limit items)
-    if any(e.success for e in written):
-        yield Call("provider_feedback", ([e for e in written if e.success],))
+    if any(e.success for e in new):
+        yield Call("provider_feedback", ([e for e in new if e.success],))
     for r in results:
         report.recorded += r.stored
         report.duplicates += r.duplicates
