@@ -11,7 +11,9 @@
    rounds of each, alternating: events per second, and the median of the rounds' ratios HTTP /
    direct.
 2. **Select latency.** ``POST /v1/select`` over one keep-alive connection, one request at a
-   time, against ``select_model`` in process, on the same five models: p50 and p99.
+   time, against ``select_model`` in process, on the same five models: p50 and p99. Then a
+   ``serve --tier`` (selections from its local read tier) against ``GET /healthz`` on the
+   same connection, alternating: the least an HTTP exchange with the server costs.
 3. **Writers with retries.** 8 processes POST batches with event ids; every batch is sent
    until a 2xx answers it. Meanwhile the serve process is killed (SIGKILL: requests in flight
    may have been written with their answer lost) and started again, and Redis drops the
@@ -66,15 +68,17 @@ def free_port() -> int:
 class Server:
     """One ``redis-telemetry serve`` process, ready once ``/healthz`` answers."""
 
-    def __init__(self, url: str, namespace: str, port: int | None = None) -> None:
-        self.url, self.namespace = url, namespace
+    def __init__(
+        self, url: str, namespace: str, port: int | None = None, extra: tuple[str, ...] = ()
+    ) -> None:
+        self.url, self.namespace, self.extra = url, namespace, extra
         self.port = port or free_port()
         self.log = Path(tempfile.mkdtemp(prefix="redis-telemetry-http-bench-")) / "serve.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Server:
         args = [sys.executable, "-m", "redis_telemetry", "--url", self.url]
-        args += ["--namespace", self.namespace, "serve", "--port", str(self.port)]
+        args += ["--namespace", self.namespace, "serve", "--port", str(self.port), *self.extra]
         env = {**os.environ, "REDIS_TELEMETRY_WRITE_TOKEN": TOKEN}
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=log, env=env)
@@ -104,8 +108,8 @@ class Server:
 
 
 @contextmanager
-def serving(url: str, namespace: str) -> Iterator[Server]:
-    server = Server(url, namespace).start()
+def serving(url: str, namespace: str, *extra: str) -> Iterator[Server]:
+    server = Server(url, namespace, extra=extra).start()
     try:
         yield server
     finally:
@@ -239,6 +243,7 @@ def bench_select(url: str, n: int) -> dict[str, Any]:
             start = time.perf_counter()
             store.select_model(MODELS, "fastest")
             direct_ms.append((time.perf_counter() - start) * 1000)
+        tier_ms, probe_ms = _tier_select(url, namespace, ask, n)
     return {
         "requests": n,
         "http_p50_ms": round(pct(http_ms, 0.5), 3),
@@ -246,7 +251,32 @@ def bench_select(url: str, n: int) -> dict[str, Any]:
         "direct_p50_ms": round(pct(direct_ms, 0.5), 3),
         "direct_p99_ms": round(pct(direct_ms, 0.99), 3),
         "ratio_p50": round(pct(http_ms, 0.5) / pct(direct_ms, 0.5), 2),
+        "tier_p50_ms": round(pct(tier_ms, 0.5), 3),
+        "tier_p99_ms": round(pct(tier_ms, 0.99), 3),
+        "healthz_p50_ms": round(pct(probe_ms, 0.5), 3),
+        "healthz_p99_ms": round(pct(probe_ms, 0.99), 3),
+        "tier_vs_healthz_p50": round(pct(tier_ms, 0.5) / pct(probe_ms, 0.5), 2),
+        "tier_vs_http_p50": round(pct(tier_ms, 0.5) / pct(http_ms, 0.5), 3),
     }
+
+
+def _tier_select(url: str, namespace: str, ask: bytes, n: int) -> tuple[list[float], list[float]]:
+    """``POST /v1/select`` of a ``serve --tier``, and ``GET /healthz`` (an exchange that asks
+    Redis nothing: the least a request costs) on the same connection, alternating."""
+    with serving(url, namespace, "--tier") as server:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        assert request(0, "POST", "/v1/select", ask, conn)[0] == 200  # the tier's first read
+        tier_ms, probe_ms = [], []
+        for _ in range(n):
+            start = time.perf_counter()
+            status, answer = request(0, "POST", "/v1/select", ask, conn)
+            mid = time.perf_counter()
+            assert status == 200, answer
+            assert request(0, "GET", "/healthz", None, conn)[0] == 200
+            tier_ms.append((mid - start) * 1000)
+            probe_ms.append((time.perf_counter() - mid) * 1000)
+        conn.close()
+    return tier_ms, probe_ms
 
 
 # -- 3. writers with retries ---------------------------------------------------------------------
@@ -359,6 +389,13 @@ def report(res: dict[str, Any]) -> str:
         f"| `POST /v1/select` p50 / p99 | {s['http_p50_ms']:.2f} / {s['http_p99_ms']:.2f} ms | "
         f"{s['direct_p50_ms']:.2f} / {s['direct_p99_ms']:.2f} ms (`select_model`) | "
         f"{s['ratio_p50']:.1f}x |"
+    )
+    lines.append(
+        f"| `POST /v1/select`, `serve --tier`, p50 / p99 | {s['tier_p50_ms']:.2f} / "
+        f"{s['tier_p99_ms']:.2f} ms | `GET /healthz` on the same server (asks Redis nothing): "
+        f"{s['healthz_p50_ms']:.2f} / {s['healthz_p99_ms']:.2f} ms | "
+        f"{s['tier_vs_healthz_p50']:.1f}x; "
+        f"{s['tier_vs_http_p50']:.2f}x the select without the tier |"
     )
     w = res["writers"]
     lines += [

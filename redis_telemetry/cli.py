@@ -432,6 +432,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--tls-cert", type=_FILE, metavar="FILE", help="serve HTTPS: the certificate")
     sp.add_argument("--tls-key", type=_FILE, metavar="FILE", help="the certificate's private key")
+    sp.add_argument(
+        "--tier",
+        action="store_true",
+        help="answer POST /v1/select from a local read tier: from memory, refreshed off the "
+        "request's path; this server's own limit writes show at once (see the --tier-* options)",
+    )
+    for flag, name, default, what in (
+        ("--tier-max-age", "max_age", 5.0, "performance numbers are read again once this old"),
+        ("--tier-limits-max-age", "limits_max_age", 1.0, "limits are read again once this old"),
+        (
+            "--tier-stale-after",
+            "stale_after",
+            30.0,
+            "while Redis does not answer, data up to this old is served, marked stale",
+        ),
+    ):
+        sp.add_argument(
+            flag,
+            dest=f"tier_{name}",
+            type=_INTERVAL,
+            default=None,
+            metavar="SECS",
+            help=f"with --tier (given, it turns the tier on): {what} (default {default})",
+        )
 
     sp = command(
         "demo",

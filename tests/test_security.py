@@ -13,6 +13,7 @@ import redis
 
 from redis_telemetry import TelemetryError, TelemetryStore
 
+from .api import Serve
 from .helpers import dump_all, event
 from .servers import RedisServer, free_port, wait_replicas_online
 
@@ -130,6 +131,27 @@ def test_writer_writes_and_reader_reads_everything(
     assert '"model": "a"' in status.stdout
     for s in (writer, reader):
         s.client.close()
+
+
+def test_serve_selects_from_its_tier_as_the_reader(
+    acl_server: RedisServer, admin: redis.Redis
+) -> None:
+    """``serve --tier`` as the shipped read-only user: the tier's reads (snapshots, limits,
+    providers) are all the reader's commands."""
+    writer = TelemetryStore.from_url(url(acl_server, "telemetry-writer"))
+    writer.record_batch([event("a", latency_ms=100), event("b", latency_ms=900)])
+    writer.mark_subscription_limited("c", ttl_secs=60)
+    with Serve(url(acl_server, "telemetry-reader"), "--tier") as api:
+        got = api.post("/v1/select", {"candidates": ["a", "b", "c"]})
+        assert got.status == 200, got.body
+        assert (got.json()["model"], got.json()["stale"]) == ("a", False)
+        assert [c["reason"] for c in got.json()["ranking"]] == [
+            "ranked",
+            "ranked",
+            "subscription_limited",
+        ]
+        assert "NOPERM" not in api.stderr
+    writer.client.close()
 
 
 def test_a_readers_write_fails_clearly_and_writes_nothing(

@@ -9,8 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -284,13 +283,6 @@ async def test_async_concurrent_decisions_share_one_read(astore: AsyncTelemetryS
 
 
 # -- Redis down or hung ------------------------------------------------------------------------
-
-
-@pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(workdir=tmp_path).start()
-    yield server
-    server.cleanup()
 
 
 def served_stale_then_unavailable(

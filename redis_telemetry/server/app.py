@@ -4,7 +4,8 @@ A thin shell over :class:`~redis_telemetry.AsyncTelemetryStore`: each route read
 makes one call of the store (two for ``PUT /v1/limits``: the block, then the snapshot that
 shows it) and writes the answer. Bodies are parsed by ``core.bodies``, failures become statuses
 by ``core.statuses`` and tokens are checked by ``core.tokens``; nothing here keeps state but
-the store, so any number of servers can run side by side on one Redis.
+the store (and, with ``ServerSettings.tier``, the local read tier that answers
+``POST /v1/select`` from memory), so any number of servers can run side by side on one Redis.
 """
 
 from __future__ import annotations
@@ -34,10 +35,12 @@ from .._version import __version__
 from ..aio import AsyncTelemetryStore
 from ..core import bodies, routing
 from ..core.statuses import failure, one_line
+from ..core.tier import TierSettings
 from ..core.tokens import Scope, Tokens
 from ..errors import TelemetryError, WindowMismatchError
 from ..exporter import SnapshotCollector, scrape_budget
 from ..models import CompletionEvent, ModelPerformanceSnapshot, TelemetrySummary, UsageSnapshot
+from ..tier import AsyncLocalTier
 from .bodies import DecodedBodies
 from .feedback import record_and_feed
 from .otlp import add_otlp_routes
@@ -73,6 +76,9 @@ class ServerSettings:
     body_limit: int = bodies.DEFAULT_BODY_LIMIT
     #: ``/metrics``, ``/healthz`` and ``/readyz`` answer without a token
     open_metrics: bool = False
+    #: answer ``POST /v1/select`` from a local read tier with these settings (how old its
+    #: data may get); None: read Redis for every request
+    tier: TierSettings | None = None
 
 
 class _Store:
@@ -88,9 +94,41 @@ class _Store:
         try:
             return await call(store)
         except WindowMismatchError as exc:
-            log.info("following the namespace's window: %ss", exc.stored)
-            self.store = store.with_window(exc.stored)
+            self.follow(store, exc.stored)
             return await call(self.store)
+
+    def follow(self, store: AsyncTelemetryStore, window_secs: int) -> None:
+        """``store`` was refused for the namespace's window: use that window from now on."""
+        if store is self.store:
+            log.info("following the namespace's window: %ss", window_secs)
+            self.store = store.with_window(window_secs)
+
+
+class _SelectTier:
+    """``POST /v1/select``'s local read tier over the store the routes call, so that their
+    own writes (a limit set, a limit error recorded) show in the next selection at once. Made
+    again when the routes follow the namespace's window, or when a refresh was refused for
+    another window (then it follows it)."""
+
+    def __init__(self, stores: _Store, settings: TierSettings) -> None:
+        self.stores, self.settings = stores, settings.check()
+        self.tier: AsyncLocalTier | None = None
+
+    def current(self) -> AsyncLocalTier:
+        tier = self.tier
+        if tier is not None and isinstance(tier.state.error, WindowMismatchError):
+            self.stores.follow(tier.store, tier.state.error.stored)
+        if tier is None or tier.store is not self.stores.store:
+            if tier is not None:
+                tier.close()
+            tier = self.tier = AsyncLocalTier(self.stores.store, self.settings)
+        return tier
+
+    async def aclose(self) -> None:
+        """Stop watching the store, and let a refresh in flight end."""
+        if self.tier is not None:
+            self.tier.close()
+            await self.tier.settle()
 
 
 def _json(value: BaseModel, status: int = 200) -> Response:
@@ -162,10 +200,13 @@ def create_app(
     ``/metrics`` from ``metrics`` when given. Run it with any ASGI server."""
     settings = settings or ServerSettings()
     stores = _Store(store)
+    tier = None if settings.tier is None else _SelectTier(stores, settings.tier)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        if tier is not None:
+            await tier.aclose()
         await stores.store.aclose()
 
     app = _App(
@@ -248,17 +289,28 @@ def create_app(
         """The model to use now among the candidates, and each candidate's rank or the reason
         it was left out (a subscription-limited one says so, with when it comes back)."""
         ask = bodies.parse_model(SelectRequest, await request.body())
-        ranking = await stores(
-            lambda s: s.rank_models(
+        age, stale = 0.0, False
+        if tier is None:
+            ranking = await stores(
+                lambda s: s.rank_models(
+                    ask.candidates,
+                    ask.strategy,
+                    weights=ask.weights,
+                    max_staleness_secs=ask.max_staleness_secs,
+                    stale_policy=ask.stale_policy,
+                )
+            )
+        else:
+            ranking, age, stale = await tier.current().rank_models(
                 ask.candidates,
                 ask.strategy,
                 weights=ask.weights,
                 max_staleness_secs=ask.max_staleness_secs,
                 stale_policy=ask.stale_policy,
             )
-        )
         chosen = routing.choose(ranking, ask.exploration)
-        return _json(Selection(model=chosen, ranking=candidates(ranking)))
+        answer = Selection(model=chosen, ranking=candidates(ranking), age_secs=age, stale=stale)
+        return _json(answer)
 
     @route("GET", "/v1/sessions/{session_id:path}", UsageSnapshot, read, 422)
     async def session_usage(session_id: str) -> Response:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import socket
 import ssl
 from collections.abc import Callable, Mapping
@@ -18,6 +19,7 @@ from pathlib import Path
 import uvicorn
 
 from ..aio import AsyncTelemetryStore
+from ..core.tier import TierSettings
 from ..core.tokens import READ_TOKEN_ENV, WRITE_TOKEN_ENV, Tokens
 from ..errors import InvalidInputError
 from ..exporter import SnapshotCollector
@@ -81,6 +83,30 @@ class _Server(uvicorn.Server):
             self._ready()
 
 
+#: ``TierSettings``' fields that ``serve`` takes, by their options
+TIER_OPTIONS = {
+    "max_age": "--tier-max-age",
+    "limits_max_age": "--tier-limits-max-age",
+    "stale_after": "--tier-stale-after",
+}
+
+
+def tier_settings(args: argparse.Namespace) -> TierSettings | None:
+    """``POST /v1/select``'s local read tier, when ``--tier`` or a ``--tier-*`` option is
+    given; a combination out of range is refused naming the options."""
+    given = {name: getattr(args, f"tier_{name}") for name in TIER_OPTIONS}
+    given = {name: value for name, value in given.items() if value is not None}
+    if not (args.tier or given):
+        return None
+    try:
+        return TierSettings(**given).check()
+    except InvalidInputError as exc:
+        message = str(exc)
+        for name, option in sorted(TIER_OPTIONS.items(), key=lambda kv: -len(kv[0])):
+            message = re.sub(rf"\b{name}\b", option, message)
+        raise InvalidInputError(message) from None
+
+
 def serve(
     args: argparse.Namespace, metrics_store: TelemetryStore, ready: Callable[[str], None]
 ) -> None:
@@ -91,7 +117,7 @@ def serve(
     store = AsyncTelemetryStore.from_url(
         args.url, window_secs=args.window, namespace=args.namespace, timeout=args.timeout
     )
-    settings = ServerSettings(tokens, args.max_body_bytes, args.open_metrics)
+    settings = ServerSettings(tokens, args.max_body_bytes, args.open_metrics, tier_settings(args))
     app = create_app(store, settings, SnapshotCollector(metrics_store, args.percentiles))
     config = uvicorn.Config(
         app,

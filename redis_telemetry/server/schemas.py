@@ -90,10 +90,15 @@ def candidates(ranking: Ranking) -> list[Candidate]:
 
 
 class Selection(BaseModel):
-    """``POST /v1/select``'s answer: the model to use, and every candidate with its reasons."""
+    """``POST /v1/select``'s answer: the model to use, every candidate with its reasons, and
+    how old the data it was chosen on is: 0 and not stale when read from Redis for this
+    request; from the server's local read tier (``serve --tier``), the age of the read it
+    comes from, stale while Redis does not answer a refresh."""
 
     model: str
     ranking: list[Candidate]
+    age_secs: float = 0.0
+    stale: bool = False
 
 
 class LimitRequest(BaseModel):
