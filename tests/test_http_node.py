@@ -8,6 +8,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from redis_telemetry import TelemetryStore
 from redis_telemetry.core.tokens import WRITE_TOKEN_ENV
 
@@ -25,12 +27,17 @@ def require_node() -> str:
     )
 
 
-def test_node_fetch_records_reads_and_selects(redis_server: RedisServer) -> None:
+@pytest.mark.parametrize("tier", [(), ("--tier",)], ids=["read-for-each", "serve-tier"])
+def test_node_fetch_records_reads_and_selects(
+    redis_server: RedisServer, tier: tuple[str, ...]
+) -> None:
+    """The same client against a server that reads Redis for each selection and against one
+    that selects from its local read tier (the models are new to it: read before the first)."""
     node = require_node()
     token = "node-write-token"
-    namespace = "http-node"
+    namespace = f"http-node{'-tier' if tier else ''}"
     env = {WRITE_TOKEN_ENV: token}
-    with Serve(redis_server.url, "--namespace", namespace, env=env, token=token) as server:
+    with Serve(redis_server.url, "--namespace", namespace, *tier, env=env, token=token) as server:
         result = subprocess.run(
             [node, str(CLIENT)],
             capture_output=True,
@@ -53,6 +60,8 @@ def test_node_fetch_records_reads_and_selects(redis_server: RedisServer) -> None
         "node/fast-model",
         "node/slow-model",
     ]
+    assert out["selection"]["stale"] is False
+    assert 0 <= out["selection"]["age_secs"] < 5
     with TelemetryStore.from_url(redis_server.url, namespace=namespace) as store:
         usage = store.session_usage("node-session")
     assert usage.totals.message_count == 2  # what Node sent is in Redis
