@@ -441,12 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, name, default, what in (
         ("--tier-max-age", "max_age", 5.0, "performance numbers are read again once this old"),
         ("--tier-limits-max-age", "limits_max_age", 1.0, "limits are read again once this old"),
-        (
-            "--tier-stale-after",
-            "stale_after",
-            30.0,
-            "while Redis does not answer, data up to this old is served, marked stale",
-        ),
+        ("--tier-stale-after", "stale_after", 30.0, "data is served, stale, up to this old"),
     ):
         sp.add_argument(
             flag,
@@ -454,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
             type=_INTERVAL,
             default=None,
             metavar="SECS",
-            help=f"with --tier (given, it turns the tier on): {what} (default {default})",
+            help=f"the tier's {what} (default {default}; implies --tier)",
         )
 
     sp = command(
