@@ -46,6 +46,7 @@ from .core.keys import DEFAULT_NAMESPACE, check_namespace
 from .core.limits import named_zone
 from .core.providers import check_provider, usd_to_nusd
 from .core.rules import check_model_name
+from .core.tier import DEFAULT_TIER
 from .core.urls import check_url, redact
 from .errors import InvalidInputError, TelemetryError, TelemetryUnavailable
 from .ingest import FORMAT_NAMES, FORMATS
@@ -438,10 +439,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="answer POST /v1/select from a local read tier: from memory, refreshed off the "
         "request's path; this server's own limit writes show at once (see the --tier-* options)",
     )
-    for flag, name, default, what in (
-        ("--tier-max-age", "max_age", 5.0, "performance numbers are read again once this old"),
-        ("--tier-limits-max-age", "limits_max_age", 1.0, "limits are read again once this old"),
-        ("--tier-stale-after", "stale_after", 30.0, "data is served, stale, up to this old"),
+    for flag, name, what in (
+        ("--tier-max-age", "max_age", "performance numbers are read again once this old"),
+        ("--tier-limits-max-age", "limits_max_age", "limits are read again once this old"),
+        ("--tier-stale-after", "stale_after", "data is served, stale, up to this old"),
     ):
         sp.add_argument(
             flag,
@@ -449,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
             type=_INTERVAL,
             default=None,
             metavar="SECS",
-            help=f"the tier's {what} (default {default}; implies --tier)",
+            help=f"the tier's {what} (default {getattr(DEFAULT_TIER, name)}; implies --tier)",
         )
 
     sp = command(

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -18,8 +18,9 @@ from redis_telemetry import TelemetryStore
 
 from .api import Answer, Serve
 from .helpers import event
-from .servers import RedisServer, sigstopped
+from .servers import RedisServer, poll, sigstopped
 
+T = TypeVar("T")
 FAST, SLOW = "tier/fast", "tier/slow"
 MODELS = [FAST, SLOW]
 
@@ -37,18 +38,27 @@ def select(api: Serve) -> dict[str, Any]:
     return body
 
 
-def until(check: Callable[[], Any], what: str) -> Any:
-    """Ask ``check`` again until it gives something other than None (a condition the tier
-    reaches by its own clock: a refresh due, data past an age), within 30 s."""
-    deadline = time.monotonic() + 30
-    while (got := check()) is None:
-        assert time.monotonic() < deadline, f"never: {what}"
-    return got
+def when(ask: Callable[[], T], wanted: Callable[[T], bool], what: str) -> T:
+    """The first answer of ``ask`` that is ``wanted``, asked again (``servers.poll``) for up
+    to 30 s: a condition the tier reaches by its own clock (a refresh due, data past an age)."""
+    last: list[T] = []
+
+    def ready() -> bool:
+        last[:] = [ask()]
+        return wanted(last[0])
+
+    poll(ready, time.monotonic() + 30, f"never: {what}")
+    return last[0]
 
 
 def select_until(api: Serve, wanted: Callable[[dict[str, Any]], bool], what: str) -> Any:
-    """The first selection that is ``wanted``, asked again until one is (see ``until``)."""
-    return until(lambda: got if wanted(got := select(api)) else None, what)
+    """The first selection that is ``wanted`` (see ``when``)."""
+    return when(lambda: select(api), wanted, what)
+
+
+def ask(api: Serve) -> Answer:
+    """A selection, whatever its status."""
+    return api.post("/v1/select", {"candidates": MODELS})
 
 
 def test_a_selection_from_the_tier_is_the_librarys_and_says_how_old_it_is(
@@ -141,19 +151,15 @@ def test_selections_are_served_stale_from_memory_while_redis_is_hung(
             stale = select_until(api, lambda got: got["stale"], "stale data")
             assert stale["model"] == FAST
             assert stale["age_secs"] >= 0.3
-
-            def refused() -> Answer | None:
-                got = api.post("/v1/select", {"candidates": MODELS})
-                return got if got.status == 503 else None
-
-            gone = until(refused, "503 past --tier-stale-after")
+            gone = when(lambda: ask(api), lambda a: a.status == 503, "503 past stale-after")
             assert "stale_after" in gone.json()["error"]
-
-        def fresh() -> dict[str, Any] | None:  # 503 until the first refresh lands
-            got = api.post("/v1/select", {"candidates": MODELS})
-            return got.json() if got.status == 200 and not got.json()["stale"] else None
-
-        assert until(fresh, "fresh data once Redis answers")["model"] == FAST
+        # 503 until the first refresh lands
+        fresh = when(
+            lambda: ask(api),
+            lambda a: a.status == 200 and not a.json()["stale"],
+            "fresh data once Redis answers",
+        )
+        assert fresh.json()["model"] == FAST
     store.close()
 
 

@@ -102,7 +102,7 @@ def tier_settings(args: argparse.Namespace) -> TierSettings | None:
         return TierSettings(**given).check()
     except InvalidInputError as exc:
         message = str(exc)
-        for name, option in sorted(TIER_OPTIONS.items(), key=lambda kv: -len(kv[0])):
+        for name, option in TIER_OPTIONS.items():  # whole names: max_age is not limits_max_age
             message = re.sub(rf"\b{name}\b", option, message)
         raise InvalidInputError(message) from None
 
