@@ -1,8 +1,9 @@
 """``serve --tier``: ``POST /v1/select`` answered from the server's local read tier, through a
-real server process on a redis-server started by the suite. The tier's own rules are
-``test_tier.py``'s; here, that the server wires them: the same selection as the library, the
-age it says, its own limit writes seen at once, a window change followed, stale serving while
-Redis is hung, and options out of range refused in one line."""
+real server process, on fakeredis's TCP server and on a redis-server started by the suite
+(Redis frozen: on the real one only). The tier's own rules are ``test_tier.py``'s; here, that
+the server wires them: the same selection as the library, the age it says, its own limit
+writes seen at once, a window change followed, stale serving while Redis is hung, and options
+out of range refused in one line."""
 
 from __future__ import annotations
 
@@ -62,12 +63,12 @@ def ask(api: Serve) -> Answer:
 
 
 def test_a_selection_from_the_tier_is_the_librarys_and_says_how_old_it_is(
-    redis_server: RedisServer,
+    url: str,
 ) -> None:
-    store = seed(redis_server.url, "tier-same")
-    with Serve(redis_server.url, "--namespace", "tier-same", "--tier") as api:
+    store = seed(url, "tier-same")
+    with Serve(url, "--namespace", "tier-same", "--tier") as api:
         tiered = select(api)
-    with Serve(redis_server.url, "--namespace", "tier-same") as api:
+    with Serve(url, "--namespace", "tier-same") as api:
         live = select(api)
     assert tiered["model"] == live["model"] == store.select_model(MODELS) == FAST
     assert tiered["ranking"] == live["ranking"]
@@ -78,15 +79,13 @@ def test_a_selection_from_the_tier_is_the_librarys_and_says_how_old_it_is(
 
 
 def test_the_servers_own_limit_writes_show_in_its_next_selection_at_once(
-    redis_server: RedisServer,
+    url: str,
 ) -> None:
     """Limits set, lifted or recorded through this server change its next selection, though
     the tier reads limits again only once a second (an hour here)."""
-    store = seed(redis_server.url, "tier-own")
+    store = seed(url, "tier-own")
     slow_reads = ("--tier-max-age", "3600", "--tier-limits-max-age", "3600")
-    with Serve(
-        redis_server.url, "--namespace", "tier-own", *slow_reads, "--tier-stale-after", "7200"
-    ) as api:
+    with Serve(url, "--namespace", "tier-own", *slow_reads, "--tier-stale-after", "7200") as api:
         assert select(api)["model"] == FAST
         assert api.request("PUT", f"/v1/limits/{FAST}", {"ttl_secs": 600}).status == 200
         assert select(api)["model"] == SLOW
@@ -103,10 +102,10 @@ def test_the_servers_own_limit_writes_show_in_its_next_selection_at_once(
 
 
 def test_a_limit_set_elsewhere_shows_once_the_limits_are_read_again(
-    redis_server: RedisServer,
+    url: str,
 ) -> None:
-    store = seed(redis_server.url, "tier-else")
-    with Serve(redis_server.url, "--namespace", "tier-else", "--tier-limits-max-age", "0.2") as api:
+    store = seed(url, "tier-else")
+    with Serve(url, "--namespace", "tier-else", "--tier-limits-max-age", "0.2") as api:
         assert select(api)["model"] == FAST
         store.mark_subscription_limited(FAST, 600)
         # every selection serves memory; the one that finds the limits 0.2 s old starts the
@@ -115,12 +114,14 @@ def test_a_limit_set_elsewhere_shows_once_the_limits_are_read_again(
     store.close()
 
 
-def test_a_window_change_is_followed(redis_server: RedisServer) -> None:
+def test_a_window_change_is_followed(
+    url: str,
+) -> None:
     """Another process changes the namespace's window on purpose: the tier's refresh is
     refused for the old one, and the server follows it, as its other routes do."""
-    store = seed(redis_server.url, "tier-window")
+    store = seed(url, "tier-window")
     with Serve(
-        redis_server.url,
+        url,
         "--namespace",
         "tier-window",
         "--tier-max-age",
@@ -130,7 +131,7 @@ def test_a_window_change_is_followed(redis_server: RedisServer) -> None:
     ) as api:
         assert select(api)["model"] == FAST
         store.set_window(7200)
-        moved = TelemetryStore.from_url(redis_server.url, namespace="tier-window", window_secs=7200)
+        moved = TelemetryStore.from_url(url, namespace="tier-window", window_secs=7200)
         moved.mark_subscription_limited(FAST, 600)
         select_until(api, lambda got: got["model"] == SLOW, "the new window")
         moved.close()
