@@ -35,7 +35,7 @@ from .._version import __version__
 from ..aio import AsyncTelemetryStore
 from ..core import bodies, routing
 from ..core.statuses import failure, one_line
-from ..core.tier import TierSettings
+from ..core.tier import RankOptions, TierSettings
 from ..core.tokens import Scope, Tokens
 from ..errors import TelemetryError, WindowMismatchError
 from ..exporter import SnapshotCollector, scrape_budget
@@ -289,24 +289,17 @@ def create_app(
         """The model to use now among the candidates, and each candidate's rank or the reason
         it was left out (a subscription-limited one says so, with when it comes back)."""
         ask = bodies.parse_model(SelectRequest, await request.body())
+        options: RankOptions = {
+            "weights": ask.weights,
+            "max_staleness_secs": ask.max_staleness_secs,
+            "stale_policy": ask.stale_policy,
+        }
         age, stale = 0.0, False
         if tier is None:
-            ranking = await stores(
-                lambda s: s.rank_models(
-                    ask.candidates,
-                    ask.strategy,
-                    weights=ask.weights,
-                    max_staleness_secs=ask.max_staleness_secs,
-                    stale_policy=ask.stale_policy,
-                )
-            )
+            ranking = await stores(lambda s: s.rank_models(ask.candidates, ask.strategy, **options))
         else:
             ranking, age, stale = await tier.current().rank_models(
-                ask.candidates,
-                ask.strategy,
-                weights=ask.weights,
-                max_staleness_secs=ask.max_staleness_secs,
-                stale_policy=ask.stale_policy,
+                ask.candidates, ask.strategy, **options
             )
         chosen = routing.choose(ranking, ask.exploration)
         answer = Selection(model=chosen, ranking=candidates(ranking), age_secs=age, stale=stale)
